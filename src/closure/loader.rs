@@ -1,0 +1,500 @@
+//! glibc's library search, replayed without running anything: which file each DT_NEEDED loads.
+//!
+//! The rules follow glibc 2.36's `elf/dl-load.c` (`_dl_map_object`) and `elf/dl-deps.c`:
+//! breadth-first over DT_NEEDED, each name loaded once (matched by requested name, path or
+//! DT_SONAME, also the same file reached by another path), and for a name without `/`:
+//! 1. DT_RPATH of the object that needs it, then of the object that loaded that one, up to the
+//!    executable — only while the needing object has no DT_RUNPATH (an object with DT_RUNPATH has
+//!    its DT_RPATH ignored altogether);
+//! 2. (LD_LIBRARY_PATH: never, a jail is provisioned for every environment);
+//! 3. the needing object's own DT_RUNPATH (not inherited by its dependencies);
+//! 4. /etc/ld.so.cache, unless the needing object is `-z nodeflib` and the hit is in a system dir;
+//! 5. the built-in system directories, unless `-z nodeflib`.
+//!
+//! Every directory is tried as `DIR/glibc-hwcaps/<level>/` for each level the CPU supports,
+//! best first, then as `DIR/`. Files of the wrong ELF class or machine are skipped and the search
+//! goes on. Legacy hwcaps subdirectories (`tls/`, `haswell/`, removed in glibc 2.37) are not
+//! searched.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{anyhow, Context, Result};
+
+use super::elf::{read_elf, ElfIdent, ElfInfo};
+use super::ld_cache::LdCache;
+use super::platform::{host_hwcaps_subdirs, platform_for, platform_token, Platform};
+use crate::host::HostFs;
+
+/// How to look at the host.
+#[derive(Debug, Clone)]
+pub struct LoaderOptions {
+    /// "/" for the host; a fixture tree in tests. Paths elsewhere are as the loader sees them.
+    pub sysroot: PathBuf,
+    /// glibc-hwcaps subdirectories to search, best first; `None` detects them from this CPU.
+    pub hwcaps: Option<Vec<String>>,
+    /// What `$PLATFORM` expands to; `None` detects it like glibc does on this CPU.
+    pub platform: Option<String>,
+}
+
+impl LoaderOptions {
+    /// The real host, with this CPU's hwcaps and platform.
+    pub fn host() -> LoaderOptions {
+        LoaderOptions { sysroot: PathBuf::from("/"), hwcaps: None, platform: None }
+    }
+}
+
+/// What loading one program brings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadResult {
+    /// PT_INTERP of the executable (None for static executables and libraries).
+    pub interpreter: Option<PathBuf>,
+    /// Every shared object loaded, in glibc's breadth-first order, without the root object and
+    /// the interpreter.
+    pub objects: Vec<LoadedObject>,
+    /// Needed names that no search found.
+    pub missing: Vec<MissingLibrary>,
+}
+
+/// One shared object and why it was loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadedObject {
+    /// The DT_NEEDED string that caused the load.
+    pub name: String,
+    /// Where the loader found it, spelled as the loader spells it (what `ld.so --list` prints).
+    pub path: PathBuf,
+    /// The object whose DT_NEEDED first asked for it.
+    pub needed_by: PathBuf,
+}
+
+/// A needed name that could not be found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingLibrary {
+    pub name: String,
+    /// From the root object to the object that needed `name`.
+    pub chain: Vec<PathBuf>,
+    /// Directories searched, in order ("/etc/ld.so.cache" stands for the cache).
+    pub searched: Vec<PathBuf>,
+}
+
+/// The loader's view of the host: its ld.so.cache, and caches of what it has read.
+pub struct Loader {
+    host: HostFs,
+    cache: Option<LdCache>,
+    hwcaps_override: Option<Vec<String>>,
+    platform_override: Option<String>,
+    elf_cache: Mutex<HashMap<PathBuf, Option<Arc<ElfInfo>>>>,
+    directory_cache: Mutex<HashMap<PathBuf, bool>>,
+}
+
+/// An object in one load: the root (index 0), or a library.
+struct MappedObject {
+    path: PathBuf,
+    origin: PathBuf,
+    info: Arc<ElfInfo>,
+    /// Index of the object that loaded this one.
+    loaded_by: Option<usize>,
+}
+
+/// Per-architecture facts fixed for one load.
+struct SearchContext<'a> {
+    platform: &'a Platform,
+    hwcaps: Vec<String>,
+    platform_token: String,
+}
+
+impl Loader {
+    pub fn new(options: LoaderOptions) -> Result<Loader> {
+        let host = HostFs::new(&options.sysroot);
+        let cache_path = host.disk_path(Path::new("/etc/ld.so.cache"));
+        let cache = LdCache::load(&cache_path)?;
+        Ok(Loader {
+            host,
+            cache,
+            hwcaps_override: options.hwcaps,
+            platform_override: options.platform,
+            elf_cache: Mutex::new(HashMap::new()),
+            directory_cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn host(&self) -> &HostFs {
+        &self.host
+    }
+
+    /// Reads (once) the ELF facts of a host path; `None` when it is not ELF or does not exist.
+    pub fn elf(&self, path: &Path) -> Result<Option<Arc<ElfInfo>>> {
+        let disk = self.host.disk_path(path);
+        if let Some(known) = self.lock_elf_cache().get(&disk) {
+            return Ok(known.clone());
+        }
+        let info = if self.host.sysroot() == Path::new("/") {
+            match std::fs::metadata(&disk) {
+                Ok(metadata) if metadata.is_file() => read_elf(&disk)?.map(Arc::new),
+                _ => None,
+            }
+        } else {
+            // Inside a sysroot, absolute symlinks must stay inside it: resolve them ourselves.
+            let resolved = self.host.resolve(path)?;
+            let resolved_disk = self.host.disk_path(&resolved.path);
+            match std::fs::symlink_metadata(&resolved_disk) {
+                Ok(metadata) if metadata.is_file() => read_elf(&resolved_disk)?.map(Arc::new),
+                _ => None,
+            }
+        };
+        self.lock_elf_cache().insert(disk, info.clone());
+        Ok(info)
+    }
+
+    fn lock_elf_cache(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Option<Arc<ElfInfo>>>> {
+        // A panic while holding the lock leaves a usable map: recover it rather than poison everything.
+        self.elf_cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn directory_exists(&self, dir: &Path) -> bool {
+        let mut cache = self.directory_cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(known) = cache.get(dir) {
+            return *known;
+        }
+        let exists = if self.host.sysroot() == Path::new("/") {
+            std::fs::metadata(dir).is_ok_and(|metadata| metadata.is_dir())
+        } else {
+            self.host
+                .resolve(dir)
+                .ok()
+                .and_then(|resolved| std::fs::symlink_metadata(self.host.disk_path(&resolved.path)).ok())
+                .is_some_and(|metadata| metadata.is_dir())
+        };
+        cache.insert(dir.to_path_buf(), exists);
+        exists
+    }
+
+    /// The file identity (device, inode) of a host path, following links inside the sysroot.
+    fn file_identity(&self, path: &Path) -> Option<(u64, u64)> {
+        let disk = if self.host.sysroot() == Path::new("/") {
+            path.to_path_buf()
+        } else {
+            self.host.disk_path(&self.host.resolve(path).ok()?.path)
+        };
+        std::fs::metadata(disk).ok().map(|metadata| (metadata.dev(), metadata.ino()))
+    }
+
+    fn context_for(&self, ident: &ElfIdent, path: &Path) -> Result<SearchContext<'static>> {
+        let platform = platform_for(ident).ok_or_else(|| {
+            anyhow!("{}: unsupported ELF architecture (machine {}, {:?})", path.display(), ident.machine, ident.class)
+        })?;
+        Ok(SearchContext {
+            platform,
+            hwcaps: self.hwcaps_override.clone().unwrap_or_else(|| host_hwcaps_subdirs(platform)),
+            platform_token: self.platform_override.clone().unwrap_or_else(|| platform_token(platform)),
+        })
+    }
+
+    /// Everything the loader maps to start the executable at `path`.
+    pub fn load_executable(&self, path: &Path) -> Result<LoadResult> {
+        self.load(path, true)
+    }
+
+    /// Everything the loader maps when `path` (a shared object) is dlopen'ed on its own.
+    pub fn load_library(&self, path: &Path) -> Result<LoadResult> {
+        self.load(path, false)
+    }
+
+    fn load(&self, path: &Path, is_executable: bool) -> Result<LoadResult> {
+        let info = self.elf(path)?.ok_or_else(|| anyhow!("{} is not an ELF file", path.display()))?;
+        let context = self.context_for(&info.ident, path)?;
+        // The kernel hands the loader the executable's canonical path (/proc/self/exe), which is
+        // what $ORIGIN means for it; a library's $ORIGIN is the directory it was found in.
+        let origin_of_root = if is_executable {
+            let canonical = self.host.resolve(path).with_context(|| format!("cannot resolve {}", path.display()))?;
+            parent_dir(&canonical.path)
+        } else {
+            parent_dir(path)
+        };
+        let mut objects = vec![MappedObject {
+            path: path.to_path_buf(),
+            origin: origin_of_root,
+            info: info.clone(),
+            loaded_by: None,
+        }];
+        let mut names: HashMap<String, usize> = HashMap::new();
+        let mut identities: HashMap<(u64, u64), usize> = HashMap::new();
+        if let Some(soname) = &info.soname {
+            names.insert(soname.clone(), 0);
+        }
+        if let Some(identity) = self.file_identity(path) {
+            identities.insert(identity, 0);
+        }
+
+        let interpreter = if is_executable { info.interpreter.as_ref().map(PathBuf::from) } else { None };
+        if let Some(interpreter_path) = &interpreter {
+            let interpreter_info = self.elf(interpreter_path)?.ok_or_else(|| {
+                anyhow!("{}: its interpreter {} is missing or not ELF", path.display(), interpreter_path.display())
+            })?;
+            // The interpreter is mapped before any library: libc's DT_NEEDED on
+            // ld-linux-x86-64.so.2 matches it by soname and is never searched.
+            let index = objects.len();
+            if let Some(soname) = &interpreter_info.soname {
+                names.insert(soname.clone(), index);
+            }
+            names.insert(interpreter_path.to_string_lossy().into_owned(), index);
+            if let Some(identity) = self.file_identity(interpreter_path) {
+                identities.insert(identity, index);
+            }
+            objects.push(MappedObject {
+                path: interpreter_path.clone(),
+                origin: parent_dir(interpreter_path),
+                info: interpreter_info,
+                loaded_by: None,
+            });
+        }
+
+        let mut loaded = Vec::new();
+        let mut missing = Vec::new();
+        let mut queue = std::collections::VecDeque::from([0usize]);
+        while let Some(current) = queue.pop_front() {
+            let needed = objects[current].info.needed.clone();
+            for name in needed {
+                if names.contains_key(&name) {
+                    continue;
+                }
+                match self.search(&name, current, &objects, &context)? {
+                    Found::Yes(found_path, found_info) => {
+                        if let Some(&existing) =
+                            self.file_identity(&found_path).as_ref().and_then(|identity| identities.get(identity))
+                        {
+                            // The same file under another name: glibc reuses the mapped object.
+                            names.insert(name, existing);
+                            continue;
+                        }
+                        let index = objects.len();
+                        names.insert(name.clone(), index);
+                        names.insert(found_path.to_string_lossy().into_owned(), index);
+                        if let Some(soname) = &found_info.soname {
+                            names.entry(soname.clone()).or_insert(index);
+                        }
+                        if let Some(identity) = self.file_identity(&found_path) {
+                            identities.insert(identity, index);
+                        }
+                        loaded.push(LoadedObject {
+                            name,
+                            path: found_path.clone(),
+                            needed_by: objects[current].path.clone(),
+                        });
+                        objects.push(MappedObject {
+                            origin: parent_dir(&found_path),
+                            path: found_path,
+                            info: found_info,
+                            loaded_by: Some(current),
+                        });
+                        queue.push_back(index);
+                    }
+                    Found::No(searched) => {
+                        missing.push(MissingLibrary { name, chain: chain_of(current, &objects), searched });
+                    }
+                }
+            }
+        }
+        Ok(LoadResult { interpreter, objects: loaded, missing })
+    }
+
+    /// Where `dlopen(name)` called from libc finds a module (NSS and the like): the cache, then
+    /// the system directories. `like` is an ELF of the program that will load it.
+    pub fn find_for_dlopen(&self, name: &str, like: &ElfIdent) -> Result<Option<PathBuf>> {
+        let context = self.context_for(like, Path::new(name))?;
+        let mut searched = Vec::new();
+        if let Some(found) = self.search_cache_and_system(name, false, &context, &mut searched)? {
+            return Ok(Some(found.0));
+        }
+        Ok(None)
+    }
+
+    fn search(&self, name: &str, needing: usize, objects: &[MappedObject], context: &SearchContext) -> Result<Found> {
+        let object = &objects[needing];
+        if name.contains('/') {
+            let expanded = expand_tokens(name, &object.origin, context);
+            let path = PathBuf::from(&expanded);
+            if path.is_absolute() {
+                if let Some(info) = self.usable(&path, context)? {
+                    return Ok(Found::Yes(path, info));
+                }
+            }
+            return Ok(Found::No(vec![path]));
+        }
+        let mut searched = Vec::new();
+        if object.info.runpath.is_empty() {
+            // RPATH of the needing object and of every object up the loading chain.
+            let mut link = Some(needing);
+            while let Some(index) = link {
+                let chain_object = &objects[index];
+                if chain_object.info.runpath.is_empty() {
+                    for dir in &chain_object.info.rpath {
+                        let dir = expand_tokens(dir, &chain_object.origin, context);
+                        if let Some(found) = self.search_dir(Path::new(&dir), name, context, &mut searched)? {
+                            return Ok(Found::Yes(found.0, found.1));
+                        }
+                    }
+                }
+                link = chain_object.loaded_by;
+            }
+        }
+        for dir in &object.info.runpath {
+            let dir = expand_tokens(dir, &object.origin, context);
+            if let Some(found) = self.search_dir(Path::new(&dir), name, context, &mut searched)? {
+                return Ok(Found::Yes(found.0, found.1));
+            }
+        }
+        match self.search_cache_and_system(name, object.info.nodeflib, context, &mut searched)? {
+            Some((path, info)) => Ok(Found::Yes(path, info)),
+            None => Ok(Found::No(searched)),
+        }
+    }
+
+    fn search_cache_and_system(
+        &self,
+        name: &str,
+        nodeflib: bool,
+        context: &SearchContext,
+        searched: &mut Vec<PathBuf>,
+    ) -> Result<Option<(PathBuf, Arc<ElfInfo>)>> {
+        if let Some(cache) = &self.cache {
+            searched.push(PathBuf::from("/etc/ld.so.cache"));
+            if let Some(hit) = cache.lookup(name, context.platform.cache_flags, &context.hwcaps) {
+                let hit = PathBuf::from(hit);
+                let in_system_dir = context.platform.system_dirs.iter().any(|dir| parent_dir(&hit) == Path::new(dir));
+                if !(nodeflib && in_system_dir) {
+                    if let Some(info) = self.usable(&hit, context)? {
+                        return Ok(Some((hit, info)));
+                    }
+                }
+            }
+        }
+        if nodeflib {
+            return Ok(None);
+        }
+        for dir in context.platform.system_dirs {
+            if let Some(found) = self.search_dir(Path::new(dir), name, context, searched)? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Tries `dir/glibc-hwcaps/<level>/name` for each level, then `dir/name`.
+    fn search_dir(
+        &self,
+        dir: &Path,
+        name: &str,
+        context: &SearchContext,
+        searched: &mut Vec<PathBuf>,
+    ) -> Result<Option<(PathBuf, Arc<ElfInfo>)>> {
+        // A relative directory depends on the working directory at run time: unknowable here.
+        if !dir.is_absolute() {
+            return Ok(None);
+        }
+        searched.push(dir.to_path_buf());
+        if !self.directory_exists(dir) {
+            return Ok(None);
+        }
+        for level in &context.hwcaps {
+            let subdir = dir.join("glibc-hwcaps").join(level);
+            if self.directory_exists(&subdir) {
+                let candidate = subdir.join(name);
+                if let Some(info) = self.usable(&candidate, context)? {
+                    return Ok(Some((candidate, info)));
+                }
+            }
+        }
+        let candidate = dir.join(name);
+        Ok(self.usable(&candidate, context)?.map(|info| (candidate, info)))
+    }
+
+    /// The file's ELF facts if the loader of `context`'s architecture would accept it.
+    fn usable(&self, path: &Path, context: &SearchContext) -> Result<Option<Arc<ElfInfo>>> {
+        let Some(info) = self.elf(path)? else { return Ok(None) };
+        let matches = info.ident.class == context.platform.class && info.ident.machine == context.platform.machine;
+        Ok(matches.then_some(info))
+    }
+}
+
+enum Found {
+    Yes(PathBuf, Arc<ElfInfo>),
+    No(Vec<PathBuf>),
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    path.parent().map_or_else(|| PathBuf::from("/"), Path::to_path_buf)
+}
+
+/// The paths from the root object down to `index`.
+fn chain_of(index: usize, objects: &[MappedObject]) -> Vec<PathBuf> {
+    let mut chain = Vec::new();
+    let mut link = Some(index);
+    while let Some(current) = link {
+        chain.push(objects[current].path.clone());
+        link = objects[current].loaded_by;
+    }
+    chain.reverse();
+    chain
+}
+
+/// Expands `$ORIGIN`, `$LIB`, `$PLATFORM` (and their `${...}` forms) like glibc's
+/// `_dl_dst_substitute`; unknown `$NAME`s stay as written.
+fn expand_tokens(text: &str, origin: &Path, context: &SearchContext) -> String {
+    expand_dynamic_string_tokens(text, &origin.to_string_lossy(), context.platform.lib_token, &context.platform_token)
+}
+
+/// Token expansion with explicit values (testable without a platform).
+pub fn expand_dynamic_string_tokens(text: &str, origin: &str, lib: &str, platform: &str) -> String {
+    if !text.contains('$') {
+        return text.to_owned();
+    }
+    let mut result = String::with_capacity(text.len() + origin.len());
+    let mut rest = text;
+    while let Some(position) = rest.find('$') {
+        result.push_str(&rest[..position]);
+        let after = &rest[position + 1..];
+        let tokens = [("ORIGIN", origin), ("LIB", lib), ("PLATFORM", platform)];
+        let mut replaced = false;
+        for (token, value) in tokens {
+            let braced = format!("{{{token}}}");
+            let consumed = if after.starts_with(&braced) {
+                Some(braced.len())
+            } else if after.starts_with(token)
+                && !after[token.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+            {
+                Some(token.len())
+            } else {
+                None
+            };
+            if let Some(length) = consumed {
+                result.push_str(value);
+                rest = &after[length..];
+                replaced = true;
+                break;
+            }
+        }
+        if !replaced {
+            result.push('$');
+            rest = after;
+        }
+    }
+    result.push_str(rest);
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_expand_in_both_spellings_and_unknown_ones_stay() {
+        let expand = |text| expand_dynamic_string_tokens(text, "/opt/app/bin", "lib/x86_64-linux-gnu", "haswell");
+        assert_eq!(expand("$ORIGIN/../lib"), "/opt/app/bin/../lib");
+        assert_eq!(expand("${ORIGIN}/x:$LIB"), "/opt/app/bin/x:lib/x86_64-linux-gnu");
+        assert_eq!(expand("/usr/$PLATFORM/lib"), "/usr/haswell/lib");
+        assert_eq!(expand("/a/$ORIGINAL/$FOO"), "/a/$ORIGINAL/$FOO");
+    }
+}

@@ -1,0 +1,635 @@
+//! The closure: every host file the jail needs, found the way glibc's loader would find it.
+//!
+//! Input is a validated [`Spec`]; output is a [`Closure`], a map from jail path to [`Entry`]
+//! (what it is, which host file it comes from, and which entries need it). Nothing is executed:
+//! ELF files are read with goblin, scripts by their `#!` line, NSS modules from nsswitch.conf.
+
+pub mod elf;
+pub mod ld_cache;
+pub mod loader;
+pub mod nss;
+pub mod platform;
+pub mod script;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::host::{HostFs, Link, BINARY_SEARCH_PATH};
+use crate::spec::{Attributes, FileSpec, HostSource, Spec};
+use crate::tree::JailPath;
+use elf::ElfIdent;
+use loader::{LoadResult, Loader, MissingLibrary};
+
+/// What a path in the jail is, and so how it gets there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EntryKind {
+    /// A program named in `binaries`.
+    Binary,
+    /// The ELF interpreter (PT_INTERP) of a program.
+    Interpreter,
+    /// A shared library some object needs (DT_NEEDED).
+    Library,
+    /// The `#!` interpreter of a script (or the program `/usr/bin/env` runs).
+    ScriptInterpreter,
+    /// A module glibc dlopens for nsswitch.conf.
+    NssModule,
+    /// A host file from `[[files]]`.
+    File,
+    /// A symlink, kept with its own text.
+    Symlink,
+    /// A directory from `[[dirs]]`, a `[[files]]` tree, a home or a mount target.
+    Dir,
+    /// A device node from `devices`.
+    Device,
+    /// A file with inline `content` from the Jailfile.
+    Content,
+    /// A file jailprov writes: /etc/passwd, /etc/group, /etc/nsswitch.conf.
+    Generated,
+}
+
+impl EntryKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            EntryKind::Binary => "binary",
+            EntryKind::Interpreter => "interpreter",
+            EntryKind::Library => "library",
+            EntryKind::ScriptInterpreter => "script-interpreter",
+            EntryKind::NssModule => "nss-module",
+            EntryKind::File => "file",
+            EntryKind::Symlink => "symlink",
+            EntryKind::Dir => "dir",
+            EntryKind::Device => "device",
+            EntryKind::Content => "content",
+            EntryKind::Generated => "generated",
+        }
+    }
+}
+
+/// One path of the jail.
+#[derive(Debug, Clone, Serialize)]
+pub struct Entry {
+    pub path: JailPath,
+    pub kind: EntryKind,
+    /// The host file it is copied from (for a symlink: the link on the host).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<PathBuf>,
+    /// A symlink's text, exactly as on the host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// For libraries: the DT_NEEDED names it was loaded as.
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub sonames: BTreeSet<String>,
+    /// Jail paths of the entries that need it, or the Jailfile key that declares it.
+    pub needed_by: BTreeSet<String>,
+    /// Overrides from the Jailfile (mode, owner, group, setuid).
+    #[serde(skip)]
+    pub attributes: Attributes,
+    /// Inline or generated content.
+    #[serde(skip)]
+    pub content: Option<String>,
+}
+
+/// Every path the jail will hold.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Closure {
+    #[serde(serialize_with = "entries_as_list")]
+    pub entries: BTreeMap<JailPath, Entry>,
+    /// Paths the `exclude` patterns removed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub excluded: Vec<JailPath>,
+    /// Sonames missing but allowed by `allow_missing`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allowed_missing: Vec<String>,
+    /// Things a user should know that do not stop the jail from being built.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+fn entries_as_list<S: serde::Serializer>(
+    entries: &BTreeMap<JailPath, Entry>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_seq(entries.values())
+}
+
+/// How deep `#!` interpreters may nest (the kernel allows 4 levels of binfmt rewriting).
+const MAX_SCRIPT_DEPTH: usize = 4;
+
+/// What one program (binary, script interpreter, ELF file of `[[files]]`) brings.
+struct ProgramFacts {
+    /// Host path as named, links met resolving it, and its canonical path.
+    named: PathBuf,
+    links: Vec<Link>,
+    canonical: PathBuf,
+    ident: Option<ElfIdent>,
+    load: Option<LoadResult>,
+    /// For a script: its interpreter programs (the `#!` path, and what `env` runs).
+    interpreters: Vec<ProgramFacts>,
+}
+
+/// Builds the closure of a validated Jailfile.
+pub fn build(spec: &Spec, loader: &Loader) -> Result<Closure> {
+    let host = loader.host();
+    let search_path = program_search_path(spec);
+    let mut builder = Builder { host, closure: Closure::default(), canonical: HashMap::new(), missing: Vec::new() };
+
+    let programs: Vec<Result<ProgramFacts>> =
+        spec.binaries.par_iter().map(|binary| analyze_program(loader, &binary.host_path, &search_path, 0)).collect();
+    for (binary, facts) in spec.binaries.iter().zip(programs) {
+        let facts = facts
+            .with_context(|| format!("{} ({} = {:?})", binary.host_path.display(), binary.key, binary.declared))?;
+        builder.add_program(&facts, EntryKind::Binary, &binary.key)?;
+    }
+
+    let mut elf_files = Vec::new();
+    for file in &spec.files {
+        builder.add_file_spec(file, &mut elf_files)?;
+    }
+    let loads: Vec<(String, Result<ProgramFacts>)> = elf_files
+        .par_iter()
+        .map(|(host_path, needed_by)| (needed_by.clone(), analyze_program(loader, host_path, &search_path, 0)))
+        .collect();
+    for (needed_by, facts) in loads {
+        builder.add_dependencies(&facts?, &needed_by)?;
+    }
+
+    for device in &spec.devices {
+        builder.add(device.path.clone(), EntryKind::Device, Some(PathBuf::from(device.path.as_str())), &device.key);
+    }
+    for dir in &spec.dirs {
+        builder.add(dir.path.clone(), EntryKind::Dir, None, &dir.key).attributes =
+            Attributes { mode: Some(dir.mode), owner: Some(dir.owner), group: Some(dir.group), keep_setuid: false };
+    }
+    for mount in &spec.mounts {
+        if !builder.closure.entries.contains_key(&mount.target) {
+            builder.add(mount.target.clone(), EntryKind::Dir, None, &format!("{}.target", mount.key));
+        }
+    }
+    builder.add_accounts(spec);
+    nss::add_nss(spec, loader, &mut builder)?;
+    builder.add_usr_merge_links()?;
+    builder.apply_exclude(spec);
+    builder.finish_missing(spec)?;
+    Ok(builder.closure)
+}
+
+/// Where `/usr/bin/env NAME` looks NAME up: the jail's PATH if the Jailfile sets one.
+fn program_search_path(spec: &Spec) -> Vec<String> {
+    match spec.enter.env.get("PATH") {
+        Some(path) => path.split(':').filter(|dir| dir.starts_with('/')).map(str::to_owned).collect(),
+        None => BINARY_SEARCH_PATH.iter().map(|dir| (*dir).to_owned()).collect(),
+    }
+}
+
+/// Reads what a program needs: its ELF closure, or its script interpreters (recursively).
+fn analyze_program(loader: &Loader, named: &Path, search_path: &[String], depth: usize) -> Result<ProgramFacts> {
+    let host = loader.host();
+    let resolved = host.resolve(named)?;
+    let canonical = resolved.path;
+    let mut facts = ProgramFacts {
+        named: named.to_path_buf(),
+        links: resolved.links,
+        canonical: canonical.clone(),
+        ident: None,
+        load: None,
+        interpreters: Vec::new(),
+    };
+    if let Some(info) = loader.elf(&canonical)? {
+        facts.ident = Some(info.ident);
+        if info.has_dynamic || info.interpreter.is_some() {
+            let load = if info.interpreter.is_some() {
+                loader.load_executable(&canonical)?
+            } else {
+                loader.load_library(&canonical)?
+            };
+            facts.load = Some(load);
+        }
+        return Ok(facts);
+    }
+    let Some(shebang) = script::read_shebang(host, &canonical)? else { return Ok(facts) };
+    if depth >= MAX_SCRIPT_DEPTH {
+        bail!("{}: `#!` interpreters nest more than {MAX_SCRIPT_DEPTH} levels deep", named.display());
+    }
+    for program in script::programs_run_by(&shebang, host, search_path)
+        .with_context(|| format!("{}: its `#!` line", named.display()))?
+    {
+        facts.interpreters.push(analyze_program(loader, &program, search_path, depth + 1)?);
+    }
+    Ok(facts)
+}
+
+/// Accumulates entries; keeps the canonical jail path of every host path it has placed.
+pub struct Builder<'a> {
+    host: &'a HostFs,
+    closure: Closure,
+    canonical: HashMap<PathBuf, JailPath>,
+    missing: Vec<MissingLibrary>,
+}
+
+impl Builder<'_> {
+    pub fn closure(&self) -> &Closure {
+        &self.closure
+    }
+
+    pub fn warn(&mut self, warning: String) {
+        self.closure.warnings.push(warning);
+    }
+
+    /// Adds (or merges into) the entry at `path`.
+    pub fn add(&mut self, path: JailPath, kind: EntryKind, source: Option<PathBuf>, needed_by: &str) -> &mut Entry {
+        let entry = self.closure.entries.entry(path.clone()).or_insert_with(|| Entry {
+            path,
+            kind,
+            source,
+            target: None,
+            sonames: BTreeSet::new(),
+            needed_by: BTreeSet::new(),
+            attributes: Attributes::default(),
+            content: None,
+        });
+        // A path reached for several reasons keeps the most specific kind (binary over library...).
+        if kind < entry.kind && entry.kind != EntryKind::Symlink {
+            entry.kind = kind;
+        }
+        entry.needed_by.insert(needed_by.to_owned());
+        entry
+    }
+
+    /// Places a host path at the same jail path: every symlink on the way (with its text) and
+    /// the final file. Returns the canonical jail path.
+    pub fn add_host_path(&mut self, host_path: &Path, kind: EntryKind, needed_by: &str) -> Result<JailPath> {
+        if let Some(known) = self.canonical.get(host_path).cloned() {
+            self.add(known.clone(), kind, None, needed_by);
+            self.add_links_of(host_path, needed_by)?;
+            return Ok(known);
+        }
+        let resolved = self.host.resolve(host_path)?;
+        self.add_links(&resolved.links, needed_by)?;
+        let path = jail_path_of(&resolved.path)?;
+        self.add(path.clone(), kind, Some(resolved.path.clone()), needed_by);
+        self.canonical.insert(host_path.to_path_buf(), path.clone());
+        Ok(path)
+    }
+
+    fn add_links_of(&mut self, host_path: &Path, needed_by: &str) -> Result<()> {
+        let resolved = self.host.resolve(host_path)?;
+        self.add_links(&resolved.links, needed_by)
+    }
+
+    fn add_links(&mut self, links: &[Link], needed_by: &str) -> Result<()> {
+        for link in links {
+            let path = jail_path_of(&link.path)?;
+            let entry = self.add(path, EntryKind::Symlink, Some(link.path.clone()), needed_by);
+            entry.kind = EntryKind::Symlink;
+            entry.target = Some(link.target.clone());
+        }
+        Ok(())
+    }
+
+    /// A program and everything it loads.
+    fn add_program(&mut self, facts: &ProgramFacts, kind: EntryKind, needed_by: &str) -> Result<JailPath> {
+        self.add_links(&facts.links, needed_by)?;
+        let path = jail_path_of(&facts.canonical)?;
+        self.add(path.clone(), kind, Some(facts.canonical.clone()), needed_by);
+        self.canonical.insert(facts.named.clone(), path.clone());
+        self.add_dependencies(facts, path.as_str())?;
+        Ok(path)
+    }
+
+    /// What a program loads, needed by `needed_by` (its own jail path, or a Jailfile key).
+    fn add_dependencies(&mut self, facts: &ProgramFacts, needed_by: &str) -> Result<()> {
+        let own = jail_path_of(&facts.canonical)?;
+        let requester =
+            if self.closure.entries.contains_key(&own) { own.as_str().to_owned() } else { needed_by.to_owned() };
+        if let Some(load) = &facts.load {
+            self.add_load(load, &requester, EntryKind::Library)?;
+        }
+        for interpreter in &facts.interpreters {
+            self.add_program(interpreter, EntryKind::ScriptInterpreter, &requester)?;
+        }
+        Ok(())
+    }
+
+    /// Places the objects of one load, each needed by the (canonical) object that asked for it.
+    pub fn add_load(&mut self, load: &LoadResult, root: &str, kind: EntryKind) -> Result<()> {
+        if let Some(interpreter) = &load.interpreter {
+            self.add_host_path(interpreter, EntryKind::Interpreter, root)?;
+        }
+        for object in &load.objects {
+            let requester = match self.canonical.get(&object.needed_by) {
+                Some(path) => path.as_str().to_owned(),
+                None => root.to_owned(),
+            };
+            let path = self.add_host_path(&object.path, kind, &requester)?;
+            if let Some(entry) = self.closure.entries.get_mut(&path) {
+                entry.sonames.insert(object.name.clone());
+            }
+        }
+        self.missing.extend(load.missing.iter().cloned());
+        Ok(())
+    }
+
+    fn add_file_spec(&mut self, file: &FileSpec, elf_files: &mut Vec<(PathBuf, String)>) -> Result<()> {
+        match file {
+            FileSpec::Inline { key, path, content, attributes } => {
+                let entry = self.add(path.clone(), EntryKind::Content, None, key);
+                entry.kind = EntryKind::Content;
+                entry.content = Some(content.clone());
+                entry.attributes = attributes.clone();
+            }
+            FileSpec::Host { key, source, dest, attributes } => {
+                for (host_path, jail_path) in expand_source(self.host, source, dest.as_ref())? {
+                    self.add_copied(&host_path, jail_path, key, attributes, elf_files)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One host path of a `[[files]]` source placed at `jail_path`.
+    fn add_copied(
+        &mut self,
+        host_path: &Path,
+        jail_path: JailPath,
+        key: &str,
+        attributes: &Attributes,
+        elf_files: &mut Vec<(PathBuf, String)>,
+    ) -> Result<()> {
+        let metadata = self
+            .host
+            .symlink_metadata(host_path)
+            .with_context(|| format!("{key}: cannot inspect {}", host_path.display()))?;
+        let file_type = metadata.file_type();
+        if file_type.is_symlink() {
+            let target = self
+                .host
+                .read_link(host_path)
+                .with_context(|| format!("cannot read symlink {}", host_path.display()))?;
+            let entry = self.add(jail_path.clone(), EntryKind::Symlink, Some(host_path.to_path_buf()), key);
+            entry.kind = EntryKind::Symlink;
+            entry.target = Some(target.to_string_lossy().into_owned());
+            // Bring what the link points at (CA certificate farms, /etc/localtime...).
+            let resolved = self.host.resolve(host_path)?;
+            match self.host.symlink_metadata(&resolved.path) {
+                Ok(target_metadata) if target_metadata.is_file() => {
+                    self.add_host_path(&resolved.path, EntryKind::File, jail_path.as_str())?;
+                }
+                Ok(target_metadata) if target_metadata.is_dir() => {
+                    self.add_host_path(&resolved.path, EntryKind::Dir, jail_path.as_str())?;
+                }
+                _ => self.warn(format!(
+                    "{key}: {} is a dangling symlink on the host; it is copied as it is",
+                    host_path.display()
+                )),
+            }
+        } else if file_type.is_dir() {
+            let entry = self.add(jail_path, EntryKind::Dir, Some(host_path.to_path_buf()), key);
+            entry.attributes = Attributes { mode: None, ..attributes.clone() };
+        } else if file_type.is_file() {
+            let entry = self.add(jail_path.clone(), EntryKind::File, Some(host_path.to_path_buf()), key);
+            entry.attributes = attributes.clone();
+            if elf::read_ident(&self.host.disk_path(host_path))?.is_some() {
+                elf_files.push((host_path.to_path_buf(), jail_path.as_str().to_owned()));
+            }
+        } else {
+            self.warn(format!("{key}: {} is not a file, directory or symlink; skipped", host_path.display()));
+        }
+        Ok(())
+    }
+
+    fn add_accounts(&mut self, spec: &Spec) {
+        if spec.users.is_empty() && spec.groups.is_empty() {
+            return;
+        }
+        for (path, content) in [("/etc/passwd", passwd_content(spec)), ("/etc/group", group_content(spec))] {
+            let path = JailPath::parse(path).unwrap_or_else(|_| JailPath::root());
+            if self.closure.entries.contains_key(&path) {
+                self.warn(format!("{path} comes from [[files]]; [[users]]/[[groups]] do not rewrite it"));
+                continue;
+            }
+            let entry = self.add(path, EntryKind::Generated, None, "users/groups");
+            entry.content = Some(content);
+            entry.attributes.mode = Some(0o644);
+        }
+        for user in &spec.users {
+            if user.home.is_root() {
+                continue;
+            }
+            let key = format!("users.{}.home", user.name);
+            let entry = self.add(user.home.clone(), EntryKind::Dir, None, &key);
+            entry.attributes =
+                Attributes { mode: Some(0o750), owner: Some(user.uid), group: Some(user.gid), keep_setuid: false };
+        }
+    }
+
+    /// The host's usr-merge directory links (/bin -> usr/bin, /lib -> usr/lib...) for every
+    /// directory the jail uses, so paths written the old way work inside as on the host.
+    fn add_usr_merge_links(&mut self) -> Result<()> {
+        for name in ["bin", "sbin", "lib", "lib32", "lib64", "libx32"] {
+            let link_path = Path::new("/").join(name);
+            let Ok(metadata) = self.host.symlink_metadata(&link_path) else { continue };
+            if !metadata.file_type().is_symlink() {
+                continue;
+            }
+            let resolved = self.host.resolve(&link_path)?;
+            let target_dir = jail_path_of(&resolved.path)?;
+            let used = self.closure.entries.keys().any(|path| path.starts_with(&target_dir) && path != &target_dir);
+            if used {
+                self.add_links(&resolved.links, "usr-merge layout of the host")?;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_exclude(&mut self, spec: &Spec) {
+        if spec.exclude.patterns.is_empty() {
+            return;
+        }
+        let excluded: Vec<JailPath> = self
+            .closure
+            .entries
+            .values()
+            .filter(|entry| {
+                matches!(
+                    entry.kind,
+                    EntryKind::File | EntryKind::Library | EntryKind::Symlink | EntryKind::Dir | EntryKind::NssModule
+                ) && (spec.exclude.is_excluded(Path::new(entry.path.as_str()))
+                    || entry.source.as_deref().is_some_and(|source| spec.exclude.is_excluded(source)))
+            })
+            .map(|entry| entry.path.clone())
+            .collect();
+        for path in &excluded {
+            self.closure.entries.remove(path);
+        }
+        self.closure.excluded = excluded;
+    }
+
+    fn finish_missing(&mut self, spec: &Spec) -> Result<()> {
+        let mut report = String::new();
+        let mut seen = BTreeSet::new();
+        for missing in std::mem::take(&mut self.missing) {
+            if spec.allow_missing.contains(&missing.name) {
+                if !self.closure.allowed_missing.contains(&missing.name) {
+                    self.closure.allowed_missing.push(missing.name);
+                }
+                continue;
+            }
+            let chain: Vec<String> = missing.chain.iter().map(|path| path.display().to_string()).collect();
+            if !seen.insert((missing.name.clone(), chain.clone())) {
+                continue;
+            }
+            let searched: Vec<String> = missing.searched.iter().map(|path| path.display().to_string()).collect();
+            let _ = writeln!(report, "  {} needed by {}", missing.name, chain.join(" -> "));
+            let _ = writeln!(report, "    searched: {}", searched.join(", "));
+        }
+        if !report.is_empty() {
+            bail!(
+                "shared libraries not found on the host:\n{report}  install them, or list them in `allow_missing = [...]` in {} if the jail works without them",
+                spec.jailfile.display()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The jail path that mirrors a host path.
+fn jail_path_of(host_path: &Path) -> Result<JailPath> {
+    JailPath::from_host(host_path).map_err(|error| anyhow::anyhow!("{}: {error}", host_path.display()))
+}
+
+/// Host paths of a `[[files]]` source with the jail path each goes to.
+fn expand_source(host: &HostFs, source: &HostSource, dest: Option<&JailPath>) -> Result<Vec<(PathBuf, JailPath)>> {
+    let place = |host_path: &Path, base: &Path| -> Result<JailPath> {
+        match dest {
+            None => jail_path_of(host_path),
+            Some(dest) => {
+                let relative = host_path.strip_prefix(base).unwrap_or(Path::new(""));
+                dest.join(relative).map_err(|error| anyhow::anyhow!("{}: {error}", host_path.display()))
+            }
+        }
+    };
+    let mut result = Vec::new();
+    match source {
+        HostSource::Path(path) => {
+            let metadata = host.symlink_metadata(path).with_context(|| format!("cannot inspect {}", path.display()))?;
+            if metadata.is_dir() {
+                for host_path in walk(host, path)? {
+                    result.push((host_path.clone(), place(&host_path, path)?));
+                }
+            } else {
+                result.push((path.clone(), place(path, path)?));
+            }
+        }
+        HostSource::Glob { base, matcher, .. } => {
+            for host_path in walk(host, base)? {
+                if matcher.is_match(&host_path) {
+                    result.push((host_path.clone(), place(&host_path, base)?));
+                }
+            }
+        }
+    }
+    Ok(result)
+}
+
+/// Every path under a host directory (itself included), not following symlinks, sorted.
+fn walk(host: &HostFs, dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut paths = Vec::new();
+    for entry in walkdir::WalkDir::new(host.disk_path(dir)).follow_links(false).sort_by_file_name() {
+        let entry = entry.with_context(|| format!("cannot read the tree under {}", dir.display()))?;
+        paths.push(host.host_path(entry.path()));
+    }
+    Ok(paths)
+}
+
+fn passwd_content(spec: &Spec) -> String {
+    let mut text = String::from("root:x:0:0:root:/root:/bin/sh\n");
+    for user in &spec.users {
+        let _ = writeln!(text, "{}:x:{}:{}:{}:{}:{}", user.name, user.uid, user.gid, user.gecos, user.home, user.shell);
+    }
+    text
+}
+
+fn group_content(spec: &Spec) -> String {
+    let mut text = String::from("root:x:0:\n");
+    for group in &spec.groups {
+        let _ = writeln!(text, "{}:x:{}:{}", group.name, group.gid, group.members.join(","));
+    }
+    text
+}
+
+impl Closure {
+    /// The entry at `path`; a path through the closure's own symlinks resolves as in the jail.
+    pub fn lookup(&self, path: &JailPath) -> Option<&Entry> {
+        if let Some(entry) = self.entries.get(path) {
+            return Some(entry);
+        }
+        let mut current = path.clone();
+        for _ in 0..40 {
+            if let Some(entry) = self.entries.get(&current).filter(|entry| entry.kind != EntryKind::Symlink) {
+                return Some(entry);
+            }
+            let is_link = |candidate: &JailPath| {
+                self.entries.get(candidate).is_some_and(|entry| entry.kind == EntryKind::Symlink)
+            };
+            let link_at = current.ancestors().into_iter().chain(std::iter::once(current.clone())).find(is_link)?;
+            let target = self.entries.get(&link_at)?.target.as_deref().unwrap_or("");
+            let base = if target.starts_with('/') {
+                JailPath::root()
+            } else {
+                link_at.parent().unwrap_or_else(JailPath::root)
+            };
+            let rest = &current.as_str()[link_at.as_str().len()..];
+            current = normalize_lexically(&format!("{}/{target}/{rest}", base.as_str()))?;
+        }
+        None
+    }
+
+    /// The shortest chain from a Jailfile declaration to `path`: the path first, the
+    /// declaring key last.
+    pub fn why(&self, path: &JailPath) -> Option<Vec<String>> {
+        let start = self.lookup(path)?;
+        let mut previous: HashMap<String, String> = HashMap::new();
+        let mut queue = std::collections::VecDeque::from([start.path.as_str().to_owned()]);
+        while let Some(current) = queue.pop_front() {
+            let Some(entry) = JailPath::parse(&current).ok().and_then(|path| self.entries.get(&path)) else {
+                // Not a path: a Jailfile key, the start of the chain.
+                let mut chain = vec![current.clone()];
+                let mut link = current;
+                while let Some(next) = previous.get(&link) {
+                    chain.push(next.clone());
+                    link = next.clone();
+                }
+                chain.reverse();
+                return Some(chain);
+            };
+            for parent in &entry.needed_by {
+                if !previous.contains_key(parent) && parent != start.path.as_str() {
+                    previous.insert(parent.clone(), current.clone());
+                    queue.push_back(parent.clone());
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Normalises "a/./b/../c" without touching the disk; `None` if it climbs above the root.
+fn normalize_lexically(text: &str) -> Option<JailPath> {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in text.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            name => parts.push(name),
+        }
+    }
+    JailPath::parse(&format!("/{}", parts.join("/"))).ok()
+}

@@ -1,0 +1,203 @@
+//! Read-only access to the host file system under a sysroot ("/" normally, a fixture in tests).
+//!
+//! Paths given to and returned by `HostFs` are spelled as the host sees them ("/usr/bin/bash");
+//! they are mapped under the sysroot only to touch the disk. Symlinks are resolved here, inside
+//! the sysroot, the way the kernel would resolve them, recording every link on the way.
+
+use std::fs::{self, Metadata};
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+/// The PATH used to find bare binary names, fixed so a Jailfile resolves the same on every host
+/// whatever the operator's environment.
+pub const BINARY_SEARCH_PATH: &[&str] =
+    &["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"];
+
+/// Linux's limit of symlinks followed in one path resolution.
+const MAX_SYMLINKS: usize = 40;
+
+/// The host file system seen through a sysroot.
+#[derive(Debug, Clone)]
+pub struct HostFs {
+    sysroot: PathBuf,
+}
+
+/// A symlink met while resolving a path: where it sits and its text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Link {
+    pub path: PathBuf,
+    pub target: String,
+}
+
+/// The result of resolving a host path: every link followed, in order, and the final path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub links: Vec<Link>,
+    pub path: PathBuf,
+}
+
+impl HostFs {
+    pub fn new(sysroot: impl Into<PathBuf>) -> HostFs {
+        HostFs { sysroot: sysroot.into() }
+    }
+
+    /// The host as it is.
+    pub fn real() -> HostFs {
+        HostFs::new("/")
+    }
+
+    pub fn sysroot(&self) -> &Path {
+        &self.sysroot
+    }
+
+    /// Where a host path lies on disk (under the sysroot).
+    pub fn disk_path(&self, path: &Path) -> PathBuf {
+        match path.strip_prefix("/") {
+            Ok(relative) if self.sysroot != Path::new("/") => self.sysroot.join(relative),
+            _ => path.to_path_buf(),
+        }
+    }
+
+    /// The host path of a disk path under the sysroot (inverse of `disk_path`).
+    pub fn host_path(&self, disk: &Path) -> PathBuf {
+        if self.sysroot == Path::new("/") {
+            return disk.to_path_buf();
+        }
+        match disk.strip_prefix(&self.sysroot) {
+            Ok(relative) => Path::new("/").join(relative),
+            Err(_) => disk.to_path_buf(),
+        }
+    }
+
+    pub fn symlink_metadata(&self, path: &Path) -> io::Result<Metadata> {
+        fs::symlink_metadata(self.disk_path(path))
+    }
+
+    pub fn read_link(&self, path: &Path) -> io::Result<PathBuf> {
+        fs::read_link(self.disk_path(path))
+    }
+
+    pub fn read(&self, path: &Path) -> Result<Vec<u8>> {
+        fs::read(self.disk_path(path)).with_context(|| format!("cannot read {}", path.display()))
+    }
+
+    /// Whether the path exists (following symlinks inside the sysroot).
+    pub fn exists(&self, path: &Path) -> bool {
+        self.resolve(path).is_ok_and(|resolved| self.symlink_metadata(&resolved.path).is_ok())
+    }
+
+    /// Resolves every symlink of `path` like the kernel, but inside the sysroot: absolute link
+    /// targets restart at the sysroot, `..` never climbs above it. The last component need not
+    /// exist (the result then names the missing file).
+    pub fn resolve(&self, path: &Path) -> Result<Resolved> {
+        if !path.is_absolute() {
+            bail!("{} is not an absolute path", path.display());
+        }
+        let mut links = Vec::new();
+        let mut done = PathBuf::from("/");
+        let mut pending: Vec<std::ffi::OsString> = components_reversed(path);
+        while let Some(name) = pending.pop() {
+            if name == ".." {
+                done.pop();
+                continue;
+            }
+            let candidate = done.join(&name);
+            let metadata = match self.symlink_metadata(&candidate) {
+                Ok(metadata) => metadata,
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                    // The rest does not exist: keep the remaining names as they are.
+                    let mut rest = candidate;
+                    while let Some(more) = pending.pop() {
+                        rest.push(more);
+                    }
+                    return Ok(Resolved { links, path: rest });
+                }
+                Err(error) => return Err(error).with_context(|| format!("cannot inspect {}", candidate.display())),
+            };
+            if !metadata.file_type().is_symlink() {
+                done = candidate;
+                continue;
+            }
+            if links.len() >= MAX_SYMLINKS {
+                bail!("too many levels of symbolic links resolving {}", path.display());
+            }
+            let target =
+                self.read_link(&candidate).with_context(|| format!("cannot read symlink {}", candidate.display()))?;
+            let Some(target_text) = target.to_str().map(str::to_owned) else {
+                bail!("symlink {} has a non-UTF-8 target", candidate.display());
+            };
+            links.push(Link { path: candidate, target: target_text });
+            if target.is_absolute() {
+                done = PathBuf::from("/");
+            }
+            pending.extend(components_reversed(&target));
+        }
+        Ok(Resolved { links, path: done })
+    }
+
+    /// The first `name` found in the fixed binary search path, as spelled there (not resolved).
+    pub fn find_in_search_path(&self, name: &str, search_path: &[&str]) -> Option<PathBuf> {
+        search_path.iter().map(|dir| Path::new(dir).join(name)).find(|candidate| {
+            self.resolve(candidate)
+                .ok()
+                .and_then(|resolved| fs::metadata(self.disk_path(&resolved.path)).ok())
+                .is_some_and(|metadata| metadata.is_file())
+        })
+    }
+}
+
+/// Path components as names, last first (a stack to pop from), skipping "/" and ".".
+fn components_reversed(path: &Path) -> Vec<std::ffi::OsString> {
+    let mut names: Vec<std::ffi::OsString> = path
+        .components()
+        .filter_map(|component| match component {
+            Component::Normal(name) => Some(name.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect();
+    names.reverse();
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn resolve_records_directory_and_file_links_inside_the_sysroot() {
+        let sysroot = tempfile::tempdir().expect("tempdir");
+        let base = sysroot.path();
+        fs::create_dir_all(base.join("usr/lib/x86_64-linux-gnu")).expect("mkdir");
+        fs::write(base.join("usr/lib/x86_64-linux-gnu/libc.so.6"), b"x").expect("write");
+        symlink("usr/lib", base.join("lib")).expect("symlink");
+        fs::create_dir_all(base.join("usr/lib64")).expect("mkdir");
+        symlink("/lib/x86_64-linux-gnu/libc.so.6", base.join("usr/lib64/ld.so")).expect("symlink");
+        symlink("usr/lib64", base.join("lib64")).expect("symlink");
+
+        let host = HostFs::new(base);
+        let resolved = host.resolve(Path::new("/lib64/ld.so")).expect("resolves");
+        assert_eq!(resolved.path, PathBuf::from("/usr/lib/x86_64-linux-gnu/libc.so.6"));
+        let link_paths: Vec<&Path> = resolved.links.iter().map(|link| link.path.as_path()).collect();
+        assert_eq!(link_paths, vec![Path::new("/lib64"), Path::new("/usr/lib64/ld.so"), Path::new("/lib")]);
+    }
+
+    #[test]
+    fn absolute_link_to_outside_stays_in_sysroot() {
+        let sysroot = tempfile::tempdir().expect("tempdir");
+        symlink("/../../etc", sysroot.path().join("escape")).expect("symlink");
+        let resolved = HostFs::new(sysroot.path()).resolve(Path::new("/escape/passwd")).expect("resolves");
+        assert_eq!(resolved.path, PathBuf::from("/etc/passwd"));
+    }
+
+    #[test]
+    fn symlink_loop_is_an_error_not_a_hang() {
+        let sysroot = tempfile::tempdir().expect("tempdir");
+        symlink("b", sysroot.path().join("a")).expect("symlink");
+        symlink("a", sysroot.path().join("b")).expect("symlink");
+        assert!(HostFs::new(sysroot.path()).resolve(Path::new("/a")).is_err());
+    }
+}

@@ -1,0 +1,345 @@
+//! The serde model of Jailfile.toml as the user wrote it: every value keeps its span for messages.
+//!
+//! Nothing here judges values; `spec.rs` does. The JSON schema (`jailprov schema`) is generated
+//! from these types, so a key added here is documented for editors at the same time.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use toml::Spanned;
+
+/// A whole Jailfile.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "Jailfile", description = "A jailprov Jailfile: what a chroot jail holds and how to enter it.")]
+pub struct Jailfile {
+    /// Absolute path of the jail on the host; never "/". `--root DIR` overrides it.
+    #[schemars(with = "Option<String>")]
+    pub root: Option<Spanned<String>>,
+    /// Programs to put in the jail with everything they load. Bare names are looked up in
+    /// /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin on the host.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub binaries: Vec<Spanned<String>>,
+    /// Glob patterns (globset syntax, `*` stays within one directory, `**` crosses them) of host
+    /// paths the closure must not bring.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub exclude: Vec<Spanned<String>>,
+    /// Device nodes to create in the jail, copied from the host's major/minor numbers.
+    #[serde(default)]
+    #[schemars(with = "Vec<DeviceEntry>")]
+    pub devices: Vec<Spanned<DeviceEntry>>,
+    /// Sonames that may be missing on purpose; any other unresolved soname is an error.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub allow_missing: Vec<Spanned<String>>,
+    /// Host files, directories or globs to copy, or files with inline content.
+    #[serde(default)]
+    #[schemars(with = "Vec<FileEntry>")]
+    pub files: Vec<Spanned<FileEntry>>,
+    /// Directories to create, with their mode and owner.
+    #[serde(default)]
+    #[schemars(with = "Vec<DirEntry>")]
+    pub dirs: Vec<Spanned<DirEntry>>,
+    /// Users of the jail's /etc/passwd.
+    #[serde(default)]
+    #[schemars(with = "Vec<UserEntry>")]
+    pub users: Vec<Spanned<UserEntry>>,
+    /// Groups of the jail's /etc/group.
+    #[serde(default)]
+    #[schemars(with = "Vec<GroupEntry>")]
+    pub groups: Vec<Spanned<GroupEntry>>,
+    /// Mounts inside the jail: realized by `enter`, or by `apply` when persistent.
+    #[serde(default)]
+    #[schemars(with = "Vec<MountEntry>")]
+    pub mounts: Vec<Spanned<MountEntry>>,
+    /// How `jailprov enter` runs a command inside the jail.
+    #[schemars(with = "Option<EnterSection>")]
+    pub enter: Option<Spanned<EnterSection>>,
+}
+
+/// A device node: a path such as "/dev/null", or a table when it needs more.
+#[derive(Debug, Clone, PartialEq, Eq, JsonSchema)]
+#[serde(untagged)]
+pub enum DeviceEntry {
+    /// The device's path on the host, e.g. "/dev/null".
+    Path(String),
+    /// A device with options.
+    Detailed(DeviceTable),
+}
+
+/// The table form of a device entry.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceTable {
+    /// The device's path on the host, e.g. "/dev/sda".
+    #[schemars(with = "String")]
+    pub path: Spanned<String>,
+    /// Allow a block device or /dev/mem, /dev/kmem, /dev/port: these give the jail the host's disks or memory.
+    #[serde(default)]
+    pub allow_unsafe_device: bool,
+    /// Octal mode of the node, e.g. "0666". Default: the host node's mode.
+    #[schemars(with = "Option<String>")]
+    pub mode: Option<Spanned<String>>,
+    /// Owner (a jail user name, "root", or a number). Default: root.
+    #[schemars(with = "Option<String>")]
+    pub owner: Option<Spanned<String>>,
+    /// Group (a jail group name, "root", or a number). Default: root.
+    #[schemars(with = "Option<String>")]
+    pub group: Option<Spanned<String>>,
+}
+
+// A device is a string or a table; a hand-written visitor keeps serde's precise messages for
+// the table form ("unknown field ...") instead of untagged's "did not match any variant".
+impl<'de> Deserialize<'de> for DeviceEntry {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct DeviceVisitor;
+        impl<'de> Visitor<'de> for DeviceVisitor {
+            type Value = DeviceEntry;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a device path such as \"/dev/null\" or a table { path = \"...\" }")
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<DeviceEntry, E> {
+                Ok(DeviceEntry::Path(value.to_owned()))
+            }
+            fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<DeviceEntry, M::Error> {
+                DeviceTable::deserialize(de::value::MapAccessDeserializer::new(map)).map(DeviceEntry::Detailed)
+            }
+        }
+        deserializer.deserialize_any(DeviceVisitor)
+    }
+}
+
+/// One `[[files]]` entry: either `src` (host path, directory or glob) or `path` + `content`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileEntry {
+    /// Host source: a file, a directory (copied recursively) or a glob such as "/usr/lib/python3.11/**".
+    #[schemars(with = "Option<String>")]
+    pub src: Option<Spanned<String>>,
+    /// Where `src` goes in the jail. Default: the same path as on the host. For a directory or
+    /// glob it is the directory that receives the matched tree.
+    #[schemars(with = "Option<String>")]
+    pub dest: Option<Spanned<String>>,
+    /// Jail path of a file with inline `content`.
+    #[schemars(with = "Option<String>")]
+    pub path: Option<Spanned<String>>,
+    /// Inline content of the file at `path`.
+    #[schemars(with = "Option<String>")]
+    pub content: Option<Spanned<String>>,
+    /// Octal mode override, e.g. "0644".
+    #[schemars(with = "Option<String>")]
+    pub mode: Option<Spanned<String>>,
+    /// Owner override (a jail user name, "root", or a number). Default: root.
+    #[schemars(with = "Option<String>")]
+    pub owner: Option<Spanned<String>>,
+    /// Group override (a jail group name, "root", or a number). Default: root.
+    #[schemars(with = "Option<String>")]
+    pub group: Option<Spanned<String>>,
+    /// Keep setuid/setgid bits of copied files (stripped by default).
+    #[serde(default)]
+    pub setuid: bool,
+}
+
+/// One `[[dirs]]` entry.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DirEntry {
+    /// Jail path of the directory.
+    #[schemars(with = "String")]
+    pub path: Spanned<String>,
+    /// Octal mode, e.g. "1777". Default "0755".
+    #[schemars(with = "Option<String>")]
+    pub mode: Option<Spanned<String>>,
+    /// Owner (a jail user name, "root", or a number). Default: root.
+    #[schemars(with = "Option<String>")]
+    pub owner: Option<Spanned<String>>,
+    /// Group (a jail group name, "root", or a number). Default: root.
+    #[schemars(with = "Option<String>")]
+    pub group: Option<Spanned<String>>,
+}
+
+/// One `[[users]]` entry: a line of the jail's /etc/passwd (no password hash ever).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserEntry {
+    /// Login name.
+    #[schemars(with = "String")]
+    pub name: Spanned<String>,
+    /// Numeric user id.
+    #[schemars(with = "u32")]
+    pub uid: Spanned<u32>,
+    /// Primary group id; a group named like the user is made when no `[[groups]]` has this gid.
+    #[schemars(with = "u32")]
+    pub gid: Spanned<u32>,
+    /// Home directory in the jail, created and owned by the user. Default "/".
+    #[schemars(with = "Option<String>")]
+    pub home: Option<Spanned<String>>,
+    /// Login shell in the jail. Default "/bin/sh".
+    #[schemars(with = "Option<String>")]
+    pub shell: Option<Spanned<String>>,
+    /// Free-text GECOS field.
+    pub gecos: Option<String>,
+}
+
+/// One `[[groups]]` entry: a line of the jail's /etc/group.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupEntry {
+    /// Group name.
+    #[schemars(with = "String")]
+    pub name: Spanned<String>,
+    /// Numeric group id.
+    #[schemars(with = "u32")]
+    pub gid: Spanned<u32>,
+    /// Names of declared users who are supplementary members.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub members: Vec<Spanned<String>>,
+}
+
+/// What a mount is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MountKind {
+    /// A host directory or file bound into the jail.
+    Bind,
+    /// A fresh /proc for the jail's PID namespace.
+    Proc,
+    /// A memory file system.
+    Tmpfs,
+    /// A read-only /sys.
+    Sysfs,
+    /// A new devpts instance for /dev/pts.
+    Devpts,
+    /// A POSIX message-queue file system.
+    Mqueue,
+}
+
+/// One `[[mounts]]` entry.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MountEntry {
+    /// bind | proc | tmpfs | sysfs | devpts | mqueue
+    #[schemars(with = "MountKind")]
+    pub kind: Spanned<MountKind>,
+    /// Host path of a bind mount.
+    #[schemars(with = "Option<String>")]
+    pub source: Option<Spanned<String>>,
+    /// Jail path where it is mounted.
+    #[schemars(with = "Option<String>")]
+    pub target: Option<Spanned<String>>,
+    /// Mount read-only (really: bind mounts are remounted read-only).
+    #[serde(default)]
+    pub readonly: bool,
+    /// Extra flags: nosuid, nodev, noexec, noatime, nodiratime, relatime, strictatime.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub options: Vec<Spanned<String>>,
+    /// Size limit of a tmpfs, e.g. "64M".
+    #[schemars(with = "Option<String>")]
+    pub size: Option<Spanned<String>>,
+    /// Octal mode of a tmpfs root, e.g. "1777".
+    #[schemars(with = "Option<String>")]
+    pub mode: Option<Spanned<String>>,
+    /// true: `apply` mounts it on the host (for sshd's ChrootDirectory); false: only inside `enter`.
+    #[serde(default)]
+    pub persistent: bool,
+}
+
+/// A namespace `enter` can create.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Namespace {
+    /// Private mount table (always used by enter).
+    Mount,
+    /// Own process tree; the command is PID 1's child.
+    Pid,
+    /// Own hostname.
+    Uts,
+    /// Own System V IPC and POSIX message queues.
+    Ipc,
+    /// Own network stack with only `lo`.
+    Net,
+    /// Own user ids: jail root maps to an unprivileged host id.
+    User,
+    /// Own cgroup root view.
+    Cgroup,
+}
+
+/// Which network the jail sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// A fresh network namespace with only loopback.
+    None,
+    /// The host's network (no network namespace).
+    Host,
+}
+
+/// Resource limits for the entered command.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// RLIMIT_NOFILE: open files.
+    pub nofile: Option<u64>,
+    /// RLIMIT_NPROC, and the cgroup pids limit where available.
+    pub nproc: Option<u64>,
+    /// Memory limit (cgroup v2 memory.max, else RLIMIT_AS), e.g. "256M".
+    #[schemars(with = "Option<String>")]
+    pub memory: Option<Spanned<String>>,
+    /// RLIMIT_CPU: CPU seconds.
+    pub cpu: Option<u64>,
+    /// RLIMIT_FSIZE: largest file the command may write, e.g. "1G".
+    #[schemars(with = "Option<String>")]
+    pub fsize: Option<Spanned<String>>,
+}
+
+/// The `[enter]` table.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnterSection {
+    /// Command and arguments run by `jailprov enter` without `-- CMD`.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub command: Vec<Spanned<String>>,
+    /// Declared user to run as, or "root". Default: root.
+    #[schemars(with = "Option<String>")]
+    pub user: Option<Spanned<String>>,
+    /// Working directory in the jail. Default: the user's home.
+    #[schemars(with = "Option<String>")]
+    pub workdir: Option<Spanned<String>>,
+    /// Hostname inside the jail's UTS namespace.
+    #[schemars(with = "Option<String>")]
+    pub hostname: Option<Spanned<String>>,
+    /// The whole environment of the command (nothing is inherited but TERM from a TTY).
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, String>")]
+    pub env: BTreeMap<Spanned<String>, String>,
+    /// Namespaces to create. Default: mount, pid, uts, ipc, net.
+    #[schemars(with = "Option<Vec<Namespace>>")]
+    pub namespaces: Option<Vec<Spanned<Namespace>>>,
+    /// none (only loopback, the default) or host.
+    #[schemars(with = "Option<NetworkMode>")]
+    pub network: Option<Spanned<NetworkMode>>,
+    /// Resource limits.
+    pub limits: Option<Limits>,
+    /// Capabilities kept (e.g. "CAP_NET_BIND_SERVICE"); all others are dropped.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub capabilities: Vec<Spanned<String>>,
+    /// The default seccomp filter (denies mount, chroot, ptrace, ...). Default true.
+    pub seccomp: Option<bool>,
+}
+
+/// The JSON schema of Jailfile.toml, as committed in schemas/jailfile.schema.json.
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(Jailfile);
+    let mut text = serde_json::to_string_pretty(&schema).expect("a JSON schema serializes");
+    text.push('\n');
+    text
+}

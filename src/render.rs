@@ -1,0 +1,118 @@
+//! Closure and why-chains as text for people and JSON for machines.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use crate::closure::{Closure, EntryKind};
+use crate::tree::JailPath;
+
+/// One line per path: kind, path (and link text or sonames), and what needs it.
+pub fn closure_text(closure: &Closure) -> String {
+    let mut text = String::new();
+    let width = closure.entries.keys().map(|path| path.as_str().len()).max().unwrap_or(0).min(60);
+    for entry in closure.entries.values() {
+        let mut shown = entry.path.as_str().to_owned();
+        if let Some(target) = &entry.target {
+            let _ = write!(shown, " -> {target}");
+        }
+        let needed_by: Vec<&str> = entry.needed_by.iter().map(String::as_str).collect();
+        let _ = writeln!(text, "{:<18} {:<width$}  {}", entry.kind.label(), shown, needed_by.join(", "));
+    }
+    text.push_str(&summary(closure));
+    text
+}
+
+/// "42 paths: 2 binary, 1 interpreter, ..." plus excluded and allowed-missing counts.
+pub fn summary(closure: &Closure) -> String {
+    let mut counts: BTreeMap<EntryKind, usize> = BTreeMap::new();
+    for entry in closure.entries.values() {
+        *counts.entry(entry.kind).or_default() += 1;
+    }
+    let parts: Vec<String> = counts.iter().map(|(kind, count)| format!("{count} {}", kind.label())).collect();
+    let mut line = format!("{} paths: {}", closure.entries.len(), parts.join(", "));
+    if !closure.excluded.is_empty() {
+        let _ = write!(line, "; {} excluded", closure.excluded.len());
+    }
+    if !closure.allowed_missing.is_empty() {
+        let _ = write!(line, "; allowed missing: {}", closure.allowed_missing.join(", "));
+    }
+    line.push('\n');
+    line
+}
+
+/// The closure as `{"entries":[...]}` JSON.
+pub fn closure_json(closure: &Closure) -> String {
+    let mut text = serde_json::to_string_pretty(closure).unwrap_or_else(|error| format!("{{\"error\":\"{error}\"}}"));
+    text.push('\n');
+    text
+}
+
+/// The dependency tree under each Jailfile declaration; a path shown once, later as "(above)".
+pub fn closure_tree(closure: &Closure) -> String {
+    let mut children: BTreeMap<&str, Vec<&JailPath>> = BTreeMap::new();
+    for entry in closure.entries.values() {
+        if entry.kind == EntryKind::Symlink {
+            continue;
+        }
+        for parent in &entry.needed_by {
+            children.entry(parent.as_str()).or_default().push(&entry.path);
+        }
+    }
+    let mut roots: Vec<&str> = children.keys().copied().filter(|key| !key.starts_with('/')).collect();
+    roots.sort_by_key(|key| (!key.starts_with("binaries"), *key));
+    let mut text = String::new();
+    let mut shown = BTreeSet::new();
+    for root in roots {
+        let _ = writeln!(text, "{root}");
+        tree_lines(closure, &children, root, 1, &mut shown, &mut text);
+    }
+    text
+}
+
+fn tree_lines<'a>(
+    closure: &Closure,
+    children: &BTreeMap<&str, Vec<&'a JailPath>>,
+    parent: &str,
+    depth: usize,
+    shown: &mut BTreeSet<&'a JailPath>,
+    text: &mut String,
+) {
+    for child in children.get(parent).map(Vec::as_slice).unwrap_or_default() {
+        let kind = closure.entries.get(*child).map_or("", |entry| entry.kind.label());
+        let first_time = shown.insert(*child);
+        let _ = writeln!(text, "{}{} ({kind}){}", "  ".repeat(depth), child, if first_time { "" } else { " (above)" });
+        if first_time {
+            tree_lines(closure, children, child.as_str(), depth + 1, shown, text);
+        }
+    }
+}
+
+/// `why` output: the path, then each entry that needs the previous one, ending at the Jailfile.
+pub fn why_text(
+    closure: &Closure,
+    chain: &[String],
+    jailfile: &str,
+    declared: impl Fn(&str) -> Option<String>,
+) -> String {
+    let mut text = String::new();
+    for (index, step) in chain.iter().enumerate() {
+        let entry = JailPath::parse(step).ok().and_then(|path| closure.entries.get(&path));
+        let described = match entry {
+            Some(entry) => {
+                let sonames: Vec<&str> = entry.sonames.iter().map(String::as_str).collect();
+                let soname = if sonames.is_empty() { String::new() } else { format!(" as {}", sonames.join(", ")) };
+                format!("{} ({}{soname})", step, entry.kind.label())
+            }
+            None => match declared(step) {
+                Some(value) => format!("{step} = {value} in {jailfile}"),
+                None => format!("{step} in {jailfile}"),
+            },
+        };
+        if index == 0 {
+            let _ = writeln!(text, "{described}");
+        } else {
+            let _ = writeln!(text, "{}needed by {described}", "  ".repeat(index));
+        }
+    }
+    text
+}

@@ -1,0 +1,120 @@
+//! `jailprov validate` on bad Jailfiles: exit 1, and a message naming file, line, key and value.
+
+use std::path::Path;
+use std::process::Command;
+
+/// Runs `jailprov validate -f Jailfile.toml` in a fresh directory holding `jailfile`.
+fn validate(jailfile: &str) -> (i32, String, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("Jailfile.toml"), jailfile).expect("write Jailfile");
+    run_in(dir.path(), &["validate", "-f", "Jailfile.toml"])
+}
+
+fn run_in(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let output =
+        Command::new(env!("CARGO_BIN_EXE_jailprov")).args(args).current_dir(dir).output().expect("jailprov runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Asserts exit 1 and returns stderr for a snapshot.
+fn rejected(jailfile: &str) -> String {
+    let (code, stdout, stderr) = validate(jailfile);
+    assert_eq!(code, 1, "a bad Jailfile must exit 1; stdout: {stdout}\nstderr: {stderr}");
+    assert!(stderr.contains("Jailfile.toml:"), "the message names the file with line:column: {stderr}");
+    stderr
+}
+
+#[test]
+fn valid_jailfile_passes() {
+    let (code, stdout, stderr) = validate("root = \"/srv/jails/t\"\nbinaries = [\"sh\"]\n");
+    assert_eq!(code, 0, "stderr: {stderr}");
+    assert!(stdout.contains("is valid"), "{stdout}");
+}
+
+#[test]
+fn unknown_key_suggests_the_close_one() {
+    insta::assert_snapshot!(rejected("root = \"/srv/jails/t\"\nbinarys = [\"sh\"]\n"));
+}
+
+#[test]
+fn unknown_key_in_a_nested_table_names_its_key_path() {
+    insta::assert_snapshot!(rejected(
+        "root = \"/srv/jails/t\"\n[[mounts]]\nkind = \"tmpfs\"\ntarget = \"/tmp\"\nsise = \"64M\"\n"
+    ));
+}
+
+#[test]
+fn root_slash_is_refused() {
+    insta::assert_snapshot!(rejected("root = \"/\"\n"));
+}
+
+#[test]
+fn relative_and_escaping_jail_paths_are_refused() {
+    insta::assert_snapshot!(rejected(
+        "root = \"/srv/jails/t\"\n[[dirs]]\npath = \"tmp\"\n[[files]]\npath = \"/etc/../../host/x\"\ncontent = \"x\"\n"
+    ));
+}
+
+#[test]
+fn non_octal_mode_is_refused() {
+    insta::assert_snapshot!(rejected("root = \"/srv/jails/t\"\n[[dirs]]\npath = \"/tmp\"\nmode = \"1797\"\n"));
+}
+
+#[test]
+fn duplicate_user_name_and_uid_are_refused() {
+    insta::assert_snapshot!(rejected(
+        "root = \"/srv/jails/t\"\n[[users]]\nname = \"app\"\nuid = 1000\ngid = 1000\n[[users]]\nname = \"app\"\nuid = 1000\ngid = 1000\n"
+    ));
+}
+
+#[test]
+fn mount_without_target_is_refused() {
+    insta::assert_snapshot!(rejected("root = \"/srv/jails/t\"\n[[mounts]]\nkind = \"tmpfs\"\nsize = \"64M\"\n"));
+}
+
+#[test]
+fn undeclared_enter_user_is_refused() {
+    insta::assert_snapshot!(rejected(
+        "root = \"/srv/jails/t\"\n[[users]]\nname = \"alice\"\nuid = 1000\ngid = 1000\n[enter]\nuser = \"alic\"\n"
+    ));
+}
+
+#[test]
+fn glob_that_does_not_compile_is_refused() {
+    insta::assert_snapshot!(rejected("root = \"/srv/jails/t\"\nexclude = [\"/usr/share/{doc\"]\n"));
+}
+
+#[test]
+fn binary_and_src_matching_nothing_are_refused() {
+    insta::assert_snapshot!(rejected(
+        "root = \"/srv/jails/t\"\nbinaries = [\"no-such-binary-jailprov\"]\n[[files]]\nsrc = \"/usr/share/no-such-dir/**\"\n"
+    ));
+}
+
+#[test]
+fn unsafe_device_needs_explicit_permission() {
+    insta::assert_snapshot!(rejected("root = \"/srv/jails/t\"\ndevices = [\"/dev/mem\"]\n"));
+}
+
+#[test]
+fn syntax_error_points_at_the_line() {
+    insta::assert_snapshot!(rejected("root = \"/srv/jails/t\"\nbinaries = [\"sh\"\n"));
+}
+
+#[test]
+fn all_problems_are_reported_at_once() {
+    let stderr = rejected("root = \"relative\"\n[[dirs]]\npath = \"/x\"\nmode = \"abc\"\n");
+    assert!(stderr.contains("2 problems"), "{stderr}");
+}
+
+#[test]
+fn missing_jailfile_names_the_path() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (code, _, stderr) = run_in(dir.path(), &["validate", "-f", "nope/Jailfile.toml"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("cannot read Jailfile nope/Jailfile.toml"), "{stderr}");
+}
