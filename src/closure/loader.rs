@@ -12,9 +12,9 @@
 //! 5. the built-in system directories, unless `-z nodeflib`.
 //!
 //! Every directory is tried as `DIR/glibc-hwcaps/<level>/` for each level the CPU supports,
-//! best first, then as `DIR/`. Files of the wrong ELF class or machine are skipped and the search
-//! goes on. Legacy hwcaps subdirectories (`tls/`, `haswell/`, removed in glibc 2.37) are not
-//! searched.
+//! best first, then as each legacy hwcaps subdirectory glibc 2.36 still searches (`tls/`,
+//! `haswell/`, `x86_64/`..., gone in 2.37), then as `DIR/`. Files of the wrong ELF class or
+//! machine are skipped and the search goes on.
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
@@ -24,8 +24,10 @@ use std::sync::{Arc, Mutex};
 use anyhow::{anyhow, Context, Result};
 
 use super::elf::{read_elf, ElfIdent, ElfInfo};
-use super::ld_cache::LdCache;
-use super::platform::{host_hwcaps_subdirs, platform_for, platform_token, Platform};
+use super::ld_cache::{CacheQuery, LdCache};
+use super::platform::{
+    host_cache_query, host_hwcaps_subdirs, host_legacy_hwcap_subdirs, platform_for, platform_token, Platform,
+};
 use crate::host::HostFs;
 
 /// How to look at the host.
@@ -87,6 +89,8 @@ pub struct Loader {
     platform_override: Option<String>,
     elf_cache: Mutex<HashMap<PathBuf, Option<Arc<ElfInfo>>>>,
     directory_cache: Mutex<HashMap<PathBuf, bool>>,
+    /// One search context per architecture: CPU detection runs once, not once per program.
+    contexts: Mutex<HashMap<&'static str, Arc<SearchContext>>>,
 }
 
 /// An object in one load: the root (index 0), or a library.
@@ -98,11 +102,14 @@ struct MappedObject {
     loaded_by: Option<usize>,
 }
 
-/// Per-architecture facts fixed for one load.
-struct SearchContext<'a> {
-    platform: &'a Platform,
+/// Per-architecture facts of the loader on this CPU.
+struct SearchContext {
+    platform: &'static Platform,
     hwcaps: Vec<String>,
+    legacy_subdirs: Vec<String>,
     platform_token: String,
+    /// The cache query of this CPU, with an empty hwcaps list (filled in per lookup).
+    cache_query: CacheQuery<'static>,
 }
 
 impl Loader {
@@ -117,6 +124,7 @@ impl Loader {
             platform_override: options.platform,
             elf_cache: Mutex::new(HashMap::new()),
             directory_cache: Mutex::new(HashMap::new()),
+            contexts: Mutex::new(HashMap::new()),
         })
     }
 
@@ -181,15 +189,21 @@ impl Loader {
         std::fs::metadata(disk).ok().map(|metadata| (metadata.dev(), metadata.ino()))
     }
 
-    fn context_for(&self, ident: &ElfIdent, path: &Path) -> Result<SearchContext<'static>> {
+    fn context_for(&self, ident: &ElfIdent, path: &Path) -> Result<Arc<SearchContext>> {
         let platform = platform_for(ident).ok_or_else(|| {
             anyhow!("{}: unsupported ELF architecture (machine {}, {:?})", path.display(), ident.machine, ident.class)
         })?;
-        Ok(SearchContext {
-            platform,
-            hwcaps: self.hwcaps_override.clone().unwrap_or_else(|| host_hwcaps_subdirs(platform)),
-            platform_token: self.platform_override.clone().unwrap_or_else(|| platform_token(platform)),
-        })
+        let mut contexts = self.contexts.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let context = contexts.entry(platform.name).or_insert_with(|| {
+            Arc::new(SearchContext {
+                platform,
+                hwcaps: self.hwcaps_override.clone().unwrap_or_else(|| host_hwcaps_subdirs(platform)),
+                legacy_subdirs: host_legacy_hwcap_subdirs(platform),
+                platform_token: self.platform_override.clone().unwrap_or_else(|| platform_token(platform)),
+                cache_query: host_cache_query(platform, &[]),
+            })
+        });
+        Ok(context.clone())
     }
 
     /// Everything the loader maps to start the executable at `path`.
@@ -361,9 +375,11 @@ impl Loader {
     ) -> Result<Option<(PathBuf, Arc<ElfInfo>)>> {
         if let Some(cache) = &self.cache {
             searched.push(PathBuf::from("/etc/ld.so.cache"));
-            if let Some(hit) = cache.lookup(name, context.platform.cache_flags, &context.hwcaps) {
+            let query = CacheQuery { hwcaps: &context.hwcaps, ..context.cache_query };
+            if let Some(hit) = cache.lookup_with(name, &query) {
                 let hit = PathBuf::from(hit);
-                let in_system_dir = context.platform.system_dirs.iter().any(|dir| parent_dir(&hit) == Path::new(dir));
+                // glibc compares by prefix: a glibc-hwcaps subdirectory of a system dir counts too.
+                let in_system_dir = context.platform.system_dirs.iter().any(|dir| hit.starts_with(dir));
                 if !(nodeflib && in_system_dir) {
                     if let Some(info) = self.usable(&hit, context)? {
                         return Ok(Some((hit, info)));
@@ -400,6 +416,15 @@ impl Loader {
         }
         for level in &context.hwcaps {
             let subdir = dir.join("glibc-hwcaps").join(level);
+            if self.directory_exists(&subdir) {
+                let candidate = subdir.join(name);
+                if let Some(info) = self.usable(&candidate, context)? {
+                    return Ok(Some((candidate, info)));
+                }
+            }
+        }
+        for legacy in &context.legacy_subdirs {
+            let subdir = dir.join(legacy);
             if self.directory_exists(&subdir) {
                 let candidate = subdir.join(name);
                 if let Some(info) = self.usable(&candidate, context)? {
