@@ -4,9 +4,11 @@
 //! they are mapped under the sysroot only to touch the disk. Symlinks are resolved here, inside
 //! the sysroot, the way the kernel would resolve them, recording every link on the way.
 
+use std::collections::HashMap;
 use std::fs::{self, Metadata};
 use std::io;
 use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use anyhow::{bail, Context, Result};
 
@@ -22,6 +24,16 @@ const MAX_SYMLINKS: usize = 40;
 #[derive(Debug, Clone)]
 pub struct HostFs {
     sysroot: PathBuf,
+    /// Directories and symlinks met while resolving, so the path walks of hundreds of programs
+    /// through the same /usr/lib do not lstat the same directories again. (The host is assumed
+    /// not to change under one run; files are always looked at afresh.)
+    walked: Arc<RwLock<HashMap<PathBuf, WalkedNode>>>,
+}
+
+#[derive(Debug, Clone)]
+enum WalkedNode {
+    Directory,
+    Symlink(PathBuf),
 }
 
 /// A symlink met while resolving a path: where it sits and its text.
@@ -40,7 +52,7 @@ pub struct Resolved {
 
 impl HostFs {
     pub fn new(sysroot: impl Into<PathBuf>) -> HostFs {
-        HostFs { sysroot: sysroot.into() }
+        HostFs { sysroot: sysroot.into(), walked: Arc::default() }
     }
 
     /// The host as it is.
@@ -104,27 +116,35 @@ impl HostFs {
                 continue;
             }
             let candidate = done.join(&name);
-            let metadata = match self.symlink_metadata(&candidate) {
-                Ok(metadata) => metadata,
-                Err(error) if error.kind() == io::ErrorKind::NotFound => {
-                    // The rest does not exist: keep the remaining names as they are.
-                    let mut rest = candidate;
-                    while let Some(more) = pending.pop() {
-                        rest.push(more);
+            let node = match self.walked_node(&candidate) {
+                Some(node) => Some(node),
+                None => match self.symlink_metadata(&candidate) {
+                    Ok(metadata) if metadata.file_type().is_symlink() => {
+                        let target = self
+                            .read_link(&candidate)
+                            .with_context(|| format!("cannot read symlink {}", candidate.display()))?;
+                        Some(self.remember(&candidate, WalkedNode::Symlink(target)))
                     }
-                    return Ok(Resolved { links, path: rest });
-                }
-                Err(error) => return Err(error).with_context(|| format!("cannot inspect {}", candidate.display())),
+                    Ok(metadata) if metadata.is_dir() => Some(self.remember(&candidate, WalkedNode::Directory)),
+                    Ok(_) => None,
+                    Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                        // The rest does not exist: keep the remaining names as they are.
+                        let mut rest = candidate;
+                        while let Some(more) = pending.pop() {
+                            rest.push(more);
+                        }
+                        return Ok(Resolved { links, path: rest });
+                    }
+                    Err(error) => return Err(error).with_context(|| format!("cannot inspect {}", candidate.display())),
+                },
             };
-            if !metadata.file_type().is_symlink() {
+            let Some(WalkedNode::Symlink(target)) = node else {
                 done = candidate;
                 continue;
-            }
+            };
             if links.len() >= MAX_SYMLINKS {
                 bail!("too many levels of symbolic links resolving {}", path.display());
             }
-            let target =
-                self.read_link(&candidate).with_context(|| format!("cannot read symlink {}", candidate.display()))?;
             let Some(target_text) = target.to_str().map(str::to_owned) else {
                 bail!("symlink {} has a non-UTF-8 target", candidate.display());
             };
@@ -135,6 +155,15 @@ impl HostFs {
             pending.extend(components_reversed(&target));
         }
         Ok(Resolved { links, path: done })
+    }
+
+    fn walked_node(&self, path: &Path) -> Option<WalkedNode> {
+        self.walked.read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(path).cloned()
+    }
+
+    fn remember(&self, path: &Path, node: WalkedNode) -> WalkedNode {
+        self.walked.write().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(path.to_path_buf(), node.clone());
+        node
     }
 
     /// The first `name` found in the fixed binary search path, as spelled there (not resolved).

@@ -1,7 +1,9 @@
 //! Reads the loader-relevant facts of an ELF file (interpreter, DT_NEEDED, soname, search paths) without running it.
 
+use std::borrow::Cow;
 use std::fs::{self, File};
 use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -9,7 +11,6 @@ use goblin::container::{Container, Ctx, Endian};
 use goblin::elf::dynamic::{Dynamic, DF_1_NODEFLIB, DT_FLAGS_1, DT_NEEDED, DT_RPATH, DT_RUNPATH, DT_SONAME, DT_STRTAB};
 use goblin::elf::program_header::{ProgramHeader, PT_DYNAMIC, PT_INTERP, PT_LOAD};
 use goblin::elf::Elf;
-use memmap2::Mmap;
 
 const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
 const EI_CLASS: usize = 4;
@@ -119,28 +120,85 @@ pub fn ident_of(bytes: &[u8]) -> Option<ElfIdent> {
 
 /// Ok(None) when the file is not ELF (or not a regular file). Errors, naming the path, when it
 /// starts with the ELF magic but is truncated or corrupt.
+///
+/// Only the parts the loader reads are read, with positioned reads: the file header, the program
+/// headers, PT_INTERP, PT_DYNAMIC and the strings it names. (Mapping whole files cost more in
+/// page faults and munmap TLB shootdowns than the few kilobytes read here.)
 pub fn read_elf(path: &Path) -> Result<Option<ElfInfo>> {
-    if !is_regular_file(path)? {
+    Ok(read_elf_with_metadata(path)?.map(|(info, _)| info))
+}
+
+/// [`read_elf`], also returning the file's metadata (for its identity), with one open and one
+/// fstat: a missing path is Ok(None), like any non-ELF.
+pub fn read_elf_with_metadata(path: &Path) -> Result<Option<(ElfInfo, fs::Metadata)>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // O_NONBLOCK: opening a FIFO must not block; it is then refused as not a regular file.
+    let file = match fs::OpenOptions::new().read(true).custom_flags(nix::libc::O_NONBLOCK).open(path) {
+        Ok(file) => file,
+        Err(error) if matches!(error.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) => {
+            return Ok(None)
+        }
+        Err(error) => return Err(error).with_context(|| format!("opening {}", path.display())),
+    };
+    let metadata = file.metadata().with_context(|| format!("inspecting {}", path.display()))?;
+    if !metadata.is_file() {
         return Ok(None);
     }
-    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let parsed = match map_file(&file) {
-        Some(map) => parse_elf(&map),
-        None => parse_elf(&read_whole(file, path)?),
-    };
-    parsed.with_context(|| format!("parsing ELF file {}", path.display()))
+    let parsed = parse_from(&FileSource { file: &file, length: metadata.len() })
+        .with_context(|| format!("parsing ELF file {}", path.display()))?;
+    Ok(parsed.map(|info| (info, metadata)))
 }
 
 /// Parses an ELF image held in memory. Ok(None) when it does not start with the ELF magic.
 pub fn parse_elf(bytes: &[u8]) -> Result<Option<ElfInfo>> {
-    if !bytes.starts_with(ELF_MAGIC) {
+    parse_from(&bytes)
+}
+
+/// Random access to the bytes of an ELF file: memory, or a file read on demand.
+trait ByteSource {
+    fn length(&self) -> u64;
+    /// Exactly `size` bytes at `offset`; the caller has checked the range against `length`.
+    fn read(&self, offset: u64, size: usize) -> Result<Cow<'_, [u8]>>;
+}
+
+impl ByteSource for &[u8] {
+    fn length(&self) -> u64 {
+        self.len() as u64
+    }
+    fn read(&self, offset: u64, size: usize) -> Result<Cow<'_, [u8]>> {
+        let start = usize::try_from(offset).context("offset does not fit in memory")?;
+        let end = start.checked_add(size).context("range overflows")?;
+        self.get(start..end).map(Cow::Borrowed).context("range past the end of the data")
+    }
+}
+
+struct FileSource<'a> {
+    file: &'a File,
+    length: u64,
+}
+
+impl ByteSource for FileSource<'_> {
+    fn length(&self) -> u64 {
+        self.length
+    }
+    fn read(&self, offset: u64, size: usize) -> Result<Cow<'_, [u8]>> {
+        let mut buffer = vec![0; size];
+        self.file.read_exact_at(&mut buffer, offset).with_context(|| format!("reading {size} bytes at {offset:#x}"))?;
+        Ok(Cow::Owned(buffer))
+    }
+}
+
+fn parse_from(source: &dyn ByteSource) -> Result<Option<ElfInfo>> {
+    let head_size = source.length().min(ElfClass::Elf64.header_size() as u64) as usize;
+    let head = source.read(0, head_size)?;
+    if !head.starts_with(ELF_MAGIC) {
         return Ok(None);
     }
     let ident =
-        ident_of(bytes).context("ELF magic present but the identification or file header is truncated/invalid")?;
+        ident_of(&head).context("ELF magic present but the identification or file header is truncated/invalid")?;
     let ctx = ident.ctx();
-    let phdrs = program_headers(bytes, ctx)?;
-    let interpreter = interpreter(bytes, &phdrs)?;
+    let phdrs = program_headers(source, &head, ctx)?;
+    let interpreter = interpreter(source, &phdrs)?;
     let mut info = ElfInfo {
         ident,
         interpreter,
@@ -154,7 +212,7 @@ pub fn parse_elf(bytes: &[u8]) -> Result<Option<ElfInfo>> {
     // glibc's loader keeps the last PT_DYNAMIC it sees (l_ld is overwritten per segment).
     if let Some(dynamic) = phdrs.iter().rev().find(|ph| ph.p_type == PT_DYNAMIC) {
         info.has_dynamic = true;
-        read_dynamic(bytes, &phdrs, dynamic, ctx, &mut info)?;
+        read_dynamic(source, &phdrs, dynamic, ctx, &mut info)?;
     }
     Ok(Some(info))
 }
@@ -165,21 +223,8 @@ fn is_regular_file(path: &Path) -> Result<bool> {
     Ok(meta.is_file())
 }
 
-fn map_file(file: &File) -> Option<Mmap> {
-    // SAFETY: the mapping is read-only and private to this call. If another process truncates
-    // the file while we read it we could get SIGBUS; that is the accepted cost of mmap for
-    // scanning hundreds of host binaries, and jail building never races with package upgrades.
-    unsafe { Mmap::map(file) }.ok()
-}
-
-fn read_whole(mut file: File, path: &Path) -> Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).with_context(|| format!("reading {}", path.display()))?;
-    Ok(bytes)
-}
-
-fn program_headers(bytes: &[u8], ctx: Ctx) -> Result<Vec<ProgramHeader>> {
-    let header = Elf::parse_header(bytes).context("malformed ELF file header")?;
+fn program_headers(source: &dyn ByteSource, head: &[u8], ctx: Ctx) -> Result<Vec<ProgramHeader>> {
+    let header = Elf::parse_header(head).context("malformed ELF file header")?;
     let count = usize::from(header.e_phnum);
     if count == 0 {
         return Ok(Vec::new());
@@ -189,31 +234,21 @@ fn program_headers(bytes: &[u8], ctx: Ctx) -> Result<Vec<ProgramHeader>> {
     if usize::from(header.e_phentsize) != entry_size {
         bail!("e_phentsize is {} but this ELF class needs {}", header.e_phentsize, entry_size);
     }
-    let offset = usize::try_from(header.e_phoff).context("e_phoff does not fit in memory")?;
-    let end = offset.checked_add(count * entry_size).context("program header table offset overflows")?;
-    if end > bytes.len() {
-        bail!(
-            "program header table ({} entries at offset {:#x}) extends past the end of the file ({} bytes)",
-            count,
-            offset,
-            bytes.len()
-        );
-    }
-    ProgramHeader::parse(bytes, offset, count, ctx).context("malformed program header table")
+    let table = file_slice(source, header.e_phoff, (count * entry_size) as u64, "program header table")?;
+    ProgramHeader::parse(&table, 0, count, ctx).context("malformed program header table")
 }
 
-/// Returns `bytes[offset..offset + size]`, or an error naming `what` when it is out of bounds.
-fn file_slice<'a>(bytes: &'a [u8], offset: u64, size: u64, what: &str) -> Result<&'a [u8]> {
-    let start = usize::try_from(offset).ok();
-    let end = offset.checked_add(size).and_then(|e| usize::try_from(e).ok());
-    match (start, end) {
-        (Some(start), Some(end)) if end <= bytes.len() => Ok(&bytes[start..end]),
+/// Reads `size` bytes at `offset`, or an error naming `what` when that is out of bounds.
+fn file_slice<'a>(source: &'a dyn ByteSource, offset: u64, size: u64, what: &str) -> Result<Cow<'a, [u8]>> {
+    let end = offset.checked_add(size);
+    match (end, usize::try_from(size)) {
+        (Some(end), Ok(size)) if end <= source.length() => source.read(offset, size),
         _ => bail!(
             "{} (offset {:#x}, size {:#x}) extends past the end of the file ({} bytes)",
             what,
             offset,
             size,
-            bytes.len()
+            source.length()
         ),
     }
 }
@@ -224,13 +259,13 @@ fn c_string(raw: &[u8], what: &str) -> Result<String> {
     String::from_utf8(raw[..nul].to_vec()).with_context(|| format!("{what} is not valid UTF-8"))
 }
 
-fn interpreter(bytes: &[u8], phdrs: &[ProgramHeader]) -> Result<Option<String>> {
+fn interpreter(source: &dyn ByteSource, phdrs: &[ProgramHeader]) -> Result<Option<String>> {
     // The kernel uses the first PT_INTERP, so that is the one that decides what runs.
     let Some(ph) = phdrs.iter().find(|ph| ph.p_type == PT_INTERP) else {
         return Ok(None);
     };
-    let raw = file_slice(bytes, ph.p_offset, ph.p_filesz, "PT_INTERP segment")?;
-    c_string(raw, "PT_INTERP").map(Some)
+    let raw = file_slice(source, ph.p_offset, ph.p_filesz, "PT_INTERP segment")?;
+    c_string(&raw, "PT_INTERP").map(Some)
 }
 
 /// Offsets (into the string table) of the dynamic entries we care about. Singletons keep the
@@ -245,9 +280,13 @@ struct DynamicRefs {
     flags_1: u64,
 }
 
-fn collect_dynamic_refs(bytes: &[u8], dynamic: &ProgramHeader, ctx: Ctx) -> Result<DynamicRefs> {
-    // Only the PT_DYNAMIC header is passed so goblin does not translate addresses we never use.
-    let parsed = Dynamic::parse(bytes, std::slice::from_ref(dynamic), ctx).context("malformed PT_DYNAMIC segment")?;
+fn collect_dynamic_refs(source: &dyn ByteSource, dynamic: &ProgramHeader, ctx: Ctx) -> Result<DynamicRefs> {
+    let segment = file_slice(source, dynamic.p_offset, dynamic.p_filesz, "PT_DYNAMIC segment")?;
+    // Only the PT_DYNAMIC header is passed (relocated to the start of the bytes just read) so
+    // goblin does not translate addresses we never use.
+    let relocated = ProgramHeader { p_offset: 0, ..dynamic.clone() };
+    let parsed =
+        Dynamic::parse(&segment, std::slice::from_ref(&relocated), ctx).context("malformed PT_DYNAMIC segment")?;
     let mut refs = DynamicRefs::default();
     for entry in parsed.iter().flat_map(|d| d.dyns.iter()) {
         match entry.d_tag {
@@ -264,15 +303,15 @@ fn collect_dynamic_refs(bytes: &[u8], dynamic: &ProgramHeader, ctx: Ctx) -> Resu
 }
 
 fn read_dynamic(
-    bytes: &[u8],
+    source: &dyn ByteSource,
     phdrs: &[ProgramHeader],
     dynamic: &ProgramHeader,
     ctx: Ctx,
     info: &mut ElfInfo,
 ) -> Result<()> {
-    let refs = collect_dynamic_refs(bytes, dynamic, ctx)?;
+    let refs = collect_dynamic_refs(source, dynamic, ctx)?;
     info.nodeflib = refs.flags_1 & DF_1_NODEFLIB != 0;
-    let strings = DynamicStrings { bytes, phdrs, strtab: refs.strtab };
+    let strings = DynamicStrings { source, phdrs, strtab: refs.strtab };
     info.needed = refs.needed.iter().map(|&off| strings.get(off, "DT_NEEDED")).collect::<Result<_>>()?;
     info.soname = refs.soname.map(|off| strings.get(off, "DT_SONAME")).transpose()?;
     if let Some(off) = refs.rpath {
@@ -286,29 +325,35 @@ fn read_dynamic(
 
 /// Reads strings of the dynamic string table by translating virtual addresses to file offsets.
 struct DynamicStrings<'a> {
-    bytes: &'a [u8],
+    source: &'a dyn ByteSource,
     phdrs: &'a [ProgramHeader],
     strtab: Option<u64>,
 }
+
+/// How much is read at once while looking for a string's terminating NUL.
+const STRING_CHUNK: u64 = 512;
 
 impl DynamicStrings<'_> {
     fn get(&self, offset: u64, tag: &str) -> Result<String> {
         let strtab = self.strtab.with_context(|| format!("{tag} present but DT_STRTAB is missing"))?;
         let vaddr = strtab.checked_add(offset).with_context(|| format!("{tag} string address overflows"))?;
-        let bytes = self.loaded_bytes_at(vaddr, tag)?;
-        c_string(bytes, tag)
-    }
-
-    /// The file bytes from `vaddr` to the end of the PT_LOAD segment that maps it.
-    fn loaded_bytes_at(&self, vaddr: u64, tag: &str) -> Result<&[u8]> {
         let ph = self
             .phdrs
             .iter()
             .find(|ph| ph.p_type == PT_LOAD && vaddr >= ph.p_vaddr && vaddr - ph.p_vaddr < ph.p_filesz)
             .with_context(|| format!("{tag} string at address {vaddr:#x} is not inside any PT_LOAD file data"))?;
-        let segment = file_slice(self.bytes, ph.p_offset, ph.p_filesz, "PT_LOAD segment")?;
-        // vaddr - p_vaddr < p_filesz == segment.len() was checked when choosing the segment.
-        Ok(&segment[(vaddr - ph.p_vaddr) as usize..])
+        // The string runs from vaddr to its NUL, which must lie inside the same segment's file data.
+        let start = ph.p_offset.checked_add(vaddr - ph.p_vaddr).context("PT_LOAD offset overflows")?;
+        let segment_end = ph.p_offset.checked_add(ph.p_filesz).context("PT_LOAD segment overflows")?;
+        let mut size = STRING_CHUNK;
+        loop {
+            let available = segment_end - start;
+            let chunk = file_slice(self.source, start, size.min(available), "PT_LOAD segment")?;
+            if chunk.contains(&0) || size >= available {
+                return c_string(&chunk, tag);
+            }
+            size = size.saturating_mul(8);
+        }
     }
 }
 
@@ -487,7 +532,8 @@ mod tests {
             assert_eq!(read_ident(path).unwrap(), None, "{}", path.display());
         }
         assert_eq!(read_elf(tmp.path()).unwrap(), None, "a directory is not ELF");
-        assert!(read_elf(&tmp.path().join("missing")).is_err());
+        // The loader probes many candidate paths: a missing one is simply not an ELF file.
+        assert_eq!(read_elf(&tmp.path().join("missing")).unwrap(), None);
     }
 
     #[test]

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, Context, Result};
 
-use super::elf::{read_elf, ElfIdent, ElfInfo};
+use super::elf::{read_elf_with_metadata, ElfIdent, ElfInfo};
 use super::ld_cache::{CacheQuery, LdCache};
 use super::platform::{
     host_cache_query, host_hwcaps_subdirs, host_legacy_hwcap_subdirs, platform_for, platform_token, Platform,
@@ -87,11 +87,14 @@ pub struct Loader {
     cache: Option<LdCache>,
     hwcaps_override: Option<Vec<String>>,
     platform_override: Option<String>,
-    elf_cache: Mutex<HashMap<PathBuf, Option<Arc<ElfInfo>>>>,
+    elf_cache: Mutex<HashMap<PathBuf, Option<ElfFile>>>,
     directory_cache: Mutex<HashMap<PathBuf, bool>>,
     /// One search context per architecture: CPU detection runs once, not once per program.
     contexts: Mutex<HashMap<&'static str, Arc<SearchContext>>>,
 }
+
+/// A parsed ELF file and its identity on disk (device, inode), read together.
+type ElfFile = (Arc<ElfInfo>, (u64, u64));
 
 /// An object in one load: the root (index 0), or a library.
 struct MappedObject {
@@ -134,29 +137,27 @@ impl Loader {
 
     /// Reads (once) the ELF facts of a host path; `None` when it is not ELF or does not exist.
     pub fn elf(&self, path: &Path) -> Result<Option<Arc<ElfInfo>>> {
+        Ok(self.elf_file(path)?.map(|(info, _)| info))
+    }
+
+    fn elf_file(&self, path: &Path) -> Result<Option<ElfFile>> {
         let disk = self.host.disk_path(path);
         if let Some(known) = self.lock_elf_cache().get(&disk) {
             return Ok(known.clone());
         }
-        let info = if self.host.sysroot() == Path::new("/") {
-            match std::fs::metadata(&disk) {
-                Ok(metadata) if metadata.is_file() => read_elf(&disk)?.map(Arc::new),
-                _ => None,
-            }
+        // Inside a sysroot, absolute symlinks must stay inside it: resolve them ourselves.
+        let target = if self.host.sysroot() == Path::new("/") {
+            disk.clone()
         } else {
-            // Inside a sysroot, absolute symlinks must stay inside it: resolve them ourselves.
-            let resolved = self.host.resolve(path)?;
-            let resolved_disk = self.host.disk_path(&resolved.path);
-            match std::fs::symlink_metadata(&resolved_disk) {
-                Ok(metadata) if metadata.is_file() => read_elf(&resolved_disk)?.map(Arc::new),
-                _ => None,
-            }
+            self.host.disk_path(&self.host.resolve(path)?.path)
         };
-        self.lock_elf_cache().insert(disk, info.clone());
-        Ok(info)
+        let file =
+            read_elf_with_metadata(&target)?.map(|(info, metadata)| (Arc::new(info), (metadata.dev(), metadata.ino())));
+        self.lock_elf_cache().insert(disk, file.clone());
+        Ok(file)
     }
 
-    fn lock_elf_cache(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Option<Arc<ElfInfo>>>> {
+    fn lock_elf_cache(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Option<ElfFile>>> {
         // A panic while holding the lock leaves a usable map: recover it rather than poison everything.
         self.elf_cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -179,14 +180,9 @@ impl Loader {
         exists
     }
 
-    /// The file identity (device, inode) of a host path, following links inside the sysroot.
+    /// The file identity (device, inode) of an ELF host path, following links inside the sysroot.
     fn file_identity(&self, path: &Path) -> Option<(u64, u64)> {
-        let disk = if self.host.sysroot() == Path::new("/") {
-            path.to_path_buf()
-        } else {
-            self.host.disk_path(&self.host.resolve(path).ok()?.path)
-        };
-        std::fs::metadata(disk).ok().map(|metadata| (metadata.dev(), metadata.ino()))
+        self.elf_file(path).ok().flatten().map(|(_, identity)| identity)
     }
 
     fn context_for(&self, ident: &ElfIdent, path: &Path) -> Result<Arc<SearchContext>> {
@@ -276,9 +272,8 @@ impl Loader {
                 }
                 match self.search(&name, current, &objects, &context)? {
                     Found::Yes(found_path, found_info) => {
-                        if let Some(&existing) =
-                            self.file_identity(&found_path).as_ref().and_then(|identity| identities.get(identity))
-                        {
+                        let identity = self.file_identity(&found_path);
+                        if let Some(&existing) = identity.as_ref().and_then(|identity| identities.get(identity)) {
                             // The same file under another name: glibc reuses the mapped object.
                             names.insert(name, existing);
                             continue;
@@ -289,7 +284,7 @@ impl Loader {
                         if let Some(soname) = &found_info.soname {
                             names.entry(soname.clone()).or_insert(index);
                         }
-                        if let Some(identity) = self.file_identity(&found_path) {
+                        if let Some(identity) = identity {
                             identities.insert(identity, index);
                         }
                         loaded.push(LoadedObject {

@@ -137,7 +137,7 @@ struct ProgramFacts {
 pub fn build(spec: &Spec, loader: &Loader) -> Result<Closure> {
     let host = loader.host();
     let search_path = program_search_path(spec);
-    let mut builder = Builder { host, closure: Closure::default(), canonical: HashMap::new(), missing: Vec::new() };
+    let mut builder = Builder { host, closure: Closure::default(), resolved: HashMap::new(), missing: Vec::new() };
 
     let programs: Vec<Result<ProgramFacts>> =
         spec.binaries.par_iter().map(|binary| analyze_program(loader, &binary.host_path, &search_path, 0)).collect();
@@ -228,7 +228,8 @@ fn analyze_program(loader: &Loader, named: &Path, search_path: &[String], depth:
 pub struct Builder<'a> {
     host: &'a HostFs,
     closure: Closure,
-    canonical: HashMap<PathBuf, JailPath>,
+    /// Host path -> the links on its way and its canonical jail path (resolved once).
+    resolved: HashMap<PathBuf, (Vec<Link>, JailPath)>,
     missing: Vec<MissingLibrary>,
 }
 
@@ -264,22 +265,23 @@ impl Builder<'_> {
     /// Places a host path at the same jail path: every symlink on the way (with its text) and
     /// the final file. Returns the canonical jail path.
     pub fn add_host_path(&mut self, host_path: &Path, kind: EntryKind, needed_by: &str) -> Result<JailPath> {
-        if let Some(known) = self.canonical.get(host_path).cloned() {
-            self.add(known.clone(), kind, None, needed_by);
-            self.add_links_of(host_path, needed_by)?;
-            return Ok(known);
-        }
-        let resolved = self.host.resolve(host_path)?;
-        self.add_links(&resolved.links, needed_by)?;
-        let path = jail_path_of(&resolved.path)?;
-        self.add(path.clone(), kind, Some(resolved.path.clone()), needed_by);
-        self.canonical.insert(host_path.to_path_buf(), path.clone());
+        let (links, path) = match self.resolved.get(host_path) {
+            Some(known) => known.clone(),
+            None => {
+                let resolved = self.host.resolve(host_path)?;
+                let known = (resolved.links, jail_path_of(&resolved.path)?);
+                self.resolved.insert(host_path.to_path_buf(), known.clone());
+                known
+            }
+        };
+        self.add_links(&links, needed_by)?;
+        self.add(path.clone(), kind, Some(PathBuf::from(path.as_str())), needed_by);
         Ok(path)
     }
 
-    fn add_links_of(&mut self, host_path: &Path, needed_by: &str) -> Result<()> {
-        let resolved = self.host.resolve(host_path)?;
-        self.add_links(&resolved.links, needed_by)
+    /// The canonical jail path of a host path placed before.
+    fn placed(&self, host_path: &Path) -> Option<&JailPath> {
+        self.resolved.get(host_path).map(|(_, path)| path)
     }
 
     fn add_links(&mut self, links: &[Link], needed_by: &str) -> Result<()> {
@@ -297,7 +299,7 @@ impl Builder<'_> {
         self.add_links(&facts.links, needed_by)?;
         let path = jail_path_of(&facts.canonical)?;
         self.add(path.clone(), kind, Some(facts.canonical.clone()), needed_by);
-        self.canonical.insert(facts.named.clone(), path.clone());
+        self.resolved.insert(facts.named.clone(), (facts.links.clone(), path.clone()));
         self.add_dependencies(facts, path.as_str())?;
         Ok(path)
     }
@@ -322,7 +324,7 @@ impl Builder<'_> {
             self.add_host_path(interpreter, EntryKind::Interpreter, root)?;
         }
         for object in &load.objects {
-            let requester = match self.canonical.get(&object.needed_by) {
+            let requester = match self.placed(&object.needed_by) {
                 Some(path) => path.as_str().to_owned(),
                 None => root.to_owned(),
             };
