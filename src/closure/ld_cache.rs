@@ -316,7 +316,7 @@ fn parse_extensions(bytes: &[u8], offset: usize) -> Result<Extensions> {
     if offset == 0 {
         return Ok(extensions);
     }
-    ensure!(offset % 4 == 0, "extension directory offset {offset:#x} is misaligned");
+    ensure!(offset.is_multiple_of(4), "extension directory offset {offset:#x} is misaligned");
     ensure!(
         offset + EXTENSION_HEADER_SIZE <= bytes.len(),
         "extension directory at {offset:#x} extends past the end of the file"
@@ -361,7 +361,7 @@ fn generator_text(data: &[u8]) -> String {
 /// new-format header) and matches them by a merge that needs them sorted by strcmp.
 fn parse_hwcaps_section(bytes: &[u8], offset: usize, data: &[u8]) -> Result<Vec<String>> {
     ensure!(
-        !data.is_empty() && offset % 4 == 0 && data.len() % 4 == 0,
+        !data.is_empty() && offset.is_multiple_of(4) && data.len().is_multiple_of(4),
         "glibc-hwcaps section ({} bytes at {offset:#x}) is empty or misaligned",
         data.len()
     );
