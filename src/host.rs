@@ -4,7 +4,8 @@
 //! they are mapped under the sysroot only to touch the disk. Symlinks are resolved here, inside
 //! the sysroot, the way the kernel would resolve them, recording every link on the way.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
+use std::ffi::OsString;
 use std::fs::{self, Metadata};
 use std::io;
 use std::path::{Component, Path, PathBuf};
@@ -27,13 +28,16 @@ pub struct HostFs {
     /// Directories and symlinks met while resolving, so the path walks of hundreds of programs
     /// through the same /usr/lib do not lstat the same directories again. (The host is assumed
     /// not to change under one run; files are always looked at afresh.)
-    walked: Arc<RwLock<HashMap<PathBuf, WalkedNode>>>,
+    walked: Arc<RwLock<HashMap<OsString, WalkedNode>>>,
 }
 
 #[derive(Debug, Clone)]
 enum WalkedNode {
     Directory,
     Symlink(PathBuf),
+    File,
+    /// Anything else that exists (a device, a socket...).
+    Other,
 }
 
 /// A symlink met while resolving a path: where it sits and its text.
@@ -66,9 +70,12 @@ impl HostFs {
 
     /// Where a host path lies on disk (under the sysroot).
     pub fn disk_path(&self, path: &Path) -> PathBuf {
+        if self.sysroot.as_os_str() == "/" {
+            return path.to_path_buf();
+        }
         match path.strip_prefix("/") {
-            Ok(relative) if self.sysroot != Path::new("/") => self.sysroot.join(relative),
-            _ => path.to_path_buf(),
+            Ok(relative) => self.sysroot.join(relative),
+            Err(_) => path.to_path_buf(),
         }
     }
 
@@ -117,16 +124,17 @@ impl HostFs {
             }
             let candidate = done.join(&name);
             let node = match self.walked_node(&candidate) {
-                Some(node) => Some(node),
+                Some(node) => node,
                 None => match self.symlink_metadata(&candidate) {
                     Ok(metadata) if metadata.file_type().is_symlink() => {
                         let target = self
                             .read_link(&candidate)
                             .with_context(|| format!("cannot read symlink {}", candidate.display()))?;
-                        Some(self.remember(&candidate, WalkedNode::Symlink(target)))
+                        self.remember(&candidate, WalkedNode::Symlink(target))
                     }
-                    Ok(metadata) if metadata.is_dir() => Some(self.remember(&candidate, WalkedNode::Directory)),
-                    Ok(_) => None,
+                    Ok(metadata) if metadata.is_dir() => self.remember(&candidate, WalkedNode::Directory),
+                    Ok(metadata) if metadata.is_file() => self.remember(&candidate, WalkedNode::File),
+                    Ok(_) => self.remember(&candidate, WalkedNode::Other),
                     Err(error) if error.kind() == io::ErrorKind::NotFound => {
                         // The rest does not exist: keep the remaining names as they are.
                         let mut rest = candidate;
@@ -138,7 +146,7 @@ impl HostFs {
                     Err(error) => return Err(error).with_context(|| format!("cannot inspect {}", candidate.display())),
                 },
             };
-            let Some(WalkedNode::Symlink(target)) = node else {
+            let WalkedNode::Symlink(target) = node else {
                 done = candidate;
                 continue;
             };
@@ -158,22 +166,25 @@ impl HostFs {
     }
 
     fn walked_node(&self, path: &Path) -> Option<WalkedNode> {
-        self.walked.read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(path).cloned()
+        self.walked.read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(path.as_os_str()).cloned()
     }
 
     fn remember(&self, path: &Path, node: WalkedNode) -> WalkedNode {
-        self.walked.write().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(path.to_path_buf(), node.clone());
+        self.walked
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(path.as_os_str().to_owned(), node.clone());
         node
+    }
+
+    /// Whether a host path is a regular file, following symlinks inside the sysroot.
+    pub fn is_file(&self, path: &Path) -> bool {
+        self.resolve(path).is_ok_and(|resolved| matches!(self.walked_node(&resolved.path), Some(WalkedNode::File)))
     }
 
     /// The first `name` found in the fixed binary search path, as spelled there (not resolved).
     pub fn find_in_search_path(&self, name: &str, search_path: &[&str]) -> Option<PathBuf> {
-        search_path.iter().map(|dir| Path::new(dir).join(name)).find(|candidate| {
-            self.resolve(candidate)
-                .ok()
-                .and_then(|resolved| fs::metadata(self.disk_path(&resolved.path)).ok())
-                .is_some_and(|metadata| metadata.is_file())
-        })
+        search_path.iter().map(|dir| Path::new(dir).join(name)).find(|candidate| self.is_file(candidate))
     }
 }
 

@@ -55,12 +55,12 @@ fn print(text: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn load_spec(args: &JailfileArgs) -> Result<Spec> {
-    spec::load(&args.file, args.root.as_deref(), &HostFs::real())
+fn load_spec(args: &JailfileArgs, host: &HostFs) -> Result<Spec> {
+    spec::load(&args.file, args.root.as_deref(), host)
 }
 
-fn compute_closure(spec: &Spec) -> Result<Closure> {
-    let loader = Loader::new(LoaderOptions::host())?;
+fn compute_closure(spec: &Spec, host: &HostFs) -> Result<Closure> {
+    let loader = Loader::with_host(host.clone(), LoaderOptions::host())?;
     let closure = closure::build(spec, &loader)?;
     for warning in &closure.warnings {
         eprintln!("warning: {warning}");
@@ -69,7 +69,7 @@ fn compute_closure(spec: &Spec) -> Result<Closure> {
 }
 
 fn validate(args: &JailfileArgs) -> Result<ExitCode> {
-    let spec = load_spec(args)?;
+    let spec = load_spec(args, &HostFs::real())?;
     print(&format!(
         "{} is valid: root {}, {} binaries, {} [[files]], {} users, {} mounts\n",
         args.file.display(),
@@ -82,8 +82,9 @@ fn validate(args: &JailfileArgs) -> Result<ExitCode> {
 }
 
 fn closure_command(args: &ClosureArgs) -> Result<ExitCode> {
-    let spec = load_spec(&args.jailfile)?;
-    let closure = compute_closure(&spec)?;
+    let host = HostFs::real();
+    let spec = load_spec(&args.jailfile, &host)?;
+    let closure = compute_closure(&spec, &host)?;
     let text = match args.format {
         ClosureFormat::Text => render::closure_text(&closure),
         ClosureFormat::Json => render::closure_json(&closure),
@@ -93,8 +94,9 @@ fn closure_command(args: &ClosureArgs) -> Result<ExitCode> {
 }
 
 fn why(args: &WhyArgs) -> Result<ExitCode> {
-    let spec = load_spec(&args.jailfile)?;
-    let closure = compute_closure(&spec)?;
+    let host = HostFs::real();
+    let spec = load_spec(&args.jailfile, &host)?;
+    let closure = compute_closure(&spec, &host)?;
     let path = JailPath::from_host(&args.path).map_err(|error| anyhow!("{}: {error}", args.path.display()))?;
     let Some(chain) = closure.why(&path) else {
         return Err(anyhow!("{path} is not in the jail described by {}", args.jailfile.file.display()));

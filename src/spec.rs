@@ -52,7 +52,7 @@ pub struct BinarySpec {
 }
 
 /// Compiled `exclude` patterns.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Exclude {
     pub patterns: Vec<String>,
     set: GlobSet,
@@ -329,7 +329,7 @@ impl Validator<'_> {
                         self.report(Problem::at(&key, declared, format!("a binary path {error}")));
                         continue;
                     }
-                    Ok(_) if !self.is_file(Path::new(name)) => {
+                    Ok(_) if !self.host.is_file(Path::new(name)) => {
                         self.report(Problem::at(&key, declared, "no such file on the host"));
                         continue;
                     }
@@ -358,15 +358,6 @@ impl Validator<'_> {
         result
     }
 
-    /// Whether a host path is a regular file (after following symlinks inside the sysroot).
-    fn is_file(&self, path: &Path) -> bool {
-        self.host
-            .resolve(path)
-            .ok()
-            .and_then(|resolved| self.host.symlink_metadata(&resolved.path).ok())
-            .is_some_and(|metadata| metadata.is_file())
-    }
-
     fn exclude(&mut self, patterns: &[Spanned<String>]) -> Option<Exclude> {
         let mut builder = GlobSetBuilder::new();
         let mut ok = true;
@@ -374,6 +365,12 @@ impl Validator<'_> {
             match compile_glob(pattern.get_ref()) {
                 Ok(glob) => {
                     builder.add(glob);
+                    // "DIR/**" also excludes DIR itself: nothing under it, not even an empty directory.
+                    if let Some(directory) = pattern.get_ref().strip_suffix("/**") {
+                        if let Ok(glob) = compile_glob(directory) {
+                            builder.add(glob);
+                        }
+                    }
                 }
                 Err(message) => {
                     self.report(Problem::at(format!("exclude[{index}]"), pattern, message));

@@ -144,7 +144,8 @@ pub fn read_elf_with_metadata(path: &Path) -> Result<Option<(ElfInfo, fs::Metada
     if !metadata.is_file() {
         return Ok(None);
     }
-    let parsed = parse_from(&FileSource { file: &file, length: metadata.len() })
+    let parsed = FileSource::new(&file, metadata.len())
+        .and_then(|source| parse_from(&source))
         .with_context(|| format!("parsing ELF file {}", path.display()))?;
     Ok(parsed.map(|info| (info, metadata)))
 }
@@ -172,9 +173,23 @@ impl ByteSource for &[u8] {
     }
 }
 
+/// A file read on demand; its first page is read once, since the file header, the program
+/// headers and PT_INTERP almost always lie there.
 struct FileSource<'a> {
     file: &'a File,
     length: u64,
+    first_page: Vec<u8>,
+}
+
+const FIRST_PAGE: usize = 4096;
+
+impl<'a> FileSource<'a> {
+    fn new(file: &'a File, length: u64) -> Result<FileSource<'a>> {
+        let size = length.min(FIRST_PAGE as u64) as usize;
+        let mut first_page = vec![0; size];
+        file.read_exact_at(&mut first_page, 0).context("reading the first page")?;
+        Ok(FileSource { file, length, first_page })
+    }
 }
 
 impl ByteSource for FileSource<'_> {
@@ -182,6 +197,10 @@ impl ByteSource for FileSource<'_> {
         self.length
     }
     fn read(&self, offset: u64, size: usize) -> Result<Cow<'_, [u8]>> {
+        let end = offset.checked_add(size as u64).context("range overflows")?;
+        if end <= self.first_page.len() as u64 {
+            return Ok(Cow::Borrowed(&self.first_page[offset as usize..end as usize]));
+        }
         let mut buffer = vec![0; size];
         self.file.read_exact_at(&mut buffer, offset).with_context(|| format!("reading {size} bytes at {offset:#x}"))?;
         Ok(Cow::Owned(buffer))
@@ -311,7 +330,9 @@ fn read_dynamic(
 ) -> Result<()> {
     let refs = collect_dynamic_refs(source, dynamic, ctx)?;
     info.nodeflib = refs.flags_1 & DF_1_NODEFLIB != 0;
-    let strings = DynamicStrings { source, phdrs, strtab: refs.strtab };
+    let mut strings = DynamicStrings { source, phdrs, strtab: refs.strtab, window: None };
+    let offsets = refs.needed.iter().chain(refs.soname.iter()).chain(refs.rpath.iter()).chain(refs.runpath.iter());
+    strings.prefetch(offsets.copied());
     info.needed = refs.needed.iter().map(|&off| strings.get(off, "DT_NEEDED")).collect::<Result<_>>()?;
     info.soname = refs.soname.map(|off| strings.get(off, "DT_SONAME")).transpose()?;
     if let Some(off) = refs.rpath {
@@ -328,13 +349,50 @@ struct DynamicStrings<'a> {
     source: &'a dyn ByteSource,
     phdrs: &'a [ProgramHeader],
     strtab: Option<u64>,
+    /// String-table bytes read in one go (offset of the first byte, bytes), when they fit.
+    window: Option<(u64, Cow<'a, [u8]>)>,
 }
+
+/// The largest string-table span read at once; wider spans are read string by string.
+const STRING_WINDOW_LIMIT: u64 = 64 * 1024;
 
 /// How much is read at once while looking for a string's terminating NUL.
 const STRING_CHUNK: u64 = 512;
 
 impl DynamicStrings<'_> {
+    /// Reads the span of the string table holding all `offsets` with one read, so an object
+    /// with ten DT_NEEDED costs one read instead of ten. Errors are left for `get` to report.
+    fn prefetch(&mut self, offsets: impl Iterator<Item = u64>) {
+        let (mut low, mut high) = (u64::MAX, 0);
+        for offset in offsets {
+            low = low.min(offset);
+            high = high.max(offset);
+        }
+        let Some(strtab) = self.strtab else { return };
+        if low > high || high - low > STRING_WINDOW_LIMIT {
+            return;
+        }
+        let Some(vaddr) = strtab.checked_add(low) else { return };
+        let Some(ph) = self.load_segment_of(vaddr) else { return };
+        let start = ph.p_offset + (vaddr - ph.p_vaddr);
+        let segment_end = ph.p_offset.saturating_add(ph.p_filesz);
+        let size = (high - low + STRING_CHUNK).min(segment_end.saturating_sub(start));
+        if let Ok(bytes) = file_slice(self.source, start, size, "string table") {
+            self.window = Some((low, bytes));
+        }
+    }
+
+    fn load_segment_of(&self, vaddr: u64) -> Option<&ProgramHeader> {
+        self.phdrs.iter().find(|ph| ph.p_type == PT_LOAD && vaddr >= ph.p_vaddr && vaddr - ph.p_vaddr < ph.p_filesz)
+    }
+
     fn get(&self, offset: u64, tag: &str) -> Result<String> {
+        if let Some((low, bytes)) = &self.window {
+            let from_window = offset.checked_sub(*low).and_then(|start| bytes.get(start as usize..));
+            if let Some(rest) = from_window.filter(|rest| rest.contains(&0)) {
+                return c_string(rest, tag);
+            }
+        }
         let strtab = self.strtab.with_context(|| format!("{tag} present but DT_STRTAB is missing"))?;
         let vaddr = strtab.checked_add(offset).with_context(|| format!("{tag} string address overflows"))?;
         let ph = self

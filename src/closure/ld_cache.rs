@@ -1,8 +1,8 @@
 //! Parses glibc's /etc/ld.so.cache and answers lookups exactly as glibc 2.36's `_dl_load_cache_lookup`.
 
+use rustc_hash::FxHashMap as HashMap;
 use std::borrow::Cow;
 use std::cmp::Ordering;
-use std::collections::HashMap;
 use std::ffi::c_char;
 use std::io::ErrorKind;
 use std::path::Path;
@@ -422,7 +422,7 @@ fn check_sorted(entries: &[CacheEntry]) -> Result<()> {
 }
 
 fn build_index(entries: &[CacheEntry]) -> HashMap<String, Vec<usize>> {
-    let mut index: HashMap<String, Vec<usize>> = HashMap::with_capacity(entries.len());
+    let mut index: HashMap<String, Vec<usize>> = HashMap::with_capacity_and_hasher(entries.len(), Default::default());
     for (i, entry) in entries.iter().enumerate() {
         index.entry(canonical_key(&entry.key).into_owned()).or_default().push(i);
     }

@@ -16,7 +16,8 @@
 //! `haswell/`, `x86_64/`..., gone in 2.37), then as `DIR/`. Files of the wrong ELF class or
 //! machine are skipped and the search goes on.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
+use std::ffi::OsString;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -87,11 +88,16 @@ pub struct Loader {
     cache: Option<LdCache>,
     hwcaps_override: Option<Vec<String>>,
     platform_override: Option<String>,
-    elf_cache: Mutex<HashMap<PathBuf, Option<ElfFile>>>,
-    directory_cache: Mutex<HashMap<PathBuf, bool>>,
+    elf_cache: Mutex<HashMap<OsString, Option<ElfFile>>>,
+    /// Per search directory (and architecture): the directories really tried in it, in order
+    /// (existing glibc-hwcaps and legacy subdirectories, then itself); None if it does not exist.
+    search_directories: Mutex<HashMap<(&'static str, OsString), Option<SearchDirectories>>>,
     /// One search context per architecture: CPU detection runs once, not once per program.
     contexts: Mutex<HashMap<&'static str, Arc<SearchContext>>>,
 }
+
+/// The directories really tried for one search directory, in order.
+type SearchDirectories = Arc<Vec<PathBuf>>;
 
 /// A parsed ELF file and its identity on disk (device, inode), read together.
 type ElfFile = (Arc<ElfInfo>, (u64, u64));
@@ -117,7 +123,11 @@ struct SearchContext {
 
 impl Loader {
     pub fn new(options: LoaderOptions) -> Result<Loader> {
-        let host = HostFs::new(&options.sysroot);
+        Loader::with_host(HostFs::new(&options.sysroot), options)
+    }
+
+    /// A loader sharing `host` (and what it has already walked); `options.sysroot` is ignored.
+    pub fn with_host(host: HostFs, options: LoaderOptions) -> Result<Loader> {
         let cache_path = host.disk_path(Path::new("/etc/ld.so.cache"));
         let cache = LdCache::load(&cache_path)?;
         Ok(Loader {
@@ -125,9 +135,9 @@ impl Loader {
             cache,
             hwcaps_override: options.hwcaps,
             platform_override: options.platform,
-            elf_cache: Mutex::new(HashMap::new()),
-            directory_cache: Mutex::new(HashMap::new()),
-            contexts: Mutex::new(HashMap::new()),
+            elf_cache: Mutex::new(HashMap::default()),
+            search_directories: Mutex::new(HashMap::default()),
+            contexts: Mutex::new(HashMap::default()),
         })
     }
 
@@ -141,10 +151,11 @@ impl Loader {
     }
 
     fn elf_file(&self, path: &Path) -> Result<Option<ElfFile>> {
-        let disk = self.host.disk_path(path);
-        if let Some(known) = self.lock_elf_cache().get(&disk) {
+        // Keyed by the path's bytes: hashing a Path parses its components, bytes hash faster.
+        if let Some(known) = self.lock_elf_cache().get(path.as_os_str()) {
             return Ok(known.clone());
         }
+        let disk = self.host.disk_path(path);
         // Inside a sysroot, absolute symlinks must stay inside it: resolve them ourselves.
         let target = if self.host.sysroot() == Path::new("/") {
             disk.clone()
@@ -153,31 +164,43 @@ impl Loader {
         };
         let file =
             read_elf_with_metadata(&target)?.map(|(info, metadata)| (Arc::new(info), (metadata.dev(), metadata.ino())));
-        self.lock_elf_cache().insert(disk, file.clone());
+        self.lock_elf_cache().insert(path.as_os_str().to_owned(), file.clone());
         Ok(file)
     }
 
-    fn lock_elf_cache(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Option<ElfFile>>> {
+    fn lock_elf_cache(&self) -> std::sync::MutexGuard<'_, HashMap<OsString, Option<ElfFile>>> {
         // A panic while holding the lock leaves a usable map: recover it rather than poison everything.
         self.elf_cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn directory_exists(&self, dir: &Path) -> bool {
-        let mut cache = self.directory_cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(known) = cache.get(dir) {
-            return *known;
-        }
-        let exists = if self.host.sysroot() == Path::new("/") {
-            std::fs::metadata(dir).is_ok_and(|metadata| metadata.is_dir())
+        let disk = if self.host.sysroot() == Path::new("/") {
+            dir.to_path_buf()
         } else {
-            self.host
-                .resolve(dir)
-                .ok()
-                .and_then(|resolved| std::fs::symlink_metadata(self.host.disk_path(&resolved.path)).ok())
-                .is_some_and(|metadata| metadata.is_dir())
+            match self.host.resolve(dir) {
+                Ok(resolved) => self.host.disk_path(&resolved.path),
+                Err(_) => return false,
+            }
         };
-        cache.insert(dir.to_path_buf(), exists);
-        exists
+        std::fs::metadata(disk).is_ok_and(|metadata| metadata.is_dir())
+    }
+
+    /// The directories the loader really tries for a search directory, computed once.
+    fn search_directories(&self, dir: &Path, context: &SearchContext) -> Option<SearchDirectories> {
+        let key = (context.platform.name, dir.as_os_str().to_owned());
+        let mut cache = self.search_directories.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(known) = cache.get(&key) {
+            return known.clone();
+        }
+        let directories = self.directory_exists(dir).then(|| {
+            let hwcaps = context.hwcaps.iter().map(|level| dir.join("glibc-hwcaps").join(level));
+            let legacy = context.legacy_subdirs.iter().map(|subdir| dir.join(subdir));
+            let mut tried: Vec<PathBuf> = hwcaps.chain(legacy).filter(|subdir| self.directory_exists(subdir)).collect();
+            tried.push(dir.to_path_buf());
+            Arc::new(tried)
+        });
+        cache.insert(key, directories.clone());
+        directories
     }
 
     /// The file identity (device, inode) of an ELF host path, following links inside the sysroot.
@@ -229,8 +252,8 @@ impl Loader {
             info: info.clone(),
             loaded_by: None,
         }];
-        let mut names: HashMap<String, usize> = HashMap::new();
-        let mut identities: HashMap<(u64, u64), usize> = HashMap::new();
+        let mut names: HashMap<String, usize> = HashMap::default();
+        let mut identities: HashMap<(u64, u64), usize> = HashMap::default();
         if let Some(soname) = &info.soname {
             names.insert(soname.clone(), 0);
         }
@@ -374,7 +397,7 @@ impl Loader {
             if let Some(hit) = cache.lookup_with(name, &query) {
                 let hit = PathBuf::from(hit);
                 // glibc compares by prefix: a glibc-hwcaps subdirectory of a system dir counts too.
-                let in_system_dir = context.platform.system_dirs.iter().any(|dir| hit.starts_with(dir));
+                let in_system_dir = context.platform.system_dirs.iter().any(|dir| is_under(&hit, dir));
                 if !(nodeflib && in_system_dir) {
                     if let Some(info) = self.usable(&hit, context)? {
                         return Ok(Some((hit, info)));
@@ -406,29 +429,14 @@ impl Loader {
             return Ok(None);
         }
         searched.push(dir.to_path_buf());
-        if !self.directory_exists(dir) {
-            return Ok(None);
-        }
-        for level in &context.hwcaps {
-            let subdir = dir.join("glibc-hwcaps").join(level);
-            if self.directory_exists(&subdir) {
-                let candidate = subdir.join(name);
-                if let Some(info) = self.usable(&candidate, context)? {
-                    return Ok(Some((candidate, info)));
-                }
+        let Some(directories) = self.search_directories(dir, context) else { return Ok(None) };
+        for directory in directories.iter() {
+            let candidate = directory.join(name);
+            if let Some(info) = self.usable(&candidate, context)? {
+                return Ok(Some((candidate, info)));
             }
         }
-        for legacy in &context.legacy_subdirs {
-            let subdir = dir.join(legacy);
-            if self.directory_exists(&subdir) {
-                let candidate = subdir.join(name);
-                if let Some(info) = self.usable(&candidate, context)? {
-                    return Ok(Some((candidate, info)));
-                }
-            }
-        }
-        let candidate = dir.join(name);
-        Ok(self.usable(&candidate, context)?.map(|info| (candidate, info)))
+        Ok(None)
     }
 
     /// The file's ELF facts if the loader of `context`'s architecture would accept it.
@@ -442,6 +450,12 @@ impl Loader {
 enum Found {
     Yes(PathBuf, Arc<ElfInfo>),
     No(Vec<PathBuf>),
+}
+
+/// Whether `path` lies below `dir`, comparing bytes (cheaper than Path's component walk).
+fn is_under(path: &Path, dir: &str) -> bool {
+    let bytes = path.as_os_str().as_encoded_bytes();
+    bytes.starts_with(dir.as_bytes()) && bytes.get(dir.len()) == Some(&b'/')
 }
 
 fn parent_dir(path: &Path) -> PathBuf {

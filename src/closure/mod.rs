@@ -11,16 +11,19 @@ pub mod nss;
 pub mod platform;
 pub mod script;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use rustc_hash::FxHashMap as HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::host::{HostFs, Link, BINARY_SEARCH_PATH};
-use crate::spec::{Attributes, FileSpec, HostSource, Spec};
+use crate::spec::{Attributes, Exclude, FileSpec, HostSource, Spec};
 use crate::tree::JailPath;
 use elf::ElfIdent;
 use loader::{LoadResult, Loader, MissingLibrary};
@@ -137,7 +140,7 @@ struct ProgramFacts {
 pub fn build(spec: &Spec, loader: &Loader) -> Result<Closure> {
     let host = loader.host();
     let search_path = program_search_path(spec);
-    let mut builder = Builder { host, closure: Closure::default(), resolved: HashMap::new(), missing: Vec::new() };
+    let mut builder = Builder { host, closure: Closure::default(), resolved: HashMap::default(), missing: Vec::new() };
 
     let programs: Vec<Result<ProgramFacts>> =
         spec.binaries.par_iter().map(|binary| analyze_program(loader, &binary.host_path, &search_path, 0)).collect();
@@ -149,7 +152,7 @@ pub fn build(spec: &Spec, loader: &Loader) -> Result<Closure> {
 
     let mut elf_files = Vec::new();
     for file in &spec.files {
-        builder.add_file_spec(file, &mut elf_files)?;
+        builder.add_file_spec(file, &spec.exclude, &mut elf_files)?;
     }
     let loads: Vec<(String, Result<ProgramFacts>)> = elf_files
         .par_iter()
@@ -224,12 +227,26 @@ fn analyze_program(loader: &Loader, named: &Path, search_path: &[String], depth:
     Ok(facts)
 }
 
+/// Where a host path lands: the symlinks on its way (with their jail paths) and its canonical
+/// jail path.
+struct Placement {
+    links: Vec<(JailPath, Link)>,
+    path: JailPath,
+}
+
+impl Placement {
+    fn new(links: &[Link], canonical: &Path) -> Result<Placement> {
+        let links = links.iter().map(|link| Ok((jail_path_of(&link.path)?, link.clone()))).collect::<Result<_>>()?;
+        Ok(Placement { links, path: jail_path_of(canonical)? })
+    }
+}
+
 /// Accumulates entries; keeps the canonical jail path of every host path it has placed.
 pub struct Builder<'a> {
     host: &'a HostFs,
     closure: Closure,
     /// Host path -> the links on its way and its canonical jail path (resolved once).
-    resolved: HashMap<PathBuf, (Vec<Link>, JailPath)>,
+    resolved: HashMap<std::ffi::OsString, Arc<Placement>>,
     missing: Vec<MissingLibrary>,
 }
 
@@ -244,54 +261,84 @@ impl Builder<'_> {
 
     /// Adds (or merges into) the entry at `path`.
     pub fn add(&mut self, path: JailPath, kind: EntryKind, source: Option<PathBuf>, needed_by: &str) -> &mut Entry {
-        let entry = self.closure.entries.entry(path.clone()).or_insert_with(|| Entry {
-            path,
-            kind,
-            source,
-            target: None,
-            sonames: BTreeSet::new(),
-            needed_by: BTreeSet::new(),
-            attributes: Attributes::default(),
-            content: None,
-        });
+        let entry = match self.closure.entries.entry(path) {
+            std::collections::btree_map::Entry::Occupied(occupied) => occupied.into_mut(),
+            std::collections::btree_map::Entry::Vacant(vacant) => {
+                let path = vacant.key().clone();
+                vacant.insert(Entry {
+                    path,
+                    kind,
+                    source,
+                    target: None,
+                    sonames: BTreeSet::new(),
+                    needed_by: BTreeSet::new(),
+                    attributes: Attributes::default(),
+                    content: None,
+                })
+            }
+        };
         // A path reached for several reasons keeps the most specific kind (binary over library...).
         if kind < entry.kind && entry.kind != EntryKind::Symlink {
             entry.kind = kind;
         }
-        entry.needed_by.insert(needed_by.to_owned());
+        if !entry.needed_by.contains(needed_by) {
+            entry.needed_by.insert(needed_by.to_owned());
+        }
         entry
     }
 
     /// Places a host path at the same jail path: every symlink on the way (with its text) and
     /// the final file. Returns the canonical jail path.
     pub fn add_host_path(&mut self, host_path: &Path, kind: EntryKind, needed_by: &str) -> Result<JailPath> {
-        let (links, path) = match self.resolved.get(host_path) {
+        let known = match self.resolved.get(host_path.as_os_str()) {
             Some(known) => known.clone(),
             None => {
                 let resolved = self.host.resolve(host_path)?;
-                let known = (resolved.links, jail_path_of(&resolved.path)?);
-                self.resolved.insert(host_path.to_path_buf(), known.clone());
+                let known = Arc::new(Placement::new(&resolved.links, &resolved.path)?);
+                self.resolved.insert(host_path.as_os_str().to_owned(), known.clone());
                 known
             }
         };
-        self.add_links(&links, needed_by)?;
-        self.add(path.clone(), kind, Some(PathBuf::from(path.as_str())), needed_by);
-        Ok(path)
+        let path = &known.path;
+        self.add_placed_links(&known.links, needed_by);
+        if let Some(entry) = self.closure.entries.get_mut(path) {
+            // Already placed: only record who else needs it (the common case for libc & co).
+            if kind < entry.kind && entry.kind != EntryKind::Symlink {
+                entry.kind = kind;
+            }
+            if !entry.needed_by.contains(needed_by) {
+                entry.needed_by.insert(needed_by.to_owned());
+            }
+        } else {
+            self.add(path.clone(), kind, Some(PathBuf::from(path.as_str())), needed_by);
+        }
+        Ok(path.clone())
     }
 
     /// The canonical jail path of a host path placed before.
     fn placed(&self, host_path: &Path) -> Option<&JailPath> {
-        self.resolved.get(host_path).map(|(_, path)| path)
+        self.resolved.get(host_path.as_os_str()).map(|known| &known.path)
     }
 
     fn add_links(&mut self, links: &[Link], needed_by: &str) -> Result<()> {
-        for link in links {
-            let path = jail_path_of(&link.path)?;
-            let entry = self.add(path, EntryKind::Symlink, Some(link.path.clone()), needed_by);
+        let placed =
+            links.iter().map(|link| Ok((jail_path_of(&link.path)?, link.clone()))).collect::<Result<Vec<_>>>()?;
+        self.add_placed_links(&placed, needed_by);
+        Ok(())
+    }
+
+    fn add_placed_links(&mut self, links: &[(JailPath, Link)], needed_by: &str) {
+        for (path, link) in links {
+            if let Some(entry) = self.closure.entries.get_mut(path).filter(|entry| entry.kind == EntryKind::Symlink) {
+                if !entry.needed_by.contains(needed_by) {
+                    entry.needed_by.insert(needed_by.to_owned());
+                }
+                continue;
+            }
+            let entry = self.add(path.clone(), EntryKind::Symlink, Some(link.path.clone()), needed_by);
             entry.kind = EntryKind::Symlink;
             entry.target = Some(link.target.clone());
         }
-        Ok(())
     }
 
     /// A program and everything it loads.
@@ -299,7 +346,8 @@ impl Builder<'_> {
         self.add_links(&facts.links, needed_by)?;
         let path = jail_path_of(&facts.canonical)?;
         self.add(path.clone(), kind, Some(facts.canonical.clone()), needed_by);
-        self.resolved.insert(facts.named.clone(), (facts.links.clone(), path.clone()));
+        self.resolved
+            .insert(facts.named.as_os_str().to_owned(), Arc::new(Placement::new(&facts.links, &facts.canonical)?));
         self.add_dependencies(facts, path.as_str())?;
         Ok(path)
     }
@@ -330,14 +378,21 @@ impl Builder<'_> {
             };
             let path = self.add_host_path(&object.path, kind, &requester)?;
             if let Some(entry) = self.closure.entries.get_mut(&path) {
-                entry.sonames.insert(object.name.clone());
+                if !entry.sonames.contains(&object.name) {
+                    entry.sonames.insert(object.name.clone());
+                }
             }
         }
         self.missing.extend(load.missing.iter().cloned());
         Ok(())
     }
 
-    fn add_file_spec(&mut self, file: &FileSpec, elf_files: &mut Vec<(PathBuf, String)>) -> Result<()> {
+    fn add_file_spec(
+        &mut self,
+        file: &FileSpec,
+        exclude: &Exclude,
+        elf_files: &mut Vec<(PathBuf, String)>,
+    ) -> Result<()> {
         match file {
             FileSpec::Inline { key, path, content, attributes } => {
                 let entry = self.add(path.clone(), EntryKind::Content, None, key);
@@ -346,8 +401,18 @@ impl Builder<'_> {
                 entry.attributes = attributes.clone();
             }
             FileSpec::Host { key, source, dest, attributes } => {
-                for (host_path, jail_path) in expand_source(self.host, source, dest.as_ref())? {
-                    self.add_copied(&host_path, jail_path, key, attributes, elf_files)?;
+                // Excluded paths are dropped before they are looked at, so nothing they would
+                // bring (a link's target, an ELF file's libraries) comes either.
+                let mut pruned = Vec::new();
+                for (host_path, jail_path) in expand_source(self.host, source, dest.as_ref(), exclude, &mut pruned)? {
+                    if exclude.is_excluded(Path::new(jail_path.as_str())) {
+                        pruned.push(host_path);
+                    } else {
+                        self.add_copied(&host_path, jail_path, key, attributes, exclude, elf_files)?;
+                    }
+                }
+                for path in pruned {
+                    self.closure.excluded.push(jail_path_of(&path)?);
                 }
             }
         }
@@ -361,6 +426,7 @@ impl Builder<'_> {
         jail_path: JailPath,
         key: &str,
         attributes: &Attributes,
+        exclude: &Exclude,
         elf_files: &mut Vec<(PathBuf, String)>,
     ) -> Result<()> {
         let metadata = self
@@ -378,6 +444,9 @@ impl Builder<'_> {
             entry.target = Some(target.to_string_lossy().into_owned());
             // Bring what the link points at (CA certificate farms, /etc/localtime...).
             let resolved = self.host.resolve(host_path)?;
+            if exclude.is_excluded(&resolved.path) {
+                return Ok(());
+            }
             match self.host.symlink_metadata(&resolved.path) {
                 Ok(target_metadata) if target_metadata.is_file() => {
                     self.add_host_path(&resolved.path, EntryKind::File, jail_path.as_str())?;
@@ -424,9 +493,13 @@ impl Builder<'_> {
                 continue;
             }
             let key = format!("users.{}.home", user.name);
+            // A [[dirs]] entry for the same path is explicit and wins over the home default.
+            let declared = self.closure.entries.contains_key(&user.home);
             let entry = self.add(user.home.clone(), EntryKind::Dir, None, &key);
-            entry.attributes =
-                Attributes { mode: Some(0o750), owner: Some(user.uid), group: Some(user.gid), keep_setuid: false };
+            if !declared {
+                entry.attributes =
+                    Attributes { mode: Some(0o750), owner: Some(user.uid), group: Some(user.gid), keep_setuid: false };
+            }
         }
     }
 
@@ -469,7 +542,13 @@ impl Builder<'_> {
         for path in &excluded {
             self.closure.entries.remove(path);
         }
-        self.closure.excluded = excluded;
+        let gone: std::collections::HashSet<&str> = excluded.iter().map(JailPath::as_str).collect();
+        for entry in self.closure.entries.values_mut() {
+            entry.needed_by.retain(|needer| !gone.contains(needer.as_str()));
+        }
+        self.closure.excluded.extend(excluded);
+        self.closure.excluded.sort();
+        self.closure.excluded.dedup();
     }
 
     fn finish_missing(&mut self, spec: &Spec) -> Result<()> {
@@ -506,7 +585,13 @@ fn jail_path_of(host_path: &Path) -> Result<JailPath> {
 }
 
 /// Host paths of a `[[files]]` source with the jail path each goes to.
-fn expand_source(host: &HostFs, source: &HostSource, dest: Option<&JailPath>) -> Result<Vec<(PathBuf, JailPath)>> {
+fn expand_source(
+    host: &HostFs,
+    source: &HostSource,
+    dest: Option<&JailPath>,
+    exclude: &Exclude,
+    pruned: &mut Vec<PathBuf>,
+) -> Result<Vec<(PathBuf, JailPath)>> {
     let place = |host_path: &Path, base: &Path| -> Result<JailPath> {
         match dest {
             None => jail_path_of(host_path),
@@ -521,7 +606,7 @@ fn expand_source(host: &HostFs, source: &HostSource, dest: Option<&JailPath>) ->
         HostSource::Path(path) => {
             let metadata = host.symlink_metadata(path).with_context(|| format!("cannot inspect {}", path.display()))?;
             if metadata.is_dir() {
-                for host_path in walk(host, path)? {
+                for host_path in walk(host, path, exclude, pruned)? {
                     result.push((host_path.clone(), place(&host_path, path)?));
                 }
             } else {
@@ -529,7 +614,7 @@ fn expand_source(host: &HostFs, source: &HostSource, dest: Option<&JailPath>) ->
             }
         }
         HostSource::Glob { base, matcher, .. } => {
-            for host_path in walk(host, base)? {
+            for host_path in walk(host, base, exclude, pruned)? {
                 if matcher.is_match(&host_path) {
                     result.push((host_path.clone(), place(&host_path, base)?));
                 }
@@ -539,10 +624,21 @@ fn expand_source(host: &HostFs, source: &HostSource, dest: Option<&JailPath>) ->
     Ok(result)
 }
 
-/// Every path under a host directory (itself included), not following symlinks, sorted.
-fn walk(host: &HostFs, dir: &Path) -> Result<Vec<PathBuf>> {
+/// Every path under a host directory (itself included), not following symlinks, sorted;
+/// excluded paths and everything under an excluded directory are left out (and listed in
+/// `pruned`).
+fn walk(host: &HostFs, dir: &Path, exclude: &Exclude, pruned: &mut Vec<PathBuf>) -> Result<Vec<PathBuf>> {
     let mut paths = Vec::new();
-    for entry in walkdir::WalkDir::new(host.disk_path(dir)).follow_links(false).sort_by_file_name() {
+    let walker = walkdir::WalkDir::new(host.disk_path(dir)).follow_links(false).sort_by_file_name();
+    let keep = |entry: &walkdir::DirEntry| {
+        let path = host.host_path(entry.path());
+        let excluded = exclude.is_excluded(&path);
+        if excluded {
+            pruned.push(path);
+        }
+        !excluded
+    };
+    for entry in walker.into_iter().filter_entry(keep) {
         let entry = entry.with_context(|| format!("cannot read the tree under {}", dir.display()))?;
         paths.push(host.host_path(entry.path()));
     }
@@ -596,7 +692,7 @@ impl Closure {
     /// declaring key last.
     pub fn why(&self, path: &JailPath) -> Option<Vec<String>> {
         let start = self.lookup(path)?;
-        let mut previous: HashMap<String, String> = HashMap::new();
+        let mut previous: HashMap<String, String> = HashMap::default();
         let mut queue = std::collections::VecDeque::from([start.path.as_str().to_owned()]);
         while let Some(current) = queue.pop_front() {
             let Some(entry) = JailPath::parse(&current).ok().and_then(|path| self.entries.get(&path)) else {
