@@ -15,10 +15,19 @@ pub fn closure_text(closure: &Closure) -> String {
         if let Some(target) = &entry.target {
             let _ = write!(shown, " -> {target}");
         }
-        let needed_by: Vec<&str> = entry.needed_by.iter().map(String::as_str).collect();
-        let _ = writeln!(text, "{:<18} {:<width$}  {}", entry.kind.label(), shown, needed_by.join(", "));
+        let _ = writeln!(text, "{:<18} {:<width$}  {}", entry.kind.label(), shown, needers(&entry.needed_by));
     }
     text.push_str(&summary(closure));
+    text
+}
+
+/// The first few needers and how many more (libc is needed by every program).
+fn needers(needed_by: &[String]) -> String {
+    const SHOWN: usize = 3;
+    let mut text = needed_by.iter().take(SHOWN).map(String::as_str).collect::<Vec<_>>().join(", ");
+    if needed_by.len() > SHOWN {
+        let _ = write!(text, " (+{} more)", needed_by.len() - SHOWN);
+    }
     text
 }
 

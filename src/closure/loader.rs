@@ -92,9 +92,15 @@ pub struct Loader {
     /// Per search directory (and architecture): the directories really tried in it, in order
     /// (existing glibc-hwcaps and legacy subdirectories, then itself); None if it does not exist.
     search_directories: Mutex<HashMap<(&'static str, OsString), Option<SearchDirectories>>>,
+    /// The cache-and-system-directories step for a name, which does not depend on who needs it:
+    /// done once per (architecture, name, nodeflib), then reused for every program.
+    default_search_memo: Mutex<HashMap<(&'static str, String, bool), DefaultSearch>>,
     /// One search context per architecture: CPU detection runs once, not once per program.
     contexts: Mutex<HashMap<&'static str, Arc<SearchContext>>>,
 }
+
+/// What the cache and the system directories give for a name, and what was searched.
+type DefaultSearch = (Option<(PathBuf, Arc<ElfInfo>)>, Vec<PathBuf>);
 
 /// The directories really tried for one search directory, in order.
 type SearchDirectories = Arc<Vec<PathBuf>>;
@@ -138,6 +144,7 @@ impl Loader {
             elf_cache: Mutex::new(HashMap::default()),
             search_directories: Mutex::new(HashMap::default()),
             contexts: Mutex::new(HashMap::default()),
+            default_search_memo: Mutex::new(HashMap::default()),
         })
     }
 
@@ -288,11 +295,12 @@ impl Loader {
         let mut missing = Vec::new();
         let mut queue = std::collections::VecDeque::from([0usize]);
         while let Some(current) = queue.pop_front() {
-            let needed = objects[current].info.needed.clone();
-            for name in needed {
-                if names.contains_key(&name) {
+            let current_info = objects[current].info.clone();
+            for name in &current_info.needed {
+                if names.contains_key(name) {
                     continue;
                 }
+                let name = name.clone();
                 match self.search(&name, current, &objects, &context)? {
                     Found::Yes(found_path, found_info) => {
                         let identity = self.file_identity(&found_path);
@@ -385,6 +393,32 @@ impl Loader {
     }
 
     fn search_cache_and_system(
+        &self,
+        name: &str,
+        nodeflib: bool,
+        context: &SearchContext,
+        searched: &mut Vec<PathBuf>,
+    ) -> Result<Option<(PathBuf, Arc<ElfInfo>)>> {
+        let key = (context.platform.name, name.to_owned(), nodeflib);
+        let memo = self.default_search_memo.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&key).cloned();
+        let (found, tried) = match memo {
+            Some(known) => known,
+            None => {
+                let mut tried = Vec::new();
+                let found = self.search_cache_and_system_uncached(name, nodeflib, context, &mut tried)?;
+                let known = (found, tried);
+                self.default_search_memo
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .insert(key, known.clone());
+                known
+            }
+        };
+        searched.extend(tried);
+        Ok(found)
+    }
+
+    fn search_cache_and_system_uncached(
         &self,
         name: &str,
         nodeflib: bool,

@@ -88,8 +88,9 @@ pub struct Entry {
     /// For libraries: the DT_NEEDED names it was loaded as.
     #[serde(skip_serializing_if = "BTreeSet::is_empty")]
     pub sonames: BTreeSet<String>,
-    /// Jail paths of the entries that need it, or the Jailfile key that declares it.
-    pub needed_by: BTreeSet<String>,
+    /// Jail paths of the entries that need it, or the Jailfile key that declares it (sorted,
+    /// each once).
+    pub needed_by: Vec<String>,
     /// Overrides from the Jailfile (mode, owner, group, setuid).
     #[serde(skip)]
     pub attributes: Attributes,
@@ -140,7 +141,13 @@ struct ProgramFacts {
 pub fn build(spec: &Spec, loader: &Loader) -> Result<Closure> {
     let host = loader.host();
     let search_path = program_search_path(spec);
-    let mut builder = Builder { host, closure: Closure::default(), resolved: HashMap::default(), missing: Vec::new() };
+    let mut builder = Builder {
+        host,
+        entries: HashMap::default(),
+        closure: Closure::default(),
+        resolved: HashMap::default(),
+        missing: Vec::new(),
+    };
 
     let programs: Vec<Result<ProgramFacts>> =
         spec.binaries.par_iter().map(|binary| analyze_program(loader, &binary.host_path, &search_path, 0)).collect();
@@ -170,7 +177,7 @@ pub fn build(spec: &Spec, loader: &Loader) -> Result<Closure> {
             Attributes { mode: Some(dir.mode), owner: Some(dir.owner), group: Some(dir.group), keep_setuid: false };
     }
     for mount in &spec.mounts {
-        if !builder.closure.entries.contains_key(&mount.target) {
+        if !builder.entries.contains_key(&mount.target) {
             builder.add(mount.target.clone(), EntryKind::Dir, None, &format!("{}.target", mount.key));
         }
     }
@@ -179,7 +186,7 @@ pub fn build(spec: &Spec, loader: &Loader) -> Result<Closure> {
     builder.add_usr_merge_links()?;
     builder.apply_exclude(spec);
     builder.finish_missing(spec)?;
-    Ok(builder.closure)
+    Ok(builder.finish())
 }
 
 /// Where `/usr/bin/env NAME` looks NAME up: the jail's PATH if the Jailfile sets one.
@@ -244,15 +251,41 @@ impl Placement {
 /// Accumulates entries; keeps the canonical jail path of every host path it has placed.
 pub struct Builder<'a> {
     host: &'a HostFs,
+    /// The entries while building: hashed (a sorted map of long common-prefix paths spends its
+    /// time in memcmp); sorted once in `finish`.
+    entries: HashMap<JailPath, Entry>,
     closure: Closure,
     /// Host path -> the links on its way and its canonical jail path (resolved once).
     resolved: HashMap<std::ffi::OsString, Arc<Placement>>,
     missing: Vec<MissingLibrary>,
 }
 
+/// Records that `needed_by` needs `entry` (needers are deduplicated in `finish`; most repeats are
+/// the same needer in a row).
+fn note_need(entry: &mut Entry, needed_by: &str) {
+    if entry.needed_by.last().map(String::as_str) != Some(needed_by) {
+        entry.needed_by.push(needed_by.to_owned());
+    }
+}
+
 impl Builder<'_> {
-    pub fn closure(&self) -> &Closure {
-        &self.closure
+    /// The entries so far, in no particular order.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.values()
+    }
+
+    pub fn contains(&self, path: &JailPath) -> bool {
+        self.entries.contains_key(path)
+    }
+
+    /// The closure, sorted by path, each entry's needers sorted and unique.
+    fn finish(mut self) -> Closure {
+        for entry in self.entries.values_mut() {
+            entry.needed_by.sort_unstable();
+            entry.needed_by.dedup();
+        }
+        self.closure.entries = self.entries.into_iter().collect();
+        self.closure
     }
 
     pub fn warn(&mut self, warning: String) {
@@ -261,9 +294,9 @@ impl Builder<'_> {
 
     /// Adds (or merges into) the entry at `path`.
     pub fn add(&mut self, path: JailPath, kind: EntryKind, source: Option<PathBuf>, needed_by: &str) -> &mut Entry {
-        let entry = match self.closure.entries.entry(path) {
-            std::collections::btree_map::Entry::Occupied(occupied) => occupied.into_mut(),
-            std::collections::btree_map::Entry::Vacant(vacant) => {
+        let entry = match self.entries.entry(path) {
+            std::collections::hash_map::Entry::Occupied(occupied) => occupied.into_mut(),
+            std::collections::hash_map::Entry::Vacant(vacant) => {
                 let path = vacant.key().clone();
                 vacant.insert(Entry {
                     path,
@@ -271,7 +304,7 @@ impl Builder<'_> {
                     source,
                     target: None,
                     sonames: BTreeSet::new(),
-                    needed_by: BTreeSet::new(),
+                    needed_by: Vec::new(),
                     attributes: Attributes::default(),
                     content: None,
                 })
@@ -281,9 +314,7 @@ impl Builder<'_> {
         if kind < entry.kind && entry.kind != EntryKind::Symlink {
             entry.kind = kind;
         }
-        if !entry.needed_by.contains(needed_by) {
-            entry.needed_by.insert(needed_by.to_owned());
-        }
+        note_need(entry, needed_by);
         entry
     }
 
@@ -301,14 +332,12 @@ impl Builder<'_> {
         };
         let path = &known.path;
         self.add_placed_links(&known.links, needed_by);
-        if let Some(entry) = self.closure.entries.get_mut(path) {
+        if let Some(entry) = self.entries.get_mut(path) {
             // Already placed: only record who else needs it (the common case for libc & co).
             if kind < entry.kind && entry.kind != EntryKind::Symlink {
                 entry.kind = kind;
             }
-            if !entry.needed_by.contains(needed_by) {
-                entry.needed_by.insert(needed_by.to_owned());
-            }
+            note_need(entry, needed_by);
         } else {
             self.add(path.clone(), kind, Some(PathBuf::from(path.as_str())), needed_by);
         }
@@ -329,10 +358,8 @@ impl Builder<'_> {
 
     fn add_placed_links(&mut self, links: &[(JailPath, Link)], needed_by: &str) {
         for (path, link) in links {
-            if let Some(entry) = self.closure.entries.get_mut(path).filter(|entry| entry.kind == EntryKind::Symlink) {
-                if !entry.needed_by.contains(needed_by) {
-                    entry.needed_by.insert(needed_by.to_owned());
-                }
+            if let Some(entry) = self.entries.get_mut(path).filter(|entry| entry.kind == EntryKind::Symlink) {
+                note_need(entry, needed_by);
                 continue;
             }
             let entry = self.add(path.clone(), EntryKind::Symlink, Some(link.path.clone()), needed_by);
@@ -355,8 +382,7 @@ impl Builder<'_> {
     /// What a program loads, needed by `needed_by` (its own jail path, or a Jailfile key).
     fn add_dependencies(&mut self, facts: &ProgramFacts, needed_by: &str) -> Result<()> {
         let own = jail_path_of(&facts.canonical)?;
-        let requester =
-            if self.closure.entries.contains_key(&own) { own.as_str().to_owned() } else { needed_by.to_owned() };
+        let requester = if self.entries.contains_key(&own) { own.as_str().to_owned() } else { needed_by.to_owned() };
         if let Some(load) = &facts.load {
             self.add_load(load, &requester, EntryKind::Library)?;
         }
@@ -377,7 +403,7 @@ impl Builder<'_> {
                 None => root.to_owned(),
             };
             let path = self.add_host_path(&object.path, kind, &requester)?;
-            if let Some(entry) = self.closure.entries.get_mut(&path) {
+            if let Some(entry) = self.entries.get_mut(&path) {
                 if !entry.sonames.contains(&object.name) {
                     entry.sonames.insert(object.name.clone());
                 }
@@ -480,7 +506,7 @@ impl Builder<'_> {
         }
         for (path, content) in [("/etc/passwd", passwd_content(spec)), ("/etc/group", group_content(spec))] {
             let path = JailPath::parse(path).unwrap_or_else(|_| JailPath::root());
-            if self.closure.entries.contains_key(&path) {
+            if self.entries.contains_key(&path) {
                 self.warn(format!("{path} comes from [[files]]; [[users]]/[[groups]] do not rewrite it"));
                 continue;
             }
@@ -494,7 +520,7 @@ impl Builder<'_> {
             }
             let key = format!("users.{}.home", user.name);
             // A [[dirs]] entry for the same path is explicit and wins over the home default.
-            let declared = self.closure.entries.contains_key(&user.home);
+            let declared = self.entries.contains_key(&user.home);
             let entry = self.add(user.home.clone(), EntryKind::Dir, None, &key);
             if !declared {
                 entry.attributes =
@@ -514,7 +540,7 @@ impl Builder<'_> {
             }
             let resolved = self.host.resolve(&link_path)?;
             let target_dir = jail_path_of(&resolved.path)?;
-            let used = self.closure.entries.keys().any(|path| path.starts_with(&target_dir) && path != &target_dir);
+            let used = self.entries.keys().any(|path| path.starts_with(&target_dir) && path != &target_dir);
             if used {
                 self.add_links(&resolved.links, "usr-merge layout of the host")?;
             }
@@ -540,10 +566,10 @@ impl Builder<'_> {
             .map(|entry| entry.path.clone())
             .collect();
         for path in &excluded {
-            self.closure.entries.remove(path);
+            self.entries.remove(path);
         }
         let gone: std::collections::HashSet<&str> = excluded.iter().map(JailPath::as_str).collect();
-        for entry in self.closure.entries.values_mut() {
+        for entry in self.entries.values_mut() {
             entry.needed_by.retain(|needer| !gone.contains(needer.as_str()));
         }
         self.closure.excluded.extend(excluded);

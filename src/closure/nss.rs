@@ -34,9 +34,8 @@ const BUILT_IN_SERVICES: &[&str] = &["files", "dns"];
 /// Adds the jail's nsswitch.conf (generated unless brought) and the modules it names, when the
 /// jail has users, groups or network files.
 pub(super) fn add_nss(spec: &Spec, loader: &Loader, builder: &mut Builder) -> Result<()> {
-    let has_network_files = NETWORK_FILES
-        .iter()
-        .any(|path| JailPath::parse(path).is_ok_and(|path| builder.closure().entries.contains_key(&path)));
+    let has_network_files =
+        NETWORK_FILES.iter().any(|path| JailPath::parse(path).is_ok_and(|path| builder.contains(&path)));
     if spec.users.is_empty() && spec.groups.is_empty() && !has_network_files {
         return Ok(());
     }
@@ -52,9 +51,7 @@ pub(super) fn add_nss(spec: &Spec, loader: &Loader, builder: &mut Builder) -> Re
     };
     // Modules must match the programs' architecture: take the first ELF program's.
     let Some(ident) = builder
-        .closure()
-        .entries
-        .values()
+        .entries()
         .filter(|entry| entry.kind == EntryKind::Binary)
         .filter_map(|entry| entry.source.as_deref())
         .find_map(|source| loader.elf(source).ok().flatten().map(|info| info.ident))
