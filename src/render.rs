@@ -96,6 +96,11 @@ fn tree_lines<'a>(
     }
 }
 
+/// Whether a needer names a Jailfile key (`binaries[0]`, `mounts[1].target`, `users.app.home`).
+fn is_jailfile_key(needer: &str) -> bool {
+    needer.contains('[') || needer.starts_with("users.")
+}
+
 /// `why` output: the path, then each entry that needs the previous one, ending at the Jailfile.
 pub fn why_text(
     closure: &Closure,
@@ -114,7 +119,9 @@ pub fn why_text(
             }
             None => match declared(step) {
                 Some(value) => format!("{step} = {value} in {jailfile}"),
-                None => format!("{step} in {jailfile}"),
+                None if is_jailfile_key(step) => format!("{step} in {jailfile}"),
+                // A reason rather than a key: "usr-merge layout of the host", "users/groups".
+                None => step.clone(),
             },
         };
         if index == 0 {

@@ -430,11 +430,12 @@ impl Builder<'_> {
                 // Excluded paths are dropped before they are looked at, so nothing they would
                 // bring (a link's target, an ELF file's libraries) comes either.
                 let mut pruned = Vec::new();
+                let moved_tree = dest.as_ref().map(|_| source_base(source));
                 for (host_path, jail_path) in expand_source(self.host, source, dest.as_ref(), exclude, &mut pruned)? {
                     if exclude.is_excluded(Path::new(jail_path.as_str())) {
                         pruned.push(host_path);
                     } else {
-                        self.add_copied(&host_path, jail_path, key, attributes, exclude, elf_files)?;
+                        self.add_copied(&host_path, jail_path, key, attributes, exclude, moved_tree, elf_files)?;
                     }
                 }
                 for path in pruned {
@@ -453,6 +454,7 @@ impl Builder<'_> {
         key: &str,
         attributes: &Attributes,
         exclude: &Exclude,
+        moved_tree: Option<&Path>,
         elf_files: &mut Vec<(PathBuf, String)>,
     ) -> Result<()> {
         let metadata = self
@@ -473,9 +475,24 @@ impl Builder<'_> {
             if exclude.is_excluded(&resolved.path) {
                 return Ok(());
             }
+            if let Some(tree) = moved_tree {
+                // The tree lands elsewhere (`dest`): a target inside it comes with the tree, at
+                // its new place; one outside would land where the moved link does not point.
+                if !resolved.path.starts_with(tree) {
+                    self.warn(format!(
+                        "{key}: {} points outside {} and the tree is moved by `dest`: its target is not brought",
+                        host_path.display(),
+                        tree.display()
+                    ));
+                }
+                return Ok(());
+            }
             match self.host.symlink_metadata(&resolved.path) {
                 Ok(target_metadata) if target_metadata.is_file() => {
-                    self.add_host_path(&resolved.path, EntryKind::File, jail_path.as_str())?;
+                    let target_path = self.add_host_path(&resolved.path, EntryKind::File, jail_path.as_str())?;
+                    if elf::read_ident(&self.host.disk_path(&resolved.path))?.is_some() {
+                        elf_files.push((resolved.path.clone(), target_path.as_str().to_owned()));
+                    }
                 }
                 Ok(target_metadata) if target_metadata.is_dir() => {
                     self.add_host_path(&resolved.path, EntryKind::Dir, jail_path.as_str())?;
@@ -553,7 +570,6 @@ impl Builder<'_> {
             return;
         }
         let excluded: Vec<JailPath> = self
-            .closure
             .entries
             .values()
             .filter(|entry| {
@@ -568,13 +584,34 @@ impl Builder<'_> {
         for path in &excluded {
             self.entries.remove(path);
         }
-        let gone: std::collections::HashSet<&str> = excluded.iter().map(JailPath::as_str).collect();
-        for entry in self.entries.values_mut() {
-            entry.needed_by.retain(|needer| !gone.contains(needer.as_str()));
-        }
         self.closure.excluded.extend(excluded);
+        self.drop_orphans();
         self.closure.excluded.sort();
         self.closure.excluded.dedup();
+    }
+
+    /// Removes entries nothing needs any more (what only an excluded library needed), until
+    /// every entry is needed by a kept entry or declared by the Jailfile.
+    fn drop_orphans(&mut self) {
+        loop {
+            let kept: std::collections::HashSet<String> =
+                self.entries.keys().map(|path| path.as_str().to_owned()).collect();
+            let mut orphans = Vec::new();
+            for entry in self.entries.values_mut() {
+                // A needer that is a path must still be in the jail; other needers are
+                // declarations (Jailfile keys, generated files' reasons) and always stay.
+                entry.needed_by.retain(|needer| !needer.starts_with('/') || kept.contains(needer));
+                if entry.needed_by.is_empty() {
+                    orphans.push(entry.path.clone());
+                }
+            }
+            if orphans.is_empty() {
+                return;
+            }
+            for path in orphans {
+                self.entries.remove(&path);
+            }
+        }
     }
 
     fn finish_missing(&mut self, spec: &Spec) -> Result<()> {
@@ -648,6 +685,14 @@ fn expand_source(
         }
     }
     Ok(result)
+}
+
+/// The host directory a source's paths are taken relative to when `dest` moves them.
+fn source_base(source: &HostSource) -> &Path {
+    match source {
+        HostSource::Path(path) => path,
+        HostSource::Glob { base, .. } => base,
+    }
 }
 
 /// Every path under a host directory (itself included), not following symlinks, sorted;
