@@ -435,7 +435,8 @@ impl Builder<'_> {
                     if exclude.is_excluded(Path::new(jail_path.as_str())) {
                         pruned.push(host_path);
                     } else {
-                        self.add_copied(&host_path, jail_path, key, attributes, exclude, moved_tree, elf_files)?;
+                        let copy = CopySource { key, attributes, exclude, moved_tree };
+                        self.add_copied(&host_path, jail_path, &copy, elf_files)?;
                     }
                 }
                 for path in pruned {
@@ -451,12 +452,10 @@ impl Builder<'_> {
         &mut self,
         host_path: &Path,
         jail_path: JailPath,
-        key: &str,
-        attributes: &Attributes,
-        exclude: &Exclude,
-        moved_tree: Option<&Path>,
+        copy: &CopySource,
         elf_files: &mut Vec<(PathBuf, String)>,
     ) -> Result<()> {
+        let CopySource { key, attributes, exclude, moved_tree } = *copy;
         let metadata = self
             .host
             .symlink_metadata(host_path)
@@ -685,6 +684,16 @@ fn expand_source(
         }
     }
     Ok(result)
+}
+
+/// The `[[files]]` entry a copied host path comes from, and how it is treated.
+#[derive(Clone, Copy)]
+struct CopySource<'a> {
+    key: &'a str,
+    attributes: &'a Attributes,
+    exclude: &'a Exclude,
+    /// The source tree's base when `dest` moves it elsewhere in the jail.
+    moved_tree: Option<&'a Path>,
 }
 
 /// The host directory a source's paths are taken relative to when `dest` moves them.
