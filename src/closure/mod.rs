@@ -149,13 +149,32 @@ pub fn build(spec: &Spec, loader: &Loader) -> Result<Closure> {
         missing: Vec::new(),
     };
 
-    let programs: Vec<Result<ProgramFacts>> =
-        spec.binaries.par_iter().map(|binary| analyze_program(loader, &binary.host_path, &search_path, 0)).collect();
-    for (binary, facts) in spec.binaries.iter().zip(programs) {
-        let facts = facts
-            .with_context(|| format!("{} ({} = {:?})", binary.host_path.display(), binary.key, binary.declared))?;
-        builder.add_program(&facts, EntryKind::Binary, &binary.key)?;
-    }
+    // Programs are read in parallel and placed, in Jailfile order, as their results arrive: the
+    // placing overlaps the reading instead of waiting for all of it.
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| -> Result<()> {
+        let search_path = &search_path;
+        scope.spawn(move || {
+            spec.binaries.par_iter().enumerate().for_each_with(sender, |sender, (index, binary)| {
+                // A send fails only when placing stopped at an error; the rest is then moot.
+                let _ = sender.send((index, analyze_program(loader, &binary.host_path, search_path, 0)));
+            });
+        });
+        let mut arrived = BTreeMap::new();
+        let mut next = 0;
+        for (index, facts) in receiver {
+            arrived.insert(index, facts);
+            while let Some(facts) = arrived.remove(&next) {
+                let binary = &spec.binaries[next];
+                let facts = facts.with_context(|| {
+                    format!("{} ({} = {:?})", binary.host_path.display(), binary.key, binary.declared)
+                })?;
+                builder.add_program(&facts, EntryKind::Binary, &binary.key)?;
+                next += 1;
+            }
+        }
+        Ok(())
+    })?;
 
     let mut elf_files = Vec::new();
     for file in &spec.files {
