@@ -25,6 +25,82 @@ pub enum Command {
     Closure(ClosureArgs),
     /// Show the chain from a Jailfile entry to PATH: why PATH is in the jail.
     Why(WhyArgs),
+    /// Show what apply would create, change and delete in the jail (reads only).
+    Plan(PlanArgs),
+    /// Make the jail match the Jailfile (or apply a plan saved with `plan -o`).
+    Apply(ApplyArgs),
+    /// Remove everything jailprov created in the jail; files it did not create stay.
+    Destroy(DestroyArgs),
+}
+
+/// Where jailprov records what it manages, and how long to wait for another jailprov.
+#[derive(Debug, Args)]
+pub struct StateArgs {
+    /// Directory of the records of managed paths (outside every jail).
+    #[arg(long = "state-dir", default_value = crate::state::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlanFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub jailfile: JailfileArgs,
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+    pub format: PlanFormat,
+    /// Exit 0 when there is nothing to do, 2 when changes are pending, 1 on error.
+    #[arg(long = "detailed-exitcode")]
+    pub detailed_exitcode: bool,
+    /// Save the plan; `jailprov apply FILE` applies exactly it, or refuses if anything moved.
+    #[arg(short = 'o', long = "out")]
+    pub out: Option<PathBuf>,
+    /// Plan to take over files jailprov did not create where the Jailfile wants its own.
+    #[arg(long)]
+    pub adopt: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// A plan saved with `jailprov plan -o FILE`.
+    pub plan_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub jailfile: JailfileArgs,
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// Overwrite files jailprov did not create where the Jailfile wants its own.
+    #[arg(long)]
+    pub adopt: bool,
+    /// Show the plan and ask before applying (needs a terminal).
+    #[arg(long)]
+    pub interactive: bool,
+    /// Seconds to wait for another jailprov working on the same jail.
+    #[arg(long = "lock-timeout", default_value_t = 60)]
+    pub lock_timeout: u64,
+    /// Accept a jail root under a directory that others could rename or replace.
+    #[arg(long = "unsafe-root")]
+    pub unsafe_root: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DestroyArgs {
+    #[command(flatten)]
+    pub jailfile: JailfileArgs,
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// Seconds to wait for another jailprov working on the same jail.
+    #[arg(long = "lock-timeout", default_value_t = 60)]
+    pub lock_timeout: u64,
+    /// Accept a jail root under a directory that others could rename or replace.
+    #[arg(long = "unsafe-root")]
+    pub unsafe_root: bool,
 }
 
 #[derive(Debug, Args)]

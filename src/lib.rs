@@ -1,10 +1,16 @@
 //! jailprov: turns a Jailfile.toml into a working chroot jail (library half; `main.rs` is the CLI).
 
+pub mod apply;
 pub mod cli;
 pub mod closure;
+pub mod desired;
 pub mod diagnostics;
 pub mod host;
+pub mod jail_root;
 pub mod jailfile;
+pub mod plan;
 pub mod render;
+pub mod root_safety;
 pub mod spec;
+pub mod state;
 pub mod tree;

@@ -45,21 +45,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Schema => print(&jailfile::json_schema()),
         Command::Closure(args) => closure_command(&args),
         Command::Why(args) => why(&args),
+        Command::Plan(args) => commands::plan(&args),
+        Command::Apply(args) => commands::apply(&args),
+        Command::Destroy(args) => commands::destroy(&args),
     }
 }
 
-fn print(text: &str) -> Result<ExitCode> {
+pub(crate) fn print(text: &str) -> Result<ExitCode> {
     let mut stdout = io::stdout().lock();
     stdout.write_all(text.as_bytes())?;
     stdout.flush()?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn load_spec(args: &JailfileArgs, host: &HostFs) -> Result<Spec> {
+mod commands;
+
+pub(crate) fn load_spec(args: &JailfileArgs, host: &HostFs) -> Result<Spec> {
     spec::load(&args.file, args.root.as_deref(), host)
 }
 
-fn compute_closure(spec: &Spec, host: &HostFs) -> Result<Closure> {
+pub(crate) fn compute_closure(spec: &Spec, host: &HostFs) -> Result<Closure> {
     let loader = Loader::with_host(host.clone(), LoaderOptions::host())?;
     let closure = closure::build(spec, &loader)?;
     for warning in &closure.warnings {

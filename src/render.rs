@@ -132,3 +132,70 @@ pub fn why_text(
     }
     text
 }
+
+/// A plan for people, in the spirit of Terraform: markers, what changes, diffs, a closing line.
+pub fn plan_text(plan: &crate::plan::Plan, root: &std::path::Path) -> String {
+    let mut text = String::new();
+    if !plan.changes.is_empty() {
+        let _ = writeln!(text, "jailprov will make these changes in {}:\n", root.display());
+        for change in &plan.changes {
+            let what = if change.what.is_empty() { String::new() } else { format!(" ({})", change.what.join(", ")) };
+            let _ = writeln!(text, "  {:<3} {:<8} {}{what}", change.action.marker(), change.kind, change.path);
+            if let Some(diff) = &change.diff {
+                for line in diff.lines() {
+                    let _ = writeln!(text, "        {line}");
+                }
+            }
+        }
+        text.push('\n');
+    }
+    if !plan.conflicts.is_empty() {
+        text.push_str(
+            "Conflicts: jailprov did not create these and will not overwrite them (apply --adopt takes them over):\n",
+        );
+        for conflict in &plan.conflicts {
+            let _ = writeln!(text, "  !   {}: {}", conflict.path, conflict.reason);
+        }
+        text.push('\n');
+    }
+    if !plan.kept.is_empty() {
+        text.push_str("Kept: directories jailprov created that now hold files it did not create:\n");
+        for path in &plan.kept {
+            let _ = writeln!(text, "      {path}");
+        }
+        text.push('\n');
+    }
+    let summary = plan.summary();
+    if plan.changes.is_empty() && plan.conflicts.is_empty() {
+        text.push_str("No changes. The jail matches Jailfile.toml.\n");
+    } else {
+        // Like Terraform, a replacement counts as one to add and one to destroy.
+        let _ = writeln!(
+            text,
+            "Plan: {} to add, {} to change, {} to destroy.",
+            summary.create + summary.replace,
+            summary.update,
+            summary.delete + summary.replace
+        );
+    }
+    text
+}
+
+/// The plan as `{"format_version":"1","changes":[...],"summary":{...}}`.
+pub fn plan_json(plan: &crate::plan::Plan) -> String {
+    let value = serde_json::json!({
+        "format_version": "1",
+        "changes": plan.changes.iter().map(|change| serde_json::json!({
+            "action": change.action,
+            "path": change.path,
+            "kind": change.kind,
+            "what": change.what,
+        })).collect::<Vec<_>>(),
+        "conflicts": plan.conflicts,
+        "kept": plan.kept,
+        "summary": plan.summary(),
+    });
+    let mut text = serde_json::to_string_pretty(&value).unwrap_or_else(|error| format!("{{\"error\":\"{error}\"}}"));
+    text.push('\n');
+    text
+}

@@ -3,14 +3,28 @@
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// An absolute path inside the jail, in normal form: starts with "/", no ".", "..", empty or
 /// trailing components. "/" itself is the jail root. Built only through [`JailPath::parse`] or
 /// from another `JailPath`, so holding one proves it cannot name anything outside the jail.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(transparent)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct JailPath(String);
+
+impl TryFrom<String> for JailPath {
+    type Error = JailPathError;
+    /// Deserialized paths (state files, saved plans) are checked like any other input.
+    fn try_from(text: String) -> Result<JailPath, JailPathError> {
+        JailPath::parse(&text)
+    }
+}
+
+impl From<JailPath> for String {
+    fn from(path: JailPath) -> String {
+        path.0
+    }
+}
 
 /// Why a string is not a valid jail path.
 #[derive(Debug, Clone, PartialEq, Eq)]

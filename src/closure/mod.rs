@@ -189,7 +189,9 @@ pub fn build(spec: &Spec, loader: &Loader) -> Result<Closure> {
     }
 
     for device in &spec.devices {
-        builder.add(device.path.clone(), EntryKind::Device, Some(PathBuf::from(device.path.as_str())), &device.key);
+        let source = Some(PathBuf::from(device.path.as_str()));
+        builder.add(device.path.clone(), EntryKind::Device, source, &device.key).attributes =
+            Attributes { mode: device.mode, owner: Some(device.owner), group: Some(device.group), keep_setuid: false };
     }
     for dir in &spec.dirs {
         builder.add(dir.path.clone(), EntryKind::Dir, None, &dir.key).attributes =

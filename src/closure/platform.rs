@@ -475,6 +475,9 @@ mod tests {
             .args(["--inhibit-cache", "--list"])
             .arg(exe)
             .env("LD_DEBUG", "libs")
+            // cargo test puts build-script output dirs in LD_LIBRARY_PATH; they would be the
+            // first search path instead of the fixture's RPATH.
+            .env_remove("LD_LIBRARY_PATH")
             .output()
             .expect("the loader can be spawned");
         let debug = String::from_utf8_lossy(&out.stderr);
@@ -542,7 +545,12 @@ mod tests {
         ));
         let token = platform_token(&X86_64);
         let resolve = || {
-            let out = Command::new(LD_SO).arg("--list").arg(dir.join("exe")).output().expect("ld.so can be spawned");
+            let out = Command::new(LD_SO)
+                .arg("--list")
+                .arg(dir.join("exe"))
+                .env_remove("LD_LIBRARY_PATH")
+                .output()
+                .expect("ld.so can be spawned");
             let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
             (out.status.success(), text)
         };

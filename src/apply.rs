@@ -1,0 +1,201 @@
+//! Executes a Plan through the jail writer, recording what jailprov manages as it goes.
+//!
+//! Crash safety: before the first write the state records every path about to be created
+//! (`pending`) and that an apply is under way (`interrupted`); files are written to a temporary
+//! name and renamed into place. After a `kill -9` the next apply sees `interrupted`, sweeps the
+//! temporary files and converges.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+use crate::desired::{DesiredKind, DesiredNode, DesiredTree, StatPrint};
+use crate::host::HostFs;
+use crate::jail_root::{JailRoot, NodeKind};
+use crate::plan::{print_of, Action, Change, Plan};
+use crate::state::{Managed, State, StateStore};
+use crate::tree::JailPath;
+
+/// What happened, for the closing line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub added: usize,
+    pub changed: usize,
+    pub destroyed: usize,
+}
+
+/// Applies `plan` (computed from `desired` against this jail and `state`).
+pub fn apply(
+    plan: &Plan,
+    desired: &DesiredTree,
+    jail: &JailRoot,
+    host: &HostFs,
+    state: &mut State,
+    store: &StateStore,
+    report: &mut dyn FnMut(&Change),
+) -> Result<Outcome> {
+    if !plan.conflicts.is_empty() {
+        let paths: Vec<String> =
+            plan.conflicts.iter().map(|conflict| format!("{}: {}", conflict.path, conflict.reason)).collect();
+        bail!(
+            "refusing to overwrite what jailprov did not create (use --adopt to take it over):\n  {}",
+            paths.join("\n  ")
+        );
+    }
+    let sweep = state.interrupted;
+    state.interrupted = true;
+    state.pending.extend(
+        plan.changes
+            .iter()
+            .filter(|change| matches!(change.action, Action::Create | Action::Replace))
+            .map(|change| change.path.clone()),
+    );
+    store.save(state)?;
+    if sweep {
+        sweep_temporary_files(jail, desired, state)?;
+    }
+
+    let mut outcome = Outcome::default();
+    for change in &plan.changes {
+        report(change);
+        match change.action {
+            Action::Delete => {
+                delete(jail, &change.path, &change.kind)?;
+                state.entries.remove(&change.path);
+                outcome.destroyed += 1;
+            }
+            Action::Create | Action::Replace | Action::Update => {
+                let node = desired
+                    .nodes
+                    .get(&change.path)
+                    .with_context(|| format!("the plan changes {} but the Jailfile no longer has it", change.path))?;
+                match change.action {
+                    Action::Create => {
+                        create(jail, host, node)?;
+                        outcome.added += 1;
+                    }
+                    Action::Replace => {
+                        remove_whatever(jail, &node.path)?;
+                        create(jail, host, node)?;
+                        outcome.added += 1;
+                        outcome.destroyed += 1;
+                    }
+                    _ => {
+                        update(jail, host, node, &change.what)?;
+                        outcome.changed += 1;
+                    }
+                }
+                let created = change.action != Action::Update || state.created(&node.path);
+                record(jail, node, state, created)?;
+            }
+        }
+    }
+    for path in &plan.adopt {
+        if let Some(node) = desired.nodes.get(path) {
+            record(jail, node, state, false)?;
+        }
+    }
+    for path in &plan.refresh {
+        if let Some(node) = desired.nodes.get(path) {
+            let created = state.created(path);
+            record(jail, node, state, created)?;
+        }
+    }
+    for path in &plan.forget {
+        state.entries.remove(path);
+    }
+    state.pending.clear();
+    state.interrupted = false;
+    store.save(state)?;
+    Ok(outcome)
+}
+
+fn create(jail: &JailRoot, host: &HostFs, node: &DesiredNode) -> Result<()> {
+    match &node.kind {
+        DesiredKind::Dir => jail.mkdir(&node.path, node.mode, node.uid, node.gid),
+        DesiredKind::File { source, source_print } => copy_file(jail, host, node, source, source_print),
+        DesiredKind::Content { bytes } => {
+            jail.write_file(&node.path, &mut bytes.as_slice(), node.mode, node.uid, node.gid, None)
+        }
+        DesiredKind::Symlink { target } => jail.symlink(&node.path, target, node.uid, node.gid),
+        DesiredKind::Device { block, rdev } => {
+            let kind = if *block { NodeKind::BlockDevice } else { NodeKind::CharDevice };
+            jail.mknod(&node.path, kind, *rdev, node.mode, node.uid, node.gid)
+        }
+    }
+}
+
+fn copy_file(jail: &JailRoot, host: &HostFs, node: &DesiredNode, source: &Path, print: &StatPrint) -> Result<()> {
+    let mut file = std::fs::File::open(host.disk_path(source))
+        .with_context(|| format!("cannot read {} on the host", source.display()))?;
+    let metadata = file.metadata().with_context(|| format!("cannot inspect {}", source.display()))?;
+    if StatPrint::of(&metadata) != *print {
+        bail!("{} changed on the host while jailprov was working; run apply again", source.display());
+    }
+    // The copy keeps the host file's modification time, as `cp -p` would.
+    let mtime = i128::from(metadata.mtime()) * 1_000_000_000 + i128::from(metadata.mtime_nsec());
+    jail.write_file(&node.path, &mut file, node.mode, node.uid, node.gid, Some(mtime))
+}
+
+/// Rewrites content/target/device when they differ; otherwise only mode and owner.
+fn update(jail: &JailRoot, host: &HostFs, node: &DesiredNode, what: &[String]) -> Result<()> {
+    let rewrite =
+        what.iter().any(|item| item == "content" || item.starts_with("target ") || item.starts_with("device "));
+    if rewrite {
+        create(jail, host, node)
+    } else {
+        jail.set_attributes(&node.path, node.mode, node.uid, node.gid)
+    }
+}
+
+fn delete(jail: &JailRoot, path: &JailPath, kind: &str) -> Result<()> {
+    if kind == "dir" {
+        // Emptiness was checked by the plan; a file appearing since keeps the directory.
+        jail.remove_dir(path)?;
+    } else {
+        jail.remove_file(path)?;
+    }
+    Ok(())
+}
+
+/// Clears what jailprov created at a path before a replacement.
+fn remove_whatever(jail: &JailRoot, path: &JailPath) -> Result<()> {
+    match jail.stat(path)? {
+        Some(stat) if stat.kind == NodeKind::Dir => jail.remove_tree(path),
+        Some(_) => jail.remove_file(path).map(|_| ()),
+        None => Ok(()),
+    }
+}
+
+/// Records a path as managed, with the stats that let the next plan skip reading it.
+fn record(jail: &JailRoot, node: &DesiredNode, state: &mut State, created: bool) -> Result<()> {
+    let stat = jail.stat(&node.path)?.with_context(|| format!("{} vanished right after it was written", node.path))?;
+    let (jail_print, source) = match &node.kind {
+        DesiredKind::File { source_print, .. } => (Some(print_of(&stat)), Some(*source_print)),
+        _ => (None, None),
+    };
+    state
+        .entries
+        .insert(node.path.clone(), Managed { kind: node.kind.label().to_owned(), created, jail: jail_print, source });
+    Ok(())
+}
+
+/// Removes temporary files an interrupted apply left in the directories jailprov writes to.
+fn sweep_temporary_files(jail: &JailRoot, desired: &DesiredTree, state: &State) -> Result<usize> {
+    let mut removed = 0;
+    let dirs = desired
+        .nodes
+        .values()
+        .filter(|node| node.kind == DesiredKind::Dir)
+        .map(|node| &node.path)
+        .chain(state.entries.iter().filter(|(_, managed)| managed.kind == "dir").map(|(path, _)| path));
+    let root = JailPath::root();
+    let mut seen = std::collections::BTreeSet::new();
+    for dir in dirs.chain(std::iter::once(&root)) {
+        if seen.insert(dir.clone()) && matches!(jail.stat(dir), Ok(Some(stat)) if stat.kind == NodeKind::Dir) {
+            removed += jail.remove_temp_files(dir)?;
+        }
+    }
+    Ok(removed)
+}

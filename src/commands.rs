@@ -1,0 +1,258 @@
+//! plan, apply and destroy: the Jailfile through the pipeline to the jail on disk.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use jailprov::apply::{self, Outcome};
+use jailprov::cli::{ApplyArgs, DestroyArgs, JailfileArgs, PlanArgs, PlanFormat};
+use jailprov::desired::{self, DesiredTree};
+use jailprov::host::HostFs;
+use jailprov::jail_root::JailRoot;
+use jailprov::plan::{self, Action, Change, Plan};
+use jailprov::render;
+use jailprov::root_safety;
+use jailprov::state::{State, StateStore};
+
+use crate::{compute_closure, load_spec, print};
+
+/// Exit code of `plan --detailed-exitcode` when changes are pending.
+const CHANGES_PENDING: u8 = 2;
+
+/// Everything a plan is computed from, read once.
+struct Prepared {
+    root: PathBuf,
+    jailfile_digest: String,
+    desired: DesiredTree,
+    host: HostFs,
+    store: StateStore,
+    state: State,
+    jail: Option<JailRoot>,
+}
+
+fn prepare(jailfile: &JailfileArgs, state_dir: &Path) -> Result<Prepared> {
+    let host = HostFs::real();
+    let spec = load_spec(jailfile, &host)?;
+    let closure = compute_closure(&spec, &host)?;
+    let desired = desired::build(&closure, &host)?;
+    let store = StateStore::for_root(state_dir, &spec.root);
+    let state = store.load(&spec.root)?;
+    let jail = match std::fs::symlink_metadata(&spec.root) {
+        Ok(_) => Some(JailRoot::open(&spec.root)?),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+        Err(error) => return Err(error).with_context(|| format!("cannot inspect {}", spec.root.display())),
+    };
+    let source = std::fs::read(&jailfile.file).with_context(|| format!("cannot read {}", jailfile.file.display()))?;
+    Ok(Prepared {
+        root: spec.root.clone(),
+        jailfile_digest: blake3::hash(&source).to_hex().to_string(),
+        desired,
+        host,
+        store,
+        state,
+        jail,
+    })
+}
+
+impl Prepared {
+    fn plan(&self, adopt: bool) -> Result<Plan> {
+        plan::compute(&self.desired, self.jail.as_ref(), &self.state, &self.host, adopt)
+    }
+
+    fn digests(&self) -> Result<Digests> {
+        Ok(Digests {
+            jailfile: self.jailfile_digest.clone(),
+            host: plan::desired_digest(&self.desired),
+            jail: plan::jail_digest(&self.desired, self.jail.as_ref(), &self.state)?,
+        })
+    }
+}
+
+/// What a saved plan was computed from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Digests {
+    /// The Jailfile's bytes.
+    jailfile: String,
+    /// The desired tree: what the Jailfile asks for and the host provides.
+    host: String,
+    /// The jail's paths at stat level, and the record of what jailprov manages.
+    jail: String,
+}
+
+/// A plan saved by `plan -o`.
+#[derive(Debug, Serialize, Deserialize)]
+struct SavedPlan {
+    format_version: String,
+    jailfile: PathBuf,
+    root: PathBuf,
+    adopt: bool,
+    digests: Digests,
+    plan: Plan,
+}
+
+pub fn plan(args: &PlanArgs) -> Result<ExitCode> {
+    let prepared = prepare(&args.jailfile, &args.state.state_dir)?;
+    let plan = prepared.plan(args.adopt)?;
+    if let Some(out) = &args.out {
+        let saved = SavedPlan {
+            format_version: "1".into(),
+            jailfile: args.jailfile.file.clone(),
+            root: prepared.root.clone(),
+            adopt: args.adopt,
+            digests: prepared.digests()?,
+            plan: plan.clone(),
+        };
+        let text = serde_json::to_string_pretty(&saved).context("serializing the plan")?;
+        std::fs::write(out, text).with_context(|| format!("cannot write the plan to {}", out.display()))?;
+    }
+    match args.format {
+        PlanFormat::Text => print(&render::plan_text(&plan, &prepared.root))?,
+        PlanFormat::Json => print(&render::plan_json(&plan))?,
+    };
+    Ok(if args.detailed_exitcode && plan.has_changes() { ExitCode::from(CHANGES_PENDING) } else { ExitCode::SUCCESS })
+}
+
+pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
+    let saved = match &args.plan_file {
+        Some(file) => Some(read_saved_plan(file)?),
+        None => None,
+    };
+    // A saved plan names its Jailfile and root: apply exactly what was planned.
+    let jailfile = match &saved {
+        Some(saved) => JailfileArgs { file: saved.jailfile.clone(), root: Some(saved.root.clone()) },
+        None => JailfileArgs { file: args.jailfile.file.clone(), root: args.jailfile.root.clone() },
+    };
+    let adopt = saved.as_ref().map_or(args.adopt, |saved| saved.adopt);
+    let root = load_spec(&jailfile, &HostFs::real())?.root;
+    if !args.unsafe_root {
+        root_safety::check(&root)?;
+    }
+    let store = StateStore::for_root(&args.state.state_dir, &root);
+    let _lock = store.lock(Duration::from_secs(args.lock_timeout))?;
+
+    let mut prepared = prepare(&jailfile, &args.state.state_dir)?;
+    let plan = prepared.plan(adopt)?;
+    if let Some(saved) = &saved {
+        refuse_stale(saved, &prepared.digests()?, &plan)?;
+    }
+    if plan.changes.is_empty()
+        && plan.conflicts.is_empty()
+        && plan.adopt.is_empty()
+        && plan.refresh.is_empty()
+        && plan.forget.is_empty()
+    {
+        print("No changes. The jail matches Jailfile.toml.\n")?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.interactive && !confirm(&plan, &root)? {
+        print("Apply cancelled.\n")?;
+        return Ok(ExitCode::from(1));
+    }
+    if prepared.jail.is_none() {
+        root_safety::create_root(&root)?;
+        prepared.jail = Some(JailRoot::open(&root)?);
+    }
+    let jail = prepared.jail.as_ref().context("the jail root was just opened")?;
+    let outcome = {
+        let mut stdout = std::io::stdout().lock();
+        let mut report = |change: &Change| {
+            let _ = writeln!(stdout, "{:<3} {:<8} {}", change.action.marker(), change.kind, change.path);
+        };
+        let state = &mut prepared.state;
+        apply::apply(&plan, &prepared.desired, jail, &prepared.host, state, &prepared.store, &mut report)?
+    };
+    print(&format!(
+        "\nApply complete: {} added, {} changed, {} destroyed.\n",
+        outcome.added, outcome.changed, outcome.destroyed
+    ))
+}
+
+fn read_saved_plan(file: &Path) -> Result<SavedPlan> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read the saved plan {}", file.display()))?;
+    let saved: SavedPlan = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a plan saved by `jailprov plan -o`", file.display()))?;
+    if saved.format_version != "1" {
+        bail!("{} has plan format {}; this jailprov reads format 1", file.display(), saved.format_version);
+    }
+    Ok(saved)
+}
+
+/// A saved plan is applied only if nothing it was computed from has moved.
+fn refuse_stale(saved: &SavedPlan, now: &Digests, plan: &Plan) -> Result<()> {
+    let mut moved = Vec::new();
+    if saved.digests.jailfile != now.jailfile {
+        moved.push(format!("the Jailfile {} was edited", saved.jailfile.display()));
+    }
+    if saved.digests.host != now.host {
+        moved.push("the host changed what the Jailfile brings (a library, file or device differs)".to_owned());
+    }
+    if saved.digests.jail != now.jail {
+        moved.push(format!("the jail {} changed", saved.root.display()));
+    }
+    if moved.is_empty() && saved.plan != *plan {
+        moved.push("the plan computed now differs".to_owned());
+    }
+    if !moved.is_empty() {
+        bail!("the saved plan is stale, nothing was applied: {}; run `jailprov plan -o` again", moved.join("; "));
+    }
+    Ok(())
+}
+
+fn confirm(plan: &Plan, root: &Path) -> Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        bail!("--interactive needs a terminal to ask on; drop it in scripts");
+    }
+    print(&render::plan_text(plan, root))?;
+    print("\nApply these changes? Only 'yes' is accepted: ")?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer).context("reading the answer")?;
+    Ok(answer.trim() == "yes")
+}
+
+pub fn destroy(args: &DestroyArgs) -> Result<ExitCode> {
+    let root = load_spec(&args.jailfile, &HostFs::real())?.root;
+    if !args.unsafe_root {
+        root_safety::check(&root)?;
+    }
+    let store = StateStore::for_root(&args.state.state_dir, &root);
+    let _lock = store.lock(Duration::from_secs(args.lock_timeout))?;
+    let mut state = store.load(&root)?;
+    let Ok(jail) = JailRoot::open(&root) else {
+        store.remove()?;
+        return print(&format!("Nothing to destroy: {} does not exist.\n", root.display()));
+    };
+    let nothing = DesiredTree::default();
+    let plan = plan::compute(&nothing, Some(&jail), &state, &HostFs::real(), false)?;
+    let Outcome { destroyed, .. } = {
+        let mut stdout = std::io::stdout().lock();
+        let mut report = |change: &Change| {
+            let _ = writeln!(stdout, "{:<3} {:<8} {}", Action::Delete.marker(), change.kind, change.path);
+        };
+        apply::apply(&plan, &nothing, &jail, &HostFs::real(), &mut state, &store, &mut report)?
+    };
+    let leftovers = jail.list(&jailprov::tree::JailPath::root())?;
+    let mut text = format!("\nDestroy complete: {destroyed} destroyed.\n");
+    if leftovers.is_empty() {
+        drop(jail);
+        std::fs::remove_dir(&root).with_context(|| format!("cannot remove the empty jail root {}", root.display()))?;
+        store.remove()?;
+        text.push_str(&format!("Removed the empty jail root {}.\n", root.display()));
+    } else {
+        text.push_str(&format!("Kept {} and what jailprov did not create in it:\n", root.display()));
+        for name in leftovers {
+            let path = format!("/{name}");
+            let note = if plan.kept.iter().any(|kept| kept.as_str() == path) {
+                " (created by jailprov, kept: holds files jailprov did not create)"
+            } else {
+                ""
+            };
+            text.push_str(&format!("  {path}{note}\n"));
+        }
+    }
+    print(&text)
+}

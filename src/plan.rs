@@ -1,0 +1,416 @@
+//! Desired tree vs the jail on disk (+ the record of what jailprov manages) -> a Plan, as data.
+//!
+//! The jail is only read here, through [`JailRoot`], never following a symlink inside it. A file
+//! whose stat matches what apply recorded (and whose host source is unchanged) is not read: a
+//! no-op plan is a stat walk, not a hash walk.
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::desired::{DesiredKind, DesiredNode, DesiredTree, StatPrint};
+use crate::host::HostFs;
+use crate::jail_root::{JailError, JailRoot, NodeKind, NodeStat};
+use crate::state::State;
+use crate::tree::JailPath;
+
+/// Inline and generated files up to this size get a unified diff in the plan.
+const DIFF_LIMIT: u64 = 64 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Create,
+    Update,
+    Replace,
+    Delete,
+}
+
+impl Action {
+    pub fn marker(self) -> &'static str {
+        match self {
+            Action::Create => "+",
+            Action::Update => "~",
+            Action::Replace => "-/+",
+            Action::Delete => "-",
+        }
+    }
+}
+
+/// One change to the jail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub action: Action,
+    pub path: JailPath,
+    /// file | dir | symlink | device
+    pub kind: String,
+    /// What differs: "content", "mode 0755 -> 1777", "owner 0:0 -> 1000:1000", "target a -> b",
+    /// "symlink -> dir"...
+    pub what: Vec<String>,
+    /// A unified diff for small text files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+}
+
+/// A path jailprov must write but did not create, holding something else.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conflict {
+    pub path: JailPath,
+    pub reason: String,
+}
+
+/// The plan: changes in execution order (deletions deepest first, then the rest parents first).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub changes: Vec<Change>,
+    pub conflicts: Vec<Conflict>,
+    /// Managed directories left in place because they hold files jailprov did not create.
+    pub kept: Vec<JailPath>,
+    /// Paths already as desired but not recorded yet (directories that existed, identical
+    /// files): apply records them without touching them.
+    pub adopt: Vec<JailPath>,
+    /// Files verified identical by content whose recorded stat is stale: apply refreshes the
+    /// record so the next plan need not read them again.
+    pub refresh: Vec<JailPath>,
+    /// Managed paths that vanished from the jail: apply forgets them.
+    pub forget: Vec<JailPath>,
+}
+
+/// Counts per action, as the summary line and JSON show them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub create: usize,
+    pub update: usize,
+    pub delete: usize,
+    pub replace: usize,
+}
+
+impl Plan {
+    pub fn summary(&self) -> Summary {
+        let mut summary = Summary::default();
+        for change in &self.changes {
+            match change.action {
+                Action::Create => summary.create += 1,
+                Action::Update => summary.update += 1,
+                Action::Replace => summary.replace += 1,
+                Action::Delete => summary.delete += 1,
+            }
+        }
+        summary
+    }
+
+    pub fn has_changes(&self) -> bool {
+        !self.changes.is_empty() || !self.conflicts.is_empty()
+    }
+}
+
+/// Reads the jail (if it exists) and diffs it against the desired tree.
+pub fn compute(
+    desired: &DesiredTree,
+    jail: Option<&JailRoot>,
+    state: &State,
+    host: &HostFs,
+    adopt: bool,
+) -> Result<Plan> {
+    let mut plan = Plan::default();
+    let mut creations = Vec::new();
+    for node in desired.nodes.values() {
+        let actual = match jail {
+            Some(jail) => stat_in_jail(jail, &node.path)?,
+            None => None,
+        };
+        let Some(actual) = actual else {
+            creations.push(change(Action::Create, node, Vec::new()));
+            continue;
+        };
+        let managed = state.is_managed(&node.path);
+        if !same_kind(&node.kind, actual.kind) {
+            let what = vec![format!("{} -> {}", kind_label(actual.kind), node.kind.label())];
+            if state.created(&node.path) || adopt {
+                creations.push(change(Action::Replace, node, what));
+            } else {
+                plan.conflicts.push(Conflict {
+                    path: node.path.clone(),
+                    reason: format!(
+                        "a {} is there, not created by jailprov, where a {} must go",
+                        kind_label(actual.kind),
+                        node.kind.label()
+                    ),
+                });
+            }
+            continue;
+        }
+        let jail = jail.context("a path exists only when the jail does")?;
+        let comparison = compare(jail, node, &actual, state, host)?;
+        if comparison.what.is_empty() {
+            if !managed {
+                plan.adopt.push(node.path.clone());
+            } else if comparison.verified_by_content {
+                plan.refresh.push(node.path.clone());
+            }
+            continue;
+        }
+        // Directories that were already there are kept in shape; other foreign paths are the
+        // user's until --adopt says otherwise.
+        if managed || adopt || matches!(node.kind, DesiredKind::Dir) {
+            let mut update = change(Action::Update, node, comparison.what);
+            update.diff = comparison.diff;
+            creations.push(update);
+        } else {
+            plan.conflicts.push(Conflict {
+                path: node.path.clone(),
+                reason: format!("not created by jailprov and differs ({})", comparison.what.join(", ")),
+            });
+        }
+    }
+    plan.changes = deletions(desired, jail, state, &mut plan)?;
+    plan.changes.extend(creations);
+    Ok(plan)
+}
+
+fn change(action: Action, node: &DesiredNode, what: Vec<String>) -> Change {
+    Change { action, path: node.path.clone(), kind: node.kind.label().to_owned(), what, diff: None }
+}
+
+/// lstat in the jail; a path under a symlink planted in the jail reads as absent (its parent
+/// shows up as a type change and is repaired first).
+fn stat_in_jail(jail: &JailRoot, path: &JailPath) -> Result<Option<NodeStat>> {
+    match jail.stat(path) {
+        Ok(stat) => Ok(stat),
+        Err(error) if error.downcast_ref::<JailError>().is_some() => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
+fn same_kind(desired: &DesiredKind, actual: NodeKind) -> bool {
+    matches!(
+        (desired, actual),
+        (DesiredKind::File { .. } | DesiredKind::Content { .. }, NodeKind::File)
+            | (DesiredKind::Dir, NodeKind::Dir)
+            | (DesiredKind::Symlink { .. }, NodeKind::Symlink)
+            | (DesiredKind::Device { block: false, .. }, NodeKind::CharDevice)
+            | (DesiredKind::Device { block: true, .. }, NodeKind::BlockDevice)
+    )
+}
+
+pub fn kind_label(kind: NodeKind) -> &'static str {
+    match kind {
+        NodeKind::File => "file",
+        NodeKind::Dir => "dir",
+        NodeKind::Symlink => "symlink",
+        NodeKind::CharDevice | NodeKind::BlockDevice => "device",
+        NodeKind::Fifo => "fifo",
+        NodeKind::Socket => "socket",
+    }
+}
+
+struct Comparison {
+    what: Vec<String>,
+    diff: Option<String>,
+    /// The content had to be read (the recorded stat did not vouch for it) and was identical.
+    verified_by_content: bool,
+}
+
+fn compare(jail: &JailRoot, node: &DesiredNode, actual: &NodeStat, state: &State, host: &HostFs) -> Result<Comparison> {
+    let mut comparison = Comparison { what: Vec::new(), diff: None, verified_by_content: false };
+    match &node.kind {
+        DesiredKind::File { source, source_print } => {
+            let recorded = state.entries.get(&node.path);
+            let vouched = recorded.is_some_and(|managed| {
+                managed.jail == Some(print_of(actual)) && managed.source.as_ref() == Some(source_print)
+            });
+            if !vouched {
+                if actual.size != source_print.size || !same_content(jail, &node.path, host, source)? {
+                    comparison.what.push("content".into());
+                } else {
+                    comparison.verified_by_content = true;
+                }
+            }
+        }
+        DesiredKind::Content { bytes } => {
+            let current = read_small(jail, &node.path, actual.size)?;
+            if current.as_deref() != Some(bytes.as_slice()) {
+                comparison.what.push("content".into());
+                comparison.diff = current.and_then(|current| unified_diff(&node.path, &current, bytes));
+            }
+        }
+        DesiredKind::Symlink { target } => {
+            let current = jail.read_link(&node.path)?;
+            if &current != target {
+                comparison.what.push(format!("target {current} -> {target}"));
+            }
+        }
+        DesiredKind::Device { rdev, .. } => {
+            if actual.rdev != *rdev {
+                comparison.what.push(format!("device {} -> {}", device_numbers(actual.rdev), device_numbers(*rdev)));
+            }
+        }
+        DesiredKind::Dir => {}
+    }
+    if !matches!(node.kind, DesiredKind::Symlink { .. }) && actual.mode != node.mode {
+        comparison.what.push(format!("mode {:04o} -> {:04o}", actual.mode, node.mode));
+    }
+    if (actual.uid, actual.gid) != (node.uid, node.gid) {
+        comparison.what.push(format!("owner {}:{} -> {}:{}", actual.uid, actual.gid, node.uid, node.gid));
+    }
+    Ok(comparison)
+}
+
+pub fn print_of(stat: &NodeStat) -> StatPrint {
+    StatPrint { size: stat.size, mtime_ns: stat.mtime_ns, ctime_ns: stat.ctime_ns, ino: stat.ino }
+}
+
+fn device_numbers(rdev: u64) -> String {
+    format!("{}:{}", nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev))
+}
+
+/// Compares a jail file with its host source byte for byte (sizes already equal).
+fn same_content(jail: &JailRoot, path: &JailPath, host: &HostFs, source: &Path) -> Result<bool> {
+    let mut in_jail = std::io::BufReader::with_capacity(64 * 1024, jail.open_read(path)?);
+    let host_file = std::fs::File::open(host.disk_path(source))
+        .with_context(|| format!("cannot read {} on the host", source.display()))?;
+    let mut on_host = std::io::BufReader::with_capacity(64 * 1024, host_file);
+    let mut left = [0u8; 64 * 1024];
+    let mut right = [0u8; 64 * 1024];
+    loop {
+        let read = on_host.read(&mut left).with_context(|| format!("cannot read {}", source.display()))?;
+        if read == 0 {
+            // Same size checked before: the jail file must end here too.
+            return Ok(in_jail.read(&mut right[..1]).with_context(|| format!("cannot read {path}"))? == 0);
+        }
+        in_jail.read_exact(&mut right[..read]).with_context(|| format!("cannot read {path} in the jail"))?;
+        if left[..read] != right[..read] {
+            return Ok(false);
+        }
+    }
+}
+
+/// The jail file's bytes when it is small enough to hold and diff.
+fn read_small(jail: &JailRoot, path: &JailPath, size: u64) -> Result<Option<Vec<u8>>> {
+    if size > DIFF_LIMIT * 16 {
+        return Ok(None);
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    jail.open_read(path)?.read_to_end(&mut bytes).with_context(|| format!("cannot read {path} in the jail"))?;
+    Ok(Some(bytes))
+}
+
+/// A unified diff (jail -> Jailfile) for small text.
+fn unified_diff(path: &JailPath, old: &[u8], new: &[u8]) -> Option<String> {
+    if old.len() as u64 > DIFF_LIMIT || new.len() as u64 > DIFF_LIMIT {
+        return None;
+    }
+    let (old, new) = (std::str::from_utf8(old).ok()?, std::str::from_utf8(new).ok()?);
+    let diff = similar::TextDiff::from_lines(old, new);
+    let text = diff
+        .unified_diff()
+        .context_radius(3)
+        .header(&format!("{path} (jail)"), &format!("{path} (Jailfile)"))
+        .to_string();
+    Some(text)
+}
+
+/// Managed paths the desired tree no longer has, deepest first; directories still holding
+/// files jailprov did not create are kept.
+fn deletions(desired: &DesiredTree, jail: Option<&JailRoot>, state: &State, plan: &mut Plan) -> Result<Vec<Change>> {
+    let Some(jail) = jail else {
+        plan.forget.extend(state.entries.keys().filter(|path| !desired.nodes.contains_key(*path)).cloned());
+        return Ok(Vec::new());
+    };
+    let candidates: BTreeSet<&JailPath> = state
+        .entries
+        .iter()
+        .filter(|(path, managed)| managed.created && !desired.nodes.contains_key(*path))
+        .map(|(path, _)| path)
+        .chain(state.pending.iter().filter(|path| !desired.nodes.contains_key(*path)))
+        .collect();
+    let mut changes = Vec::new();
+    for path in candidates.iter().rev() {
+        let actual = match jail.stat(path) {
+            Ok(actual) => actual,
+            // Under a symlink planted in the jail: not reachable without following it.
+            Err(error) if error.downcast_ref::<JailError>().is_some() => {
+                plan.kept.push((*path).clone());
+                continue;
+            }
+            Err(error) => return Err(error),
+        };
+        let Some(actual) = actual else {
+            plan.forget.push((*path).clone());
+            continue;
+        };
+        if actual.kind == NodeKind::Dir {
+            let foreign = jail.list(path)?.into_iter().any(|name| {
+                JailPath::parse(&format!("{}/{name}", path.as_str())).map_or(true, |child| !candidates.contains(&child))
+            });
+            if foreign {
+                plan.kept.push((*path).clone());
+                continue;
+            }
+        }
+        changes.push(Change {
+            action: Action::Delete,
+            path: (*path).clone(),
+            kind: kind_label(actual.kind).to_owned(),
+            what: Vec::new(),
+            diff: None,
+        });
+    }
+    Ok(changes)
+}
+
+/// A stable digest of the desired tree (what the Jailfile and the host would give).
+pub fn desired_digest(desired: &DesiredTree) -> String {
+    let mut hasher = blake3::Hasher::new();
+    for node in desired.nodes.values() {
+        hasher.update(node.path.as_str().as_bytes());
+        hasher.update(&[0]);
+        hasher.update(format!("{:o} {} {}", node.mode, node.uid, node.gid).as_bytes());
+        match &node.kind {
+            DesiredKind::File { source, source_print } => {
+                hasher.update(format!("file {} {:?}", source.display(), source_print).as_bytes());
+            }
+            DesiredKind::Content { bytes } => {
+                hasher.update(b"content ");
+                hasher.update(bytes);
+            }
+            DesiredKind::Dir => {
+                hasher.update(b"dir");
+            }
+            DesiredKind::Symlink { target } => {
+                hasher.update(format!("symlink {target}").as_bytes());
+            }
+            DesiredKind::Device { block, rdev } => {
+                hasher.update(format!("device {block} {rdev}").as_bytes());
+            }
+        }
+        hasher.update(&[0]);
+    }
+    hasher.finalize().to_hex().to_string()
+}
+
+/// A digest of the jail paths a plan looked at, as they are now (stat level).
+pub fn jail_digest(desired: &DesiredTree, jail: Option<&JailRoot>, state: &State) -> Result<String> {
+    let mut hasher = blake3::Hasher::new();
+    let Some(jail) = jail else { return Ok("no jail yet".to_owned()) };
+    let paths: BTreeSet<&JailPath> = desired.nodes.keys().chain(state.entries.keys()).collect();
+    for path in paths {
+        hasher.update(path.as_str().as_bytes());
+        match stat_in_jail(jail, path)? {
+            Some(stat) => {
+                hasher.update(
+                    format!("{:?} {:o} {} {} {:?}", stat.kind, stat.mode, stat.uid, stat.gid, print_of(&stat))
+                        .as_bytes(),
+                );
+            }
+            None => {
+                hasher.update(b" absent");
+            }
+        }
+        hasher.update(&[0]);
+    }
+    Ok(hasher.finalize().to_hex().to_string())
+}

@@ -1,0 +1,255 @@
+//! What jailprov manages in a jail, recorded outside the jail where its processes cannot forge it.
+//!
+//! One JSON file per jail root under the state directory (default /var/lib/jailprov), written
+//! atomically, next to a lock file that serialises applies on that jail.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+use crate::desired::StatPrint;
+use crate::tree::JailPath;
+
+/// Where state lives unless `--state-dir` says otherwise.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/jailprov";
+
+const FORMAT_VERSION: u32 = 1;
+
+/// One path jailprov manages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Managed {
+    /// "file", "dir", "symlink" or "device".
+    pub kind: String,
+    /// jailprov created it (and so may delete it); false for directories that were already
+    /// there, which jailprov only keeps in shape.
+    pub created: bool,
+    /// The jail file as apply left it, for files: an unchanged stat means unchanged content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jail: Option<StatPrint>,
+    /// The host source as apply copied it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<StatPrint>,
+}
+
+/// The record of one jail.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub format_version: u32,
+    pub root: PathBuf,
+    pub entries: BTreeMap<JailPath, Managed>,
+    /// Paths an apply was about to create when it stopped: they are jailprov's, even without a
+    /// full record (a crash between creating a file and recording it must not orphan it).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub pending: BTreeSet<JailPath>,
+    /// An apply started and did not finish: the next one sweeps temporary files.
+    #[serde(default)]
+    pub interrupted: bool,
+}
+
+impl State {
+    pub fn empty(root: &Path) -> State {
+        State { format_version: FORMAT_VERSION, root: root.to_path_buf(), ..State::default() }
+    }
+
+    /// Whether jailprov created this path (so it may replace or delete it).
+    pub fn created(&self, path: &JailPath) -> bool {
+        self.pending.contains(path) || self.entries.get(path).is_some_and(|managed| managed.created)
+    }
+
+    pub fn is_managed(&self, path: &JailPath) -> bool {
+        self.pending.contains(path) || self.entries.contains_key(path)
+    }
+}
+
+/// The state file and lock of one jail root.
+#[derive(Debug, Clone)]
+pub struct StateStore {
+    pub state_file: PathBuf,
+    pub lock_file: PathBuf,
+}
+
+impl StateStore {
+    /// The store of `root` under `state_dir`: the file name spells the root path (so an operator
+    /// can find it) and carries a hash of it (so no two roots share one).
+    pub fn for_root(state_dir: &Path, root: &Path) -> StateStore {
+        let text = root.to_string_lossy();
+        let readable: String = text
+            .trim_matches('/')
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '-' })
+            .collect();
+        let name = format!("{readable}-{:016x}", fnv1a(text.as_bytes()));
+        StateStore {
+            state_file: state_dir.join(format!("{name}.json")),
+            lock_file: state_dir.join(format!("{name}.lock")),
+        }
+    }
+
+    /// The recorded state, or an empty one when this root was never applied.
+    pub fn load(&self, root: &Path) -> Result<State> {
+        let text = match fs::read_to_string(&self.state_file) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(State::empty(root)),
+            Err(error) => {
+                return Err(error).with_context(|| format!("cannot read the state file {}", self.state_file.display()))
+            }
+        };
+        check_private(&self.state_file)?;
+        let state: State = serde_json::from_str(&text)
+            .with_context(|| format!("the state file {} is corrupt", self.state_file.display()))?;
+        if state.format_version != FORMAT_VERSION {
+            bail!(
+                "{} has state format {} but this jailprov reads format {FORMAT_VERSION}",
+                self.state_file.display(),
+                state.format_version
+            );
+        }
+        if state.root != root {
+            bail!("{} records the root {}, not {}", self.state_file.display(), state.root.display(), root.display());
+        }
+        Ok(state)
+    }
+
+    /// Writes the state atomically (temporary file, fsync, rename), readable by root only.
+    pub fn save(&self, state: &State) -> Result<()> {
+        let dir = self.state_file.parent().unwrap_or(Path::new("/"));
+        create_private_dir(dir)?;
+        let temporary = self.state_file.with_extension("json.tmp");
+        let text = serde_json::to_string_pretty(state).context("serializing the state")?;
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode_private()
+            .open(&temporary)
+            .with_context(|| format!("cannot write {}", temporary.display()))?;
+        file.write_all(text.as_bytes())
+            .and_then(|()| file.sync_all())
+            .with_context(|| format!("cannot write {}", temporary.display()))?;
+        fs::rename(&temporary, &self.state_file)
+            .with_context(|| format!("cannot move {} into place", self.state_file.display()))?;
+        Ok(())
+    }
+
+    /// Removes the state of a destroyed jail.
+    pub fn remove(&self) -> Result<()> {
+        match fs::remove_file(&self.state_file) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                Err(error).with_context(|| format!("cannot remove {}", self.state_file.display()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Takes the jail's lock, waiting up to `timeout` for another jailprov to finish.
+    pub fn lock(&self, timeout: Duration) -> Result<Flock<fs::File>> {
+        let dir = self.lock_file.parent().unwrap_or(Path::new("/"));
+        create_private_dir(dir)?;
+        let started = Instant::now();
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode_private()
+            .open(&self.lock_file)
+            .with_context(|| format!("cannot open the lock {}", self.lock_file.display()))?;
+        loop {
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(lock) => return Ok(lock),
+                Err((returned, nix::errno::Errno::EWOULDBLOCK)) => {
+                    if started.elapsed() >= timeout {
+                        bail!(
+                            "another jailprov holds the lock {} (waited {}s; see --lock-timeout)",
+                            self.lock_file.display(),
+                            timeout.as_secs()
+                        );
+                    }
+                    file = returned;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err((_, errno)) => {
+                    return Err(errno).with_context(|| format!("cannot lock {}", self.lock_file.display()))
+                }
+            }
+        }
+    }
+}
+
+trait PrivateMode {
+    fn mode_private(&mut self) -> &mut Self;
+}
+
+impl PrivateMode for fs::OpenOptions {
+    fn mode_private(&mut self) -> &mut Self {
+        std::os::unix::fs::OpenOptionsExt::mode(self, 0o600)
+    }
+}
+
+fn create_private_dir(dir: &Path) -> Result<()> {
+    if !dir.exists() {
+        fs::create_dir_all(dir).with_context(|| format!("cannot create the state directory {}", dir.display()))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot restrict {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// A state file others can write could be forged into deleting host files: refuse it.
+fn check_private(path: &Path) -> Result<()> {
+    let metadata = fs::metadata(path).with_context(|| format!("cannot inspect {}", path.display()))?;
+    let euid = nix::unistd::geteuid().as_raw();
+    if metadata.uid() != euid || metadata.mode() & 0o022 != 0 {
+        bail!(
+            "the state file {} must be owned by uid {euid} and writable by no one else (it decides what jailprov deletes)",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// FNV-1a: a stable, dependency-free name hash (not a security boundary).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf29ce484222325, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(0x100000001b3))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trips_and_refuses_another_root() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = StateStore::for_root(dir.path(), Path::new("/srv/jails/a"));
+        let mut state = State::empty(Path::new("/srv/jails/a"));
+        state.entries.insert(
+            JailPath::parse("/usr/bin/bash").expect("valid"),
+            Managed { kind: "file".into(), created: true, jail: None, source: None },
+        );
+        store.save(&state).expect("saves");
+        assert_eq!(store.load(Path::new("/srv/jails/a")).expect("loads"), state);
+        assert!(store.load(Path::new("/srv/jails/b")).is_err());
+    }
+
+    #[test]
+    fn different_roots_get_different_files() {
+        let a = StateStore::for_root(Path::new("/s"), Path::new("/srv/a-b"));
+        let b = StateStore::for_root(Path::new("/s"), Path::new("/srv/a/b"));
+        assert_ne!(a.state_file, b.state_file);
+    }
+
+    #[test]
+    fn second_lock_times_out() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = StateStore::for_root(dir.path(), Path::new("/srv/jails/a"));
+        let _held = store.lock(Duration::from_secs(1)).expect("first lock");
+        let error = store.lock(Duration::from_millis(200)).expect_err("second must wait and fail");
+        assert!(error.to_string().contains("another jailprov holds the lock"), "{error}");
+    }
+}
