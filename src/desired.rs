@@ -8,7 +8,6 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
 
 use crate::closure::{Closure, Entry, EntryKind};
 use crate::host::HostFs;
@@ -17,25 +16,7 @@ use crate::tree::JailPath;
 /// Set-user-ID and set-group-ID bits, stripped from copied files unless the entry keeps them.
 pub const SETID_BITS: u32 = 0o6000;
 
-/// A file's identity and change markers, enough to tell "unchanged" without reading it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StatPrint {
-    pub size: u64,
-    pub mtime_ns: i128,
-    pub ctime_ns: i128,
-    pub ino: u64,
-}
-
-impl StatPrint {
-    pub fn of(metadata: &std::fs::Metadata) -> StatPrint {
-        StatPrint {
-            size: metadata.size(),
-            mtime_ns: i128::from(metadata.mtime()) * 1_000_000_000 + i128::from(metadata.mtime_nsec()),
-            ctime_ns: i128::from(metadata.ctime()) * 1_000_000_000 + i128::from(metadata.ctime_nsec()),
-            ino: metadata.ino(),
-        }
-    }
-}
+pub use crate::host::StatPrint;
 
 /// What a desired path is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,17 +93,25 @@ fn node_for(entry: &Entry, host: &HostFs) -> Result<DesiredNode> {
         | EntryKind::NssModule
         | EntryKind::File => {
             let source = source_of(entry)?;
-            let metadata = std::fs::metadata(host.disk_path(source))
-                .with_context(|| format!("cannot read {} on the host", source.display()))?;
-            if !metadata.is_file() {
-                bail!("{} on the host is not a regular file", source.display());
-            }
-            let kind = DesiredKind::File { source: source.to_path_buf(), source_print: StatPrint::of(&metadata) };
-            (kind, metadata.mode() & 0o7777)
+            let (source_print, mode) = match entry.source_stat {
+                Some(known) => known,
+                None => {
+                    let metadata = std::fs::metadata(host.disk_path(source))
+                        .with_context(|| format!("cannot read {} on the host", source.display()))?;
+                    if !metadata.is_file() {
+                        bail!("{} on the host is not a regular file", source.display());
+                    }
+                    (StatPrint::of(&metadata), metadata.mode() & 0o7777)
+                }
+            };
+            (DesiredKind::File { source: source.to_path_buf(), source_print }, mode)
         }
         EntryKind::Symlink => {
             let target = entry.target.clone().with_context(|| format!("symlink {} has no target", entry.path))?;
             (DesiredKind::Symlink { target }, 0o777)
+        }
+        EntryKind::Dir if entry.source_stat.is_some() => {
+            (DesiredKind::Dir, entry.source_stat.map_or(0o755, |(_, mode)| mode))
         }
         EntryKind::Dir => {
             let host_mode = entry
@@ -216,6 +205,7 @@ mod tests {
             needed_by: vec!["test".into()],
             attributes: Attributes::default(),
             content: None,
+            source_stat: None,
         }
     }
 

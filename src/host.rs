@@ -8,6 +8,7 @@ use rustc_hash::FxHashMap as HashMap;
 use std::ffi::OsString;
 use std::fs::{self, Metadata};
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -17,6 +18,26 @@ use anyhow::{bail, Context, Result};
 /// whatever the operator's environment.
 pub const BINARY_SEARCH_PATH: &[&str] =
     &["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"];
+
+/// A file's identity and change markers, enough to tell "unchanged" without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StatPrint {
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub ctime_ns: i128,
+    pub ino: u64,
+}
+
+impl StatPrint {
+    pub fn of(metadata: &std::fs::Metadata) -> StatPrint {
+        StatPrint {
+            size: metadata.size(),
+            mtime_ns: i128::from(metadata.mtime()) * 1_000_000_000 + i128::from(metadata.mtime_nsec()),
+            ctime_ns: i128::from(metadata.ctime()) * 1_000_000_000 + i128::from(metadata.ctime_nsec()),
+            ino: metadata.ino(),
+        }
+    }
+}
 
 /// Linux's limit of symlinks followed in one path resolution.
 const MAX_SYMLINKS: usize = 40;

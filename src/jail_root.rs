@@ -166,6 +166,8 @@ impl std::error::Error for JailError {}
 pub struct JailRoot {
     fd: OwnedFd,
     host: PathBuf,
+    /// For [`JailRoot::scan_stat`]: the last parent directory opened, reused by its siblings.
+    scan_parent: std::sync::Mutex<Option<(JailPath, OwnedFd)>>,
 }
 
 /// Resolution of jail paths: the jail fd is "/", and no symlink of any kind is followed.
@@ -350,7 +352,7 @@ impl JailRoot {
                 bail!("the jail root {} is the host's root directory", root.display());
             }
         }
-        Ok(JailRoot { fd, host })
+        Ok(JailRoot { fd, host, scan_parent: std::sync::Mutex::new(None) })
     }
 
     pub fn host_path(&self) -> &Path {
@@ -441,6 +443,26 @@ impl JailRoot {
     /// symlink or not a directory is a [`JailError`], not a `None`.
     pub fn stat(&self, path: &JailPath) -> Result<Option<NodeStat>> {
         self.stat_inner(path).with_context(|| self.failure("stat", path))
+    }
+
+    /// [`JailRoot::stat`] for read-only scans over sorted paths: siblings share one parent
+    /// lookup. The parent fd is the directory as it was when first opened, so never use this
+    /// after writing into the jail (writes always resolve afresh).
+    pub fn scan_stat(&self, path: &JailPath) -> Result<Option<NodeStat>> {
+        let Some(parent) = path.parent() else { return self.stat(path) };
+        let mut cached = self.scan_parent.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if cached.as_ref().is_none_or(|(known, _)| known != &parent) {
+            let Some(fd) = self.lookup_dir(&parent, OFlag::O_PATH).with_context(|| self.failure("stat", path))? else {
+                return Ok(None);
+            };
+            *cached = Some((parent, fd));
+        }
+        let Some((_, fd)) = cached.as_ref() else { return Ok(None) };
+        match fstatat(fd, path.file_name(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(stat) => NodeStat::from_stat(&stat).map(Some),
+            Err(Errno::ENOENT) => Ok(None),
+            Err(errno) => Err(anyhow!("{errno}")).with_context(|| self.failure("stat", path)),
+        }
     }
 
     fn stat_inner(&self, path: &JailPath) -> Result<Option<NodeStat>> {

@@ -178,7 +178,7 @@ fn change(action: Action, node: &DesiredNode, what: Vec<String>) -> Change {
 /// lstat in the jail; a path under a symlink planted in the jail reads as absent (its parent
 /// shows up as a type change and is repaired first).
 fn stat_in_jail(jail: &JailRoot, path: &JailPath) -> Result<Option<NodeStat>> {
-    match jail.stat(path) {
+    match jail.scan_stat(path) {
         Ok(stat) => Ok(stat),
         Err(error) if error.downcast_ref::<JailError>().is_some() => Ok(None),
         Err(error) => Err(error),

@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use rustc_hash::FxHashMap as HashMap;
 use std::fmt::Write as _;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -22,7 +23,7 @@ use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::host::{HostFs, Link, BINARY_SEARCH_PATH};
+use crate::host::{HostFs, Link, StatPrint, BINARY_SEARCH_PATH};
 use crate::spec::{Attributes, Exclude, FileSpec, HostSource, Spec};
 use crate::tree::JailPath;
 use elf::ElfIdent;
@@ -97,6 +98,10 @@ pub struct Entry {
     /// Inline or generated content.
     #[serde(skip)]
     pub content: Option<String>,
+    /// The host source's stat and mode as the closure saw it (spares the desired tree a second
+    /// stat of every file in a large `[[files]]` tree).
+    #[serde(skip)]
+    pub source_stat: Option<(StatPrint, u32)>,
 }
 
 /// Every path the jail will hold.
@@ -328,6 +333,7 @@ impl Builder<'_> {
                     needed_by: Vec::new(),
                     attributes: Attributes::default(),
                     content: None,
+                    source_stat: None,
                 })
             }
         };
@@ -525,10 +531,13 @@ impl Builder<'_> {
         } else if file_type.is_dir() {
             let entry = self.add(jail_path, EntryKind::Dir, Some(host_path.to_path_buf()), key);
             entry.attributes = Attributes { mode: None, ..attributes.clone() };
+            entry.source_stat = Some((StatPrint::of(&metadata), metadata.mode() & 0o7777));
         } else if file_type.is_file() {
             let entry = self.add(jail_path.clone(), EntryKind::File, Some(host_path.to_path_buf()), key);
             entry.attributes = attributes.clone();
-            if elf::read_ident(&self.host.disk_path(host_path))?.is_some() {
+            entry.source_stat = Some((StatPrint::of(&metadata), metadata.mode() & 0o7777));
+            if may_be_loaded(host_path, metadata.mode()) && elf::read_ident(&self.host.disk_path(host_path))?.is_some()
+            {
                 elf_files.push((host_path.to_path_buf(), jail_path.as_str().to_owned()));
             }
         } else {
@@ -705,6 +714,13 @@ fn expand_source(
         }
     }
     Ok(result)
+}
+
+/// Whether the kernel or the loader could run or load this file: executable, or named like a
+/// shared object (`.so`, `.so.1.2`; dlopen'ed modules need no exec bit). Only these are read
+/// for an ELF header, so a tree of 40,000 data files costs no extra open each.
+fn may_be_loaded(path: &Path, mode: u32) -> bool {
+    mode & 0o111 != 0 || path.file_name().and_then(|name| name.to_str()).is_some_and(|name| name.contains(".so"))
 }
 
 /// The `[[files]]` entry a copied host path comes from, and how it is treated.
