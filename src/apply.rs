@@ -61,9 +61,11 @@ pub fn apply(
         report(change);
         match change.action {
             Action::Delete => {
-                delete(jail, &change.path, &change.kind)?;
-                state.entries.remove(&change.path);
-                outcome.destroyed += 1;
+                // A directory that gained a foreign file since the plan stays, and stays ours.
+                if delete(jail, &change.path, &change.kind)? {
+                    state.entries.remove(&change.path);
+                    outcome.destroyed += 1;
+                }
             }
             Action::Create | Action::Replace | Action::Update => {
                 let node = desired
@@ -149,14 +151,17 @@ fn update(jail: &JailRoot, host: &HostFs, node: &DesiredNode, what: &[String]) -
     }
 }
 
-fn delete(jail: &JailRoot, path: &JailPath, kind: &str) -> Result<()> {
+/// Deletes a managed path; false when a directory is no longer empty and so was kept.
+fn delete(jail: &JailRoot, path: &JailPath, kind: &str) -> Result<bool> {
     if kind == "dir" {
-        // Emptiness was checked by the plan; a file appearing since keeps the directory.
-        jail.remove_dir(path)?;
+        match jail.stat(path)? {
+            Some(_) => jail.remove_dir(path),
+            None => Ok(true),
+        }
     } else {
         jail.remove_file(path)?;
+        Ok(true)
     }
-    Ok(())
 }
 
 /// Clears what jailprov created at a path before a replacement.

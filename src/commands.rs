@@ -100,7 +100,9 @@ pub fn plan(args: &PlanArgs) -> Result<ExitCode> {
     if let Some(out) = &args.out {
         let saved = SavedPlan {
             format_version: "1".into(),
-            jailfile: args.jailfile.file.clone(),
+            // Absolute, so `apply FILE` works from any directory.
+            jailfile: std::path::absolute(&args.jailfile.file)
+                .with_context(|| format!("cannot resolve {}", args.jailfile.file.display()))?,
             root: prepared.root.clone(),
             adopt: args.adopt,
             digests: prepared.digests()?,
@@ -110,7 +112,7 @@ pub fn plan(args: &PlanArgs) -> Result<ExitCode> {
         std::fs::write(out, text).with_context(|| format!("cannot write the plan to {}", out.display()))?;
     }
     match args.format {
-        PlanFormat::Text => print(&render::plan_text(&plan, &prepared.root))?,
+        PlanFormat::Text => print(&render::plan_text(&plan, &prepared.root, &args.jailfile.file))?,
         PlanFormat::Json => print(&render::plan_json(&plan))?,
     };
     Ok(if args.detailed_exitcode && plan.has_changes() { ExitCode::from(CHANGES_PENDING) } else { ExitCode::SUCCESS })
@@ -145,10 +147,10 @@ pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
         && plan.refresh.is_empty()
         && plan.forget.is_empty()
     {
-        print("No changes. The jail matches Jailfile.toml.\n")?;
+        print(&render::no_changes(&jailfile.file))?;
         return Ok(ExitCode::SUCCESS);
     }
-    if args.interactive && !confirm(&plan, &root)? {
+    if args.interactive && !confirm(&plan, &root, &jailfile.file)? {
         print("Apply cancelled.\n")?;
         return Ok(ExitCode::from(1));
     }
@@ -188,7 +190,8 @@ fn refuse_stale(saved: &SavedPlan, now: &Digests, plan: &Plan) -> Result<()> {
     if saved.digests.jailfile != now.jailfile {
         moved.push(format!("the Jailfile {} was edited", saved.jailfile.display()));
     }
-    if saved.digests.host != now.host {
+    // An edited Jailfile changes the desired tree too; name the host only when it alone moved.
+    if saved.digests.jailfile == now.jailfile && saved.digests.host != now.host {
         moved.push("the host changed what the Jailfile brings (a library, file or device differs)".to_owned());
     }
     if saved.digests.jail != now.jail {
@@ -203,11 +206,11 @@ fn refuse_stale(saved: &SavedPlan, now: &Digests, plan: &Plan) -> Result<()> {
     Ok(())
 }
 
-fn confirm(plan: &Plan, root: &Path) -> Result<bool> {
+fn confirm(plan: &Plan, root: &Path, jailfile: &Path) -> Result<bool> {
     if !std::io::stdin().is_terminal() {
         bail!("--interactive needs a terminal to ask on; drop it in scripts");
     }
-    print(&render::plan_text(plan, root))?;
+    print(&render::plan_text(plan, root, jailfile))?;
     print("\nApply these changes? Only 'yes' is accepted: ")?;
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer).context("reading the answer")?;
@@ -222,9 +225,13 @@ pub fn destroy(args: &DestroyArgs) -> Result<ExitCode> {
     let store = StateStore::for_root(&args.state.state_dir, &root);
     let _lock = store.lock(Duration::from_secs(args.lock_timeout))?;
     let mut state = store.load(&root)?;
-    let Ok(jail) = JailRoot::open(&root) else {
-        store.remove()?;
-        return print(&format!("Nothing to destroy: {} does not exist.\n", root.display()));
+    let jail = match std::fs::symlink_metadata(&root) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            store.remove()?;
+            return print(&format!("Nothing to destroy: {} does not exist.\n", root.display()));
+        }
+        // Anything else (a symlink put in its place, a file) is refused, and the record kept.
+        _ => JailRoot::open(&root)?,
     };
     let nothing = DesiredTree::default();
     let plan = plan::compute(&nothing, Some(&jail), &state, &HostFs::real(), false)?;

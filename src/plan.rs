@@ -343,8 +343,11 @@ fn deletions(desired: &DesiredTree, jail: Option<&JailRoot>, state: &State, plan
             continue;
         };
         if actual.kind == NodeKind::Dir {
+            // Children come first (deepest first): a child kept for its foreign files keeps
+            // its parent too.
             let foreign = jail.list(path)?.into_iter().any(|name| {
-                JailPath::parse(&format!("{}/{name}", path.as_str())).map_or(true, |child| !candidates.contains(&child))
+                JailPath::parse(&format!("{}/{name}", path.as_str()))
+                    .map_or(true, |child| !candidates.contains(&child) || plan.kept.contains(&child))
             });
             if foreign {
                 plan.kept.push((*path).clone());

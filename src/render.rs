@@ -134,7 +134,7 @@ pub fn why_text(
 }
 
 /// A plan for people, in the spirit of Terraform: markers, what changes, diffs, a closing line.
-pub fn plan_text(plan: &crate::plan::Plan, root: &std::path::Path) -> String {
+pub fn plan_text(plan: &crate::plan::Plan, root: &std::path::Path, jailfile: &std::path::Path) -> String {
     let mut text = String::new();
     if !plan.changes.is_empty() {
         let _ = writeln!(text, "jailprov will make these changes in {}:\n", root.display());
@@ -167,7 +167,7 @@ pub fn plan_text(plan: &crate::plan::Plan, root: &std::path::Path) -> String {
     }
     let summary = plan.summary();
     if plan.changes.is_empty() && plan.conflicts.is_empty() {
-        text.push_str("No changes. The jail matches Jailfile.toml.\n");
+        text.push_str(&no_changes(jailfile));
     } else {
         // Like Terraform, a replacement counts as one to add and one to destroy.
         let _ = writeln!(
@@ -181,16 +181,29 @@ pub fn plan_text(plan: &crate::plan::Plan, root: &std::path::Path) -> String {
     text
 }
 
+/// The closing line of a plan with nothing to do.
+pub fn no_changes(jailfile: &std::path::Path) -> String {
+    let name =
+        jailfile.file_name().map_or_else(|| jailfile.display().to_string(), |name| name.to_string_lossy().into_owned());
+    format!("No changes. The jail matches {name}.\n")
+}
+
 /// The plan as `{"format_version":"1","changes":[...],"summary":{...}}`.
 pub fn plan_json(plan: &crate::plan::Plan) -> String {
     let value = serde_json::json!({
         "format_version": "1",
-        "changes": plan.changes.iter().map(|change| serde_json::json!({
-            "action": change.action,
-            "path": change.path,
-            "kind": change.kind,
-            "what": change.what,
-        })).collect::<Vec<_>>(),
+        "changes": plan.changes.iter().map(|change| {
+            let mut item = serde_json::json!({
+                "action": change.action,
+                "path": change.path,
+                "kind": change.kind,
+                "what": change.what,
+            });
+            if let (Some(diff), Some(fields)) = (&change.diff, item.as_object_mut()) {
+                fields.insert("diff".into(), diff.clone().into());
+            }
+            item
+        }).collect::<Vec<_>>(),
         "conflicts": plan.conflicts,
         "kept": plan.kept,
         "summary": plan.summary(),

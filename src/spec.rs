@@ -282,6 +282,9 @@ impl Validator<'_> {
     }
 
     fn root(&mut self, root: &Option<Spanned<String>>, root_override: Option<&Path>) -> Option<PathBuf> {
+        // The file's own root is checked even when --root replaces it: a reviewed Jailfile
+        // with `root = "/"` is wrong wherever it is applied.
+        let from_file = root.as_ref().and_then(|root| self.root_from_file(root));
         if let Some(path) = root_override {
             if !path.is_absolute() || path == Path::new("/") {
                 self.report(Problem {
@@ -295,7 +298,7 @@ impl Validator<'_> {
             }
             return Some(path.to_path_buf());
         }
-        let Some(root) = root else {
+        if root.is_none() {
             self.report(Problem {
                 span: Some(0..0),
                 key: "root".into(),
@@ -303,8 +306,11 @@ impl Validator<'_> {
                 message: "no jail root: set `root = \"/srv/jails/NAME\"` or pass --root DIR".into(),
                 help: None,
             });
-            return None;
-        };
+        }
+        from_file
+    }
+
+    fn root_from_file(&mut self, root: &Spanned<String>) -> Option<PathBuf> {
         match JailPath::parse(root.get_ref()) {
             Ok(path) if path.is_root() => {
                 self.report(Problem::at("root", root, "the jail root cannot be `/`: that is the host itself"));
