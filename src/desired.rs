@@ -191,6 +191,7 @@ fn refuse_paths_under_symlinks(nodes: &BTreeMap<JailPath, DesiredNode>) -> Resul
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests build their fixtures with plain fs calls
 mod tests {
     use super::*;
     use crate::spec::Attributes;

@@ -224,6 +224,7 @@ fn components_reversed(path: &Path) -> Vec<std::ffi::OsString> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests build their fixtures with plain fs calls
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;

@@ -299,6 +299,7 @@ fn fchmodat2_fd(fd: BorrowedFd<'_>, mode: u32) -> nix::Result<()> {
 
 /// chmod through `/proc/self/fd/N`: the magic link reaches exactly the inode `fd` holds. Only
 /// used when the kernel lacks fchmodat2, and never for symlinks (chmod would follow them).
+#[allow(clippy::disallowed_methods)] // the fd's own inode, through its magic link: the writer's fallback
 fn chmod_through_proc(fd: BorrowedFd<'_>, mode: u32) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let link = format!("/proc/self/fd/{}", fd.as_raw_fd());
@@ -860,6 +861,7 @@ fn remove_entry(parent: &OwnedFd, name: &CStr, shown: &str, depth: usize) -> Res
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests build their fixtures with plain fs calls
 mod tests {
     use std::collections::BTreeMap;
     use std::fs;

@@ -163,6 +163,7 @@ impl fmt::Display for JailPath {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests build their fixtures with plain fs calls
 mod tests {
     use super::*;
 

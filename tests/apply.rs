@@ -5,6 +5,7 @@
 //! what a user would see: exit codes, output, and the files in the jail. The jails are built from
 //! the host's own programs (bash, ls, cat, id, env, /usr/share/zoneinfo). Without root each test
 //! prints `SKIPPED <name>: needs root` and passes (CI runs them as root).
+#![allow(clippy::disallowed_methods)] // tests build fixtures and jails with plain fs calls
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;

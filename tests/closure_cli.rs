@@ -4,6 +4,7 @@
 //! Expectations about the host (symlink texts, canonical paths, where a program lives) are taken
 //! from the host at test time with std::fs, never hard-coded: CI hosts are Debian 12 x86_64, but
 //! library patch versions drift.
+#![allow(clippy::disallowed_methods)] // tests build fixtures and jails with plain fs calls
 
 use std::ffi::OsString;
 use std::fs;

@@ -3,6 +3,7 @@
 //! under test computes (each object's name, path and needing object, in load order, and the
 //! missing libraries) and, wherever the host's real loader can answer, that the real loader
 //! lists exactly the same thing (which also proves the hand-written expectations right).
+#![allow(clippy::disallowed_methods)] // tests build fixtures and jails with plain fs calls
 
 mod support;
 

@@ -1,4 +1,5 @@
 //! The loader looks only inside its sysroot: a fixture tree, never the host behind it.
+#![allow(clippy::disallowed_methods)] // tests build fixtures and jails with plain fs calls
 
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};

@@ -4,6 +4,7 @@
 //! must find the same (name, path) pairs, the same missing names and the same interpreter as the
 //! host's glibc loader prints (`LD_TRACE_LOADED_OBJECTS=1 ld.so EXE`, i.e. `ld.so --list EXE`
 //! without its abort on the first missing library; see tests/support/mod.rs).
+#![allow(clippy::disallowed_methods)] // tests build fixtures and jails with plain fs calls
 
 mod support;
 

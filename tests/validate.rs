@@ -1,4 +1,5 @@
 //! `jailprov validate` on bad Jailfiles: exit 1, and a message naming file, line, key and value.
+#![allow(clippy::disallowed_methods)] // tests build fixtures and jails with plain fs calls
 
 use std::path::Path;
 use std::process::Command;

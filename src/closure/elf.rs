@@ -421,6 +421,7 @@ fn split_search_path(raw: &str) -> Vec<String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests build their fixtures with plain fs calls
 mod tests {
     use super::*;
     use std::path::PathBuf;

@@ -537,6 +537,7 @@ fn hwcaps_priority(subdir: &str, hwcaps: &[String]) -> u32 {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests build their fixtures with plain fs calls
 mod tests {
     use super::*;
     use crate::closure::platform::{host_cache_query, host_hwcaps_subdirs, X86_64};

@@ -554,6 +554,7 @@ pub fn expand_dynamic_string_tokens(text: &str, origin: &str, lib: &str, platfor
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests build their fixtures with plain fs calls
 mod tests {
     use super::*;
 

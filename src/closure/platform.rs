@@ -387,6 +387,7 @@ fn aarch64_has_atomics() -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests build their fixtures with plain fs calls
 mod tests {
     use super::*;
     use std::fs;

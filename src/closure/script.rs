@@ -92,6 +92,7 @@ fn env_program(arguments: &str) -> Option<&str> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests build their fixtures with plain fs calls
 mod tests {
     use super::*;
 

@@ -9,7 +9,7 @@
 //! (what `ldd` does), which prints exactly what `ld.so --list EXE` prints. `--list` itself is not
 //! used: glibc 2.36's `ld.so --list` aborts with "error while loading shared libraries" (exit 127)
 //! at the first library it cannot find, instead of printing "=> not found" and going on.
-
+#![allow(clippy::disallowed_methods)] // tests build fixtures and jails with plain fs calls
 #![allow(dead_code)] // each test crate uses a different subset of these helpers
 
 use std::ffi::OsString;
