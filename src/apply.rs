@@ -107,6 +107,8 @@ pub fn apply(
     for path in &plan.forget {
         state.entries.remove(path);
     }
+    // One flush of the jail's file system instead of an fsync per file.
+    jail.sync()?;
     state.pending.clear();
     state.interrupted = false;
     store.save(state)?;

@@ -37,10 +37,15 @@ struct Prepared {
 fn prepare(jailfile: &JailfileArgs, state_dir: &Path) -> Result<Prepared> {
     let host = HostFs::real();
     let spec = load_spec(jailfile, &host)?;
-    let closure = compute_closure(&spec, &host)?;
-    let desired = desired::build(&closure, &host)?;
     let store = StateStore::for_root(state_dir, &spec.root);
-    let state = store.load(&spec.root)?;
+    // The record (tens of megabytes for a big jail) is read while the closure is computed.
+    let (state, desired) = std::thread::scope(|scope| {
+        let state = scope.spawn(|| store.load(&spec.root));
+        let desired = compute_closure(&spec, &host).and_then(|closure| desired::build(&closure, &host));
+        let state = state.join().unwrap_or_else(|_| Err(anyhow::anyhow!("reading the state record panicked")));
+        (state, desired)
+    });
+    let (state, desired) = (state?, desired?);
     let jail = match std::fs::symlink_metadata(&spec.root) {
         Ok(_) => Some(JailRoot::open(&spec.root)?),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,

@@ -155,16 +155,19 @@ fn source_of(entry: &Entry) -> Result<&Path> {
 /// Every ancestor of a desired path is a directory: with the host directory's mode when the
 /// host has one at that path, else 0755; owned by root.
 fn add_parents(nodes: &mut BTreeMap<JailPath, DesiredNode>, host: &HostFs) {
-    let mut parents = Vec::new();
+    let mut parents: Vec<JailPath> = Vec::new();
+    let mut known: rustc_hash::FxHashSet<JailPath> = rustc_hash::FxHashSet::default();
     for path in nodes.keys() {
-        for ancestor in path.ancestors() {
-            if !nodes.contains_key(&ancestor) {
-                parents.push(ancestor);
+        // Walk up only until an ancestor is known: siblings share all of theirs.
+        let mut current = path.parent();
+        while let Some(ancestor) = current {
+            if ancestor.is_root() || nodes.contains_key(&ancestor) || !known.insert(ancestor.clone()) {
+                break;
             }
+            current = ancestor.parent();
+            parents.push(ancestor);
         }
     }
-    parents.sort();
-    parents.dedup();
     for path in parents {
         let mode = std::fs::symlink_metadata(host.disk_path(Path::new(path.as_str())))
             .ok()
@@ -176,13 +179,24 @@ fn add_parents(nodes: &mut BTreeMap<JailPath, DesiredNode>, host: &HostFs) {
 
 /// A path below a desired symlink would be written through that symlink: refuse it, naming both.
 fn refuse_paths_under_symlinks(nodes: &BTreeMap<JailPath, DesiredNode>) -> Result<()> {
-    for node in nodes.values() {
-        for ancestor in node.path.ancestors() {
-            if let Some(DesiredNode { kind: DesiredKind::Symlink { target }, .. }) = nodes.get(&ancestor) {
+    let links: rustc_hash::FxHashMap<&str, &str> = nodes
+        .values()
+        .filter_map(|node| match &node.kind {
+            DesiredKind::Symlink { target } => Some((node.path.as_str(), target.as_str())),
+            _ => None,
+        })
+        .collect();
+    if links.is_empty() {
+        return Ok(());
+    }
+    for path in nodes.keys() {
+        let text = path.as_str();
+        // Every proper prefix ending before a '/' is an ancestor: look them up without allocating.
+        for (end, _) in text.match_indices('/').skip(1) {
+            if let Some(target) = links.get(&text[..end]) {
                 bail!(
-                    "{} lies under {}, which is a symlink to {target} in the jail; name the path without the link",
-                    node.path,
-                    ancestor
+                    "{path} lies under {}, which is a symlink to {target} in the jail; name the path without the link",
+                    &text[..end]
                 );
             }
         }

@@ -9,6 +9,7 @@ use std::io::Read;
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::desired::{DesiredKind, DesiredNode, DesiredTree, StatPrint};
@@ -117,11 +118,8 @@ pub fn compute(
 ) -> Result<Plan> {
     let mut plan = Plan::default();
     let mut creations = Vec::new();
-    for node in desired.nodes.values() {
-        let actual = match jail {
-            Some(jail) => stat_in_jail(jail, &node.path)?,
-            None => None,
-        };
+    let actuals = scan(desired, jail)?;
+    for (node, actual) in desired.nodes.values().zip(actuals) {
         let Some(actual) = actual else {
             creations.push(change(Action::Create, node, Vec::new()));
             continue;
@@ -177,12 +175,25 @@ fn change(action: Action, node: &DesiredNode, what: Vec<String>) -> Change {
 
 /// lstat in the jail; a path under a symlink planted in the jail reads as absent (its parent
 /// shows up as a type change and is repaired first).
-fn stat_in_jail(jail: &JailRoot, path: &JailPath) -> Result<Option<NodeStat>> {
-    match jail.scan_stat(path) {
+fn absent_if_under_symlink(stat: Result<Option<NodeStat>>) -> Result<Option<NodeStat>> {
+    match stat {
         Ok(stat) => Ok(stat),
         Err(error) if error.downcast_ref::<JailError>().is_some() => Ok(None),
         Err(error) => Err(error),
     }
+}
+
+fn stat_in_jail(jail: &JailRoot, path: &JailPath) -> Result<Option<NodeStat>> {
+    absent_if_under_symlink(jail.stat(path))
+}
+
+/// The jail's stat of every desired path, in order, read in parallel chunks of sorted paths.
+fn scan(desired: &DesiredTree, jail: Option<&JailRoot>) -> Result<Vec<Option<NodeStat>>> {
+    let Some(jail) = jail else { return Ok(vec![None; desired.nodes.len()]) };
+    let paths: Vec<&JailPath> = desired.nodes.keys().collect();
+    let chunks: Vec<Vec<Result<Option<NodeStat>>>> =
+        paths.par_chunks(4096).map(|chunk| jail.scan_stats(chunk)).collect();
+    chunks.into_iter().flatten().map(absent_if_under_symlink).collect()
 }
 
 fn same_kind(desired: &DesiredKind, actual: NodeKind) -> bool {

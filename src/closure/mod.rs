@@ -741,12 +741,14 @@ fn source_base(source: &HostSource) -> &Path {
     }
 }
 
-/// Every path under a host directory (itself included), not following symlinks, sorted;
+/// Every path under a host directory (itself included), not following symlinks;
 /// excluded paths and everything under an excluded directory are left out (and listed in
 /// `pruned`).
 fn walk(host: &HostFs, dir: &Path, exclude: &Exclude, pruned: &mut Vec<PathBuf>) -> Result<Vec<PathBuf>> {
     let mut paths = Vec::new();
-    let walker = walkdir::WalkDir::new(host.disk_path(dir)).follow_links(false).sort_by_file_name();
+    // Unsorted: the closure is a sorted map anyway, and sorting 40,000 names per directory
+    // level cost more than the walk's own system calls.
+    let walker = walkdir::WalkDir::new(host.disk_path(dir)).follow_links(false);
     let keep = |entry: &walkdir::DirEntry| {
         let path = host.host_path(entry.path());
         let excluded = exclude.is_excluded(&path);
