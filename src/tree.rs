@@ -59,6 +59,9 @@ impl JailPath {
         if !text.starts_with('/') {
             return Err(JailPathError::NotAbsolute);
         }
+        if is_normal(text) {
+            return Ok(JailPath(text.to_owned()));
+        }
         let mut normal = String::with_capacity(text.len());
         for part in text.split('/') {
             match part {
@@ -154,6 +157,15 @@ impl JailPath {
     pub fn under(&self, base: &Path) -> PathBuf {
         base.join(self.relative())
     }
+}
+
+/// Whether an absolute path is already in normal form (no empty, "." or ".." component, no
+/// trailing slash): the common case, checked in one pass without building a new string.
+fn is_normal(text: &str) -> bool {
+    if text == "/" {
+        return true;
+    }
+    !text.ends_with('/') && text[1..].split('/').all(|part| !part.is_empty() && part != "." && part != "..")
 }
 
 impl fmt::Display for JailPath {

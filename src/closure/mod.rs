@@ -306,11 +306,19 @@ impl Builder<'_> {
 
     /// The closure, sorted by path, each entry's needers sorted and unique.
     fn finish(mut self) -> Closure {
-        for entry in self.entries.values_mut() {
-            entry.needed_by.sort_unstable();
-            entry.needed_by.dedup();
+        // Sort the keys alone (moving whole entries through a sort cost more than the walk),
+        // then build the map from already sorted pairs.
+        let mut paths: Vec<JailPath> = self.entries.keys().cloned().collect();
+        paths.sort_unstable();
+        let mut sorted = Vec::with_capacity(paths.len());
+        for path in paths {
+            if let Some(mut entry) = self.entries.remove(&path) {
+                entry.needed_by.sort_unstable();
+                entry.needed_by.dedup();
+                sorted.push((path, entry));
+            }
         }
-        self.closure.entries = self.entries.into_iter().collect();
+        self.closure.entries = sorted.into_iter().collect();
         self.closure
     }
 
@@ -458,12 +466,15 @@ impl Builder<'_> {
                 // bring (a link's target, an ELF file's libraries) comes either.
                 let mut pruned = Vec::new();
                 let moved_tree = dest.as_ref().map(|_| source_base(source));
-                for (host_path, jail_path) in expand_source(self.host, source, dest.as_ref(), exclude, &mut pruned)? {
+                let found = expand_source(self.host, source, dest.as_ref(), exclude, &mut pruned)?;
+                // Grow once: rehashing moves every (large) entry again.
+                self.entries.reserve(found.len());
+                for (host_path, jail_path, metadata) in found {
                     if exclude.is_excluded(Path::new(jail_path.as_str())) {
                         pruned.push(host_path);
                     } else {
                         let copy = CopySource { key, attributes, exclude, moved_tree };
-                        self.add_copied(&host_path, jail_path, &copy, elf_files)?;
+                        self.add_copied(&host_path, jail_path, &metadata, &copy, elf_files)?;
                     }
                 }
                 for path in pruned {
@@ -479,14 +490,11 @@ impl Builder<'_> {
         &mut self,
         host_path: &Path,
         jail_path: JailPath,
+        metadata: &std::fs::Metadata,
         copy: &CopySource,
         elf_files: &mut Vec<(PathBuf, String)>,
     ) -> Result<()> {
         let CopySource { key, attributes, exclude, moved_tree } = *copy;
-        let metadata = self
-            .host
-            .symlink_metadata(host_path)
-            .with_context(|| format!("{key}: cannot inspect {}", host_path.display()))?;
         let file_type = metadata.file_type();
         if file_type.is_symlink() {
             let target = self
@@ -531,11 +539,11 @@ impl Builder<'_> {
         } else if file_type.is_dir() {
             let entry = self.add(jail_path, EntryKind::Dir, Some(host_path.to_path_buf()), key);
             entry.attributes = Attributes { mode: None, ..attributes.clone() };
-            entry.source_stat = Some((StatPrint::of(&metadata), metadata.mode() & 0o7777));
+            entry.source_stat = Some((StatPrint::of(metadata), metadata.mode() & 0o7777));
         } else if file_type.is_file() {
             let entry = self.add(jail_path.clone(), EntryKind::File, Some(host_path.to_path_buf()), key);
             entry.attributes = attributes.clone();
-            entry.source_stat = Some((StatPrint::of(&metadata), metadata.mode() & 0o7777));
+            entry.source_stat = Some((StatPrint::of(metadata), metadata.mode() & 0o7777));
             if may_be_loaded(host_path, metadata.mode()) && elf::read_ident(&self.host.disk_path(host_path))?.is_some()
             {
                 elf_files.push((host_path.to_path_buf(), jail_path.as_str().to_owned()));
@@ -677,13 +685,16 @@ fn jail_path_of(host_path: &Path) -> Result<JailPath> {
 }
 
 /// Host paths of a `[[files]]` source with the jail path each goes to.
+/// A host path found for a `[[files]]` source, the jail path it goes to, and its lstat.
+type Found = (PathBuf, JailPath, std::fs::Metadata);
+
 fn expand_source(
     host: &HostFs,
     source: &HostSource,
     dest: Option<&JailPath>,
     exclude: &Exclude,
     pruned: &mut Vec<PathBuf>,
-) -> Result<Vec<(PathBuf, JailPath)>> {
+) -> Result<Vec<Found>> {
     let place = |host_path: &Path, base: &Path| -> Result<JailPath> {
         match dest {
             None => jail_path_of(host_path),
@@ -698,17 +709,19 @@ fn expand_source(
         HostSource::Path(path) => {
             let metadata = host.symlink_metadata(path).with_context(|| format!("cannot inspect {}", path.display()))?;
             if metadata.is_dir() {
-                for host_path in walk(host, path, exclude, pruned)? {
-                    result.push((host_path.clone(), place(&host_path, path)?));
+                for (host_path, metadata) in walk(host, path, exclude, pruned)? {
+                    let jail_path = place(&host_path, path)?;
+                    result.push((host_path, jail_path, metadata));
                 }
             } else {
-                result.push((path.clone(), place(path, path)?));
+                result.push((path.clone(), place(path, path)?, metadata));
             }
         }
         HostSource::Glob { base, matcher, .. } => {
-            for host_path in walk(host, base, exclude, pruned)? {
+            for (host_path, metadata) in walk(host, base, exclude, pruned)? {
                 if matcher.is_match(&host_path) {
-                    result.push((host_path.clone(), place(&host_path, base)?));
+                    let jail_path = place(&host_path, base)?;
+                    result.push((host_path, jail_path, metadata));
                 }
             }
         }
@@ -741,14 +754,43 @@ fn source_base(source: &HostSource) -> &Path {
     }
 }
 
-/// Every path under a host directory (itself included), not following symlinks;
-/// excluded paths and everything under an excluded directory are left out (and listed in
-/// `pruned`).
-fn walk(host: &HostFs, dir: &Path, exclude: &Exclude, pruned: &mut Vec<PathBuf>) -> Result<Vec<PathBuf>> {
-    let mut paths = Vec::new();
-    // Unsorted: the closure is a sorted map anyway, and sorting 40,000 names per directory
-    // level cost more than the walk's own system calls.
-    let walker = walkdir::WalkDir::new(host.disk_path(dir)).follow_links(false);
+/// Every path under a host directory (itself included) with its lstat, not following
+/// symlinks; excluded paths and everything under an excluded directory are left out (and listed
+/// in `pruned`). The subtrees of the top directory are walked in parallel: a 40,000-file tree is
+/// mostly waiting on getdents and lstat.
+fn walk(
+    host: &HostFs,
+    dir: &Path,
+    exclude: &Exclude,
+    pruned: &mut Vec<PathBuf>,
+) -> Result<Vec<(PathBuf, std::fs::Metadata)>> {
+    let top = walk_one(host, dir, exclude, 1)?;
+    let subtrees: Vec<Result<WalkResult>> = top
+        .found
+        .par_iter()
+        .filter(|(path, metadata)| metadata.is_dir() && path.as_path() != dir)
+        .map(|(path, _)| walk_one(host, path, exclude, usize::MAX))
+        .collect();
+    let mut found = top.found;
+    pruned.extend(top.pruned);
+    for subtree in subtrees {
+        let subtree = subtree?;
+        // Each subtree lists its own top directory again: keep the copy from the first level.
+        found.extend(subtree.found.into_iter().skip(1));
+        pruned.extend(subtree.pruned);
+    }
+    Ok(found)
+}
+
+struct WalkResult {
+    found: Vec<(PathBuf, std::fs::Metadata)>,
+    pruned: Vec<PathBuf>,
+}
+
+fn walk_one(host: &HostFs, dir: &Path, exclude: &Exclude, max_depth: usize) -> Result<WalkResult> {
+    let mut result = WalkResult { found: Vec::new(), pruned: Vec::new() };
+    let walker = walkdir::WalkDir::new(host.disk_path(dir)).follow_links(false).max_depth(max_depth);
+    let pruned = &mut result.pruned;
     let keep = |entry: &walkdir::DirEntry| {
         let path = host.host_path(entry.path());
         let excluded = exclude.is_excluded(&path);
@@ -757,11 +799,14 @@ fn walk(host: &HostFs, dir: &Path, exclude: &Exclude, pruned: &mut Vec<PathBuf>)
         }
         !excluded
     };
+    let mut found = Vec::new();
     for entry in walker.into_iter().filter_entry(keep) {
         let entry = entry.with_context(|| format!("cannot read the tree under {}", dir.display()))?;
-        paths.push(host.host_path(entry.path()));
+        let metadata = entry.metadata().with_context(|| format!("cannot inspect {}", entry.path().display()))?;
+        found.push((host.host_path(entry.path()), metadata));
     }
-    Ok(paths)
+    result.found = found;
+    Ok(result)
 }
 
 fn passwd_content(spec: &Spec) -> String {
