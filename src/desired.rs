@@ -8,6 +8,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use rayon::prelude::*;
 
 use crate::closure::{Closure, Entry, EntryKind};
 use crate::host::HostFs;
@@ -72,11 +73,19 @@ pub struct DesiredTree {
 
 /// Builds the desired tree of a closure.
 pub fn build(closure: &Closure, host: &HostFs) -> Result<DesiredTree> {
-    let mut nodes = BTreeMap::new();
-    for entry in closure.entries.values() {
-        let node = node_for(entry, host).with_context(|| format!("preparing {} for the jail", entry.path))?;
-        nodes.insert(entry.path.clone(), node);
-    }
+    // The closure is already sorted: collecting sorted pairs builds the map in one pass, and
+    // the host stats of entries the closure did not see are read in parallel.
+    let built: Vec<Result<(JailPath, DesiredNode)>> = closure
+        .entries
+        .values()
+        .collect::<Vec<_>>()
+        .par_iter()
+        .map(|entry| {
+            let node = node_for(entry, host).with_context(|| format!("preparing {} for the jail", entry.path))?;
+            Ok((entry.path.clone(), node))
+        })
+        .collect();
+    let mut nodes: BTreeMap<JailPath, DesiredNode> = built.into_iter().collect::<Result<_>>()?;
     add_parents(&mut nodes, host);
     refuse_paths_under_symlinks(&nodes)?;
     Ok(DesiredTree { nodes })
