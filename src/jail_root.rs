@@ -1398,7 +1398,11 @@ mod tests {
         host_symlink(&scene.outside, app.join("sub/escape"))?;
         host_symlink("../../../../outside", app.join("sub/deeper/escape-relative"))?;
         host_symlink(scene.outside.join("secret"), app.join("secret-link"))?;
-        host_symlink("/", app.join("slash"))?;
+        // Links handed to a destructive operation point at the scene's canary directory, never
+        // at the real "/": a regression (or a mutation test) must damage only the canary. A link
+        // to "/" here once let a bug injected during mutation testing delete files of the host's
+        // /etc.
+        host_symlink(scene.outside.join(".."), app.join("up-and-out"))?;
         nix::unistd::mkfifo(&app.join("fifo"), Mode::S_IRUSR)?;
         fs::create_dir(app.join("locked"))?;
         fs::write(app.join("locked/inside"), b"x")?;
