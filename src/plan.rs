@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::desired::{DesiredKind, DesiredNode, DesiredTree, StatPrint};
 use crate::host::HostFs;
 use crate::jail_root::{JailError, JailRoot, NodeKind, NodeStat};
-use crate::state::State;
+use crate::state::{Managed, State};
 use crate::tree::JailPath;
 
 /// Inline and generated files up to this size get a unified diff in the plan.
@@ -119,15 +119,21 @@ pub fn compute(
     let mut plan = Plan::default();
     let mut creations = Vec::new();
     let actuals = scan(desired, jail)?;
+    // Both maps are sorted by path: walk the records alongside instead of searching a
+    // 50,000-entry tree for every node.
+    let mut records = state.entries.iter().peekable();
     for (node, actual) in desired.nodes.values().zip(actuals) {
+        while records.next_if(|(path, _)| *path < &node.path).is_some() {}
+        let recorded = records.peek().filter(|(path, _)| *path == &node.path).map(|(_, managed)| *managed);
         let Some(actual) = actual else {
             creations.push(change(Action::Create, node, Vec::new()));
             continue;
         };
-        let managed = state.is_managed(&node.path);
+        let pending = !state.pending.is_empty() && state.pending.contains(&node.path);
+        let managed = recorded.is_some() || pending;
         if !same_kind(&node.kind, actual.kind) {
             let what = vec![format!("{} -> {}", kind_label(actual.kind), node.kind.label())];
-            if state.created(&node.path) || adopt {
+            if recorded.is_some_and(|managed| managed.created) || pending || adopt {
                 creations.push(change(Action::Replace, node, what));
             } else {
                 plan.conflicts.push(Conflict {
@@ -142,7 +148,7 @@ pub fn compute(
             continue;
         }
         let jail = jail.context("a path exists only when the jail does")?;
-        let comparison = compare(jail, node, &actual, state, host)?;
+        let comparison = compare(jail, node, &actual, recorded, host)?;
         if comparison.what.is_empty() {
             if !managed {
                 plan.adopt.push(node.path.clone());
@@ -225,11 +231,16 @@ struct Comparison {
     verified_by_content: bool,
 }
 
-fn compare(jail: &JailRoot, node: &DesiredNode, actual: &NodeStat, state: &State, host: &HostFs) -> Result<Comparison> {
+fn compare(
+    jail: &JailRoot,
+    node: &DesiredNode,
+    actual: &NodeStat,
+    recorded: Option<&Managed>,
+    host: &HostFs,
+) -> Result<Comparison> {
     let mut comparison = Comparison { what: Vec::new(), diff: None, verified_by_content: false };
     match &node.kind {
         DesiredKind::File { source, source_print } => {
-            let recorded = state.entries.get(&node.path);
             let vouched = recorded.is_some_and(|managed| {
                 managed.jail == Some(print_of(actual)) && managed.source.as_ref() == Some(source_print)
             });
