@@ -166,8 +166,15 @@ fn source_of(entry: &Entry) -> Result<&Path> {
 fn add_parents(nodes: &mut BTreeMap<JailPath, DesiredNode>, host: &HostFs) {
     let mut parents: Vec<JailPath> = Vec::new();
     let mut known: rustc_hash::FxHashSet<JailPath> = rustc_hash::FxHashSet::default();
+    let mut previous_parent = "";
     for path in nodes.keys() {
-        // Walk up only until an ancestor is known: siblings share all of theirs.
+        // Sorted: siblings come together, and share every ancestor; look only at new ones.
+        let parent_text = path.as_str().rsplit_once('/').map_or("", |(parent, _)| parent);
+        if parent_text == previous_parent {
+            continue;
+        }
+        previous_parent = parent_text;
+        // Walk up only until an ancestor is known.
         let mut current = path.parent();
         while let Some(ancestor) = current {
             if ancestor.is_root() || nodes.contains_key(&ancestor) || !known.insert(ancestor.clone()) {

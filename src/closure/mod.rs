@@ -756,57 +756,70 @@ fn source_base(source: &HostSource) -> &Path {
 
 /// Every path under a host directory (itself included) with its lstat, not following
 /// symlinks; excluded paths and everything under an excluded directory are left out (and listed
-/// in `pruned`). The subtrees of the top directory are walked in parallel: a 40,000-file tree is
-/// mostly waiting on getdents and lstat.
+/// in `pruned`). Directories are read in parallel at every level (a 40,000-file tree is mostly
+/// waiting on getdents and lstat, and its top-level subtrees are rarely balanced).
 fn walk(
     host: &HostFs,
     dir: &Path,
     exclude: &Exclude,
     pruned: &mut Vec<PathBuf>,
 ) -> Result<Vec<(PathBuf, std::fs::Metadata)>> {
-    let top = walk_one(host, dir, exclude, 1)?;
-    let subtrees: Vec<Result<WalkResult>> = top
-        .found
-        .par_iter()
-        .filter(|(path, metadata)| metadata.is_dir() && path.as_path() != dir)
-        .map(|(path, _)| walk_one(host, path, exclude, usize::MAX))
-        .collect();
-    let mut found = top.found;
-    pruned.extend(top.pruned);
-    for subtree in subtrees {
-        let subtree = subtree?;
-        // Each subtree lists its own top directory again: keep the copy from the first level.
-        found.extend(subtree.found.into_iter().skip(1));
-        pruned.extend(subtree.pruned);
+    if exclude.is_excluded(dir) {
+        pruned.push(dir.to_path_buf());
+        return Ok(Vec::new());
+    }
+    let metadata = host.symlink_metadata(dir).with_context(|| format!("cannot inspect {}", dir.display()))?;
+    let is_dir = metadata.is_dir();
+    let mut found = vec![(dir.to_path_buf(), metadata)];
+    if is_dir {
+        let mut batches = Vec::new();
+        walk_children(host, dir, exclude, &mut batches)?;
+        for batch in batches {
+            found.extend(batch.found);
+            pruned.extend(batch.pruned);
+        }
     }
     Ok(found)
 }
 
-struct WalkResult {
+/// What one directory holds (its subdirectories' contents come as batches of their own, so
+/// nothing is copied up the tree level by level).
+#[derive(Default)]
+struct WalkBatch {
     found: Vec<(PathBuf, std::fs::Metadata)>,
     pruned: Vec<PathBuf>,
 }
 
-fn walk_one(host: &HostFs, dir: &Path, exclude: &Exclude, max_depth: usize) -> Result<WalkResult> {
-    let mut result = WalkResult { found: Vec::new(), pruned: Vec::new() };
-    let walker = walkdir::WalkDir::new(host.disk_path(dir)).follow_links(false).max_depth(max_depth);
-    let pruned = &mut result.pruned;
-    let keep = |entry: &walkdir::DirEntry| {
-        let path = host.host_path(entry.path());
-        let excluded = exclude.is_excluded(&path);
-        if excluded {
-            pruned.push(path);
+fn walk_children(host: &HostFs, dir: &Path, exclude: &Exclude, batches: &mut Vec<WalkBatch>) -> Result<()> {
+    let mut batch = WalkBatch::default();
+    let mut subdirs = Vec::new();
+    let entries = std::fs::read_dir(host.disk_path(dir)).with_context(|| format!("cannot read {}", dir.display()))?;
+    for entry in entries {
+        let entry = entry.with_context(|| format!("cannot read {}", dir.display()))?;
+        let path = dir.join(entry.file_name());
+        if exclude.is_excluded(&path) {
+            batch.pruned.push(path);
+            continue;
         }
-        !excluded
-    };
-    let mut found = Vec::new();
-    for entry in walker.into_iter().filter_entry(keep) {
-        let entry = entry.with_context(|| format!("cannot read the tree under {}", dir.display()))?;
-        let metadata = entry.metadata().with_context(|| format!("cannot inspect {}", entry.path().display()))?;
-        found.push((host.host_path(entry.path()), metadata));
+        // DirEntry::metadata is fstatat(dirfd, name, AT_SYMLINK_NOFOLLOW): an lstat.
+        let metadata = entry.metadata().with_context(|| format!("cannot inspect {}", path.display()))?;
+        if metadata.is_dir() {
+            subdirs.push(path.clone());
+        }
+        batch.found.push((path, metadata));
     }
-    result.found = found;
-    Ok(result)
+    batches.push(batch);
+    let below: Vec<Result<Vec<WalkBatch>>> = subdirs
+        .par_iter()
+        .map(|subdir| {
+            let mut nested = Vec::new();
+            walk_children(host, subdir, exclude, &mut nested).map(|()| nested)
+        })
+        .collect();
+    for nested in below {
+        batches.extend(nested?);
+    }
+    Ok(())
 }
 
 fn passwd_content(spec: &Spec) -> String {
