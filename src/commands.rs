@@ -16,6 +16,7 @@ use jailprov::jail_root::JailRoot;
 use jailprov::plan::{self, Action, Change, Plan};
 use jailprov::render;
 use jailprov::root_safety;
+use jailprov::spec::Spec;
 use jailprov::state::{State, StateStore};
 
 use crate::{compute_closure, load_spec, print};
@@ -34,24 +35,18 @@ struct Prepared {
     jail: Option<JailRoot>,
 }
 
-fn prepare(jailfile: &JailfileArgs, state_dir: &Path) -> Result<Prepared> {
-    let host = HostFs::real();
-    let spec = load_spec(jailfile, &host)?;
+/// Computes everything a plan needs from an already loaded Spec (loaded once per command).
+fn prepare(spec: &Spec, host: HostFs, jailfile: &Path, state_dir: &Path) -> Result<Prepared> {
     let store = StateStore::for_root(state_dir, &spec.root);
     // The record (tens of megabytes for a big jail) is read while the closure is computed.
     let (state, desired) = std::thread::scope(|scope| {
         let state = scope.spawn(|| store.load(&spec.root));
-        let desired = compute_closure(&spec, &host).and_then(|closure| desired::build(&closure, &host));
+        let desired = compute_closure(spec, &host).and_then(|closure| desired::build(&closure, &host));
         let state = state.join().unwrap_or_else(|_| Err(anyhow::anyhow!("reading the state record panicked")));
         (state, desired)
     });
     let (state, desired) = (state?, desired?);
-    let jail = match std::fs::symlink_metadata(&spec.root) {
-        Ok(_) => Some(JailRoot::open(&spec.root)?),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
-        Err(error) => return Err(error).with_context(|| format!("cannot inspect {}", spec.root.display())),
-    };
-    let source = std::fs::read(&jailfile.file).with_context(|| format!("cannot read {}", jailfile.file.display()))?;
+    let source = std::fs::read(jailfile).with_context(|| format!("cannot read {}", jailfile.display()))?;
     Ok(Prepared {
         root: spec.root.clone(),
         jailfile_digest: blake3::hash(&source).to_hex().to_string(),
@@ -59,8 +54,18 @@ fn prepare(jailfile: &JailfileArgs, state_dir: &Path) -> Result<Prepared> {
         host,
         store,
         state,
-        jail,
+        jail: open_jail_if_present(&spec.root)?,
     })
+}
+
+/// The jail root, or None when it does not exist yet. Anything else in its place (a symlink,
+/// a file) is an error: never mistaken for "no jail", which would lose track of what it holds.
+fn open_jail_if_present(root: &Path) -> Result<Option<JailRoot>> {
+    match std::fs::symlink_metadata(root) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(error).with_context(|| format!("cannot inspect {}", root.display())),
+        Ok(_) => JailRoot::open(root).map(Some),
+    }
 }
 
 impl Prepared {
@@ -100,7 +105,9 @@ struct SavedPlan {
 }
 
 pub fn plan(args: &PlanArgs) -> Result<ExitCode> {
-    let prepared = prepare(&args.jailfile, &args.state.state_dir)?;
+    let host = HostFs::real();
+    let spec = load_spec(&args.jailfile, &host)?;
+    let prepared = prepare(&spec, host, &args.jailfile.file, &args.state.state_dir)?;
     let plan = prepared.plan(args.adopt)?;
     if let Some(out) = &args.out {
         let saved = SavedPlan {
@@ -137,14 +144,16 @@ pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
         None => JailfileArgs { file: args.jailfile.file.clone(), root: args.jailfile.root.clone() },
     };
     let adopt = saved.as_ref().map_or(args.adopt, |saved| saved.adopt);
-    let root = load_spec(&jailfile, &HostFs::real())?.root;
+    let host = HostFs::real();
+    let spec = load_spec(&jailfile, &host)?;
+    let root = spec.root.clone();
     if !args.unsafe_root {
         root_safety::check(&root)?;
     }
     let store = StateStore::for_root(&args.state.state_dir, &root);
     let _lock = store.lock(Duration::from_secs(args.lock_timeout))?;
 
-    let mut prepared = prepare(&jailfile, &args.state.state_dir)?;
+    let mut prepared = prepare(&spec, host, &jailfile.file, &args.state.state_dir)?;
     let plan = prepared.plan(adopt)?;
     if let Some(saved) = &saved {
         refuse_stale(saved, &prepared.digests()?, &plan)?;
@@ -226,29 +235,26 @@ fn confirm(plan: &Plan, root: &Path, jailfile: &Path) -> Result<bool> {
 }
 
 pub fn destroy(args: &DestroyArgs) -> Result<ExitCode> {
-    let root = load_spec(&args.jailfile, &HostFs::real())?.root;
+    let host = HostFs::real();
+    let root = load_spec(&args.jailfile, &host)?.root;
     if !args.unsafe_root {
         root_safety::check(&root)?;
     }
     let store = StateStore::for_root(&args.state.state_dir, &root);
     let _lock = store.lock(Duration::from_secs(args.lock_timeout))?;
     let mut state = store.load(&root)?;
-    let jail = match std::fs::symlink_metadata(&root) {
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            store.remove()?;
-            return print(&format!("Nothing to destroy: {} does not exist.\n", root.display()));
-        }
-        // Anything else (a symlink put in its place, a file) is refused, and the record kept.
-        _ => JailRoot::open(&root)?,
+    let Some(jail) = open_jail_if_present(&root)? else {
+        store.remove()?;
+        return print(&format!("Nothing to destroy: {} does not exist.\n", root.display()));
     };
     let nothing = DesiredTree::default();
-    let plan = plan::compute(&nothing, Some(&jail), &state, &HostFs::real(), false)?;
+    let plan = plan::compute(&nothing, Some(&jail), &state, &host, false)?;
     let Outcome { destroyed, .. } = {
         let mut stdout = std::io::stdout().lock();
         let mut report = |change: &Change| {
             let _ = writeln!(stdout, "{:<3} {:<8} {}", Action::Delete.marker(), change.kind, change.path);
         };
-        apply::apply(&plan, &nothing, &jail, &HostFs::real(), &mut state, &store, &mut report)?
+        apply::apply(&plan, &nothing, &jail, &host, &mut state, &store, &mut report)?
     };
     let leftovers = jail.list(&jailprov::tree::JailPath::root())?;
     let mut text = format!("\nDestroy complete: {destroyed} destroyed.\n");

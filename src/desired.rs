@@ -119,16 +119,17 @@ fn node_for(entry: &Entry, host: &HostFs) -> Result<DesiredNode> {
             let target = entry.target.clone().with_context(|| format!("symlink {} has no target", entry.path))?;
             (DesiredKind::Symlink { target }, 0o777)
         }
-        EntryKind::Dir if entry.source_stat.is_some() => {
-            (DesiredKind::Dir, entry.source_stat.map_or(0o755, |(_, mode)| mode))
-        }
         EntryKind::Dir => {
-            let host_mode = entry
-                .source
-                .as_deref()
-                .and_then(|source| std::fs::metadata(host.disk_path(source)).ok())
-                .filter(|metadata| metadata.is_dir())
-                .map_or(0o755, |metadata| metadata.mode() & 0o7777);
+            // The closure's walk already read the mode of [[files]] directories.
+            let host_mode = match entry.source_stat {
+                Some((_, mode)) => mode,
+                None => entry
+                    .source
+                    .as_deref()
+                    .and_then(|source| std::fs::metadata(host.disk_path(source)).ok())
+                    .filter(|metadata| metadata.is_dir())
+                    .map_or(0o755, |metadata| metadata.mode() & 0o7777),
+            };
             (DesiredKind::Dir, host_mode)
         }
         EntryKind::Device => {
