@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::Read as _;
+use std::io::{Read as _, Write as _};
 use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -1046,4 +1046,64 @@ fn plan_text_and_json_snapshots() {
     assert!(!jail.at("/data").exists());
     assert_eq!(read(&jail.at("/etc/app.conf")), "name = app\nport = 9090\nworkers = 4\nlog = info\n");
     jail.assert_clean("after applying the edit");
+}
+
+/// `apply --interactive` asks on a terminal: anything but "yes" cancels with the jail untouched,
+/// "yes" applies; without a terminal it refuses instead of hanging or assuming an answer.
+#[test]
+fn interactive_apply_asks_on_a_terminal_and_refuses_without_one() {
+    need_root!("interactive_apply_asks_on_a_terminal_and_refuses_without_one");
+    let Ok(script) = which("script") else {
+        eprintln!(
+            "SKIPPED interactive_apply_asks_on_a_terminal_and_refuses_without_one: no `script` to provide a terminal"
+        );
+        return;
+    };
+    let jail = Jail::new("[[files]]\npath = \"/etc/motd\"\ncontent = \"hi\\n\"\n");
+
+    let no_tty = jail.run("apply", &["--interactive"]).code(1, "apply --interactive without a terminal");
+    assert!(no_tty.stderr.contains("needs a terminal"), "{}", no_tty.describe());
+    assert!(!jail.root.exists(), "nothing may be created without an answer");
+
+    // `script` runs jailprov on a pseudo-terminal and forwards our answer to it.
+    let interactive = |answer: &str| {
+        let line = format!(
+            "{BIN} apply --interactive -f {} --root {} --state-dir {}",
+            jail.jailfile.display(),
+            jail.root.display(),
+            jail.state.display()
+        );
+        let mut child = Command::new(&script)
+            .args(["-qec", &line, "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("script starts");
+        child.stdin.take().expect("piped stdin").write_all(answer.as_bytes()).expect("answer");
+        let output = child.wait_with_output().expect("script ends");
+        (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stdout).into_owned())
+    };
+
+    let (code, text) = interactive("no\n");
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("Plan: 2 to add") && text.contains("Apply cancelled."), "{text}");
+    assert!(!jail.root.exists(), "a cancelled apply creates nothing");
+
+    let (code, text) = interactive("yes\n");
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("Apply complete: 2 added"), "{text}");
+    assert_eq!(fs::read_to_string(jail.at("/etc/motd")).expect("motd"), "hi\n");
+    jail.assert_clean("after the interactive apply");
+}
+
+/// The first PATH directory holding `name`.
+fn which(name: &str) -> Result<PathBuf, ()> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .chain(["/usr/bin".into(), "/bin".into()])
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+        .ok_or(())
 }
