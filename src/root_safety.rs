@@ -1,7 +1,7 @@
 //! Refuses jail roots a non-root user could move or swap: "/", symlinks, unsafe ancestors.
 
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
@@ -58,12 +58,11 @@ fn check_directory(dir: &Path, metadata: &std::fs::Metadata, root: &Path) -> Res
 
 /// Creates the jail root (and missing parents) root-owned with mode 0755.
 #[allow(clippy::disallowed_methods)] // the root itself and its parents are outside the jail
-pub fn create_root(root: &Path) -> Result<PathBuf> {
+pub fn create_root(root: &Path) -> Result<()> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .create(root)
-        .with_context(|| format!("cannot create the jail root {}", root.display()))?;
-    Ok(root.to_path_buf())
+        .with_context(|| format!("cannot create the jail root {}", root.display()))
 }
 
 #[cfg(test)]

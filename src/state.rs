@@ -64,10 +64,6 @@ impl State {
     pub fn created(&self, path: &JailPath) -> bool {
         self.pending.contains(path) || self.entries.get(path).is_some_and(|managed| managed.created)
     }
-
-    pub fn is_managed(&self, path: &JailPath) -> bool {
-        self.pending.contains(path) || self.entries.contains_key(path)
-    }
 }
 
 /// The state file and lock of one jail root.

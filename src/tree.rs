@@ -1,7 +1,7 @@
 //! Paths inside the jail: absolute, normalised, never escaping the jail root.
 
 use std::fmt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Component, Path};
 
 use serde::{Deserialize, Serialize};
 
@@ -151,11 +151,6 @@ impl JailPath {
     /// The path relative to the jail root, e.g. "usr/bin/bash" ("" for the root).
     pub fn relative(&self) -> &str {
         &self.0[1..]
-    }
-
-    /// Where this path lies under a directory of the host (a sysroot or the jail root).
-    pub fn under(&self, base: &Path) -> PathBuf {
-        base.join(self.relative())
     }
 }
 
