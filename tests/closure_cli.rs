@@ -756,3 +756,27 @@ fn unsafe_device_is_refused_by_validate() {
     let closure = work.run(&["closure", "-f", "Jailfile.toml"]);
     assert_eq!(closure.code, 1, "closure refuses it too: {}", closure.stdout);
 }
+
+/// Every shipped example closes cleanly on this host: no missing library, no error, and the
+/// programs it names are in the closure.
+#[test]
+fn every_example_closes_cleanly() {
+    let examples = ["seed-shell", "python", "sftp"];
+    for name in examples {
+        let jailfile = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(name).join("Jailfile.toml");
+        let output = Command::new(env!("CARGO_BIN_EXE_jailprov"))
+            .args(["closure", "--format", "json", "-f"])
+            .arg(&jailfile)
+            .output()
+            .expect("jailprov runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{name}: closure failed:\n{stderr}");
+        let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("closure JSON");
+        let entries = json["entries"].as_array().expect("entries");
+        assert!(
+            entries.iter().any(|entry| entry["kind"] == "binary")
+                && entries.iter().any(|entry| entry["kind"] == "interpreter"),
+            "{name}: a binary and its ELF interpreter must be in the closure"
+        );
+    }
+}
