@@ -14,7 +14,7 @@ use crate::desired::{DesiredKind, DesiredNode, DesiredTree, StatPrint};
 use crate::host::HostFs;
 use crate::jail_root::{JailRoot, NodeKind};
 use crate::plan::{print_of, Action, Change, Plan};
-use crate::state::{Managed, State, StateStore};
+use crate::state::{Managed, ManagedKind, State, StateStore};
 use crate::tree::JailPath;
 
 /// What happened, for the closing line.
@@ -184,7 +184,7 @@ fn record(jail: &JailRoot, node: &DesiredNode, state: &mut State, created: bool)
     };
     state
         .entries
-        .insert(node.path.clone(), Managed { kind: node.kind.label().to_owned(), created, jail: jail_print, source });
+        .insert(node.path.clone(), Managed { kind: ManagedKind::of(&node.kind), created, jail: jail_print, source });
     Ok(())
 }
 
@@ -196,7 +196,7 @@ fn sweep_temporary_files(jail: &JailRoot, desired: &DesiredTree, state: &State) 
         .values()
         .filter(|node| node.kind == DesiredKind::Dir)
         .map(|node| &node.path)
-        .chain(state.entries.iter().filter(|(_, managed)| managed.kind == "dir").map(|(path, _)| path));
+        .chain(state.entries.iter().filter(|(_, managed)| managed.kind == ManagedKind::Dir).map(|(path, _)| path));
     let root = JailPath::root();
     let mut seen = std::collections::BTreeSet::new();
     for dir in dirs.chain(std::iter::once(&root)) {

@@ -13,7 +13,7 @@ use jailprov::cli::{ApplyArgs, DestroyArgs, JailfileArgs, PlanArgs, PlanFormat};
 use jailprov::desired::{self, DesiredTree};
 use jailprov::host::HostFs;
 use jailprov::jail_root::JailRoot;
-use jailprov::plan::{self, Action, Change, Plan};
+use jailprov::plan::{self, Action, Change, Plan, RecordedScan};
 use jailprov::render;
 use jailprov::root_safety;
 use jailprov::spec::Spec;
@@ -32,20 +32,29 @@ struct Prepared {
     host: HostFs,
     store: StateStore,
     state: State,
+    /// The jail's stat of every recorded path, read alongside the host side.
+    recorded: RecordedScan,
     jail: Option<JailRoot>,
 }
 
 /// Computes everything a plan needs from an already loaded Spec (loaded once per command).
 fn prepare(spec: &Spec, host: HostFs, jailfile: &Path, state_dir: &Path) -> Result<Prepared> {
     let store = StateStore::for_root(state_dir, &spec.root);
-    // The record (tens of megabytes for a big jail) is read while the closure is computed.
-    let (state, desired) = std::thread::scope(|scope| {
-        let state = scope.spawn(|| store.load(&spec.root));
-        let desired = compute_closure(spec, &host).and_then(|closure| desired::build(&closure, &host));
-        let state = state.join().unwrap_or_else(|_| Err(anyhow::anyhow!("reading the state record panicked")));
-        (state, desired)
+    let jail = open_jail_if_present(&spec.root)?;
+    // Two independent sides: the jail's (the record, tens of megabytes for a big jail, and a
+    // stat of every path it names) and the host's (closure and desired tree). Each has serial
+    // stretches that leave a core to the other.
+    let (jail_side, desired) = std::thread::scope(|scope| {
+        let jail_side = scope.spawn(|| -> Result<(State, RecordedScan)> {
+            let state = store.load(&spec.root)?;
+            let recorded = plan::scan_recorded(&state, jail.as_ref())?;
+            Ok((state, recorded))
+        });
+        let desired = compute_closure(spec, &host).and_then(|closure| desired::build(closure, &host));
+        let jail_side = jail_side.join().unwrap_or_else(|_| Err(anyhow::anyhow!("reading the state record panicked")));
+        (jail_side, desired)
     });
-    let (state, desired) = (state?, desired?);
+    let ((state, recorded), desired) = (jail_side?, desired?);
     let source = std::fs::read(jailfile).with_context(|| format!("cannot read {}", jailfile.display()))?;
     Ok(Prepared {
         root: spec.root.clone(),
@@ -54,7 +63,8 @@ fn prepare(spec: &Spec, host: HostFs, jailfile: &Path, state_dir: &Path) -> Resu
         host,
         store,
         state,
-        jail: open_jail_if_present(&spec.root)?,
+        recorded,
+        jail,
     })
 }
 
@@ -70,7 +80,7 @@ fn open_jail_if_present(root: &Path) -> Result<Option<JailRoot>> {
 
 impl Prepared {
     fn plan(&self, adopt: bool) -> Result<Plan> {
-        plan::compute(&self.desired, self.jail.as_ref(), &self.state, &self.host, adopt)
+        plan::compute(&self.desired, self.jail.as_ref(), &self.state, &self.recorded, &self.host, adopt)
     }
 
     fn digests(&self) -> Result<Digests> {
@@ -248,7 +258,7 @@ pub fn destroy(args: &DestroyArgs) -> Result<ExitCode> {
         return print(&format!("Nothing to destroy: {} does not exist.\n", root.display()));
     };
     let nothing = DesiredTree::default();
-    let plan = plan::compute(&nothing, Some(&jail), &state, &host, false)?;
+    let plan = plan::compute(&nothing, Some(&jail), &state, &RecordedScan::default(), &host, false)?;
     let Outcome { destroyed, .. } = {
         let mut stdout = std::io::stdout().lock();
         let mut report = |change: &Change| {

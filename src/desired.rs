@@ -71,18 +71,20 @@ pub struct DesiredTree {
     pub nodes: BTreeMap<JailPath, DesiredNode>,
 }
 
-/// Builds the desired tree of a closure.
-pub fn build(closure: &Closure, host: &HostFs) -> Result<DesiredTree> {
+/// Builds the desired tree of a closure, taking its entries apart (paths and sources move
+/// into the nodes instead of being copied).
+pub fn build(closure: Closure, host: &HostFs) -> Result<DesiredTree> {
     // The closure is already sorted: collecting sorted pairs builds the map in one pass, and
     // the host stats of entries the closure did not see are read in parallel.
     let built: Vec<Result<(JailPath, DesiredNode)>> = closure
         .entries
-        .values()
+        .into_values()
         .collect::<Vec<_>>()
-        .par_iter()
+        .into_par_iter()
         .map(|entry| {
-            let node = node_for(entry, host).with_context(|| format!("preparing {} for the jail", entry.path))?;
-            Ok((entry.path.clone(), node))
+            let path = entry.path.clone();
+            let node = node_for(entry, host).with_context(|| format!("preparing {path} for the jail"))?;
+            Ok((path, node))
         })
         .collect();
     let mut nodes: BTreeMap<JailPath, DesiredNode> = built.into_iter().collect::<Result<_>>()?;
@@ -91,7 +93,7 @@ pub fn build(closure: &Closure, host: &HostFs) -> Result<DesiredTree> {
     Ok(DesiredTree { nodes })
 }
 
-fn node_for(entry: &Entry, host: &HostFs) -> Result<DesiredNode> {
+fn node_for(entry: Entry, host: &HostFs) -> Result<DesiredNode> {
     let attributes = &entry.attributes;
     let owner = (attributes.owner.unwrap_or(0), attributes.group.unwrap_or(0));
     let (kind, host_mode) = match entry.kind {
@@ -101,7 +103,7 @@ fn node_for(entry: &Entry, host: &HostFs) -> Result<DesiredNode> {
         | EntryKind::ScriptInterpreter
         | EntryKind::NssModule
         | EntryKind::File => {
-            let source = source_of(entry)?;
+            let source = source_of(&entry)?;
             let (source_print, mode) = match entry.source_stat {
                 Some(known) => known,
                 None => {
@@ -113,10 +115,10 @@ fn node_for(entry: &Entry, host: &HostFs) -> Result<DesiredNode> {
                     (StatPrint::of(&metadata), metadata.mode() & 0o7777)
                 }
             };
-            (DesiredKind::File { source: source.to_path_buf(), source_print }, mode)
+            (DesiredKind::File { source: entry.source.unwrap_or_default(), source_print }, mode)
         }
         EntryKind::Symlink => {
-            let target = entry.target.clone().with_context(|| format!("symlink {} has no target", entry.path))?;
+            let target = entry.target.with_context(|| format!("symlink {} has no target", entry.path))?;
             (DesiredKind::Symlink { target }, 0o777)
         }
         EntryKind::Dir => {
@@ -133,7 +135,7 @@ fn node_for(entry: &Entry, host: &HostFs) -> Result<DesiredNode> {
             (DesiredKind::Dir, host_mode)
         }
         EntryKind::Device => {
-            let source = source_of(entry)?;
+            let source = source_of(&entry)?;
             let metadata = std::fs::symlink_metadata(host.disk_path(source))
                 .with_context(|| format!("cannot read the device {} on the host", source.display()))?;
             let file_type = metadata.file_type();
@@ -144,7 +146,7 @@ fn node_for(entry: &Entry, host: &HostFs) -> Result<DesiredNode> {
             (kind, metadata.mode() & 0o7777)
         }
         EntryKind::Content | EntryKind::Generated => {
-            let bytes = entry.content.clone().unwrap_or_default().into_bytes();
+            let bytes = entry.content.unwrap_or_default().into_bytes();
             (DesiredKind::Content { bytes }, 0o644)
         }
     };
@@ -155,7 +157,7 @@ fn node_for(entry: &Entry, host: &HostFs) -> Result<DesiredNode> {
         // A copied setuid program would hand the jail a way up; strip unless asked.
         None => host_mode & !SETID_BITS,
     };
-    Ok(DesiredNode { path: entry.path.clone(), kind, mode, uid: owner.0, gid: owner.1 })
+    Ok(DesiredNode { path: entry.path, kind, mode, uid: owner.0, gid: owner.1 })
 }
 
 fn source_of(entry: &Entry) -> Result<&Path> {
@@ -247,14 +249,14 @@ mod tests {
         let mut closure = Closure::default();
         let passwd = entry("/usr/bin/passwd", EntryKind::Binary, Some("/usr/bin/passwd"));
         closure.entries.insert(passwd.path.clone(), passwd);
-        let tree = build(&closure, &host).expect("builds");
+        let tree = build(closure.clone(), &host).expect("builds");
         let node = &tree.nodes[&JailPath::parse("/usr/bin/passwd").expect("valid")];
         assert_eq!(node.mode & SETID_BITS, 0, "setuid must be stripped: {:o}", node.mode);
 
         let mut kept = entry("/usr/bin/passwd", EntryKind::Binary, Some("/usr/bin/passwd"));
         kept.attributes.keep_setuid = true;
         closure.entries.insert(kept.path.clone(), kept);
-        let tree = build(&closure, &host).expect("builds");
+        let tree = build(closure.clone(), &host).expect("builds");
         assert_ne!(tree.nodes[&JailPath::parse("/usr/bin/passwd").expect("valid")].mode & 0o4000, 0);
     }
 
@@ -264,7 +266,7 @@ mod tests {
         let mut motd = entry("/etc/deep/motd", EntryKind::Content, None);
         motd.content = Some("hi\n".into());
         closure.entries.insert(motd.path.clone(), motd);
-        let tree = build(&closure, &HostFs::real()).expect("builds");
+        let tree = build(closure.clone(), &HostFs::real()).expect("builds");
         let parent = &tree.nodes[&JailPath::parse("/etc/deep").expect("valid")];
         assert_eq!((parent.kind.clone(), parent.uid, parent.mode), (DesiredKind::Dir, 0, 0o755));
         assert!(tree.nodes.contains_key(&JailPath::parse("/etc").expect("valid")));
@@ -279,7 +281,7 @@ mod tests {
         let mut conf = entry("/lib/foo.conf", EntryKind::Content, None);
         conf.content = Some("x".into());
         closure.entries.insert(conf.path.clone(), conf);
-        let error = build(&closure, &HostFs::real()).expect_err("must refuse");
+        let error = build(closure.clone(), &HostFs::real()).expect_err("must refuse");
         assert!(error.to_string().contains("/lib/foo.conf lies under /lib"), "{error}");
     }
 }

@@ -113,66 +113,111 @@ pub fn compute(
     desired: &DesiredTree,
     jail: Option<&JailRoot>,
     state: &State,
+    prescan: &RecordedScan,
     host: &HostFs,
     adopt: bool,
 ) -> Result<Plan> {
-    let mut plan = Plan::default();
-    let mut creations = Vec::new();
-    let actuals = scan(desired, jail)?;
+    let actuals = scan(desired, jail, state, prescan)?;
     // Both maps are sorted by path: walk the records alongside instead of searching a
     // 50,000-entry tree for every node.
     let mut records = state.entries.iter().peekable();
-    for (node, actual) in desired.nodes.values().zip(actuals) {
-        while records.next_if(|(path, _)| *path < &node.path).is_some() {}
-        let recorded = records.peek().filter(|(path, _)| *path == &node.path).map(|(_, managed)| *managed);
-        let Some(actual) = actual else {
-            creations.push(change(Action::Create, node, Vec::new()));
-            continue;
-        };
-        let pending = !state.pending.is_empty() && state.pending.contains(&node.path);
-        let managed = recorded.is_some() || pending;
-        if !same_kind(&node.kind, actual.kind) {
-            let what = vec![format!("{} -> {}", kind_label(actual.kind), node.kind.label())];
-            if recorded.is_some_and(|managed| managed.created) || pending || adopt {
-                creations.push(change(Action::Replace, node, what));
-            } else {
-                plan.conflicts.push(Conflict {
-                    path: node.path.clone(),
-                    reason: format!(
-                        "a {} is there, not created by jailprov, where a {} must go",
-                        kind_label(actual.kind),
-                        node.kind.label()
-                    ),
-                });
-            }
-            continue;
-        }
-        let jail = jail.context("a path exists only when the jail does")?;
-        let comparison = compare(jail, node, &actual, recorded, host)?;
-        if comparison.what.is_empty() {
-            if !managed {
-                plan.adopt.push(node.path.clone());
-            } else if comparison.verified_by_content {
-                plan.refresh.push(node.path.clone());
-            }
-            continue;
-        }
-        // Directories that were already there are kept in shape; other foreign paths are the
-        // user's until --adopt says otherwise.
-        if managed || adopt || matches!(node.kind, DesiredKind::Dir) {
-            let mut update = change(Action::Update, node, comparison.what);
-            update.diff = comparison.diff;
-            creations.push(update);
-        } else {
-            plan.conflicts.push(Conflict {
-                path: node.path.clone(),
-                reason: format!("not created by jailprov and differs ({})", comparison.what.join(", ")),
-            });
+    let recorded: Vec<Option<&Managed>> = desired
+        .nodes
+        .keys()
+        .map(|path| {
+            while records.next_if(|(recorded, _)| *recorded < path).is_some() {}
+            records.peek().filter(|(recorded, _)| *recorded == path).map(|(_, managed)| *managed)
+        })
+        .collect();
+    // Each node is judged on its own (in parallel; reading small files' content included),
+    // then the verdicts are gathered in path order.
+    let nodes: Vec<&DesiredNode> = desired.nodes.values().collect();
+    let verdicts: Vec<Result<Verdict>> = nodes
+        .par_iter()
+        .zip(actuals)
+        .zip(recorded)
+        .map(|((node, actual), recorded)| judge(node, actual, recorded, jail, state, host, adopt))
+        .collect();
+    let mut plan = Plan::default();
+    let mut creations = Vec::new();
+    for (node, verdict) in nodes.iter().zip(verdicts) {
+        match verdict? {
+            Verdict::Matches => {}
+            Verdict::Change(change) => creations.push(change),
+            Verdict::Conflict(conflict) => plan.conflicts.push(conflict),
+            Verdict::Adopt => plan.adopt.push(node.path.clone()),
+            Verdict::Refresh => plan.refresh.push(node.path.clone()),
         }
     }
     plan.changes = deletions(desired, jail, state, &mut plan)?;
     plan.changes.extend(creations);
     Ok(plan)
+}
+
+/// What the plan makes of one desired node.
+enum Verdict {
+    /// Nothing to do.
+    Matches,
+    /// Create, replace or update it.
+    Change(Change),
+    /// Something jailprov did not create is in the way.
+    Conflict(Conflict),
+    /// A foreign path that already matches: recorded as managed (not created) by apply.
+    Adopt,
+    /// Matches, but only its content said so: apply records its fresh stat.
+    Refresh,
+}
+
+fn judge(
+    node: &DesiredNode,
+    actual: Option<NodeStat>,
+    recorded: Option<&Managed>,
+    jail: Option<&JailRoot>,
+    state: &State,
+    host: &HostFs,
+    adopt: bool,
+) -> Result<Verdict> {
+    let Some(actual) = actual else {
+        return Ok(Verdict::Change(change(Action::Create, node, Vec::new())));
+    };
+    let pending = !state.pending.is_empty() && state.pending.contains(&node.path);
+    let managed = recorded.is_some() || pending;
+    if !same_kind(&node.kind, actual.kind) {
+        let what = vec![format!("{} -> {}", kind_label(actual.kind), node.kind.label())];
+        if recorded.is_some_and(|managed| managed.created) || pending || adopt {
+            return Ok(Verdict::Change(change(Action::Replace, node, what)));
+        }
+        return Ok(Verdict::Conflict(Conflict {
+            path: node.path.clone(),
+            reason: format!(
+                "a {} is there, not created by jailprov, where a {} must go",
+                kind_label(actual.kind),
+                node.kind.label()
+            ),
+        }));
+    }
+    let jail = jail.context("a path exists only when the jail does")?;
+    let comparison = compare(jail, node, &actual, recorded, host)?;
+    if comparison.what.is_empty() {
+        return Ok(if !managed {
+            Verdict::Adopt
+        } else if comparison.verified_by_content {
+            Verdict::Refresh
+        } else {
+            Verdict::Matches
+        });
+    }
+    // Directories that were already there are kept in shape; other foreign paths are the
+    // user's until --adopt says otherwise.
+    if managed || adopt || matches!(node.kind, DesiredKind::Dir) {
+        let mut update = change(Action::Update, node, comparison.what);
+        update.diff = comparison.diff;
+        return Ok(Verdict::Change(update));
+    }
+    Ok(Verdict::Conflict(Conflict {
+        path: node.path.clone(),
+        reason: format!("not created by jailprov and differs ({})", comparison.what.join(", ")),
+    }))
 }
 
 fn change(action: Action, node: &DesiredNode, what: Vec<String>) -> Change {
@@ -193,13 +238,54 @@ fn stat_in_jail(jail: &JailRoot, path: &JailPath) -> Result<Option<NodeStat>> {
     absent_if_under_symlink(jail.stat(path))
 }
 
-/// The jail's stat of every desired path, in order, read in parallel chunks of sorted paths.
-fn scan(desired: &DesiredTree, jail: Option<&JailRoot>) -> Result<Vec<Option<NodeStat>>> {
-    let Some(jail) = jail else { return Ok(vec![None; desired.nodes.len()]) };
-    let paths: Vec<&JailPath> = desired.nodes.keys().collect();
+/// The jail's stat of sorted paths, in order, read in parallel chunks.
+fn scan_paths(jail: &JailRoot, paths: &[&JailPath]) -> Result<Vec<Option<NodeStat>>> {
     let chunks: Vec<Vec<Result<Option<NodeStat>>>> =
         paths.par_chunks(4096).map(|chunk| jail.scan_stats(chunk)).collect();
     chunks.into_iter().flatten().map(absent_if_under_symlink).collect()
+}
+
+/// The jail's stat of every path the record names, in the record's order: read while the host
+/// side (walk, closure, desired tree) is still being computed, since neither needs the other.
+#[derive(Debug, Default)]
+pub struct RecordedScan {
+    stats: Vec<Option<NodeStat>>,
+}
+
+pub fn scan_recorded(state: &State, jail: Option<&JailRoot>) -> Result<RecordedScan> {
+    let Some(jail) = jail else { return Ok(RecordedScan::default()) };
+    let paths: Vec<&JailPath> = state.entries.keys().collect();
+    Ok(RecordedScan { stats: scan_paths(jail, &paths)? })
+}
+
+/// The jail's stat of every desired path, in order: taken from the scan of recorded paths
+/// where the record has the path, read now (in parallel) for the rest.
+fn scan(
+    desired: &DesiredTree,
+    jail: Option<&JailRoot>,
+    state: &State,
+    prescan: &RecordedScan,
+) -> Result<Vec<Option<NodeStat>>> {
+    let Some(jail) = jail else { return Ok(vec![None; desired.nodes.len()]) };
+    let prescanned = prescan.stats.len() == state.entries.len();
+    let mut records = state.entries.keys().enumerate().peekable();
+    let mut actuals = Vec::with_capacity(desired.nodes.len());
+    let mut unknown: Vec<(usize, &JailPath)> = Vec::new();
+    for (index, path) in desired.nodes.keys().enumerate() {
+        while records.next_if(|(_, recorded)| *recorded < path).is_some() {}
+        match records.peek() {
+            Some((at, recorded)) if prescanned && *recorded == path => actuals.push(prescan.stats[*at].clone()),
+            _ => {
+                actuals.push(None);
+                unknown.push((index, path));
+            }
+        }
+    }
+    let paths: Vec<&JailPath> = unknown.iter().map(|(_, path)| *path).collect();
+    for ((index, _), stat) in unknown.iter().zip(scan_paths(jail, &paths)?) {
+        actuals[*index] = stat;
+    }
+    Ok(actuals)
 }
 
 fn same_kind(desired: &DesiredKind, actual: NodeKind) -> bool {

@@ -1,8 +1,11 @@
 //! What jailprov manages in a jail, recorded outside the jail where its processes cannot forge it.
 //!
-//! One JSON file per jail root under the state directory (default /var/lib/jailprov), written
+//! One file per jail root under the state directory (default /var/lib/jailprov), written
 //! atomically, next to a lock file that serialises applies on that jail. The state directory is
 //! outside every jail, so this module writes with plain path-based calls.
+//!
+//! The file is binary (a magic line, then postcard): every plan reads it whole, and for a jail of
+//! 50,000 files JSON made a 13 MB file that took longer to parse than the jail took to stat.
 #![allow(clippy::disallowed_methods)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,27 +19,48 @@ use anyhow::{bail, Context, Result};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
-use crate::desired::StatPrint;
+use crate::desired::{DesiredKind, StatPrint};
 use crate::tree::JailPath;
 
 /// Where state lives unless `--state-dir` says otherwise.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/jailprov";
 
-const FORMAT_VERSION: u32 = 1;
+const FORMAT_VERSION: u32 = 2;
+
+/// The first bytes of every state file, so that no other file is ever taken for one.
+const MAGIC: &[u8] = b"jailprov state\n";
+
+/// What a managed path is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ManagedKind {
+    File,
+    Dir,
+    Symlink,
+    Device,
+}
+
+impl ManagedKind {
+    /// The kind of a desired node (inline content is a file like any other).
+    pub fn of(kind: &DesiredKind) -> ManagedKind {
+        match kind {
+            DesiredKind::File { .. } | DesiredKind::Content { .. } => ManagedKind::File,
+            DesiredKind::Dir => ManagedKind::Dir,
+            DesiredKind::Symlink { .. } => ManagedKind::Symlink,
+            DesiredKind::Device { .. } => ManagedKind::Device,
+        }
+    }
+}
 
 /// One path jailprov manages.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Managed {
-    /// "file", "dir", "symlink" or "device".
-    pub kind: String,
+    pub kind: ManagedKind,
     /// jailprov created it (and so may delete it); false for directories that were already
     /// there, which jailprov only keeps in shape.
     pub created: bool,
     /// The jail file as apply left it, for files: an unchanged stat means unchanged content.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jail: Option<StatPrint>,
     /// The host source as apply copied it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<StatPrint>,
 }
 
@@ -48,10 +72,8 @@ pub struct State {
     pub entries: BTreeMap<JailPath, Managed>,
     /// Paths an apply was about to create when it stopped: they are jailprov's, even without a
     /// full record (a crash between creating a file and recording it must not orphan it).
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub pending: BTreeSet<JailPath>,
     /// An apply started and did not finish: the next one sweeps temporary files.
-    #[serde(default)]
     pub interrupted: bool,
 }
 
@@ -85,30 +107,35 @@ impl StateStore {
             .collect();
         let name = format!("{readable}-{:016x}", fnv1a(text.as_bytes()));
         StateStore {
-            state_file: state_dir.join(format!("{name}.json")),
+            state_file: state_dir.join(format!("{name}.state")),
             lock_file: state_dir.join(format!("{name}.lock")),
         }
     }
 
     /// The recorded state, or an empty one when this root was never applied.
     pub fn load(&self, root: &Path) -> Result<State> {
-        let text = match fs::read_to_string(&self.state_file) {
-            Ok(text) => text,
+        let bytes = match fs::read(&self.state_file) {
+            Ok(bytes) => bytes,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(State::empty(root)),
             Err(error) => {
                 return Err(error).with_context(|| format!("cannot read the state file {}", self.state_file.display()))
             }
         };
         check_private(&self.state_file)?;
-        let state: State = serde_json::from_str(&text)
-            .with_context(|| format!("the state file {} is corrupt", self.state_file.display()))?;
-        if state.format_version != FORMAT_VERSION {
+        let corrupt = || format!("the state file {} is corrupt", self.state_file.display());
+        let body = bytes
+            .strip_prefix(MAGIC)
+            .with_context(|| format!("{} is not a jailprov state file", self.state_file.display()))?;
+        // The version leads the body: read it alone first, so that a newer format is named as
+        // such rather than reported as corrupt.
+        let (format_version, _) = postcard::take_from_bytes::<u32>(body).with_context(corrupt)?;
+        if format_version != FORMAT_VERSION {
             bail!(
-                "{} has state format {} but this jailprov reads format {FORMAT_VERSION}",
-                self.state_file.display(),
-                state.format_version
+                "{} has state format {format_version} but this jailprov reads format {FORMAT_VERSION}",
+                self.state_file.display()
             );
         }
+        let state: State = postcard::from_bytes(body).with_context(corrupt)?;
         if state.root != root {
             bail!("{} records the root {}, not {}", self.state_file.display(), state.root.display(), root.display());
         }
@@ -119,9 +146,8 @@ impl StateStore {
     pub fn save(&self, state: &State) -> Result<()> {
         let dir = self.state_file.parent().unwrap_or(Path::new("/"));
         create_private_dir(dir)?;
-        let temporary = self.state_file.with_extension("json.tmp");
-        // Compact: a jail of 50,000 files makes a 20 MB pretty file, read at every plan.
-        let text = serde_json::to_string(state).context("serializing the state")?;
+        let temporary = self.state_file.with_extension("state.tmp");
+        let bytes = postcard::to_extend(state, MAGIC.to_vec()).context("serializing the state")?;
         let mut file = fs::OpenOptions::new()
             .write(true)
             .create(true)
@@ -129,7 +155,7 @@ impl StateStore {
             .mode_private()
             .open(&temporary)
             .with_context(|| format!("cannot write {}", temporary.display()))?;
-        file.write_all(text.as_bytes())
+        file.write_all(&bytes)
             .and_then(|()| file.sync_all())
             .with_context(|| format!("cannot write {}", temporary.display()))?;
         fs::rename(&temporary, &self.state_file)
@@ -230,7 +256,7 @@ mod tests {
         let mut state = State::empty(Path::new("/srv/jails/a"));
         state.entries.insert(
             JailPath::parse("/usr/bin/bash").expect("valid"),
-            Managed { kind: "file".into(), created: true, jail: None, source: None },
+            Managed { kind: ManagedKind::File, created: true, jail: None, source: None },
         );
         store.save(&state).expect("saves");
         assert_eq!(store.load(Path::new("/srv/jails/a")).expect("loads"), state);

@@ -279,7 +279,9 @@ pub struct Builder<'a> {
     host: &'a HostFs,
     /// The entries while building: hashed (a sorted map of long common-prefix paths spends its
     /// time in memcmp); sorted once in `finish`.
-    entries: HashMap<JailPath, Entry>,
+    /// Boxed: a 50,000-entry map is sorted at the end, and moving pointers is cheap where
+    /// moving whole entries is not.
+    entries: HashMap<JailPath, Box<Entry>>,
     closure: Closure,
     /// Host path -> the links on its way and its canonical jail path (resolved once).
     resolved: HashMap<std::ffi::OsString, Arc<Placement>>,
@@ -297,7 +299,7 @@ fn note_need(entry: &mut Entry, needed_by: &str) {
 impl Builder<'_> {
     /// The entries so far, in no particular order.
     pub fn entries(&self) -> impl Iterator<Item = &Entry> {
-        self.entries.values()
+        self.entries.values().map(|entry| &**entry)
     }
 
     pub fn contains(&self, path: &JailPath) -> bool {
@@ -306,19 +308,16 @@ impl Builder<'_> {
 
     /// The closure, sorted by path, each entry's needers sorted and unique.
     fn finish(mut self) -> Closure {
-        // Sort the keys alone (moving whole entries through a sort cost more than the walk),
-        // then build the map from already sorted pairs.
-        let mut paths: Vec<JailPath> = self.entries.keys().cloned().collect();
-        paths.sort_unstable();
-        let mut sorted = Vec::with_capacity(paths.len());
-        for path in paths {
-            if let Some(mut entry) = self.entries.remove(&path) {
+        let mut sorted: Vec<(JailPath, Box<Entry>)> = self.entries.into_iter().collect();
+        sorted.par_sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
+        self.closure.entries = sorted
+            .into_iter()
+            .map(|(path, mut entry)| {
                 entry.needed_by.sort_unstable();
                 entry.needed_by.dedup();
-                sorted.push((path, entry));
-            }
-        }
-        self.closure.entries = sorted.into_iter().collect();
+                (path, *entry)
+            })
+            .collect();
         self.closure
     }
 
@@ -332,7 +331,7 @@ impl Builder<'_> {
             std::collections::hash_map::Entry::Occupied(occupied) => occupied.into_mut(),
             std::collections::hash_map::Entry::Vacant(vacant) => {
                 let path = vacant.key().clone();
-                vacant.insert(Entry {
+                vacant.insert(Box::new(Entry {
                     path,
                     kind,
                     source,
@@ -342,7 +341,7 @@ impl Builder<'_> {
                     attributes: Attributes::default(),
                     content: None,
                     source_stat: None,
-                })
+                }))
             }
         };
         // A path reached for several reasons keeps the most specific kind (binary over library...).
@@ -469,13 +468,9 @@ impl Builder<'_> {
                 let found = expand_source(self.host, source, dest.as_ref(), exclude, &mut pruned)?;
                 // Grow once: rehashing moves every (large) entry again.
                 self.entries.reserve(found.len());
-                for (host_path, jail_path, metadata) in found {
-                    if exclude.is_excluded(Path::new(jail_path.as_str())) {
-                        pruned.push(host_path);
-                    } else {
-                        let copy = CopySource { key, attributes, exclude, moved_tree };
-                        self.add_copied(&host_path, jail_path, &metadata, &copy, elf_files)?;
-                    }
+                let copy = CopySource { key, attributes, exclude, moved_tree };
+                for found in found {
+                    self.add_copied(found, &copy, elf_files)?;
                 }
                 for path in pruned {
                     self.closure.excluded.push(jail_path_of(&path)?);
@@ -486,17 +481,11 @@ impl Builder<'_> {
     }
 
     /// One host path of a `[[files]]` source placed at `jail_path`.
-    fn add_copied(
-        &mut self,
-        host_path: &Path,
-        jail_path: JailPath,
-        metadata: &std::fs::Metadata,
-        copy: &CopySource,
-        elf_files: &mut Vec<(PathBuf, String)>,
-    ) -> Result<()> {
+    fn add_copied(&mut self, found: Found, copy: &CopySource, elf_files: &mut Vec<(PathBuf, String)>) -> Result<()> {
         let CopySource { key, attributes, exclude, moved_tree } = *copy;
-        let file_type = metadata.file_type();
-        if file_type.is_symlink() {
+        let Found { host_path: source, jail_path, stat } = found;
+        let host_path = source.as_path();
+        if stat.is(nix::libc::S_IFLNK) {
             let target = self
                 .host
                 .read_link(host_path)
@@ -536,18 +525,17 @@ impl Builder<'_> {
                     host_path.display()
                 )),
             }
-        } else if file_type.is_dir() {
-            let entry = self.add(jail_path, EntryKind::Dir, Some(host_path.to_path_buf()), key);
+        } else if stat.is(nix::libc::S_IFDIR) {
+            let entry = self.add(jail_path, EntryKind::Dir, Some(source), key);
             entry.attributes = Attributes { mode: None, ..attributes.clone() };
-            entry.source_stat = Some((StatPrint::of(metadata), metadata.mode() & 0o7777));
-        } else if file_type.is_file() {
-            let entry = self.add(jail_path.clone(), EntryKind::File, Some(host_path.to_path_buf()), key);
-            entry.attributes = attributes.clone();
-            entry.source_stat = Some((StatPrint::of(metadata), metadata.mode() & 0o7777));
-            if may_be_loaded(host_path, metadata.mode()) && elf::read_ident(&self.host.disk_path(host_path))?.is_some()
-            {
+            entry.source_stat = Some((stat.print, stat.mode & 0o7777));
+        } else if stat.is(nix::libc::S_IFREG) {
+            if may_be_loaded(host_path, stat.mode) && elf::read_ident(&self.host.disk_path(host_path))?.is_some() {
                 elf_files.push((host_path.to_path_buf(), jail_path.as_str().to_owned()));
             }
+            let entry = self.add(jail_path, EntryKind::File, Some(source), key);
+            entry.attributes = attributes.clone();
+            entry.source_stat = Some((stat.print, stat.mode & 0o7777));
         } else {
             self.warn(format!("{key}: {} is not a file, directory or symlink; skipped", host_path.display()));
         }
@@ -684,10 +672,34 @@ fn jail_path_of(host_path: &Path) -> Result<JailPath> {
     JailPath::from_host(host_path).map_err(|error| anyhow::anyhow!("{}: {error}", host_path.display()))
 }
 
-/// Host paths of a `[[files]]` source with the jail path each goes to.
 /// A host path found for a `[[files]]` source, the jail path it goes to, and its lstat.
-type Found = (PathBuf, JailPath, std::fs::Metadata);
+struct Found {
+    host_path: PathBuf,
+    jail_path: JailPath,
+    stat: FoundStat,
+}
 
+/// What the walk keeps of a host path's lstat: its type and mode bits, and its print.
+#[derive(Debug, Clone, Copy)]
+struct FoundStat {
+    mode: u32,
+    print: StatPrint,
+}
+
+impl FoundStat {
+    fn of(metadata: &std::fs::Metadata) -> FoundStat {
+        FoundStat { mode: metadata.mode(), print: StatPrint::of(metadata) }
+    }
+
+    /// Whether the file type (`nix::libc::S_IF*`) is `file_type`.
+    fn is(&self, file_type: nix::libc::mode_t) -> bool {
+        self.mode & nix::libc::S_IFMT == file_type
+    }
+}
+
+/// The paths of a `[[files]]` source that are not excluded, each with the jail path it goes to
+/// (the excluded ones are added to `pruned`). Placing runs in parallel, one walked directory at
+/// a time.
 fn expand_source(
     host: &HostFs,
     source: &HostSource,
@@ -695,36 +707,60 @@ fn expand_source(
     exclude: &Exclude,
     pruned: &mut Vec<PathBuf>,
 ) -> Result<Vec<Found>> {
-    let place = |host_path: &Path, base: &Path| -> Result<JailPath> {
-        match dest {
-            None => jail_path_of(host_path),
+    let base = source_base(source);
+    let place = |host_path: PathBuf, stat: FoundStat| -> Result<Option<Found>> {
+        let jail_path = match dest {
+            None => jail_path_of(&host_path)?,
             Some(dest) => {
                 let relative = host_path.strip_prefix(base).unwrap_or(Path::new(""));
-                dest.join(relative).map_err(|error| anyhow::anyhow!("{}: {error}", host_path.display()))
+                dest.join(relative).map_err(|error| anyhow::anyhow!("{}: {error}", host_path.display()))?
             }
+        };
+        // Excluded paths are dropped before they are looked at, so nothing they would bring (a
+        // link's target, an ELF file's libraries) comes either; `dest` can move a path under a
+        // pattern, so the jail path is checked too.
+        if exclude.is_excluded(Path::new(jail_path.as_str())) {
+            return Ok(None);
         }
+        Ok(Some(Found { host_path, jail_path, stat }))
     };
-    let mut result = Vec::new();
-    match source {
+    let batches = match source {
         HostSource::Path(path) => {
             let metadata = host.symlink_metadata(path).with_context(|| format!("cannot inspect {}", path.display()))?;
-            if metadata.is_dir() {
-                for (host_path, metadata) in walk(host, path, exclude, pruned)? {
-                    let jail_path = place(&host_path, path)?;
-                    result.push((host_path, jail_path, metadata));
-                }
-            } else {
-                result.push((path.clone(), place(path, path)?, metadata));
+            if !metadata.is_dir() {
+                return Ok(place(path.clone(), FoundStat::of(&metadata))?.into_iter().collect());
             }
+            walk(host, path, exclude, pruned)?
         }
-        HostSource::Glob { base, matcher, .. } => {
-            for (host_path, metadata) in walk(host, base, exclude, pruned)? {
-                if matcher.is_match(&host_path) {
-                    let jail_path = place(&host_path, base)?;
-                    result.push((host_path, jail_path, metadata));
+        HostSource::Glob { base, .. } => walk(host, base, exclude, pruned)?,
+    };
+    let matcher = match source {
+        HostSource::Glob { matcher, .. } => Some(matcher),
+        HostSource::Path(_) => None,
+    };
+    let placed: Vec<Result<(Vec<Found>, Vec<PathBuf>)>> = batches
+        .into_par_iter()
+        .map(|batch| {
+            let mut found = Vec::with_capacity(batch.len());
+            let mut excluded = Vec::new();
+            for (host_path, stat) in batch {
+                if matcher.is_some_and(|matcher| !matcher.is_match(&host_path)) {
+                    continue;
+                }
+                let kept = host_path.clone();
+                match place(host_path, stat)? {
+                    Some(one) => found.push(one),
+                    None => excluded.push(kept),
                 }
             }
-        }
+            Ok((found, excluded))
+        })
+        .collect();
+    let mut result = Vec::new();
+    for batch in placed {
+        let (found, excluded) = batch?;
+        result.extend(found);
+        pruned.extend(excluded);
     }
     Ok(result)
 }
@@ -755,50 +791,45 @@ fn source_base(source: &HostSource) -> &Path {
 }
 
 /// Every path under a host directory (itself included) with its lstat, not following
-/// symlinks; excluded paths and everything under an excluded directory are left out (and listed
-/// in `pruned`). Directories are read in parallel at every level (a 40,000-file tree is mostly
-/// waiting on getdents and lstat, and its top-level subtrees are rarely balanced).
-fn walk(
-    host: &HostFs,
-    dir: &Path,
-    exclude: &Exclude,
-    pruned: &mut Vec<PathBuf>,
-) -> Result<Vec<(PathBuf, std::fs::Metadata)>> {
+/// symlinks, one batch per directory read; excluded paths and everything under an excluded
+/// directory are left out (and listed in `pruned`). Directories are read in parallel at every
+/// level (a 40,000-file tree is mostly waiting on getdents and lstat, and its top-level subtrees
+/// are rarely balanced).
+fn walk(host: &HostFs, dir: &Path, exclude: &Exclude, pruned: &mut Vec<PathBuf>) -> Result<Vec<WalkBatch>> {
     if exclude.is_excluded(dir) {
         pruned.push(dir.to_path_buf());
         return Ok(Vec::new());
     }
     let metadata = host.symlink_metadata(dir).with_context(|| format!("cannot inspect {}", dir.display()))?;
     let is_dir = metadata.is_dir();
-    let mut found = vec![(dir.to_path_buf(), metadata)];
+    let mut batches = vec![vec![(dir.to_path_buf(), FoundStat::of(&metadata))]];
     if is_dir {
-        let mut batches = Vec::new();
-        walk_children(host, dir, exclude, &mut batches)?;
-        for batch in batches {
-            found.extend(batch.found);
-            pruned.extend(batch.pruned);
-        }
+        let mut excluded = Vec::new();
+        walk_children(host, dir, exclude, &mut batches, &mut excluded)?;
+        pruned.extend(excluded);
     }
-    Ok(found)
+    Ok(batches)
 }
 
 /// What one directory holds (its subdirectories' contents come as batches of their own, so
 /// nothing is copied up the tree level by level).
-#[derive(Default)]
-struct WalkBatch {
-    found: Vec<(PathBuf, std::fs::Metadata)>,
-    pruned: Vec<PathBuf>,
-}
+type WalkBatch = Vec<(PathBuf, FoundStat)>;
 
-fn walk_children(host: &HostFs, dir: &Path, exclude: &Exclude, batches: &mut Vec<WalkBatch>) -> Result<()> {
-    let mut batch = WalkBatch::default();
+fn walk_children(
+    host: &HostFs,
+    dir: &Path,
+    exclude: &Exclude,
+    batches: &mut Vec<WalkBatch>,
+    pruned: &mut Vec<PathBuf>,
+) -> Result<()> {
+    let mut batch = Vec::new();
     let mut subdirs = Vec::new();
     let entries = std::fs::read_dir(host.disk_path(dir)).with_context(|| format!("cannot read {}", dir.display()))?;
     for entry in entries {
         let entry = entry.with_context(|| format!("cannot read {}", dir.display()))?;
         let path = dir.join(entry.file_name());
         if exclude.is_excluded(&path) {
-            batch.pruned.push(path);
+            pruned.push(path);
             continue;
         }
         // DirEntry::metadata is fstatat(dirfd, name, AT_SYMLINK_NOFOLLOW): an lstat.
@@ -806,18 +837,20 @@ fn walk_children(host: &HostFs, dir: &Path, exclude: &Exclude, batches: &mut Vec
         if metadata.is_dir() {
             subdirs.push(path.clone());
         }
-        batch.found.push((path, metadata));
+        batch.push((path, FoundStat::of(&metadata)));
     }
     batches.push(batch);
-    let below: Vec<Result<Vec<WalkBatch>>> = subdirs
+    let below: Vec<Result<(Vec<WalkBatch>, Vec<PathBuf>)>> = subdirs
         .par_iter()
         .map(|subdir| {
-            let mut nested = Vec::new();
-            walk_children(host, subdir, exclude, &mut nested).map(|()| nested)
+            let (mut nested, mut excluded) = (Vec::new(), Vec::new());
+            walk_children(host, subdir, exclude, &mut nested, &mut excluded).map(|()| (nested, excluded))
         })
         .collect();
     for nested in below {
-        batches.extend(nested?);
+        let (nested, excluded) = nested?;
+        batches.extend(nested);
+        pruned.extend(excluded);
     }
     Ok(())
 }
