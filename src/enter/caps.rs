@@ -9,9 +9,7 @@ use caps::{Capability, CapsHashSet};
 pub fn kept(names: &[String]) -> Result<CapsHashSet> {
     names
         .iter()
-        .map(|name| {
-            Capability::from_str(name).map_err(|_| anyhow!("{name} is not a capability this jailprov knows"))
-        })
+        .map(|name| Capability::from_str(name).map_err(|_| anyhow!("{name} is not a capability this jailprov knows")))
         .collect()
 }
 

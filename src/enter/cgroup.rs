@@ -133,7 +133,8 @@ impl Cgroup {
         let cgroup = Cgroup { dir };
         let write = |file: &str, value: u64| {
             let path = cgroup.dir.join(file);
-            std::fs::write(&path, value.to_string()).with_context(|| format!("cannot write {value} to {}", path.display()))
+            std::fs::write(&path, value.to_string())
+                .with_context(|| format!("cannot write {value} to {}", path.display()))
         };
         if let Some(memory) = plan.memory_max {
             write("memory.max", memory)?;

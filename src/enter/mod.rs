@@ -115,7 +115,7 @@ pub fn plan(spec: &Spec, command: &[String], caller: &Caller, cgroup_controllers
     let groups: Vec<u32> = spec
         .groups
         .iter()
-        .filter(|group| group.gid != enter.gid && group.members.iter().any(|member| *member == enter.user))
+        .filter(|group| group.gid != enter.gid && group.members.contains(&enter.user))
         .map(|group| group.gid)
         .collect();
     let groups = if id_maps.as_ref().is_some_and(|maps| maps.deny_setgroups) {
@@ -132,7 +132,9 @@ pub fn plan(spec: &Spec, command: &[String], caller: &Caller, cgroup_controllers
     let hostname = match (&enter.hostname, wanted.contains(&Namespace::Uts)) {
         (Some(name), true) => Some(name.clone()),
         (Some(name), false) => {
-            warnings.push(format!("hostname {name:?} not set: [enter].namespaces has no \"uts\" (it would rename the host)"));
+            warnings.push(format!(
+                "hostname {name:?} not set: [enter].namespaces has no \"uts\" (it would rename the host)"
+            ));
             None
         }
         (None, _) => None,
@@ -202,13 +204,10 @@ pub fn command(args: &EnterArgs) -> Result<ExitCode> {
         gid: nix::unistd::getegid().as_raw(),
         term: term_of_a_terminal(),
     };
-    let needed: Vec<&str> = [
-        spec.enter.limits.memory.map(|_| "memory"),
-        spec.enter.limits.nproc.map(|_| "pids"),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    let needed: Vec<&str> = [spec.enter.limits.memory.map(|_| "memory"), spec.enter.limits.nproc.map(|_| "pids")]
+        .into_iter()
+        .flatten()
+        .collect();
     let (cgroup_base, controllers) = match (caller.uid, needed.is_empty()) {
         (0, false) => cgroup::probe(&needed).map_or((None, Vec::new()), |(base, found)| (Some(base), found)),
         _ => (None, Vec::new()),
@@ -344,7 +343,7 @@ pub fn exec_command(sys: &impl Sys, plan: &EnterPlan) -> i32 {
     }
 }
 
-/// 5. Privileges: rlimits, the capability sets, the jail user, no_new_privs, seccomp.
+/// Step 5, privileges: rlimits, the capability sets, the jail user, no_new_privs, seccomp.
 fn drop_privileges(sys: &impl Sys, plan: &EnterPlan) -> Result<()> {
     // Limits first: raising a hard limit needs CAP_SYS_RESOURCE, about to go.
     for (resource, limit) in &plan.limits.rlimits {
@@ -370,8 +369,8 @@ fn drop_privileges(sys: &impl Sys, plan: &EnterPlan) -> Result<()> {
     Ok(())
 }
 
-/// 6. Signals back to default, file descriptors above 2 closed, the working directory, and
-/// death with the jail's PID 1.
+/// Step 6: signals back to default, file descriptors above 2 closed, the working directory,
+/// and death with the jail's PID 1.
 fn clean_process(sys: &impl Sys, plan: &EnterPlan) -> Result<()> {
     sys.reset_signals()?;
     sys.close_fds_above_stderr()?;
@@ -379,7 +378,7 @@ fn clean_process(sys: &impl Sys, plan: &EnterPlan) -> Result<()> {
     sys.die_with_parent()
 }
 
-/// 7. exec with only the declared environment.
+/// Step 7: exec with only the declared environment.
 fn exec(sys: &impl Sys, plan: &EnterPlan) -> i32 {
     let to_c = |text: &str| CString::new(text).ok();
     let Some(argv) = plan.argv.iter().map(|arg| to_c(arg)).collect::<Option<Vec<CString>>>() else {

@@ -12,8 +12,7 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result};
 use nix::libc;
 use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
-    TargetArch,
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule, TargetArch,
 };
 
 /// The x32 ABI's syscall numbers are the x86_64 ones with this bit set.
@@ -54,7 +53,7 @@ pub const DENIED: &[(&str, i64)] = &[
 const X32_SPECIAL: &[(&str, i64)] = &[("ioctl", 514), ("ptrace", 521), ("kexec_load", 528)];
 
 /// The ioctl request TIOCSTI (fake terminal input), denied on any fd.
-pub const TIOCSTI: u64 = libc::TIOCSTI as u64;
+pub const TIOCSTI: u64 = libc::TIOCSTI;
 
 /// The filter: everything not listed is allowed; a listed call fails with EPERM.
 pub fn default_filter() -> Result<BpfProgram> {

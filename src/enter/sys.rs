@@ -261,7 +261,9 @@ extern "C" fn note_signal(_: libc::c_int) {}
 impl MountSys for RealSys {
     fn mount_bind(&self, source: &Path, recursive: bool, attributes: u64, target: BorrowedFd<'_>) -> Result<()> {
         let source_c = path_cstring(source)?;
-        let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | if recursive { libc::AT_RECURSIVE } else { 0 } as libc::c_uint;
+        let flags = OPEN_TREE_CLONE
+            | libc::O_CLOEXEC as libc::c_uint
+            | if recursive { libc::AT_RECURSIVE } else { 0 } as libc::c_uint;
         // SAFETY: open_tree(int dfd, const char *path, uint flags): a valid C string for the call.
         let tree = syscall_fd(unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, source_c.as_ptr(), flags) })
             .map_err(|errno| anyhow!("cannot clone the host tree {}: {errno}", source.display()))?;
@@ -306,16 +308,12 @@ impl Sys for RealSys {
 
     fn clone_into_namespaces(&self, namespaces: CloneFlags) -> Result<Fork> {
         let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
-        let args = CloneArgs {
-            flags: namespaces.bits() as u64,
-            exit_signal: libc::SIGCHLD as u64,
-            ..CloneArgs::default()
-        };
+        let args =
+            CloneArgs { flags: namespaces.bits() as u64, exit_signal: libc::SIGCHLD as u64, ..CloneArgs::default() };
         // SAFETY: clone3 without CLONE_VM and without a stack is fork(): the child gets a copy of
         // this (single-threaded) process and returns 0 here. `args` lives for the call.
-        let result = unsafe {
-            libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>())
-        };
+        let result =
+            unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) };
         match Errno::result(result) {
             Ok(0) => {
                 drop(write);
@@ -327,7 +325,9 @@ impl Sys for RealSys {
                 *self.release.borrow_mut() = Some(write);
                 Ok(Fork::Parent(Pid::from_raw(pid as i32)))
             }
-            Err(errno @ (Errno::EPERM | Errno::ENOSPC | Errno::EUSERS)) if namespaces.contains(CloneFlags::CLONE_NEWUSER) => {
+            Err(errno @ (Errno::EPERM | Errno::ENOSPC | Errno::EUSERS))
+                if namespaces.contains(CloneFlags::CLONE_NEWUSER) =>
+            {
                 bail!(
                     "the kernel refused to create a user namespace ({errno}): unprivileged user namespaces are disabled or exhausted here (see sysctl kernel.unprivileged_userns_clone, user.max_user_namespaces, or an AppArmor restriction); run jailprov enter as root instead"
                 )
@@ -439,11 +439,13 @@ impl Sys for RealSys {
         let directory = nix::fcntl::open(root, flags, nix::sys::stat::Mode::empty())
             .with_context(|| format!("cannot open the jail root {}", root.display()))?;
         let empty: &CStr = c"";
-        let clone_flags = OPEN_TREE_CLONE | (libc::O_CLOEXEC | libc::AT_RECURSIVE | libc::AT_EMPTY_PATH) as libc::c_uint;
+        let clone_flags =
+            OPEN_TREE_CLONE | (libc::O_CLOEXEC | libc::AT_RECURSIVE | libc::AT_EMPTY_PATH) as libc::c_uint;
         // SAFETY: open_tree(int dfd, const char *path, uint flags) on a live fd and a static "".
-        let tree =
-            syscall_fd(unsafe { libc::syscall(libc::SYS_open_tree, directory.as_raw_fd(), empty.as_ptr(), clone_flags) })
-                .with_context(|| format!("cannot clone the mount tree at the jail root {}", root.display()))?;
+        let tree = syscall_fd(unsafe {
+            libc::syscall(libc::SYS_open_tree, directory.as_raw_fd(), empty.as_ptr(), clone_flags)
+        })
+        .with_context(|| format!("cannot clone the mount tree at the jail root {}", root.display()))?;
         move_mount_onto(&tree, std::os::fd::AsFd::as_fd(&directory))
             .with_context(|| format!("cannot bind-mount the jail root {} onto itself", root.display()))?;
         // After move_mount the tree's fd is the root of the attached mount.
@@ -467,8 +469,9 @@ impl Sys for RealSys {
 
     fn bring_up_loopback(&self) -> Result<()> {
         // SAFETY: a plain socket(2); the fd is owned right away.
-        let socket = syscall_fd(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) }.into())
-            .context("cannot open a socket to configure lo")?;
+        let socket =
+            syscall_fd(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) }.into())
+                .context("cannot open a socket to configure lo")?;
         // SAFETY: ifreq is plain old data; all-zero is a valid value.
         let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
         for (slot, byte) in request.ifr_name.iter_mut().zip(b"lo\0") {
@@ -514,8 +517,11 @@ impl Sys for RealSys {
     fn set_capabilities(&self, keep: &CapsHashSet) -> Result<()> {
         caps::clear(None, CapSet::Ambient).context("cannot clear the ambient capabilities")?;
         // Effective first: it must stay within permitted at every step.
-        let effective: CapsHashSet =
-            caps::read(None, CapSet::Permitted).context("cannot read capabilities")?.intersection(keep).copied().collect();
+        let effective: CapsHashSet = caps::read(None, CapSet::Permitted)
+            .context("cannot read capabilities")?
+            .intersection(keep)
+            .copied()
+            .collect();
         caps::set(None, CapSet::Effective, &effective).context("cannot set the effective capabilities")?;
         caps::set(None, CapSet::Permitted, &effective).context("cannot set the permitted capabilities")?;
         caps::set(None, CapSet::Inheritable, &effective).context("cannot set the inheritable capabilities")?;

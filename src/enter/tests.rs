@@ -221,8 +221,15 @@ fn the_steps_run_in_the_order_that_makes_them_safe() -> Result<()> {
     let lines = sys.lines();
     let mounts: Vec<&String> = lines.iter().filter(|line| line.starts_with("mount_")).collect();
     assert_eq!(mounts.len(), 4, "{lines:#?}");
-    assert!(mounts[0].starts_with("mount_filesystem proc") && mounts[0].ends_with(&format!("{}/proc attributes=0xe", fixture.jail_dir.display())));
-    assert!(mounts[1].starts_with("mount_bind /usr/share -> ") && mounts[1].contains("attributes=0x7"), "{}", mounts[1]);
+    assert!(
+        mounts[0].starts_with("mount_filesystem proc")
+            && mounts[0].ends_with(&format!("{}/proc attributes=0xe", fixture.jail_dir.display()))
+    );
+    assert!(
+        mounts[1].starts_with("mount_bind /usr/share -> ") && mounts[1].contains("attributes=0x7"),
+        "{}",
+        mounts[1]
+    );
     assert!(mounts[3].contains("devpts") && mounts[3].contains("/dev/pts"), "the parent /dev first: {lines:#?}");
     assert!(lines.iter().any(|line| line.starts_with("drop_bounding_set keep=[CAP_NET_BIND_SERVICE]")), "{lines:#?}");
     let execve = lines.iter().find(|line| line.starts_with("execve")).map(String::as_str).unwrap_or_default();
@@ -250,7 +257,10 @@ fn jailprov_writes_the_id_maps_then_releases_and_reports_the_command_s_signal() 
     sys.ended = Ended::Signaled(15);
     let side = run(&sys, &plan, None)?;
     assert_eq!(side, Side::Jailprov(143), "128 + SIGTERM");
-    assert_order(&sys, &["block_signals", "clone_into_namespaces", "write_id_maps 4242", "release_child", "supervise 4242"]);
+    assert_order(
+        &sys,
+        &["block_signals", "clone_into_namespaces", "write_id_maps 4242", "release_child", "supervise 4242"],
+    );
     assert!(sys.position("make_mounts_private").is_none(), "jailprov itself mounts nothing");
     assert!(sys.lines()[1].contains("CLONE_NEWUSER"), "{:#?}", sys.lines());
     Ok(())
