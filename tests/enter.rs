@@ -549,3 +549,18 @@ fn an_unprivileged_user_enters_the_same_jail_through_a_user_namespace() {
     assert!(run.stdout.lines().any(|line| line == "CapEff:\t0000000000000000"), "{}", run.describe());
     assert!(run.stdout.lines().any(|line| line == "NoNewPrivs:\t1"), "{}", run.describe());
 }
+
+#[test]
+fn root_asking_for_a_user_namespace_is_nobody_on_the_host() {
+    need_root!("root_asking_for_a_user_namespace_is_nobody_on_the_host");
+    let enter = "user = \"root\"\nnamespaces = [\"user\", \"mount\", \"pid\", \"net\", \"uts\", \"ipc\"]";
+    let jail = Jail::new(&jailfile(enter, "[[mounts]]\nkind = \"proc\"\ntarget = \"/proc\"\n"));
+    // Jail root is host id 0x60000000 here, which must be able to reach the jail.
+    fs::set_permissions(&jail.dir, fs::Permissions::from_mode(0o755)).expect("chmod the tempdir");
+    let run = jail.bash("id -u; cat /proc/self/uid_map; ls -ln /usr/bin/bash").code(0, "enter with a user namespace");
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines[0], "0");
+    assert_eq!(lines[1].split_whitespace().collect::<Vec<_>>(), ["0", "1610612736", "65536"], "{}", run.describe());
+    // Host root's files are nobody's inside: jail root cannot write them.
+    assert!(lines[2].contains(" 65534 65534 "), "{}", run.describe());
+}
