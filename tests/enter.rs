@@ -551,6 +551,38 @@ fn an_unprivileged_user_enters_the_same_jail_through_a_user_namespace() {
 }
 
 #[test]
+fn the_jail_dies_with_jailprov() {
+    need_root!("the_jail_dies_with_jailprov");
+    let jail = Jail::new(&jailfile("user = \"jailer\"", ""));
+    // A duration no other process on this host is sleeping for, to find it in /proc.
+    let tag = format!("{}.{}", 4000 + std::process::id() % 1000, std::process::id());
+    let mut child = jail
+        .enter_command(&["/usr/bin/bash", "-c", &format!("echo ready; /usr/bin/sleep {tag}")])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("jailprov starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    assert_eq!(BufReader::new(stdout).lines().next().and_then(Result::ok).unwrap_or_default(), "ready");
+    let sleeping = || {
+        fs::read_dir("/proc").expect("/proc").filter_map(Result::ok).any(|entry| {
+            fs::read(entry.path().join("cmdline")).is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains(&tag))
+        })
+    };
+    let started = Instant::now();
+    while !sleeping() && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(sleeping(), "the command runs");
+    child.kill().expect("SIGKILL jailprov");
+    let _ = child.wait();
+    let started = Instant::now();
+    while sleeping() && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!sleeping(), "the command outlived jailprov");
+}
+
+#[test]
 fn root_asking_for_a_user_namespace_is_nobody_on_the_host() {
     need_root!("root_asking_for_a_user_namespace_is_nobody_on_the_host");
     let enter = "user = \"root\"\nnamespaces = [\"user\", \"mount\", \"pid\", \"net\", \"uts\", \"ipc\"]";

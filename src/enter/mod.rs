@@ -308,6 +308,9 @@ pub fn prepare_jail(sys: &impl Sys, plan: &EnterPlan) -> Result<()> {
     // Dies with jailprov; waits until jailprov has written the id maps.
     sys.die_with_parent()?;
     sys.wait_for_release()?;
+    // Nothing of the host may stay open in the jail's PID 1 (an inherited directory fd would
+    // be a way out for whoever could reach it through /proc/1/fd).
+    sys.close_fds_above_stderr()?;
     // 1. Everything private, recursively, before anything is mounted: nothing mounted here may
     // propagate to the host, and nothing the host mounts later appears here.
     sys.make_mounts_private()?;
