@@ -31,6 +31,8 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Remove everything jailprov created in the jail; files it did not create stay.
     Destroy(DestroyArgs),
+    /// Run a command in the applied jail: namespaces, pivot_root, no capabilities, seccomp.
+    Enter(EnterArgs),
 }
 
 /// Where jailprov records what it manages, and how long to wait for another jailprov.
@@ -101,6 +103,20 @@ pub struct DestroyArgs {
     /// Accept a jail root under a directory that others could rename or replace.
     #[arg(long = "unsafe-root")]
     pub unsafe_root: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EnterArgs {
+    #[command(flatten)]
+    pub jailfile: JailfileArgs,
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// Accept a jail root under a directory that others could rename or replace.
+    #[arg(long = "unsafe-root")]
+    pub unsafe_root: bool,
+    /// The command and its arguments, after `--` (default: `[enter].command`).
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Args)]

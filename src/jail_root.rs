@@ -358,6 +358,41 @@ impl JailRoot {
         &self.host
     }
 
+    /// The root's directory fd (for fchdir into it, say).
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// A jail root from a directory fd already open on it, such as the root of a mount just
+    /// made (the fd of the mount, not of the directory it covers). `host` names it in messages.
+    pub fn from_directory_fd(fd: OwnedFd, host: &Path) -> Result<JailRoot> {
+        let stat = fstat(&fd).map_err(|errno| anyhow!("cannot inspect the jail root {}: {errno}", host.display()))?;
+        if NodeKind::from_mode(stat.st_mode) != Some(NodeKind::Dir) {
+            bail!("the jail root {} is not a directory", host.display());
+        }
+        Ok(JailRoot { fd, host: host.to_path_buf() })
+    }
+
+    /// An `O_PATH` fd on the node at `path` itself, for mounting onto it: read-only, resolved
+    /// like every write (no symlink in a parent), and a symlink *at* `path` is refused too
+    /// ([`JailError::SymlinkInPath`] naming `path`) rather than followed or held.
+    pub fn open_path(&self, path: &JailPath) -> Result<OwnedFd> {
+        self.open_path_inner(path).with_context(|| self.failure("open", path))
+    }
+
+    fn open_path_inner(&self, path: &JailPath) -> Result<OwnedFd> {
+        if path.is_root() {
+            let how = OpenHow::new().flags(OFlag::O_PATH | OFlag::O_CLOEXEC).resolve(in_jail());
+            return openat2(&self.fd, ".", how).map_err(|errno| anyhow!("cannot open it: {errno}"));
+        }
+        let (parent, name) = self.parent_of(path)?;
+        let (node, stat) = self.open_node(&parent, name)?;
+        if NodeKind::from_mode(stat.st_mode) == Some(NodeKind::Symlink) {
+            return Err(JailError::SymlinkInPath { path: path.clone() }.into());
+        }
+        Ok(node)
+    }
+
     /// "cannot VERB PATH in ROOT", the context of every error.
     fn failure(&self, verb: &str, path: &JailPath) -> String {
         format!("cannot {verb} {path} in {}", self.host.display())

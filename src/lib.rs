@@ -5,6 +5,7 @@ pub mod cli;
 pub mod closure;
 pub mod desired;
 pub mod diagnostics;
+pub mod enter;
 pub mod host;
 pub mod jail_root;
 pub mod jailfile;

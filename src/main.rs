@@ -53,6 +53,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Plan(args) => commands::plan(&args),
         Command::Apply(args) => commands::apply(&args),
         Command::Destroy(args) => commands::destroy(&args),
+        Command::Enter(args) => jailprov::enter::command(&args),
     }
 }
 

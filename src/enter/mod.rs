@@ -1,0 +1,422 @@
+//! `jailprov enter`: run a command in the applied jail behind namespaces, pivot_root and a privilege drop.
+//!
+//! Three processes, each with its own steps below:
+//!
+//! - **jailprov** (on the host) reads the Jailfile, creates the namespaces with clone3, writes
+//!   the user namespace's id maps and the cgroup, releases the child, then waits for it,
+//!   passing on the signals it is sent; its exit code is the command's;
+//! - **the jail's PID 1** ([`init`]) builds the mount table (steps 1-3), sets the hostname and
+//!   brings up `lo` (step 4), forks the command's process, then reaps and forwards signals;
+//! - **the command's process** drops every privilege (step 5), cleans its environment and file
+//!   descriptors (step 6) and execs the command (step 7).
+//!
+//! Exit codes: the command's own, 128+N when signal N ended it; 125 when jailprov could not set
+//! up the jail (the message starts with `jailprov enter:`), 126 when the command cannot be
+//! executed, 127 when it is not found (as env(1) and chroot(8) do). Errors before anything is
+//! started (a bad Jailfile, a jail never applied) exit 1, like every jailprov command.
+
+pub mod caps;
+pub mod cgroup;
+pub mod init;
+pub mod mounts;
+pub mod seccomp;
+pub mod sys;
+
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use ::caps::CapsHashSet;
+use anyhow::{bail, Result};
+use nix::sched::CloneFlags;
+use nix::unistd::Pid;
+
+use crate::cli::EnterArgs;
+use crate::host::HostFs;
+use crate::jail_root::JailRoot;
+use crate::jailfile::{Namespace, NetworkMode};
+use crate::spec::{self, Spec};
+use crate::state::StateStore;
+use crate::tree::JailPath;
+use cgroup::{Cgroup, LimitsPlan};
+use mounts::MountOp;
+use sys::{Fork, IdMaps, IdRange, RealSys, Sys};
+
+/// Exit code when jailprov itself could not set up the jail.
+pub const EXIT_SETUP_FAILED: i32 = 125;
+/// Exit code when the command exists but cannot be executed.
+pub const EXIT_NOT_EXECUTABLE: i32 = 126;
+/// Exit code when the command is not found.
+pub const EXIT_NOT_FOUND: i32 = 127;
+
+/// PATH of the command unless `[enter].env` sets one.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Where jail ids 0..65536 land on the host when root asks for a user namespace: far above
+/// any real account, so jail root is nobody in particular outside.
+pub const ROOT_USERNS_BASE: u32 = 0x6000_0000;
+const ROOT_USERNS_COUNT: u32 = 65536;
+
+/// Who runs jailprov, and what of their session the command may see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+    /// TERM, when one of stdin/stdout/stderr is a terminal.
+    pub term: Option<String>,
+}
+
+/// Everything `enter` does, decided before any process is created.
+#[derive(Debug, Clone)]
+pub struct EnterPlan {
+    pub root: PathBuf,
+    pub namespaces: CloneFlags,
+    pub id_maps: Option<IdMaps>,
+    pub mounts: Vec<MountOp>,
+    pub hostname: Option<String>,
+    pub loopback: bool,
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups; `None` where setgroups is denied (a rootless user namespace).
+    pub groups: Option<Vec<u32>>,
+    pub keep: CapsHashSet,
+    pub seccomp: bool,
+    pub limits: LimitsPlan,
+    pub env: Vec<(String, String)>,
+    pub workdir: String,
+    pub argv: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// Decides what `enter` does: pure, from the Spec, the command line and the caller.
+pub fn plan(spec: &Spec, command: &[String], caller: &Caller, cgroup_controllers: &[String]) -> Result<EnterPlan> {
+    let enter = &spec.enter;
+    let mut warnings = Vec::new();
+    let rootless = caller.uid != 0;
+    let mut wanted = enter.namespaces.clone();
+    if rootless {
+        // Without root, only a user namespace grants the capabilities the setup needs.
+        wanted.insert(Namespace::User);
+    }
+    let namespaces = wanted.iter().fold(CloneFlags::empty(), |flags, namespace| flags | clone_flag(*namespace));
+    let id_maps = wanted.contains(&Namespace::User).then(|| {
+        if rootless {
+            // One id is all an unprivileged writer may map: the jail user becomes the caller.
+            IdMaps {
+                uid: IdRange { inside: enter.uid, outside: caller.uid, count: 1 },
+                gid: IdRange { inside: enter.gid, outside: caller.gid, count: 1 },
+                deny_setgroups: true,
+            }
+        } else {
+            let range = IdRange { inside: 0, outside: ROOT_USERNS_BASE, count: ROOT_USERNS_COUNT };
+            IdMaps { uid: range, gid: range, deny_setgroups: false }
+        }
+    });
+    let groups: Vec<u32> = spec
+        .groups
+        .iter()
+        .filter(|group| group.gid != enter.gid && group.members.contains(&enter.user))
+        .map(|group| group.gid)
+        .collect();
+    let groups = if id_maps.as_ref().is_some_and(|maps| maps.deny_setgroups) {
+        if !groups.is_empty() {
+            warnings.push(format!(
+                "rootless enter cannot set the supplementary groups {groups:?} of {}: an unprivileged user namespace denies setgroups",
+                enter.user
+            ));
+        }
+        None
+    } else {
+        Some(groups)
+    };
+    let hostname = match (&enter.hostname, wanted.contains(&Namespace::Uts)) {
+        (Some(name), true) => Some(name.clone()),
+        (Some(name), false) => {
+            warnings.push(format!(
+                "hostname {name:?} not set: [enter].namespaces has no \"uts\" (it would rename the host)"
+            ));
+            None
+        }
+        (None, _) => None,
+    };
+    let argv: Vec<String> = if command.is_empty() { enter.command.clone() } else { command.to_vec() };
+    let argv = if argv.is_empty() { vec!["/bin/sh".to_owned()] } else { argv };
+    let mut env: Vec<(String, String)> = enter.env.iter().map(|(name, value)| (name.clone(), value.clone())).collect();
+    if !enter.env.contains_key("PATH") {
+        env.push(("PATH".into(), DEFAULT_PATH.into()));
+    }
+    if let (Some(term), false) = (&caller.term, enter.env.contains_key("TERM")) {
+        env.push(("TERM".into(), term.clone()));
+    }
+    env.sort();
+    let workdir = match &enter.workdir {
+        Some(workdir) => workdir.as_str().to_owned(),
+        None => spec
+            .users
+            .iter()
+            .find(|user| user.name == enter.user)
+            .map_or_else(|| "/".to_owned(), |user| user.home.as_str().to_owned()),
+    };
+    let limits = cgroup::plan(&enter.limits, if rootless { &[] } else { cgroup_controllers });
+    warnings.extend(limits.warnings.iter().cloned());
+    Ok(EnterPlan {
+        root: spec.root.clone(),
+        namespaces,
+        id_maps,
+        mounts: mounts::plan(&spec.mounts),
+        hostname,
+        loopback: enter.network == NetworkMode::None && wanted.contains(&Namespace::Net),
+        uid: enter.uid,
+        gid: enter.gid,
+        groups,
+        keep: caps::kept(&enter.capabilities)?,
+        seccomp: enter.seccomp,
+        limits,
+        env,
+        workdir,
+        argv,
+        warnings,
+    })
+}
+
+fn clone_flag(namespace: Namespace) -> CloneFlags {
+    match namespace {
+        Namespace::Mount => CloneFlags::CLONE_NEWNS,
+        Namespace::Pid => CloneFlags::CLONE_NEWPID,
+        Namespace::Uts => CloneFlags::CLONE_NEWUTS,
+        Namespace::Ipc => CloneFlags::CLONE_NEWIPC,
+        Namespace::Net => CloneFlags::CLONE_NEWNET,
+        Namespace::User => CloneFlags::CLONE_NEWUSER,
+        Namespace::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+    }
+}
+
+/// `jailprov enter`: checks the jail is applied, then runs the command in it.
+pub fn command(args: &EnterArgs) -> Result<ExitCode> {
+    let host = HostFs::real();
+    let spec = spec::load(&args.jailfile.file, args.jailfile.root.as_deref(), &host)?;
+    if !args.unsafe_root {
+        crate::root_safety::check(&spec.root)?;
+    }
+    check_applied(&spec.root, &args.state.state_dir)?;
+    let caller = Caller {
+        uid: nix::unistd::geteuid().as_raw(),
+        gid: nix::unistd::getegid().as_raw(),
+        term: term_of_a_terminal(),
+    };
+    let needed: Vec<&str> = [spec.enter.limits.memory.map(|_| "memory"), spec.enter.limits.nproc.map(|_| "pids")]
+        .into_iter()
+        .flatten()
+        .collect();
+    let (cgroup_base, controllers) = match (caller.uid, needed.is_empty()) {
+        (0, false) => cgroup::probe(&needed).map_or((None, Vec::new()), |(base, found)| (Some(base), found)),
+        _ => (None, Vec::new()),
+    };
+    let plan = plan(&spec, &args.command, &caller, &controllers)?;
+    for warning in &plan.warnings {
+        eprintln!("jailprov enter: warning: {warning}");
+    }
+    let cgroup = match (&cgroup_base, plan.limits.needs_cgroup()) {
+        (Some(base), true) => Some(Cgroup::create(base, &plan.limits)?),
+        _ => None,
+    };
+    let sys = RealSys::default();
+    let code = match run(&sys, &plan, cgroup.as_ref()) {
+        Ok(Side::Jailprov(code)) => code,
+        Ok(Side::Child(code)) => {
+            // A process of the jail: no destructors of jailprov's objects (the cgroup) here.
+            // SAFETY: _exit ends the process at once, as a forked child must.
+            unsafe { nix::libc::_exit(code) }
+        }
+        Err(error) => {
+            eprintln!("jailprov enter: error: {error:#}");
+            EXIT_SETUP_FAILED
+        }
+    };
+    drop(cgroup);
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX)))
+}
+
+/// TERM, passed on only when the command talks to a terminal.
+fn term_of_a_terminal() -> Option<String> {
+    use std::io::IsTerminal;
+    let tty = std::io::stdin().is_terminal() || std::io::stdout().is_terminal() || std::io::stderr().is_terminal();
+    tty.then(|| std::env::var("TERM").ok()).flatten()
+}
+
+/// The jail root must exist and be applied: a record of what jailprov put there, or (when the
+/// record is not readable, as for a rootless caller) at least a non-empty root.
+fn check_applied(root: &Path, state_dir: &Path) -> Result<()> {
+    let missing = || format!("the jail {} has not been applied; run `jailprov apply` first", root.display());
+    let jail = match JailRoot::open(root) {
+        Ok(jail) => jail,
+        Err(_) if std::fs::symlink_metadata(root).is_err() => bail!("{}", missing()),
+        Err(error) => return Err(error),
+    };
+    let store = StateStore::for_root(state_dir, root);
+    match store.load(root) {
+        Ok(state) if state.entries.is_empty() => bail!("{}", missing()),
+        Ok(_) => Ok(()),
+        Err(_) if jail.list(&JailPath::root())?.is_empty() => bail!("{}", missing()),
+        // The record is root's; an unprivileged caller checks what it can see.
+        Err(_) => Ok(()),
+    }
+}
+
+/// Which process returns from [`run`]: jailprov with the command's exit code, or a child of it
+/// (the jail's PID 1 or the command's process, when exec failed) with the code to _exit with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Jailprov(i32),
+    Child(i32),
+}
+
+/// jailprov's side: create the namespaces and supervise the jail's PID 1.
+pub fn run(sys: &impl Sys, plan: &EnterPlan, cgroup: Option<&Cgroup>) -> Result<Side> {
+    // Signals arrive through sigwait in the supervisors; the command's process unblocks them.
+    sys.block_signals()?;
+    // 1 and 4. The namespaces (mount, pid, uts, ipc, net, user as asked), all in one clone3: the
+    // child is PID 1 of the new PID namespace.
+    let child = match sys.clone_into_namespaces(plan.namespaces)? {
+        Fork::Child => return Ok(Side::Child(init::run(sys, plan))),
+        Fork::Parent(child) => child,
+    };
+    let released = release(sys, plan, cgroup, child);
+    if let Err(error) = released {
+        let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(child, None);
+        return Err(error);
+    }
+    Ok(Side::Jailprov(sys.supervise(child, false)?.code()))
+}
+
+/// Writes the child's id maps, puts it in the cgroup, and lets it go on.
+fn release(sys: &impl Sys, plan: &EnterPlan, cgroup: Option<&Cgroup>, child: Pid) -> Result<()> {
+    // 4. The user namespace: jail root (rootless: the jail user) maps to an unprivileged host id.
+    if let Some(maps) = &plan.id_maps {
+        sys.write_id_maps(child, maps)?;
+    }
+    // 5 (limits). The cgroup, before the child runs anything.
+    if let Some(cgroup) = cgroup {
+        cgroup.add(child)?;
+    }
+    sys.release_child()
+}
+
+/// Steps 1-4 in the jail's PID 1: the mount table, then the other namespaces' setup.
+pub fn prepare_jail(sys: &impl Sys, plan: &EnterPlan) -> Result<()> {
+    // Dies with jailprov; waits until jailprov has written the id maps.
+    sys.die_with_parent()?;
+    sys.wait_for_release()?;
+    // Nothing of the host may stay open in the jail's PID 1 (an inherited directory fd would
+    // be a way out for whoever could reach it through /proc/1/fd).
+    sys.close_fds_above_stderr()?;
+    // 1. Everything private, recursively, before anything is mounted: nothing mounted here may
+    // propagate to the host, and nothing the host mounts later appears here.
+    sys.make_mounts_private()?;
+    // 2. The jail root bind-mounted onto itself (pivot_root needs a mount point), then each
+    // mount wish realized under it, targets resolved inside it without following symlinks.
+    let new_root = sys.bind_root_onto_itself(&plan.root)?;
+    let jail = JailRoot::from_directory_fd(new_root, &plan.root)?;
+    for operation in &plan.mounts {
+        mounts::realize(sys, &jail, operation)?;
+    }
+    // 3. pivot_root into the jail and detach the old root: no path leads back to the host.
+    sys.pivot_root(jail.as_fd())?;
+    sys.detach_old_root()?;
+    drop(jail);
+    // 4. The hostname of the UTS namespace, and `lo` of the network namespace.
+    if let Some(hostname) = &plan.hostname {
+        sys.set_hostname(hostname)?;
+    }
+    if plan.loopback {
+        sys.bring_up_loopback()?;
+    }
+    Ok(())
+}
+
+/// Steps 5-7 in the command's process; returns the exit code only when the command cannot run.
+pub fn exec_command(sys: &impl Sys, plan: &EnterPlan) -> i32 {
+    match drop_privileges(sys, plan).and_then(|()| clean_process(sys, plan)) {
+        Ok(()) => exec(sys, plan),
+        Err(error) => {
+            eprintln!("jailprov enter: error: {error:#}");
+            EXIT_SETUP_FAILED
+        }
+    }
+}
+
+/// Step 5, privileges: rlimits, the capability sets, the jail user, no_new_privs, seccomp.
+fn drop_privileges(sys: &impl Sys, plan: &EnterPlan) -> Result<()> {
+    // Limits first: raising a hard limit needs CAP_SYS_RESOURCE, about to go.
+    for (resource, limit) in &plan.limits.rlimits {
+        sys.set_rlimit(*resource, *limit)?;
+    }
+    // The bounding set while CAP_SETPCAP is still held: no exec can get the rest back.
+    sys.drop_bounding_set(&plan.keep)?;
+    if plan.uid != 0 && !plan.keep.is_empty() {
+        sys.keep_capabilities_across_setuid()?;
+    }
+    if let Some(groups) = &plan.groups {
+        sys.set_groups(groups)?;
+    }
+    sys.set_ids(plan.uid, plan.gid)?;
+    // Effective, permitted, inheritable and ambient: only what the Jailfile keeps (usually none).
+    sys.set_capabilities(&plan.keep)?;
+    // No setuid binary or file capability can raise privileges again; also what lets an
+    // unprivileged process install a seccomp filter.
+    sys.set_no_new_privs()?;
+    if plan.seccomp {
+        sys.install_seccomp(&seccomp::default_filter()?)?;
+    }
+    Ok(())
+}
+
+/// Step 6: signals back to default, file descriptors above 2 closed, the working directory,
+/// and death with the jail's PID 1.
+fn clean_process(sys: &impl Sys, plan: &EnterPlan) -> Result<()> {
+    sys.reset_signals()?;
+    sys.close_fds_above_stderr()?;
+    sys.chdir(&plan.workdir)?;
+    sys.die_with_parent()
+}
+
+/// Step 7: exec with only the declared environment.
+fn exec(sys: &impl Sys, plan: &EnterPlan) -> i32 {
+    let to_c = |text: &str| CString::new(text).ok();
+    let Some(argv) = plan.argv.iter().map(|arg| to_c(arg)).collect::<Option<Vec<CString>>>() else {
+        eprintln!("jailprov enter: error: the command holds a NUL byte");
+        return EXIT_SETUP_FAILED;
+    };
+    let Some(env) =
+        plan.env.iter().map(|(name, value)| to_c(&format!("{name}={value}"))).collect::<Option<Vec<CString>>>()
+    else {
+        eprintln!("jailprov enter: error: the environment holds a NUL byte");
+        return EXIT_SETUP_FAILED;
+    };
+    let name = &plan.argv[0];
+    let path = if name.contains('/') {
+        Some(name.clone())
+    } else {
+        let search = plan.env.iter().find(|(key, _)| key == "PATH").map_or(DEFAULT_PATH, |(_, value)| value.as_str());
+        search
+            .split(':')
+            .filter(|dir| !dir.is_empty())
+            .map(|dir| format!("{}/{name}", dir.trim_end_matches('/')))
+            .find(|candidate| sys.is_executable_file(candidate))
+    };
+    let Some(path) = path.and_then(|path| to_c(&path)) else {
+        eprintln!("jailprov enter: {name}: command not found in the jail's PATH");
+        return EXIT_NOT_FOUND;
+    };
+    let failure = sys.execve(&path, &argv, &env);
+    eprintln!("jailprov enter: cannot run {name} in the jail: {}", failure.errno.desc());
+    if failure.errno == nix::errno::Errno::ENOENT {
+        EXIT_NOT_FOUND
+    } else {
+        EXIT_NOT_EXECUTABLE
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,250 @@
+//! Mount wishes as data: a pure MountSpec -> operations step, and an executor for one operation.
+//!
+//! Split so that `apply` can realize `persistent = true` mounts with the same code: [`plan`]
+//! decides what each mount is (file system, options, flags), [`realize`] performs one operation
+//! on a target resolved inside a jail root fd without following any symlink.
+
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use crate::enter::sys::MountSys;
+use crate::jail_root::{JailError, JailRoot};
+use crate::jailfile::MountKind;
+use crate::spec::MountSpec;
+use crate::tree::JailPath;
+
+// MOUNT_ATTR_* of linux/mount.h: the flags of mount_setattr and fsmount.
+pub const MOUNT_ATTR_RDONLY: u64 = 0x01;
+pub const MOUNT_ATTR_NOSUID: u64 = 0x02;
+pub const MOUNT_ATTR_NODEV: u64 = 0x04;
+pub const MOUNT_ATTR_NOEXEC: u64 = 0x08;
+pub const MOUNT_ATTR_NOATIME: u64 = 0x10;
+pub const MOUNT_ATTR_STRICTATIME: u64 = 0x20;
+pub const MOUNT_ATTR_NODIRATIME: u64 = 0x80;
+
+/// What gets attached at the target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountSource {
+    /// A clone of the host tree at `source` (with the mounts below it).
+    Bind { source: PathBuf },
+    /// A fresh instance of a file system, configured with `options` (fsconfig key/value pairs).
+    Filesystem { fstype: &'static str, options: Vec<(String, String)> },
+}
+
+/// One mount to make: attach `source` onto the jail path `target` with `attributes`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountOp {
+    /// The Jailfile entry it comes from, e.g. `mounts[2]`.
+    pub key: String,
+    pub target: JailPath,
+    pub source: MountSource,
+    /// MOUNT_ATTR_* bits, set before the mount becomes visible.
+    pub attributes: u64,
+}
+
+/// The operations of all mount wishes, parents before children (a mount at /dev/pts must come
+/// after one at /dev, or the later /dev would hide it); the Jailfile's order otherwise.
+pub fn plan(mounts: &[MountSpec]) -> Vec<MountOp> {
+    let mut operations: Vec<MountOp> = mounts.iter().flat_map(operations).collect();
+    operations.sort_by_key(|operation| operation.target.ancestors().len());
+    operations
+}
+
+/// The operations of one mount wish. One each today: read-only binds get their flags on the
+/// detached clone before it is attached (mount_setattr), the new mount API's form of
+/// "bind, then remount read-only" that is never visible writable.
+pub fn operations(mount: &MountSpec) -> Vec<MountOp> {
+    let requested = option_attributes(&mount.options) | if mount.readonly { MOUNT_ATTR_RDONLY } else { 0 };
+    let (source, defaults) = match mount.kind {
+        MountKind::Bind => (
+            MountSource::Bind { source: mount.source.clone().unwrap_or_default() },
+            MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        ),
+        MountKind::Proc => (
+            MountSource::Filesystem { fstype: "proc", options: Vec::new() },
+            MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+        ),
+        MountKind::Tmpfs => {
+            let mut options = Vec::new();
+            if let Some(size) = mount.size {
+                options.push(("size".to_owned(), size.to_string()));
+            }
+            if let Some(mode) = mount.mode {
+                options.push(("mode".to_owned(), format!("{mode:o}")));
+            }
+            (MountSource::Filesystem { fstype: "tmpfs", options }, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
+        }
+        MountKind::Sysfs => (
+            MountSource::Filesystem { fstype: "sysfs", options: Vec::new() },
+            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+        ),
+        MountKind::Devpts => (
+            // Every devpts made with fsopen is a new instance: the host's ptys stay out of sight.
+            MountSource::Filesystem {
+                fstype: "devpts",
+                options: vec![("ptmxmode".to_owned(), "0666".to_owned()), ("mode".to_owned(), "0620".to_owned())],
+            },
+            MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
+        ),
+        MountKind::Mqueue => (
+            MountSource::Filesystem { fstype: "mqueue", options: Vec::new() },
+            MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+        ),
+    };
+    vec![MountOp { key: mount.key.clone(), target: mount.target.clone(), source, attributes: defaults | requested }]
+}
+
+/// MOUNT_ATTR_* bits of the Jailfile's `options` (validated against spec::MOUNT_OPTIONS).
+fn option_attributes(options: &[String]) -> u64 {
+    options
+        .iter()
+        .map(|option| match option.as_str() {
+            "nosuid" => MOUNT_ATTR_NOSUID,
+            "nodev" => MOUNT_ATTR_NODEV,
+            "noexec" => MOUNT_ATTR_NOEXEC,
+            "noatime" => MOUNT_ATTR_NOATIME,
+            "nodiratime" => MOUNT_ATTR_NODIRATIME,
+            "strictatime" => MOUNT_ATTR_STRICTATIME,
+            // relatime is MOUNT_ATTR_RELATIME == 0, the default.
+            _ => 0,
+        })
+        .fold(0, |all, bits| all | bits)
+}
+
+/// Realizes one operation: resolves `operation.target` inside `jail` (no symlink followed, a
+/// symlink at the target itself refused) and attaches the mount onto that very node.
+pub fn realize(sys: &impl MountSys, jail: &JailRoot, operation: &MountOp) -> Result<()> {
+    let what = format!("{} at {}", operation.key, operation.target);
+    let target = jail.open_path(&operation.target).map_err(|error| match error.downcast_ref::<JailError>() {
+        Some(JailError::SymlinkInPath { path }) => anyhow::anyhow!(
+            "refusing {what}: {path} is a symlink in the jail, and jailprov never mounts through one (it could point at the host)"
+        ),
+        _ => error.context(format!(
+            "cannot mount {what}: the target must exist in the jail (declare it in [[dirs]] and run `jailprov apply`)"
+        )),
+    })?;
+    match &operation.source {
+        MountSource::Bind { source } => sys.mount_bind(source, true, operation.attributes, target.as_fd()),
+        MountSource::Filesystem { fstype, options } => {
+            sys.mount_filesystem(fstype, options, operation.attributes, target.as_fd())
+        }
+    }
+    .with_context(|| format!("cannot mount {what}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::disallowed_methods)] // tests build fixture jails with plain fs calls
+
+    use super::*;
+    use crate::enter::sys::Recorder;
+
+    fn jp(path: &str) -> JailPath {
+        JailPath::parse(path).expect("a valid jail path")
+    }
+
+    fn spec(kind: MountKind, target: &str) -> MountSpec {
+        MountSpec {
+            key: "mounts[0]".into(),
+            kind,
+            source: None,
+            target: jp(target),
+            readonly: false,
+            options: Vec::new(),
+            size: None,
+            mode: None,
+            persistent: false,
+        }
+    }
+
+    #[test]
+    fn a_readonly_bind_is_read_only_nosuid_and_nodev() {
+        let mut bind = spec(MountKind::Bind, "/data");
+        bind.source = Some(PathBuf::from("/srv/data"));
+        bind.readonly = true;
+        bind.options = vec!["noexec".into()];
+        let operations = operations(&bind);
+        assert_eq!(operations.len(), 1);
+        assert_eq!(operations[0].source, MountSource::Bind { source: PathBuf::from("/srv/data") });
+        assert_eq!(
+            operations[0].attributes,
+            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC
+        );
+        bind.readonly = false;
+        bind.options.clear();
+        assert_eq!(operations_of(&bind), MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, "nosuid,nodev even when not asked");
+    }
+
+    fn operations_of(mount: &MountSpec) -> u64 {
+        operations(mount)[0].attributes
+    }
+
+    #[test]
+    fn each_kind_is_a_fresh_file_system_with_safe_flags() {
+        let mut tmpfs = spec(MountKind::Tmpfs, "/scratch");
+        tmpfs.size = Some(1 << 20);
+        tmpfs.mode = Some(0o1777);
+        assert_eq!(
+            operations(&tmpfs)[0].source,
+            MountSource::Filesystem {
+                fstype: "tmpfs",
+                options: vec![("size".into(), "1048576".into()), ("mode".into(), "1777".into())]
+            }
+        );
+        let sysfs = spec(MountKind::Sysfs, "/sys");
+        assert_ne!(operations_of(&sysfs) & MOUNT_ATTR_RDONLY, 0, "sysfs is always read-only");
+        let proc = spec(MountKind::Proc, "/proc");
+        assert!(matches!(operations(&proc)[0].source, MountSource::Filesystem { fstype: "proc", .. }));
+        assert_ne!(operations_of(&proc) & MOUNT_ATTR_NOEXEC, 0);
+        let devpts = spec(MountKind::Devpts, "/dev/pts");
+        assert!(matches!(&operations(&devpts)[0].source, MountSource::Filesystem { fstype: "devpts", options }
+            if options.contains(&("ptmxmode".into(), "0666".into()))));
+        let mqueue = spec(MountKind::Mqueue, "/dev/mqueue");
+        assert!(matches!(operations(&mqueue)[0].source, MountSource::Filesystem { fstype: "mqueue", .. }));
+    }
+
+    #[test]
+    fn parents_are_mounted_before_their_children() {
+        let mounts = [
+            spec(MountKind::Devpts, "/dev/pts"),
+            spec(MountKind::Tmpfs, "/dev"),
+            spec(MountKind::Proc, "/proc"),
+            spec(MountKind::Tmpfs, "/a/b/c"),
+            spec(MountKind::Tmpfs, "/a"),
+        ];
+        let order: Vec<String> = plan(&mounts).iter().map(|operation| operation.target.to_string()).collect();
+        assert_eq!(order, ["/dev", "/proc", "/a", "/dev/pts", "/a/b/c"]);
+    }
+
+    #[test]
+    fn a_symlink_planted_at_a_mount_target_is_refused() -> Result<()> {
+        let tmp = tempfile::tempdir()?;
+        let jail_dir = tmp.path().join("jail");
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir_all(jail_dir.join("real"))?;
+        std::fs::create_dir_all(jail_dir.join("parent"))?;
+        std::fs::create_dir(&outside)?;
+        // Followed, either link would put the mount on the host directory `outside`.
+        std::os::unix::fs::symlink(&outside, jail_dir.join("scratch"))?;
+        std::os::unix::fs::symlink(&outside, jail_dir.join("parent/link"))?;
+        let jail = JailRoot::open(&jail_dir)?;
+        let sys = Recorder::new(&jail_dir);
+        for target in ["/scratch", "/scratch/below", "/parent/link/below"] {
+            let operation = operations(&spec(MountKind::Tmpfs, target)).remove(0);
+            let error = realize(&sys, &jail, &operation).expect_err("a symlink target is refused");
+            assert!(format!("{error:#}").contains("is a symlink in the jail"), "{target}: {error:#}");
+        }
+        assert!(sys.lines().is_empty(), "nothing was mounted: {:?}", sys.lines());
+        let missing = operations(&spec(MountKind::Tmpfs, "/missing")).remove(0);
+        let error = realize(&sys, &jail, &missing).expect_err("a missing target");
+        assert!(format!("{error:#}").contains("declare it in [[dirs]]"), "{error:#}");
+        let fine = operations(&spec(MountKind::Tmpfs, "/real")).remove(0);
+        realize(&sys, &jail, &fine)?;
+        let lines = sys.lines();
+        assert_eq!(lines.len(), 1);
+        assert!(lines[0].starts_with("mount_filesystem tmpfs") && lines[0].contains("jail/real"), "{lines:?}");
+        Ok(())
+    }
+}

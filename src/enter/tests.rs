@@ -1,0 +1,307 @@
+//! The plan `enter` makes, and the order of its steps, checked against the recording Sys.
+#![allow(clippy::disallowed_methods)] // tests build fixture jails with plain fs calls
+
+use std::path::Path;
+
+use anyhow::Result;
+use nix::sched::CloneFlags;
+use nix::sys::resource::Resource;
+use nix::unistd::Pid;
+
+use super::sys::{Ended, Fork, IdMaps, IdRange, Recorder};
+use super::*;
+
+const JAILFILE: &str = r#"
+root = "/srv/jails/unit"
+
+[[groups]]
+name = "staff"
+gid = 2000
+members = ["jailer"]
+
+[[users]]
+name = "jailer"
+uid = 1000
+gid = 1000
+home = "/home/jailer"
+
+[[mounts]]
+kind = "devpts"
+target = "/dev/pts"
+
+[[mounts]]
+kind = "proc"
+target = "/proc"
+
+[[mounts]]
+kind = "bind"
+source = "/usr/share"
+target = "/data"
+readonly = true
+
+[[mounts]]
+kind = "tmpfs"
+target = "/dev"
+size = "1M"
+
+[enter]
+command = ["/bin/sh", "-l"]
+user = "jailer"
+hostname = "jailbox"
+env = { LANG = "C.UTF-8" }
+limits = { nofile = 64, memory = "64M" }
+capabilities = ["net_bind_service"]
+"#;
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    jail_dir: std::path::PathBuf,
+    spec: Spec,
+}
+
+/// A Jailfile loaded into a Spec whose root is a tempdir holding the mount targets.
+fn fixture(jailfile: &str) -> Result<Fixture> {
+    let tmp = tempfile::tempdir()?;
+    let jail_dir = tmp.path().join("jail");
+    for dir in ["dev/pts", "proc", "data", "home/jailer"] {
+        std::fs::create_dir_all(jail_dir.join(dir))?;
+    }
+    let file = tmp.path().join("Jailfile.toml");
+    std::fs::write(&file, jailfile)?;
+    let spec = spec::load(&file, Some(&jail_dir), &HostFs::real())?;
+    Ok(Fixture { _tmp: tmp, jail_dir, spec })
+}
+
+fn root_caller() -> Caller {
+    Caller { uid: 0, gid: 0, term: None }
+}
+
+fn recorder(fixture: &Fixture, forks: &[Fork]) -> Recorder {
+    let sys = Recorder::new(&fixture.jail_dir);
+    sys.forks.borrow_mut().extend(forks.iter().copied());
+    sys
+}
+
+/// Asserts that calls starting with these prefixes happened in this order (each one searched
+/// after the previous match, so a call may appear twice in the list).
+fn assert_order(sys: &Recorder, prefixes: &[&str]) {
+    let lines = sys.lines();
+    let mut from = 0;
+    for prefix in prefixes {
+        match lines[from..].iter().position(|line| line.starts_with(prefix)) {
+            Some(offset) => from += offset + 1,
+            None => panic!("{prefix} was not called after {:?}: {lines:#?}", lines.get(from.wrapping_sub(1))),
+        }
+    }
+}
+
+#[test]
+fn the_default_plan_isolates_everything_and_keeps_only_what_is_declared() -> Result<()> {
+    let fixture = fixture(JAILFILE)?;
+    let plan = plan(&fixture.spec, &[], &root_caller(), &[])?;
+    let expected = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWNET;
+    assert_eq!(plan.namespaces, expected);
+    assert_eq!(plan.id_maps, None, "root gets no user namespace unless asked");
+    assert!(plan.loopback);
+    assert_eq!(plan.hostname.as_deref(), Some("jailbox"));
+    assert_eq!((plan.uid, plan.gid, plan.groups.clone()), (1000, 1000, Some(vec![2000])));
+    assert_eq!(plan.argv, ["/bin/sh", "-l"]);
+    assert_eq!(plan.workdir, "/home/jailer", "the user's home by default");
+    assert_eq!(plan.env, [("LANG".into(), "C.UTF-8".into()), ("PATH".into(), DEFAULT_PATH.into())]);
+    assert_eq!(plan.keep.len(), 1);
+    assert!(plan.seccomp);
+    // No cgroup here: memory falls back to RLIMIT_AS, with a warning.
+    assert!(plan.limits.rlimits.contains(&(Resource::RLIMIT_AS, 64 << 20)));
+    assert!(plan.warnings.iter().any(|warning| warning.contains("RLIMIT_AS")), "{:?}", plan.warnings);
+    let targets: Vec<String> = plan.mounts.iter().map(|operation| operation.target.to_string()).collect();
+    assert_eq!(targets, ["/proc", "/data", "/dev", "/dev/pts"]);
+    let overridden = super::plan(&fixture.spec, &["id".into(), "-u".into()], &root_caller(), &[])?;
+    assert_eq!(overridden.argv, ["id", "-u"]);
+    Ok(())
+}
+
+#[test]
+fn a_terminal_passes_term_and_nothing_else_of_the_callers_environment() -> Result<()> {
+    let fixture = fixture(JAILFILE)?;
+    let caller = Caller { term: Some("xterm".into()), ..root_caller() };
+    let plan = plan(&fixture.spec, &[], &caller, &[])?;
+    let names: Vec<&str> = plan.env.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["LANG", "PATH", "TERM"]);
+    Ok(())
+}
+
+#[test]
+fn a_rootless_caller_gets_a_user_namespace_mapping_the_jail_user_to_itself() -> Result<()> {
+    let fixture = fixture(JAILFILE)?;
+    let caller = Caller { uid: 65534, gid: 65534, term: None };
+    let plan = plan(&fixture.spec, &[], &caller, &["memory".into()])?;
+    assert!(plan.namespaces.contains(CloneFlags::CLONE_NEWUSER));
+    assert_eq!(
+        plan.id_maps,
+        Some(IdMaps {
+            uid: IdRange { inside: 1000, outside: 65534, count: 1 },
+            gid: IdRange { inside: 1000, outside: 65534, count: 1 },
+            deny_setgroups: true,
+        })
+    );
+    assert_eq!(plan.groups, None, "setgroups is denied in an unprivileged user namespace");
+    assert!(plan.warnings.iter().any(|warning| warning.contains("supplementary groups")), "{:?}", plan.warnings);
+    assert_eq!(plan.limits.memory_max, None, "no cgroup for a rootless caller");
+    Ok(())
+}
+
+#[test]
+fn root_asking_for_a_user_namespace_maps_jail_root_to_an_unprivileged_range() -> Result<()> {
+    let fixture = fixture(&JAILFILE.replace("[enter]\n", "[enter]\nnamespaces = [\"user\", \"pid\"]\n"))?;
+    let plan = plan(&fixture.spec, &[], &root_caller(), &[])?;
+    let range = IdRange { inside: 0, outside: ROOT_USERNS_BASE, count: 65536 };
+    assert_eq!(plan.id_maps, Some(IdMaps { uid: range, gid: range, deny_setgroups: false }));
+    assert_eq!(plan.groups, Some(vec![2000]));
+    assert!(!plan.loopback, "no net namespace asked");
+    assert_eq!(plan.hostname, None, "no uts namespace: the host's hostname must not be touched");
+    assert!(plan.warnings.iter().any(|warning| warning.contains("would rename the host")));
+    Ok(())
+}
+
+#[test]
+fn network_host_keeps_the_host_network_and_touches_no_interface() -> Result<()> {
+    let fixture = fixture(&JAILFILE.replace("[enter]\n", "[enter]\nnetwork = \"host\"\n"))?;
+    let plan = plan(&fixture.spec, &[], &root_caller(), &[])?;
+    assert!(!plan.namespaces.contains(CloneFlags::CLONE_NEWNET));
+    assert!(!plan.loopback);
+    Ok(())
+}
+
+#[test]
+fn the_steps_run_in_the_order_that_makes_them_safe() -> Result<()> {
+    let fixture = fixture(JAILFILE)?;
+    let plan = plan(&fixture.spec, &[], &root_caller(), &[])?;
+    // The clone and the fork both answer "child": the recorder walks PID 1, then the command.
+    let sys = recorder(&fixture, &[Fork::Child, Fork::Child]);
+    let side = run(&sys, &plan, None)?;
+    assert_eq!(side, Side::Child(EXIT_NOT_FOUND), "the recorder's execve fails with ENOENT");
+    assert_order(
+        &sys,
+        &[
+            "block_signals",
+            "clone_into_namespaces",
+            "die_with_parent",
+            "wait_for_release",
+            "close_fds_above_stderr",
+            // Private propagation before any mount.
+            "make_mounts_private",
+            "bind_root_onto_itself",
+            "mount_",
+            // pivot_root and the old root's detach after every mount wish, before any drop.
+            "pivot_root",
+            "detach_old_root",
+            "set_hostname jailbox",
+            "bring_up_loopback",
+            "become_subreaper",
+            "fork",
+            // Limits and the bounding set while the capabilities to set them are still held.
+            "set_rlimit",
+            "drop_bounding_set",
+            "keep_capabilities_across_setuid",
+            "set_groups [2000]",
+            "set_ids 1000 1000",
+            "set_capabilities",
+            // no_new_privs before seccomp (an unprivileged filter needs it).
+            "set_no_new_privs",
+            "install_seccomp",
+            "reset_signals",
+            "close_fds_above_stderr",
+            "chdir /home/jailer",
+            "execve",
+        ],
+    );
+    let lines = sys.lines();
+    let mounts: Vec<&String> = lines.iter().filter(|line| line.starts_with("mount_")).collect();
+    assert_eq!(mounts.len(), 4, "{lines:#?}");
+    assert!(
+        mounts[0].starts_with("mount_filesystem proc")
+            && mounts[0].ends_with(&format!("{}/proc attributes=0xe", fixture.jail_dir.display()))
+    );
+    assert!(
+        mounts[1].starts_with("mount_bind /usr/share -> ") && mounts[1].contains("attributes=0x7"),
+        "{}",
+        mounts[1]
+    );
+    assert!(mounts[3].contains("devpts") && mounts[3].contains("/dev/pts"), "the parent /dev first: {lines:#?}");
+    assert!(lines.iter().any(|line| line.starts_with("drop_bounding_set keep=[CAP_NET_BIND_SERVICE]")), "{lines:#?}");
+    let execve = lines.iter().find(|line| line.starts_with("execve")).map(String::as_str).unwrap_or_default();
+    assert!(execve.contains(r#""LANG=C.UTF-8""#) && execve.contains("PATH="), "{execve}");
+    assert!(!lines.iter().any(|line| line.starts_with("write_id_maps")), "no user namespace for root");
+    Ok(())
+}
+
+#[test]
+fn without_seccomp_no_new_privs_is_still_set() -> Result<()> {
+    let fixture = fixture(&JAILFILE.replace("[enter]\n", "[enter]\nseccomp = false\n"))?;
+    let plan = plan(&fixture.spec, &[], &root_caller(), &[])?;
+    let sys = recorder(&fixture, &[Fork::Child, Fork::Child]);
+    run(&sys, &plan, None)?;
+    assert!(sys.position("set_no_new_privs").is_some());
+    assert!(sys.position("install_seccomp").is_none(), "{:#?}", sys.lines());
+    Ok(())
+}
+
+#[test]
+fn jailprov_writes_the_id_maps_then_releases_and_reports_the_command_s_signal() -> Result<()> {
+    let fixture = fixture(&JAILFILE.replace("[enter]\n", "[enter]\nnamespaces = [\"user\", \"pid\", \"net\"]\n"))?;
+    let plan = plan(&fixture.spec, &[], &root_caller(), &[])?;
+    let mut sys = recorder(&fixture, &[Fork::Parent(Pid::from_raw(4242))]);
+    sys.ended = Ended::Signaled(15);
+    let side = run(&sys, &plan, None)?;
+    assert_eq!(side, Side::Jailprov(143), "128 + SIGTERM");
+    assert_order(
+        &sys,
+        &["block_signals", "clone_into_namespaces", "write_id_maps 4242", "release_child", "supervise 4242"],
+    );
+    assert!(sys.position("make_mounts_private").is_none(), "jailprov itself mounts nothing");
+    assert!(sys.lines()[1].contains("CLONE_NEWUSER"), "{:#?}", sys.lines());
+    Ok(())
+}
+
+#[test]
+fn a_failed_setup_step_stops_before_the_command_exists() -> Result<()> {
+    let fixture = fixture(JAILFILE)?;
+    let plan = plan(&fixture.spec, &[], &root_caller(), &[])?;
+    let mut sys = recorder(&fixture, &[Fork::Child, Fork::Child]);
+    sys.failing = vec!["pivot_root"];
+    assert_eq!(run(&sys, &plan, None)?, Side::Child(EXIT_SETUP_FAILED));
+    assert!(sys.position("fork").is_none() && sys.position("execve").is_none(), "{:#?}", sys.lines());
+    Ok(())
+}
+
+#[test]
+fn a_bare_command_name_is_found_in_the_jail_s_path() -> Result<()> {
+    let fixture = fixture(JAILFILE)?;
+    let plan = plan(&fixture.spec, &["id".into()], &root_caller(), &[])?;
+    let mut sys = recorder(&fixture, &[]);
+    sys.executables = vec!["/usr/bin/id".into()];
+    exec_command(&sys, &plan);
+    let lines = sys.lines();
+    assert!(lines.last().is_some_and(|line| line.starts_with(r#"execve "/usr/bin/id" ["id"]"#)), "{lines:#?}");
+    let plan = super::plan(&fixture.spec, &["nope".into()], &root_caller(), &[])?;
+    let sys = recorder(&fixture, &[]);
+    assert_eq!(exec_command(&sys, &plan), EXIT_NOT_FOUND);
+    assert!(sys.position("execve").is_none());
+    Ok(())
+}
+
+#[test]
+fn an_unapplied_jail_is_refused_with_the_command_to_run() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("jail");
+    let error = check_applied(&root, &tmp.path().join("state")).expect_err("no jail");
+    assert!(format!("{error:#}").contains("run `jailprov apply` first"), "{error:#}");
+    std::fs::create_dir(&root).expect("mkdir");
+    let error = check_applied(&root, &tmp.path().join("state")).expect_err("an empty root");
+    assert!(format!("{error:#}").contains("has not been applied"), "{error:#}");
+    let _ = Path::new("/");
+}
