@@ -11,6 +11,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 
 use crate::desired::{DesiredKind, DesiredNode, DesiredTree, StatPrint};
+use crate::enter::sys::RealSys;
 use crate::host::HostFs;
 use crate::jail_root::{JailRoot, NodeKind};
 use crate::plan::{print_of, Action, Change, Plan};
@@ -23,6 +24,8 @@ pub struct Outcome {
     pub added: usize,
     pub changed: usize,
     pub destroyed: usize,
+    pub mounted: usize,
+    pub unmounted: usize,
 }
 
 /// Applies `plan` (computed from `desired` against this jail and `state`).
@@ -60,6 +63,26 @@ pub fn apply(
     for change in &plan.changes {
         report(change);
         match change.action {
+            Action::Unmount => {
+                crate::enter::mounts::unmount(&RealSys::default(), jail, &change.path)?;
+                state.mounts.remove(&change.path);
+                store.save(state)?;
+                outcome.unmounted += 1;
+            }
+            Action::Mount => {
+                let mount = change
+                    .mount
+                    .as_ref()
+                    .with_context(|| format!("the plan mounts {} but says not what", change.path))?;
+                let spec = mount.to_spec(&change.path);
+                for operation in crate::enter::mounts::operations(&spec) {
+                    crate::enter::mounts::realize(&RealSys::default(), jail, &operation)?;
+                }
+                // Recorded at once: a crash right after must not lose track of a host mount.
+                state.mounts.insert(change.path.clone());
+                store.save(state)?;
+                outcome.mounted += 1;
+            }
             Action::Delete => {
                 // A directory that gained a foreign file since the plan stays, and stays ours.
                 if delete(jail, &change.path, &change.kind)? {
@@ -106,6 +129,9 @@ pub fn apply(
     }
     for path in &plan.forget {
         state.entries.remove(path);
+    }
+    for target in &plan.forget_mounts {
+        state.mounts.remove(target);
     }
     // One flush of the jail's file system instead of an fsync per file.
     jail.sync()?;

@@ -13,7 +13,8 @@ use jailprov::cli::{ApplyArgs, DestroyArgs, JailfileArgs, PlanArgs, PlanFormat};
 use jailprov::desired::{self, DesiredTree};
 use jailprov::host::HostFs;
 use jailprov::jail_root::JailRoot;
-use jailprov::plan::{self, Action, Change, Plan, RecordedScan};
+use jailprov::mountinfo::JailMounts;
+use jailprov::plan::{self, Change, Mounts, Plan, RecordedScan};
 use jailprov::render;
 use jailprov::root_safety;
 use jailprov::spec::Spec;
@@ -34,6 +35,8 @@ struct Prepared {
     state: State,
     /// The jail's stat of every recorded path, read alongside the host side.
     recorded: RecordedScan,
+    /// The persistent mount wishes, and what is mounted in the jail now.
+    mounts: Mounts,
     jail: Option<JailRoot>,
 }
 
@@ -41,6 +44,7 @@ struct Prepared {
 fn prepare(spec: &Spec, host: HostFs, jailfile: &Path, state_dir: &Path) -> Result<Prepared> {
     let store = StateStore::for_root(state_dir, &spec.root);
     let jail = open_jail_if_present(&spec.root)?;
+    let active = if jail.is_some() { JailMounts::read(&spec.root)? } else { JailMounts::default() };
     // Two independent sides: the jail's (the record, tens of megabytes for a big jail, and a
     // stat of every path it names) and the host's (closure and desired tree). Each has serial
     // stretches that leave a core to the other.
@@ -64,6 +68,7 @@ fn prepare(spec: &Spec, host: HostFs, jailfile: &Path, state_dir: &Path) -> Resu
         store,
         state,
         recorded,
+        mounts: Mounts::of(&spec.mounts, active),
         jail,
     })
 }
@@ -80,7 +85,7 @@ fn open_jail_if_present(root: &Path) -> Result<Option<JailRoot>> {
 
 impl Prepared {
     fn plan(&self, adopt: bool) -> Result<Plan> {
-        plan::compute(&self.desired, self.jail.as_ref(), &self.state, &self.recorded, &self.host, adopt)
+        plan::compute(&self.desired, self.jail.as_ref(), &self.state, &self.recorded, &self.mounts, &self.host, adopt)
     }
 
     fn digests(&self) -> Result<Digests> {
@@ -173,6 +178,7 @@ pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
         && plan.adopt.is_empty()
         && plan.refresh.is_empty()
         && plan.forget.is_empty()
+        && plan.forget_mounts.is_empty()
     {
         print(&render::no_changes(&jailfile.file))?;
         return Ok(ExitCode::SUCCESS);
@@ -194,10 +200,7 @@ pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
         let state = &mut prepared.state;
         apply::apply(&plan, &prepared.desired, jail, &prepared.host, state, &prepared.store, &mut report)?
     };
-    print(&format!(
-        "\nApply complete: {} added, {} changed, {} destroyed.\n",
-        outcome.added, outcome.changed, outcome.destroyed
-    ))
+    print(&format!("\nApply complete: {}.\n", render::outcome(&outcome)))
 }
 
 fn read_saved_plan(file: &Path) -> Result<SavedPlan> {
@@ -258,16 +261,19 @@ pub fn destroy(args: &DestroyArgs) -> Result<ExitCode> {
         return print(&format!("Nothing to destroy: {} does not exist.\n", root.display()));
     };
     let nothing = DesiredTree::default();
-    let plan = plan::compute(&nothing, Some(&jail), &state, &RecordedScan::default(), &host, false)?;
-    let Outcome { destroyed, .. } = {
+    // Nothing wished: every mount jailprov made comes off first, then every file it created.
+    let mounts = Mounts { wished: Vec::new(), active: JailMounts::read(&root)? };
+    let plan = plan::compute(&nothing, Some(&jail), &state, &RecordedScan::default(), &mounts, &host, false)?;
+    let Outcome { destroyed, unmounted, .. } = {
         let mut stdout = std::io::stdout().lock();
         let mut report = |change: &Change| {
-            let _ = writeln!(stdout, "{:<3} {:<8} {}", Action::Delete.marker(), change.kind, change.path);
+            let _ = writeln!(stdout, "{:<3} {:<8} {}", change.action.marker(), change.kind, change.path);
         };
         apply::apply(&plan, &nothing, &jail, &host, &mut state, &store, &mut report)?
     };
     let leftovers = jail.list(&jailprov::tree::JailPath::root())?;
-    let mut text = format!("\nDestroy complete: {destroyed} destroyed.\n");
+    let unmounted = if unmounted > 0 { format!(", {unmounted} unmounted") } else { String::new() };
+    let mut text = format!("\nDestroy complete: {destroyed} destroyed{unmounted}.\n");
     if leftovers.is_empty() {
         drop(jail);
         #[allow(clippy::disallowed_methods)] // the empty root itself, from outside the jail

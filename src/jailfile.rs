@@ -8,7 +8,7 @@ use std::fmt;
 
 use schemars::JsonSchema;
 use serde::de::{self, MapAccess, Visitor};
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 use toml::Spanned;
 
 /// A whole Jailfile.
@@ -203,7 +203,7 @@ pub struct GroupEntry {
 }
 
 /// What a mount is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MountKind {
     /// A host directory or file bound into the jail.

@@ -9,6 +9,7 @@ pub mod enter;
 pub mod host;
 pub mod jail_root;
 pub mod jailfile;
+pub mod mountinfo;
 pub mod plan;
 pub mod render;
 pub mod root_safety;

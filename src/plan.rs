@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use rayon::prelude::*;
@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 use crate::desired::{DesiredKind, DesiredNode, DesiredTree, StatPrint};
 use crate::host::HostFs;
 use crate::jail_root::{JailError, JailRoot, NodeKind, NodeStat};
+use crate::jailfile::MountKind;
+use crate::mountinfo::JailMounts;
+use crate::spec::MountSpec;
 use crate::state::{Managed, State};
 use crate::tree::JailPath;
 
@@ -28,16 +31,101 @@ pub enum Action {
     Update,
     Replace,
     Delete,
+    /// A `persistent = true` mount made on the host.
+    Mount,
+    /// A persistent mount jailprov made, no longer in the Jailfile.
+    Unmount,
 }
 
 impl Action {
     pub fn marker(self) -> &'static str {
         match self {
-            Action::Create => "+",
+            Action::Create | Action::Mount => "+",
             Action::Update => "~",
             Action::Replace => "-/+",
-            Action::Delete => "-",
+            Action::Delete | Action::Unmount => "-",
         }
+    }
+}
+
+/// A persistent mount as the plan carries it: all apply needs to make it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedMount {
+    pub kind: MountKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<PathBuf>,
+    pub readonly: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
+}
+
+impl PlannedMount {
+    pub fn of(mount: &MountSpec) -> PlannedMount {
+        PlannedMount {
+            kind: mount.kind,
+            source: mount.source.clone(),
+            readonly: mount.readonly,
+            options: mount.options.clone(),
+            size: mount.size,
+            mode: mount.mode,
+        }
+    }
+
+    /// Back to the Spec's form, for the mount code shared with `enter`.
+    pub fn to_spec(&self, target: &JailPath) -> MountSpec {
+        MountSpec {
+            key: format!("mount at {target}"),
+            kind: self.kind,
+            source: self.source.clone(),
+            target: target.clone(),
+            readonly: self.readonly,
+            options: self.options.clone(),
+            size: self.size,
+            mode: self.mode,
+            persistent: true,
+        }
+    }
+
+    /// What the plan says about it: "bind /srv/data", "read-only", "size 1048576"...
+    fn describe(&self) -> Vec<String> {
+        let kind = format!("{:?}", self.kind).to_lowercase();
+        let mut what = vec![match &self.source {
+            Some(source) => format!("{kind} {}", source.display()),
+            None => kind,
+        }];
+        if self.readonly {
+            what.push("read-only".to_owned());
+        }
+        what.extend(self.options.iter().cloned());
+        if let Some(size) = self.size {
+            what.push(format!("size {size}"));
+        }
+        if let Some(mode) = self.mode {
+            what.push(format!("mode {mode:o}"));
+        }
+        what
+    }
+}
+
+/// The Jailfile's persistent mounts and what is mounted in the jail now.
+#[derive(Debug, Clone, Default)]
+pub struct Mounts {
+    pub wished: Vec<(JailPath, PlannedMount)>,
+    pub active: JailMounts,
+}
+
+impl Mounts {
+    pub fn of(mounts: &[MountSpec], active: JailMounts) -> Mounts {
+        let wished = mounts
+            .iter()
+            .filter(|mount| mount.persistent)
+            .map(|mount| (mount.target.clone(), PlannedMount::of(mount)))
+            .collect();
+        Mounts { wished, active }
     }
 }
 
@@ -54,6 +142,9 @@ pub struct Change {
     /// A unified diff for small text files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diff: Option<String>,
+    /// For mount and unmount: the mount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount: Option<PlannedMount>,
 }
 
 /// A path jailprov must write but did not create, holding something else.
@@ -78,6 +169,8 @@ pub struct Plan {
     pub refresh: Vec<JailPath>,
     /// Managed paths that vanished from the jail: apply forgets them.
     pub forget: Vec<JailPath>,
+    /// Recorded persistent mounts that are no longer mounted: apply forgets them.
+    pub forget_mounts: Vec<JailPath>,
 }
 
 /// Counts per action, as the summary line and JSON show them.
@@ -87,6 +180,15 @@ pub struct Summary {
     pub update: usize,
     pub delete: usize,
     pub replace: usize,
+    /// Persistent mounts (shown only when there are some).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub mount: usize,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub unmount: usize,
+}
+
+fn is_zero(count: &usize) -> bool {
+    *count == 0
 }
 
 impl Plan {
@@ -98,6 +200,8 @@ impl Plan {
                 Action::Update => summary.update += 1,
                 Action::Replace => summary.replace += 1,
                 Action::Delete => summary.delete += 1,
+                Action::Mount => summary.mount += 1,
+                Action::Unmount => summary.unmount += 1,
             }
         }
         summary
@@ -108,15 +212,33 @@ impl Plan {
     }
 }
 
-/// Reads the jail (if it exists) and diffs it against the desired tree.
+/// Everything a node is judged against besides itself.
+struct Judge<'a> {
+    jail: Option<&'a JailRoot>,
+    state: &'a State,
+    host: &'a HostFs,
+    adopt: bool,
+    /// Mount points in the jail that stay mounted through this plan.
+    mounted: JailMounts,
+}
+
+/// Reads the jail (if it exists) and diffs it against the desired tree and the persistent
+/// mount wishes.
 pub fn compute(
     desired: &DesiredTree,
     jail: Option<&JailRoot>,
     state: &State,
     prescan: &RecordedScan,
+    mounts: &Mounts,
     host: &HostFs,
     adopt: bool,
 ) -> Result<Plan> {
+    let mut plan = Plan::default();
+    let (unmounts, new_mounts) = mount_changes(mounts, state, &mut plan);
+    // What apply unmounts first is not in the way of the rest.
+    let mut mounted = mounts.active.clone();
+    mounted.mounts.retain(|(at, _)| !unmounts.iter().any(|change| &change.path == at));
+    let judge = Judge { jail, state, host, adopt, mounted };
     let actuals = scan(desired, jail, state, prescan)?;
     // Both maps are sorted by path: walk the records alongside instead of searching a
     // 50,000-entry tree for every node.
@@ -136,9 +258,8 @@ pub fn compute(
         .par_iter()
         .zip(actuals)
         .zip(recorded)
-        .map(|((node, actual), recorded)| judge(node, actual, recorded, jail, state, host, adopt))
+        .map(|((node, actual), recorded)| judge.node(node, actual, recorded))
         .collect();
-    let mut plan = Plan::default();
     let mut creations = Vec::new();
     for (node, verdict) in nodes.iter().zip(verdicts) {
         match verdict? {
@@ -149,9 +270,53 @@ pub fn compute(
             Verdict::Refresh => plan.refresh.push(node.path.clone()),
         }
     }
-    plan.changes = deletions(desired, jail, state, &mut plan)?;
+    // Unmounts first (what they uncover may be deleted), mounts last (onto created targets).
+    let deleted = deletions(desired, &judge, &mut plan)?;
+    plan.changes = unmounts;
+    plan.changes.extend(deleted);
     plan.changes.extend(creations);
+    plan.changes.extend(new_mounts);
     Ok(plan)
+}
+
+/// Persistent mounts to make (wished, not mounted) and to undo (made by jailprov, no longer
+/// wished); a recorded mount that is gone is forgotten. Mounts jailprov did not make are never
+/// unmounted.
+fn mount_changes(mounts: &Mounts, state: &State, plan: &mut Plan) -> (Vec<Change>, Vec<Change>) {
+    let change = |action, target: &JailPath, mount: Option<&PlannedMount>| Change {
+        action,
+        path: target.clone(),
+        kind: "mount".to_owned(),
+        what: mount.map(PlannedMount::describe).unwrap_or_default(),
+        diff: None,
+        mount: mount.cloned(),
+    };
+    let mut unmounts = Vec::new();
+    let mut new_mounts = Vec::new();
+    for (target, wish) in &mounts.wished {
+        match mounts.active.at(target) {
+            None => new_mounts.push(change(Action::Mount, target, Some(wish))),
+            // Made by jailprov with other flags: made again.
+            Some(point) if point.readonly != wish.readonly && state.mounts.contains(target) => {
+                unmounts.push(change(Action::Unmount, target, None));
+                new_mounts.push(change(Action::Mount, target, Some(wish)));
+            }
+            Some(_) => {}
+        }
+    }
+    for target in &state.mounts {
+        if mounts.wished.iter().any(|(wished, _)| wished == target) {
+            continue;
+        }
+        if mounts.active.at(target).is_some() {
+            unmounts.push(change(Action::Unmount, target, None));
+        } else {
+            plan.forget_mounts.push(target.clone());
+        }
+    }
+    // Deepest first, as deletions: a mount inside another comes off before it.
+    unmounts.sort_by(|a, b| b.path.cmp(&a.path));
+    (unmounts, new_mounts)
 }
 
 /// What the plan makes of one desired node.
@@ -168,15 +333,27 @@ enum Verdict {
     Refresh,
 }
 
-fn judge(
-    node: &DesiredNode,
-    actual: Option<NodeStat>,
-    recorded: Option<&Managed>,
-    jail: Option<&JailRoot>,
-    state: &State,
-    host: &HostFs,
-    adopt: bool,
-) -> Result<Verdict> {
+impl Judge<'_> {
+    fn node(&self, node: &DesiredNode, actual: Option<NodeStat>, recorded: Option<&Managed>) -> Result<Verdict> {
+        // A mount point shows the mounted file system's root, not the directory jailprov
+        // made; and jailprov never writes into a mounted file system.
+        if self.mounted.at(&node.path).is_some() && !node.path.is_root() {
+            return Ok(Verdict::Matches);
+        }
+        if let Some(point) = self.mounted.covering(&node.path) {
+            return Ok(Verdict::Conflict(Conflict {
+                path: node.path.clone(),
+                reason: format!(
+                    "it lies inside the file system mounted at {point}; jailprov never writes into a mount"
+                ),
+            }));
+        }
+        judge(node, actual, recorded, self)
+    }
+}
+
+fn judge(node: &DesiredNode, actual: Option<NodeStat>, recorded: Option<&Managed>, context: &Judge) -> Result<Verdict> {
+    let Judge { jail, state, host, adopt, .. } = *context;
     let Some(actual) = actual else {
         return Ok(Verdict::Change(change(Action::Create, node, Vec::new())));
     };
@@ -221,7 +398,7 @@ fn judge(
 }
 
 fn change(action: Action, node: &DesiredNode, what: Vec<String>) -> Change {
-    Change { action, path: node.path.clone(), kind: node.kind.label().to_owned(), what, diff: None }
+    Change { action, path: node.path.clone(), kind: node.kind.label().to_owned(), what, diff: None, mount: None }
 }
 
 /// lstat in the jail; a path under a symlink planted in the jail reads as absent (its parent
@@ -423,7 +600,8 @@ fn unified_diff(path: &JailPath, old: &[u8], new: &[u8]) -> Option<String> {
 
 /// Managed paths the desired tree no longer has, deepest first; directories still holding
 /// files jailprov did not create are kept.
-fn deletions(desired: &DesiredTree, jail: Option<&JailRoot>, state: &State, plan: &mut Plan) -> Result<Vec<Change>> {
+fn deletions(desired: &DesiredTree, context: &Judge, plan: &mut Plan) -> Result<Vec<Change>> {
+    let Judge { jail, state, .. } = *context;
     let Some(jail) = jail else {
         plan.forget.extend(state.entries.keys().filter(|path| !desired.nodes.contains_key(*path)).cloned());
         return Ok(Vec::new());
@@ -437,6 +615,11 @@ fn deletions(desired: &DesiredTree, jail: Option<&JailRoot>, state: &State, plan
         .collect();
     let mut changes = Vec::new();
     for path in candidates.iter().rev() {
+        // Never into a mounted file system, and never a mount point.
+        if context.mounted.covering(path).is_some() || context.mounted.at(path).is_some() {
+            plan.kept.push((*path).clone());
+            continue;
+        }
         let actual = match jail.stat(path) {
             Ok(actual) => actual,
             // Under a symlink planted in the jail: not reachable without following it.
@@ -468,6 +651,7 @@ fn deletions(desired: &DesiredTree, jail: Option<&JailRoot>, state: &State, plan
             kind: kind_label(actual.kind).to_owned(),
             what: Vec::new(),
             diff: None,
+            mount: None,
         });
     }
     Ok(changes)

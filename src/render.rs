@@ -170,13 +170,29 @@ pub fn plan_text(plan: &crate::plan::Plan, root: &std::path::Path, jailfile: &st
         text.push_str(&no_changes(jailfile));
     } else {
         // Like Terraform, a replacement counts as one to add and one to destroy.
-        let _ = writeln!(
-            text,
-            "Plan: {} to add, {} to change, {} to destroy.",
+        let mut line = format!(
+            "Plan: {} to add, {} to change, {} to destroy",
             summary.create + summary.replace,
             summary.update,
             summary.delete + summary.replace
         );
+        for (count, what) in [(summary.mount, "to mount"), (summary.unmount, "to unmount")] {
+            if count > 0 {
+                let _ = write!(line, ", {count} {what}");
+            }
+        }
+        let _ = writeln!(text, "{line}.");
+    }
+    text
+}
+
+/// What an apply did, for its closing line: "3 added, 0 changed, 1 destroyed[, 1 mounted]".
+pub fn outcome(outcome: &crate::apply::Outcome) -> String {
+    let mut text = format!("{} added, {} changed, {} destroyed", outcome.added, outcome.changed, outcome.destroyed);
+    for (count, what) in [(outcome.mounted, "mounted"), (outcome.unmounted, "unmounted")] {
+        if count > 0 {
+            let _ = write!(text, ", {count} {what}");
+        }
     }
     text
 }

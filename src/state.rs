@@ -25,7 +25,7 @@ use crate::tree::JailPath;
 /// Where state lives unless `--state-dir` says otherwise.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/jailprov";
 
-const FORMAT_VERSION: u32 = 2;
+const FORMAT_VERSION: u32 = 3;
 
 /// The first bytes of every state file, so that no other file is ever taken for one.
 const MAGIC: &[u8] = b"jailprov state\n";
@@ -75,6 +75,8 @@ pub struct State {
     pub pending: BTreeSet<JailPath>,
     /// An apply started and did not finish: the next one sweeps temporary files.
     pub interrupted: bool,
+    /// Targets of the persistent mounts jailprov made on the host (the only ones it unmounts).
+    pub mounts: BTreeSet<JailPath>,
 }
 
 impl State {

@@ -1107,3 +1107,124 @@ fn which(name: &str) -> Result<PathBuf, ()> {
         .find(|candidate| candidate.is_file())
         .ok_or(())
 }
+
+// ---------------------------------------------------------------------------------------------
+// Persistent mounts
+// ---------------------------------------------------------------------------------------------
+
+/// The mount points under `root` in this process's mount table, with "ro"/"rw" and the type.
+fn mounts_under(root: &Path) -> Vec<(String, String, String)> {
+    let table = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let prefix = format!("{}/", root.display());
+    table
+        .lines()
+        .filter_map(|line| {
+            let (before, after) = line.split_once(" - ")?;
+            let fields: Vec<&str> = before.split(' ').collect();
+            let point = fields.get(4)?.strip_prefix(&prefix)?;
+            let access = fields.get(5)?.split(',').next()?.to_owned();
+            Some((format!("/{point}"), access, after.split(' ').next()?.to_owned()))
+        })
+        .collect()
+}
+
+/// Lazily unmounts whatever is still mounted under a test jail when the test ends, pass or
+/// fail, before its tempdir is removed (a removal must never walk into a mounted directory).
+struct UnmountGuard(PathBuf);
+
+impl Drop for UnmountGuard {
+    fn drop(&mut self) {
+        for _ in 0..8 {
+            let mounted = mounts_under(&self.0);
+            if mounted.is_empty() {
+                return;
+            }
+            for (point, _, _) in mounted.iter().rev() {
+                let path = self.0.join(point.trim_start_matches('/'));
+                let _ = nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+    }
+}
+
+#[test]
+fn persistent_mounts_are_planned_made_kept_and_removed_and_foreign_mounts_are_left_alone() {
+    need_root!("persistent_mounts_are_planned_made_kept_and_removed_and_foreign_mounts_are_left_alone");
+    let source = tempfile::Builder::new().prefix("jailprov-mount-source-").tempdir().expect("tempdir");
+    fs::write(source.path().join("data.txt"), "host data\n").expect("write the source");
+    let mounts = format!(
+        r#"
+[[mounts]]
+kind = "bind"
+source = "{}"
+target = "/data"
+readonly = true
+persistent = true
+
+[[mounts]]
+kind = "tmpfs"
+target = "/scratch"
+size = "1M"
+persistent = true
+"#,
+        source.path().display()
+    );
+    let with_both = format!("{}{mounts}", seed_like(&["bash"]));
+    let jail = Jail::new(&with_both);
+    let _unmount = UnmountGuard(jail.root.clone());
+
+    // plan: the mounts are shown, after the files (their targets are created first).
+    let plan = jail.run("plan", &["--detailed-exitcode"]).code(2, "plan before apply");
+    let data_line = format!("+   mount    /data (bind {}, read-only)", source.path().display());
+    assert!(plan.stdout.contains(&data_line), "{}", plan.describe());
+    assert!(plan.stdout.contains("+   mount    /scratch (tmpfs, size 1048576)"), "{}", plan.describe());
+    assert!(plan.stdout.contains(", 2 to mount."), "{}", plan.describe());
+    let json = jail.plan_json();
+    assert_eq!(json["summary"]["mount"], 2, "{json}");
+    let actions: Vec<&str> =
+        json["changes"].as_array().expect("changes").iter().filter_map(|c| c["action"].as_str()).collect();
+    assert_eq!(actions.iter().rev().take(2).collect::<Vec<_>>(), [&"mount", &"mount"], "mounts come last: {actions:?}");
+
+    // apply mounts them, read-only really read-only.
+    let applied = jail.apply();
+    assert!(applied.stdout.contains(", 2 mounted."), "{}", applied.describe());
+    let mounted = mounts_under(&jail.root);
+    assert!(mounted.iter().any(|(p, a, _)| p == "/data" && a == "ro"), "{mounted:?}");
+    assert!(mounted.iter().any(|(p, a, t)| p == "/scratch" && a == "rw" && t == "tmpfs"), "{mounted:?}");
+    assert_eq!(fs::read_to_string(jail.at("/data/data.txt")).expect("read through the bind"), "host data\n");
+    let error = fs::write(jail.at("/data/new.txt"), "x").expect_err("a read-only bind refuses writes");
+    assert_eq!(error.raw_os_error(), Some(nix::libc::EROFS), "{error}");
+    jail.assert_clean("after mounting");
+    assert!(jail.apply().stdout.contains("No changes."), "a second apply mounts nothing again");
+    assert_eq!(mounts_under(&jail.root).len(), 2, "not mounted twice");
+
+    // Dropping the tmpfs from the Jailfile unmounts it, then removes its target.
+    jail.write_jailfile(&format!(
+        "{}{}",
+        seed_like(&["bash"]),
+        mounts.split("\n[[mounts]]\nkind = \"tmpfs\"").next().expect("the bind part")
+    ));
+    let plan = jail.run("plan", &[]).ok("plan without the tmpfs");
+    assert!(plan.stdout.contains("-   mount    /scratch"), "{}", plan.describe());
+    assert!(plan.stdout.contains("-   dir      /scratch"), "{}", plan.describe());
+    assert!(plan.stdout.contains(", 1 to unmount."), "{}", plan.describe());
+    let applied = jail.apply();
+    assert!(applied.stdout.contains("1 destroyed, 1 unmounted."), "{}", applied.describe());
+    let mounted = mounts_under(&jail.root);
+    assert_eq!(mounted.iter().map(|(p, _, _)| p.as_str()).collect::<Vec<_>>(), ["/data"], "{mounted:?}");
+    assert!(!jail.at("/scratch").exists());
+    jail.assert_clean("after unmounting");
+
+    // A mount jailprov did not make: never unmounted, never emptied.
+    nix::mount::mount(Some("tmpfs"), &jail.at("/tmp"), Some("tmpfs"), nix::mount::MsFlags::empty(), None::<&str>)
+        .expect("a foreign tmpfs on the jail's /tmp");
+    fs::write(jail.at("/tmp/user-file"), "mine\n").expect("a file on the foreign mount");
+    jail.assert_clean("with a foreign mount on /tmp");
+    let destroyed = jail.run("destroy", &[]).ok("destroy");
+    assert!(destroyed.stdout.contains("1 unmounted."), "{}", destroyed.describe());
+    let mounted = mounts_under(&jail.root);
+    assert_eq!(mounted.iter().map(|(p, _, _)| p.as_str()).collect::<Vec<_>>(), ["/tmp"], "{mounted:?}");
+    assert_eq!(fs::read_to_string(jail.at("/tmp/user-file")).expect("the foreign mount's file"), "mine\n");
+    assert_eq!(fs::read_to_string(source.path().join("data.txt")).expect("the bind source"), "host data\n");
+    assert!(jail.root.exists(), "the root holds a foreign mount: kept");
+}

@@ -134,6 +134,13 @@ pub fn realize(sys: &impl MountSys, jail: &JailRoot, operation: &MountOp) -> Res
     .with_context(|| format!("cannot mount {what}"))
 }
 
+/// Detaches the mount at `target` in `jail`, resolved like a mount target (no symlink
+/// followed). Only for mounts jailprov made: the caller checks its record.
+pub fn unmount(sys: &impl MountSys, jail: &JailRoot, target: &JailPath) -> Result<()> {
+    let node = jail.open_path(target).with_context(|| format!("cannot unmount {target}"))?;
+    sys.unmount(node.as_fd()).with_context(|| format!("cannot unmount {target}"))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::disallowed_methods)] // tests build fixture jails with plain fs calls

@@ -93,6 +93,9 @@ pub trait MountSys {
         attributes: u64,
         target: BorrowedFd<'_>,
     ) -> Result<()>;
+    /// Detaches the mount whose root `target` is (an O_PATH fd opened on the mount point, so
+    /// the very mount it resolved to comes off, whatever the path now leads to).
+    fn unmount(&self, target: BorrowedFd<'_>) -> Result<()>;
 }
 
 /// Every system call of `enter`.
@@ -297,6 +300,14 @@ impl MountSys for RealSys {
         })
         .map_err(|errno| anyhow!("cannot make a mount of the {fstype} file system: {errno}"))?;
         move_mount_onto(&mount, target).map_err(|errno| anyhow!("cannot attach the {fstype} mount: {errno}"))
+    }
+
+    fn unmount(&self, target: BorrowedFd<'_>) -> Result<()> {
+        // The magic link resolves to the fd's own (mount, dentry): no path lookup a jailed
+        // process could redirect.
+        let path = format!("/proc/self/fd/{}", target.as_raw_fd());
+        nix::mount::umount2(path.as_str(), nix::mount::MntFlags::MNT_DETACH)
+            .map_err(|errno| anyhow!("cannot unmount: {errno}"))
     }
 }
 
@@ -664,6 +675,10 @@ impl MountSys for Recorder {
             "mount_filesystem",
             format!("{fstype} {options:?} -> {} attributes={attributes:#x}", target_name(target)),
         )
+    }
+
+    fn unmount(&self, target: BorrowedFd<'_>) -> Result<()> {
+        self.record("unmount", target_name(target))
     }
 }
 
