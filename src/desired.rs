@@ -93,7 +93,8 @@ pub fn build(closure: Closure, host: &HostFs) -> Result<DesiredTree> {
     Ok(DesiredTree { nodes })
 }
 
-fn node_for(entry: Entry, host: &HostFs) -> Result<DesiredNode> {
+fn node_for(entry: Box<Entry>, host: &HostFs) -> Result<DesiredNode> {
+    let entry = *entry;
     let attributes = &entry.attributes;
     let owner = (attributes.owner.unwrap_or(0), attributes.group.unwrap_or(0));
     let (kind, host_mode) = match entry.kind {
@@ -248,14 +249,14 @@ mod tests {
         let host = HostFs::real();
         let mut closure = Closure::default();
         let passwd = entry("/usr/bin/passwd", EntryKind::Binary, Some("/usr/bin/passwd"));
-        closure.entries.insert(passwd.path.clone(), passwd);
+        closure.entries.insert(passwd.path.clone(), Box::new(passwd));
         let tree = build(closure.clone(), &host).expect("builds");
         let node = &tree.nodes[&JailPath::parse("/usr/bin/passwd").expect("valid")];
         assert_eq!(node.mode & SETID_BITS, 0, "setuid must be stripped: {:o}", node.mode);
 
         let mut kept = entry("/usr/bin/passwd", EntryKind::Binary, Some("/usr/bin/passwd"));
         kept.attributes.keep_setuid = true;
-        closure.entries.insert(kept.path.clone(), kept);
+        closure.entries.insert(kept.path.clone(), Box::new(kept));
         let tree = build(closure.clone(), &host).expect("builds");
         assert_ne!(tree.nodes[&JailPath::parse("/usr/bin/passwd").expect("valid")].mode & 0o4000, 0);
     }
@@ -265,7 +266,7 @@ mod tests {
         let mut closure = Closure::default();
         let mut motd = entry("/etc/deep/motd", EntryKind::Content, None);
         motd.content = Some("hi\n".into());
-        closure.entries.insert(motd.path.clone(), motd);
+        closure.entries.insert(motd.path.clone(), Box::new(motd));
         let tree = build(closure.clone(), &HostFs::real()).expect("builds");
         let parent = &tree.nodes[&JailPath::parse("/etc/deep").expect("valid")];
         assert_eq!((parent.kind.clone(), parent.uid, parent.mode), (DesiredKind::Dir, 0, 0o755));
@@ -277,10 +278,10 @@ mod tests {
         let mut closure = Closure::default();
         let mut link = entry("/lib", EntryKind::Symlink, Some("/lib"));
         link.target = Some("usr/lib".into());
-        closure.entries.insert(link.path.clone(), link);
+        closure.entries.insert(link.path.clone(), Box::new(link));
         let mut conf = entry("/lib/foo.conf", EntryKind::Content, None);
         conf.content = Some("x".into());
-        closure.entries.insert(conf.path.clone(), conf);
+        closure.entries.insert(conf.path.clone(), Box::new(conf));
         let error = build(closure.clone(), &HostFs::real()).expect_err("must refuse");
         assert!(error.to_string().contains("/lib/foo.conf lies under /lib"), "{error}");
     }

@@ -417,9 +417,15 @@ fn stat_in_jail(jail: &JailRoot, path: &JailPath) -> Result<Option<NodeStat>> {
 
 /// The jail's stat of sorted paths, in order, read in parallel chunks.
 fn scan_paths(jail: &JailRoot, paths: &[&JailPath]) -> Result<Vec<Option<NodeStat>>> {
-    let chunks: Vec<Vec<Result<Option<NodeStat>>>> =
-        paths.par_chunks(4096).map(|chunk| jail.scan_stats(chunk)).collect();
-    chunks.into_iter().flatten().map(absent_if_under_symlink).collect()
+    const CHUNK: usize = 4096;
+    let mut stats = vec![None; paths.len()];
+    stats.par_chunks_mut(CHUNK).zip(paths.par_chunks(CHUNK)).try_for_each(|(out, chunk)| -> Result<()> {
+        for (slot, stat) in out.iter_mut().zip(jail.scan_stats(chunk)) {
+            *slot = absent_if_under_symlink(stat)?;
+        }
+        Ok(())
+    })?;
+    Ok(stats)
 }
 
 /// The jail's stat of every path the record names, in the record's order: read while the host

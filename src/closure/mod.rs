@@ -108,7 +108,9 @@ pub struct Entry {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Closure {
     #[serde(serialize_with = "entries_as_list")]
-    pub entries: BTreeMap<JailPath, Entry>,
+    /// Boxed: 50,000 entries are moved from the builder's map into this one, and on into the
+    /// desired tree; moving pointers spares copying (and faulting in) whole entries each time.
+    pub entries: BTreeMap<JailPath, Box<Entry>>,
     /// Paths the `exclude` patterns removed.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub excluded: Vec<JailPath>,
@@ -121,7 +123,7 @@ pub struct Closure {
 }
 
 fn entries_as_list<S: serde::Serializer>(
-    entries: &BTreeMap<JailPath, Entry>,
+    entries: &BTreeMap<JailPath, Box<Entry>>,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
     serializer.collect_seq(entries.values())
@@ -315,7 +317,7 @@ impl Builder<'_> {
             .map(|(path, mut entry)| {
                 entry.needed_by.sort_unstable();
                 entry.needed_by.dedup();
-                (path, *entry)
+                (path, entry)
             })
             .collect();
         self.closure
@@ -466,11 +468,14 @@ impl Builder<'_> {
                 let mut pruned = Vec::new();
                 let moved_tree = dest.as_ref().map(|_| source_base(source));
                 let found = expand_source(self.host, source, dest.as_ref(), exclude, &mut pruned)?;
-                // Grow once: rehashing moves every (large) entry again.
-                self.entries.reserve(found.len());
+                // Grow once: rehashing moves every entry again.
+                self.entries.reserve(found.iter().map(Vec::len).sum());
                 let copy = CopySource { key, attributes, exclude, moved_tree };
-                for found in found {
-                    self.add_copied(found, &copy, elf_files)?;
+                // Batch by batch, each freed (and its memory reused) as soon as it is placed.
+                for batch in found {
+                    for found in batch {
+                        self.add_copied(found, &copy, elf_files)?;
+                    }
                 }
                 for path in pruned {
                     self.closure.excluded.push(jail_path_of(&path)?);
@@ -706,7 +711,7 @@ fn expand_source(
     dest: Option<&JailPath>,
     exclude: &Exclude,
     pruned: &mut Vec<PathBuf>,
-) -> Result<Vec<Found>> {
+) -> Result<Vec<Vec<Found>>> {
     let base = source_base(source);
     let place = |host_path: PathBuf, stat: FoundStat| -> Result<Option<Found>> {
         let jail_path = match dest {
@@ -728,7 +733,7 @@ fn expand_source(
         HostSource::Path(path) => {
             let metadata = host.symlink_metadata(path).with_context(|| format!("cannot inspect {}", path.display()))?;
             if !metadata.is_dir() {
-                return Ok(place(path.clone(), FoundStat::of(&metadata))?.into_iter().collect());
+                return Ok(vec![place(path.clone(), FoundStat::of(&metadata))?.into_iter().collect()]);
             }
             walk(host, path, exclude, pruned)?
         }
@@ -756,10 +761,10 @@ fn expand_source(
             Ok((found, excluded))
         })
         .collect();
-    let mut result = Vec::new();
+    let mut result = Vec::with_capacity(placed.len());
     for batch in placed {
         let (found, excluded) = batch?;
-        result.extend(found);
+        result.push(found);
         pruned.extend(excluded);
     }
     Ok(result)
