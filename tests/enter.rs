@@ -149,6 +149,10 @@ kind = "devpts"
 target = "/dev/pts"
 
 [[mounts]]
+kind = "mqueue"
+target = "/dev/mqueue"
+
+[[mounts]]
 kind = "bind"
 source = "{DIR}/shared"
 target = "/data"
@@ -384,6 +388,11 @@ fn a_readonly_bind_rejects_writes_a_tmpfs_has_its_size_and_nothing_stays_mounted
     let scratch = mountinfo.stdout.lines().find(|line| line.contains(" /scratch ")).unwrap_or_default();
     assert!(scratch.contains("size=1024k"), "{}", mountinfo.describe());
     assert!(mountinfo.stdout.lines().any(|line| line.contains(" /dev/pts ") && line.contains("devpts")));
+    assert!(
+        mountinfo.stdout.lines().any(|line| line.contains(" /dev/mqueue ") && line.contains(" - mqueue ")),
+        "{}",
+        mountinfo.describe()
+    );
     let fill = jail.bash("cat /dev/zero > /scratch/fill; ls -l /scratch/fill");
     assert!(fill.stderr.contains("No space left on device"), "{}", fill.describe());
     assert!(fill.stdout.contains(&(1024 * 1024).to_string()), "exactly 1 MiB fits: {}", fill.describe());
