@@ -367,7 +367,9 @@ fn drop_privileges(sys: &impl Sys, plan: &EnterPlan) -> Result<()> {
     // unprivileged process install a seccomp filter.
     sys.set_no_new_privs()?;
     if plan.seccomp {
-        sys.install_seccomp(&seccomp::default_filter()?)?;
+        for filter in seccomp::default_filters()? {
+            sys.install_seccomp(&filter)?;
+        }
     }
     Ok(())
 }
