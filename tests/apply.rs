@@ -15,6 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod cli;
+use cli::{output, Run};
+
 const BIN: &str = env!("CARGO_BIN_EXE_jailprov");
 
 /// The Jailfiles' own `root`: never used, every command gets `--root`.
@@ -82,30 +85,6 @@ fn big_jailfile() -> String {
 // ---------------------------------------------------------------------------------------------
 // Running jailprov
 // ---------------------------------------------------------------------------------------------
-
-/// What one jailprov run printed and returned.
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn describe(&self) -> String {
-        format!("exit {}\n--- stdout:\n{}\n--- stderr:\n{}", self.code, self.stdout, self.stderr)
-    }
-
-    /// Asserts exit `code`, returning self for more checks.
-    fn code(self, code: i32, what: &str) -> Run {
-        assert_eq!(self.code, code, "{what}: {}", self.describe());
-        self
-    }
-
-    fn ok(self, what: &str) -> Run {
-        self.code(0, what)
-    }
-}
 
 /// A fresh jail: a 0700 tempdir holding the Jailfile, the jail root (`jail`, not created) and
 /// the state directory (`state`). Everything goes when it drops.
@@ -189,15 +168,6 @@ impl Jail {
     /// Runs a jailprov command in the background, output discarded.
     fn spawn(&self, subcommand: &str, extra: &[&str]) -> Child {
         self.command(subcommand, extra).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("jailprov starts")
-    }
-}
-
-fn output(mut command: Command) -> Run {
-    let output = command.output().unwrap_or_else(|error| panic!("running {command:?}: {error}"));
-    Run {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
 }
 

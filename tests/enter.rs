@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod cli;
+use cli::{output, Run};
+
 const BIN: &str = env!("CARGO_BIN_EXE_jailprov");
 
 /// The Jailfiles' own `root`: never used, every command gets `--root`.
@@ -50,33 +53,6 @@ int main(int argc, char **argv) {
     return 1;
 }
 "#;
-
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn describe(&self) -> String {
-        format!("exit {}\n--- stdout:\n{}\n--- stderr:\n{}", self.code, self.stdout, self.stderr)
-    }
-
-    fn code(self, code: i32, what: &str) -> Run {
-        assert_eq!(self.code, code, "{what}: {}", self.describe());
-        self
-    }
-}
-
-fn output(mut command: Command) -> Run {
-    let output = command.output().unwrap_or_else(|error| panic!("running {command:?}: {error}"));
-    Run {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
-}
 
 /// What the jails hold; `{DIR}` is replaced by the test's tempdir.
 fn jailfile(enter: &str, extra: &str) -> String {
