@@ -380,8 +380,9 @@ fn files_opened_by_plan(jail: &Jail, log: &Path) -> BTreeSet<String> {
         .lines()
         .filter(|line| !line.contains("O_PATH") && !line.contains("O_DIRECTORY"))
         .filter_map(|line| {
-            // `... ) = 6</tmp/x/jail/etc/motd>`
-            let (_, result) = line.rsplit_once(") = ")?;
+            // `... ) = 6</tmp/x/jail/etc/motd>`, or `<... openat resumed>)      = 6</tmp/...>` when
+            // strace interleaves two threads' calls (the result is then padded with spaces).
+            let (_, result) = line.rsplit_once(" = ")?;
             let (_, path) = result.split_once('<')?;
             let path = path.strip_suffix('>')?;
             path.strip_prefix(&prefix).map(|relative| format!("/{relative}"))
