@@ -963,14 +963,50 @@ pub fn review(inputs: &Inputs, mode: Mode) -> Result<Review> {
 /// sources by stat print), the lock file's stat print, the normalized Jailfile, os-release and
 /// the architecture. glibc's version is covered by libc.so.6's stat print in the desired tree.
 fn fresh_key(inputs: &Inputs, jailfile: &str, lock_stat: Option<StatPrint>) -> [u8; 32] {
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(crate::plan::desired_digest(inputs.desired).as_bytes());
-    hasher.update(format!("{lock_stat:?}").as_bytes());
-    hasher.update(jailfile.as_bytes());
-    hasher.update(os_release(inputs.host).as_bytes());
-    hasher.update(std::env::consts::ARCH.as_bytes());
-    hasher.update(format!("{LOCK_VERSION}").as_bytes());
-    *hasher.finalize().as_bytes()
+    // Raw bytes gathered in one buffer and hashed once (many tiny hasher updates cost more):
+    // this runs on every no-op plan, over every path of the jail.
+    let mut bytes: Vec<u8> = Vec::with_capacity(inputs.desired.nodes.len() * 96);
+    for node in inputs.desired.nodes.values() {
+        bytes.extend_from_slice(node.path.as_str().as_bytes());
+        bytes.push(0);
+        bytes.extend_from_slice(&node.mode.to_le_bytes());
+        bytes.extend_from_slice(&node.uid.to_le_bytes());
+        bytes.extend_from_slice(&node.gid.to_le_bytes());
+        match &node.kind {
+            DesiredKind::File { source, source_print } => {
+                bytes.extend_from_slice(b"f");
+                bytes.extend_from_slice(source.as_os_str().as_encoded_bytes());
+                bytes.push(0);
+                bytes.extend_from_slice(&source_print.size.to_le_bytes());
+                bytes.extend_from_slice(&source_print.mtime_ns.to_le_bytes());
+                bytes.extend_from_slice(&source_print.ctime_ns.to_le_bytes());
+                bytes.extend_from_slice(&source_print.ino.to_le_bytes());
+            }
+            DesiredKind::Content { bytes: content } => {
+                bytes.extend_from_slice(b"c");
+                bytes.extend_from_slice(&(content.len() as u64).to_le_bytes());
+                bytes.extend_from_slice(content);
+            }
+            DesiredKind::Dir => {
+                bytes.extend_from_slice(b"d");
+            }
+            DesiredKind::Symlink { target } => {
+                bytes.extend_from_slice(b"l");
+                bytes.extend_from_slice(target.as_bytes());
+                bytes.push(0);
+            }
+            DesiredKind::Device { block, rdev } => {
+                bytes.extend_from_slice(if *block { b"b" } else { b"v" });
+                bytes.extend_from_slice(&rdev.to_le_bytes());
+            }
+        }
+    }
+    bytes.extend_from_slice(format!("{lock_stat:?}").as_bytes());
+    bytes.extend_from_slice(jailfile.as_bytes());
+    bytes.extend_from_slice(os_release(inputs.host).as_bytes());
+    bytes.extend_from_slice(std::env::consts::ARCH.as_bytes());
+    bytes.extend_from_slice(format!("{LOCK_VERSION}").as_bytes());
+    *blake3::hash(&bytes).as_bytes()
 }
 
 // ---------------------------------------------------------------------------------------------
