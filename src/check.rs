@@ -228,7 +228,9 @@ fn drift(
                 }
                 let message = match change.action {
                     Action::Create => format!("{} missing", change.kind),
-                    _ => format!("{} differs from what the Jailfile gives now: {}", change.kind, change.what.join(", ")),
+                    _ => {
+                        format!("{} differs from what the Jailfile gives now: {}", change.kind, change.what.join(", "))
+                    }
                 };
                 audit.findings.push(finding(
                     "JP003",

@@ -952,7 +952,15 @@ pub fn review(inputs: &Inputs, mode: Mode) -> Result<Review> {
         None => comparison,
     };
     let text = new.to_text()?;
-    write_atomically(&lock_path, text.as_bytes(), 0o644)?;
+    if let Err(error) = write_atomically(&lock_path, text.as_bytes(), 0o644) {
+        // plan and apply still work from a read-only checkout; `jailprov lock` must write.
+        if mode == Mode::Deliberate {
+            return Err(error);
+        }
+        eprintln!("warning: {error:#}; {} stays as it was", lock_path.display());
+        save_cache(&cache_file, &cache);
+        return Ok(Review { lock_path, existed: old.is_some(), comparison: old_comparison, wrote: false, entries });
+    }
     let lock_stat = fs::metadata(&lock_path).ok().map(|metadata| StatPrint::of(&metadata));
     cache.fresh = Some(self::fresh_key(inputs, &new.jailfile, lock_stat));
     save_cache(&cache_file, &cache);

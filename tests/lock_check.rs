@@ -338,7 +338,8 @@ fn one_byte_same_size_edits_are_found_anywhere_in_a_file() {
 
 /// The security findings, each planted by hand in an applied jail: a setuid binary owned
 /// by nobody, a symlink to /etc/shadow (and one to /proc/self/root, one climbing out), an
-/// undeclared device, a world-writable directory; `--fix` deletes none of these foreign files.
+/// undeclared device, a world-writable directory, a hard link to a copied source, an unsafe
+/// ancestor of the root; `--fix` deletes none of these foreign files.
 #[test]
 fn planted_setuid_symlinks_devices_and_writable_dirs_are_flagged() {
     need_root!("planted_setuid_symlinks_devices_and_writable_dirs_are_flagged");
@@ -364,6 +365,8 @@ fn planted_setuid_symlinks_devices_and_writable_dirs_are_flagged() {
     .expect("mknod");
     fs::create_dir(jail.at("/srv")).expect("mkdir");
     fs::set_permissions(jail.at("/srv"), fs::Permissions::from_mode(0o777)).expect("chmod 0777");
+    // A hard link to a file the Jailfile copies (the private source, in this tempdir).
+    fs::hard_link(jail.src.join("app.conf"), jail.at("/etc/linked.conf")).expect("hard link");
 
     let (code, check) = jail.check_json();
     assert_eq!(code, 1, "{check:#}");
@@ -375,6 +378,7 @@ fn planted_setuid_symlinks_devices_and_writable_dirs_are_flagged() {
         ("JP013", "/etc/escape"),
         ("JP012", "/etc/mem"),
         ("JP011", "/srv"),
+        ("JP015", "/etc/linked.conf"),
     ] {
         assert!(has_finding(&check, code, "error", path), "{code} {path} expected: {check:#}");
     }
@@ -382,12 +386,21 @@ fn planted_setuid_symlinks_devices_and_writable_dirs_are_flagged() {
     assert!(text.stdout.contains("error   JP010 /usr/bin/evil: setuid file owned by uid 65534"), "{}", text.describe());
     assert!(text.stdout.contains("        fix: "), "{}", text.describe());
 
-    // --fix with only the planted program, device and directory: they stay (foreign).
+    // The tempdir above the jail root made writable by everyone: the root could be swapped.
+    fs::set_permissions(&jail.dir, fs::Permissions::from_mode(0o777)).expect("chmod the tempdir");
+    let (_, check) = jail.check_json();
+    fs::set_permissions(&jail.dir, fs::Permissions::from_mode(0o700)).expect("chmod the tempdir back");
+    assert!(has_finding(&check, "JP017", "error", "/"), "{check:#}");
+
+    // --fix with only the planted program, device, directory and hard link: they stay (foreign).
     for link in ["/etc/shadow-link", "/etc/rootfs", "/etc/escape"] {
         fs::remove_file(jail.at(link)).expect("unlink the planted link");
     }
     jail.run("check", &["--fix"]).code(1, "the foreign findings remain errors after --fix");
-    assert!(evil.exists() && jail.at("/etc/mem").exists() && jail.at("/srv").exists(), "--fix deleted foreign files");
+    for foreign in ["/usr/bin/evil", "/etc/mem", "/srv", "/etc/linked.conf"] {
+        assert!(jail.at(foreign).exists(), "--fix deleted the foreign {foreign}");
+    }
+    assert_eq!(fs::read(jail.src.join("app.conf")).expect("read the source"), b"x\n", "the linked source is untouched");
 }
 
 /// A managed file whose mode drifted (setuid added, world-writable) is found and `--fix`
