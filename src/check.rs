@@ -267,11 +267,15 @@ fn walk(desired: &DesiredTree, jail: &JailRoot, host: &HostFs, audit: &mut Audit
             continue;
         }
         let Ok(names) = jail.list(&path) else { continue };
-        for name in names.into_iter().rev() {
-            let Ok(child) = JailPath::parse(&format!("{}/{name}", path.as_str().trim_end_matches('/'))) else {
-                continue;
-            };
-            if let Ok(Some(child_stat)) = jail.stat(&child) {
+        let children: Vec<JailPath> = names
+            .iter()
+            .filter_map(|name| JailPath::parse(&format!("{}/{name}", path.as_str().trim_end_matches('/'))).ok())
+            .collect();
+        // Siblings share one lookup of their directory (read-only: check writes nothing here).
+        let child_refs: Vec<&JailPath> = children.iter().collect();
+        let stats = jail.scan_stats(&child_refs);
+        for (child, child_stat) in children.into_iter().zip(stats).rev() {
+            if let Ok(Some(child_stat)) = child_stat {
                 stack.push((child, child_stat, depth + 1));
             }
         }

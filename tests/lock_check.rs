@@ -442,3 +442,39 @@ fn a_clean_jail_from_each_example_has_no_findings() {
         assert!(check["summary"]["verified_files"].as_u64().is_some_and(|count| count > 0), "{name}: {check:#}");
     }
 }
+
+/// The lock's per-host cache keeps a no-op plan a stat walk: with the lock fresh, plan opens no
+/// host source to hash it; with the cache gone, it hashes them again (and finds no drift).
+#[test]
+fn no_op_plan_hashes_no_host_source_while_the_cache_vouches() {
+    need_root!("no_op_plan_hashes_no_host_source_while_the_cache_vouches");
+    if Command::new("strace").arg("-V").output().is_err() {
+        eprintln!("SKIPPED no_op_plan_hashes_no_host_source_while_the_cache_vouches: strace is not installed");
+        return;
+    }
+    let jail = jail_with_source(b"port = 1\n");
+    jail.apply();
+    let source = jail.src.join("app.conf").display().to_string();
+    let opens_source = |log: &str| -> bool {
+        let log_path = jail.dir.join(log);
+        let mut command = Command::new("strace");
+        command.args(["-f", "-qq", "-e", "trace=open,openat,openat2", "-o"]).arg(&log_path).arg(BIN);
+        command
+            .args(["plan", "-f"])
+            .arg(&jail.jailfile)
+            .arg("--root")
+            .arg(&jail.root)
+            .arg("--state-dir")
+            .arg(&jail.state);
+        let output = command.output().expect("strace runs");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        fs::read_to_string(&log_path).expect("read the strace log").contains(&format!("\"{source}\""))
+    };
+    assert!(!opens_source("strace-1.log"), "a no-op plan with a fresh lock read the host source");
+    fs::remove_dir_all(jail.state.join("lock-cache")).expect("remove the cache");
+    assert!(
+        opens_source("strace-2.log"),
+        "without the cache, plan must hash the source (else the check above proves nothing)"
+    );
+    assert!(!opens_source("strace-3.log"), "the cache was rebuilt");
+}
