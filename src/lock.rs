@@ -947,7 +947,9 @@ pub fn review(inputs: &Inputs, mode: Mode) -> Result<Review> {
     for entry in &mut new.entries {
         entry.package = entry.source.as_ref().and_then(|source| packages.get(source)).cloned();
     }
-    let old_comparison = match &old {
+    // Compared again now that the new side has its package versions, for `jailprov lock`'s
+    // "3.0.15 → 3.0.17" lines (packages never make a difference by themselves).
+    let reported = match &old {
         Some(old) => compare(old, &new),
         None => comparison,
     };
@@ -959,12 +961,12 @@ pub fn review(inputs: &Inputs, mode: Mode) -> Result<Review> {
         }
         eprintln!("warning: {error:#}; {} stays as it was", lock_path.display());
         save_cache(&cache_file, &cache);
-        return Ok(Review { lock_path, existed: old.is_some(), comparison: old_comparison, wrote: false, entries });
+        return Ok(Review { lock_path, existed: old.is_some(), comparison: reported, wrote: false, entries });
     }
     let lock_stat = fs::metadata(&lock_path).ok().map(|metadata| StatPrint::of(&metadata));
     cache.fresh = Some(self::fresh_key(inputs, &new.jailfile, lock_stat));
     save_cache(&cache_file, &cache);
-    Ok(Review { lock_path, existed: old.is_some(), comparison: old_comparison, wrote: true, entries })
+    Ok(Review { lock_path, existed: old.is_some(), comparison: reported, wrote: true, entries })
 }
 
 /// The key of "this lock file was found fresh for this desired tree": the desired tree (host
