@@ -208,9 +208,12 @@ fn record(jail: &JailRoot, node: &DesiredNode, state: &mut State, created: bool)
         DesiredKind::File { source_print, .. } => (Some(print_of(&stat)), Some(*source_print)),
         _ => (None, None),
     };
-    state
-        .entries
-        .insert(node.path.clone(), Managed { kind: ManagedKind::of(&node.kind), created, jail: jail_print, source });
+    // What `jailprov check` verifies every byte of the file against (src/check.rs).
+    let hash = crate::check::recorded_hash(jail, node)?;
+    state.entries.insert(
+        node.path.clone(),
+        Managed { kind: ManagedKind::of(&node.kind), created, jail: jail_print, source, hash },
+    );
     Ok(())
 }
 

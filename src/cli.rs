@@ -33,6 +33,10 @@ pub enum Command {
     Destroy(DestroyArgs),
     /// Run a command in the applied jail: namespaces, pivot_root, no capabilities, seccomp.
     Enter(EnterArgs),
+    /// Refresh Jailfile.lock deliberately and show what changed since it was written.
+    Lock(LockArgs),
+    /// Audit the jail on disk: content hashes, setuid files, devices, symlinks, permissions.
+    Check(CheckArgs),
 }
 
 /// Where jailprov records what it manages, and how long to wait for another jailprov.
@@ -67,6 +71,9 @@ pub struct PlanArgs {
     /// Plan to take over files jailprov did not create where the Jailfile wants its own.
     #[arg(long)]
     pub adopt: bool,
+    /// Fail (exit 1) when what the host gives differs from Jailfile.lock, or there is none (CI).
+    #[arg(long)]
+    pub locked: bool,
 }
 
 #[derive(Debug, Args)]
@@ -87,6 +94,44 @@ pub struct ApplyArgs {
     #[arg(long = "lock-timeout", default_value_t = 60)]
     pub lock_timeout: u64,
     /// Accept a jail root under a directory that others could rename or replace.
+    #[arg(long = "unsafe-root")]
+    pub unsafe_root: bool,
+    /// Refuse (exit 1, nothing applied) when what the host gives differs from Jailfile.lock.
+    #[arg(long)]
+    pub locked: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    #[command(flatten)]
+    pub jailfile: JailfileArgs,
+    /// Where the per-host hash cache of the lock lives (with the records of managed paths).
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CheckFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub jailfile: JailfileArgs,
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = CheckFormat::Text)]
+    pub format: CheckFormat,
+    /// Repair what apply would repair (managed paths only); never deletes anything.
+    #[arg(long)]
+    pub fix: bool,
+    /// Seconds to wait for another jailprov working on the same jail (with --fix).
+    #[arg(long = "lock-timeout", default_value_t = 60)]
+    pub lock_timeout: u64,
+    /// Accept a jail root under a directory that others could rename or replace (with --fix).
     #[arg(long = "unsafe-root")]
     pub unsafe_root: bool,
 }

@@ -13,6 +13,7 @@ use jailprov::cli::{ApplyArgs, DestroyArgs, JailfileArgs, PlanArgs, PlanFormat};
 use jailprov::desired::{self, DesiredTree};
 use jailprov::host::HostFs;
 use jailprov::jail_root::JailRoot;
+use jailprov::lock;
 use jailprov::mountinfo::JailMounts;
 use jailprov::plan::{self, Change, Mounts, Plan, RecordedScan};
 use jailprov::render;
@@ -38,6 +39,8 @@ struct Prepared {
     /// The persistent mount wishes, and what is mounted in the jail now.
     mounts: Mounts,
     jail: Option<JailRoot>,
+    /// What Jailfile.lock needs from the closure (src/lock.rs).
+    lock_facts: lock::ClosureFacts,
 }
 
 /// Computes everything a plan needs from an already loaded Spec (loaded once per command).
@@ -54,11 +57,14 @@ fn prepare(spec: &Spec, host: HostFs, jailfile: &Path, state_dir: &Path) -> Resu
             let recorded = plan::scan_recorded(&state, jail.as_ref())?;
             Ok((state, recorded))
         });
-        let desired = compute_closure(spec, &host).and_then(|closure| desired::build(closure, &host));
+        let desired = compute_closure(spec, &host).and_then(|closure| {
+            let lock_facts = lock::ClosureFacts::of(&closure);
+            desired::build(closure, &host).map(|desired| (desired, lock_facts))
+        });
         let jail_side = jail_side.join().unwrap_or_else(|_| Err(anyhow::anyhow!("reading the state record panicked")));
         (jail_side, desired)
     });
-    let ((state, recorded), desired) = (jail_side?, desired?);
+    let ((state, recorded), (desired, lock_facts)) = (jail_side?, desired?);
     let source = std::fs::read(jailfile).with_context(|| format!("cannot read {}", jailfile.display()))?;
     Ok(Prepared {
         root: spec.root.clone(),
@@ -70,6 +76,7 @@ fn prepare(spec: &Spec, host: HostFs, jailfile: &Path, state_dir: &Path) -> Resu
         recorded,
         mounts: Mounts::of(&spec.mounts, active),
         jail,
+        lock_facts,
     })
 }
 
@@ -84,6 +91,16 @@ fn open_jail_if_present(root: &Path) -> Result<Option<JailRoot>> {
 }
 
 impl Prepared {
+    /// Checks Jailfile.lock against what the host gives (writing it when missing or stale, or
+    /// refusing any difference when `locked`).
+    fn review_lock(&self, jailfile: &Path, state_dir: &Path, locked: bool) -> Result<lock::Review> {
+        let inputs =
+            lock::Inputs { jailfile, desired: &self.desired, facts: &self.lock_facts, host: &self.host, state_dir };
+        let review = lock::review(&inputs, if locked { lock::Mode::Locked } else { lock::Mode::Refresh })?;
+        lock::note(&review);
+        Ok(review)
+    }
+
     fn plan(&self, adopt: bool) -> Result<Plan> {
         plan::compute(&self.desired, self.jail.as_ref(), &self.state, &self.recorded, &self.mounts, &self.host, adopt)
     }
@@ -123,6 +140,7 @@ pub fn plan(args: &PlanArgs) -> Result<ExitCode> {
     let host = HostFs::real();
     let spec = load_spec(&args.jailfile, &host)?;
     let prepared = prepare(&spec, host, &args.jailfile.file, &args.state.state_dir)?;
+    let review = prepared.review_lock(&args.jailfile.file, &args.state.state_dir, args.locked)?;
     let plan = prepared.plan(args.adopt)?;
     if let Some(out) = &args.out {
         let saved = SavedPlan {
@@ -140,8 +158,12 @@ pub fn plan(args: &PlanArgs) -> Result<ExitCode> {
         std::fs::write(out, text).with_context(|| format!("cannot write the plan to {}", out.display()))?;
     }
     match args.format {
-        PlanFormat::Text => print(&render::plan_text(&plan, &prepared.root, &args.jailfile.file))?,
-        PlanFormat::Json => print(&render::plan_json(&plan))?,
+        PlanFormat::Text => print(&format!(
+            "{}{}",
+            lock::drift_text(&review),
+            render::plan_text(&plan, &prepared.root, &args.jailfile.file)
+        ))?,
+        PlanFormat::Json => print(&lock::plan_json_with_drift(&render::plan_json(&plan), &review)?)?,
     };
     // The process ends here: freeing a 50,000-path tree entry by entry only costs time.
     std::mem::forget(prepared);
@@ -169,6 +191,8 @@ pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
     let _lock = store.lock(Duration::from_secs(args.lock_timeout))?;
 
     let mut prepared = prepare(&spec, host, &jailfile.file, &args.state.state_dir)?;
+    let review = prepared.review_lock(&jailfile.file, &args.state.state_dir, args.locked)?;
+    eprint!("{}", lock::drift_text(&review));
     let plan = prepared.plan(adopt)?;
     if let Some(saved) = &saved {
         refuse_stale(saved, &prepared.digests()?, &plan)?;

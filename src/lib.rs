@@ -1,6 +1,7 @@
 //! jailprov: turns a Jailfile.toml into a working chroot jail (library half; `main.rs` is the CLI).
 
 pub mod apply;
+pub mod check;
 pub mod cli;
 pub mod closure;
 pub mod desired;
@@ -9,6 +10,7 @@ pub mod enter;
 pub mod host;
 pub mod jail_root;
 pub mod jailfile;
+pub mod lock;
 pub mod mountinfo;
 pub mod plan;
 pub mod render;

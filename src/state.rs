@@ -25,7 +25,9 @@ use crate::tree::JailPath;
 /// Where state lives unless `--state-dir` says otherwise.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/jailprov";
 
-const FORMAT_VERSION: u32 = 3;
+/// 3 added the content hash of each managed file (`Managed::hash`), 4 the persistent mounts
+/// (`State::mounts`); format 2 is still read.
+const FORMAT_VERSION: u32 = 4;
 
 /// The first bytes of every state file, so that no other file is ever taken for one.
 const MAGIC: &[u8] = b"jailprov state\n";
@@ -62,6 +64,9 @@ pub struct Managed {
     pub jail: Option<StatPrint>,
     /// The host source as apply copied it.
     pub source: Option<StatPrint>,
+    /// blake3 of the jail file's whole content as apply left it (files only): what
+    /// `jailprov check` verifies every byte against. None in records written before format 3.
+    pub hash: Option<[u8; 32]>,
 }
 
 /// The record of one jail.
@@ -131,6 +136,18 @@ impl StateStore {
         // The version leads the body: read it alone first, so that a newer format is named as
         // such rather than reported as corrupt.
         let (format_version, _) = postcard::take_from_bytes::<u32>(body).with_context(corrupt)?;
+        if format_version == 2 {
+            let state = format2::upgrade(postcard::from_bytes(body).with_context(corrupt)?);
+            if state.root != root {
+                bail!(
+                    "{} records the root {}, not {}",
+                    self.state_file.display(),
+                    state.root.display(),
+                    root.display()
+                );
+            }
+            return Ok(state);
+        }
         if format_version != FORMAT_VERSION {
             bail!(
                 "{} has state format {format_version} but this jailprov reads format {FORMAT_VERSION}",
@@ -209,6 +226,48 @@ impl StateStore {
     }
 }
 
+/// The record as format 2 wrote it (no content hashes): read and upgraded, so a jail applied by
+/// an older jailprov keeps its record; its files get a hash the next time apply writes them.
+mod format2 {
+    use super::*;
+
+    #[derive(Deserialize)]
+    pub struct Managed {
+        kind: ManagedKind,
+        created: bool,
+        jail: Option<StatPrint>,
+        source: Option<StatPrint>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct State {
+        _format_version: u32,
+        root: PathBuf,
+        entries: BTreeMap<JailPath, Managed>,
+        pending: BTreeSet<JailPath>,
+        interrupted: bool,
+    }
+
+    pub fn upgrade(old: State) -> super::State {
+        let entries = old
+            .entries
+            .into_iter()
+            .map(|(path, managed)| {
+                let Managed { kind, created, jail, source } = managed;
+                (path, super::Managed { kind, created, jail, source, hash: None })
+            })
+            .collect();
+        super::State {
+            format_version: FORMAT_VERSION,
+            root: old.root,
+            entries,
+            pending: old.pending,
+            interrupted: old.interrupted,
+            mounts: BTreeSet::new(),
+        }
+    }
+}
+
 trait PrivateMode {
     fn mode_private(&mut self) -> &mut Self;
 }
@@ -258,11 +317,54 @@ mod tests {
         let mut state = State::empty(Path::new("/srv/jails/a"));
         state.entries.insert(
             JailPath::parse("/usr/bin/bash").expect("valid"),
-            Managed { kind: ManagedKind::File, created: true, jail: None, source: None },
+            Managed { kind: ManagedKind::File, created: true, jail: None, source: None, hash: Some([7; 32]) },
         );
         store.save(&state).expect("saves");
         assert_eq!(store.load(Path::new("/srv/jails/a")).expect("loads"), state);
         assert!(store.load(Path::new("/srv/jails/b")).is_err());
+    }
+
+    #[test]
+    fn a_format_2_record_is_read_without_hashes() {
+        #[derive(Serialize)]
+        struct OldManaged {
+            kind: ManagedKind,
+            created: bool,
+            jail: Option<StatPrint>,
+            source: Option<StatPrint>,
+        }
+        #[derive(Serialize)]
+        struct OldState {
+            format_version: u32,
+            root: PathBuf,
+            entries: BTreeMap<JailPath, OldManaged>,
+            pending: BTreeSet<JailPath>,
+            interrupted: bool,
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = StateStore::for_root(dir.path(), Path::new("/srv/jails/a"));
+        let bash = JailPath::parse("/usr/bin/bash").expect("valid");
+        let old = OldState {
+            format_version: 2,
+            root: PathBuf::from("/srv/jails/a"),
+            entries: [(bash.clone(), OldManaged { kind: ManagedKind::File, created: true, jail: None, source: None })]
+                .into(),
+            pending: BTreeSet::new(),
+            interrupted: false,
+        };
+        let bytes = postcard::to_extend(&old, MAGIC.to_vec()).expect("serializes");
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode_private()
+            .open(&store.state_file)
+            .expect("create");
+        file.write_all(&bytes).expect("write");
+        let state = store.load(Path::new("/srv/jails/a")).expect("a format 2 record still loads");
+        assert_eq!(state.format_version, FORMAT_VERSION);
+        assert_eq!(state.entries[&bash].hash, None, "format 2 had no hashes");
+        assert!(state.entries[&bash].created);
     }
 
     #[test]

@@ -346,17 +346,37 @@ fn files_opened_by_plan(jail: &Jail, log: &Path) -> BTreeSet<String> {
     let run = output(command).ok("strace jailprov plan");
     assert!(run.stdout.contains("No changes."), "{}", run.describe());
     let prefix = format!("{}/", jail.root.display());
-    read(log)
-        .lines()
-        .filter(|line| !line.contains("O_PATH") && !line.contains("O_DIRECTORY"))
-        .filter_map(|line| {
+    whole_calls(&read(log))
+        .iter()
+        .filter(|call| !call.contains("O_PATH") && !call.contains("O_DIRECTORY"))
+        .filter_map(|call| {
             // `... ) = 6</tmp/x/jail/etc/motd>`
-            let (_, result) = line.rsplit_once(") = ")?;
+            let (_, result) = call.rsplit_once(" = ")?;
             let (_, path) = result.split_once('<')?;
             let path = path.strip_suffix('>')?;
             path.strip_prefix(&prefix).map(|relative| format!("/{relative}"))
         })
         .collect()
+}
+
+/// strace's lines with each interrupted call joined again: when two threads' calls interleave,
+/// strace prints `PID openat(..., O_PATH <unfinished ...>` and later `PID <... openat resumed>)
+/// = 6</path>`; judged apart, the second half would lose the first half's flags.
+fn whole_calls(log: &str) -> Vec<String> {
+    let mut pending: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut calls = Vec::new();
+    for line in log.lines() {
+        let pid = line.split_whitespace().next().unwrap_or_default();
+        if let Some(start) = line.strip_suffix("<unfinished ...>") {
+            pending.insert(pid, start);
+        } else if let Some((_, rest)) = line.split_once(" resumed>") {
+            let start = pending.remove(pid).unwrap_or_default();
+            calls.push(format!("{start}{rest}"));
+        } else {
+            calls.push(line.to_owned());
+        }
+    }
+    calls
 }
 
 #[test]

@@ -1,0 +1,731 @@
+//! `jailprov check`: audits a jail on disk, reading it only through [`JailRoot`] (never following
+//! a symlink planted in it), and with `--fix` repairs what apply would repair.
+//!
+//! Every managed file is verified against the blake3 apply recorded, over all of its bytes
+//! (jailkit's jk_check hashes one 1 KB block and misses same-size edits past it). The rest is a
+//! walk of the whole jail, managed or not: set-id files, writable directories without the sticky
+//! bit, undeclared devices, symlinks leading out or to host-sensitive paths, hard links shared
+//! with host files, executables and libraries others can write, and the root and its ancestors.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::apply;
+use crate::cli::{CheckArgs, CheckFormat};
+use crate::desired::{DesiredKind, DesiredNode, DesiredTree, SETID_BITS};
+use crate::host::HostFs;
+use crate::jail_root::{JailRoot, NodeKind, NodeStat};
+use crate::lock::{hash_reader, hash_text};
+use crate::mountinfo::JailMounts;
+use crate::plan::{self, Action, Change, Mounts, Plan, RecordedScan};
+use crate::state::{ManagedKind, State, StateStore};
+use crate::tree::JailPath;
+
+/// How deep the walk descends; a jail process could build an absurdly deep tree.
+const MAX_DEPTH: usize = 256;
+
+/// What apply records for a file it wrote: blake3 of the whole jail file (None for other kinds).
+pub fn recorded_hash(jail: &JailRoot, node: &DesiredNode) -> Result<Option<[u8; 32]>> {
+    match node.kind {
+        DesiredKind::File { .. } | DesiredKind::Content { .. } => content_hash(jail, &node.path).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// blake3 of every byte of a regular file in the jail.
+pub fn content_hash(jail: &JailRoot, path: &JailPath) -> Result<[u8; 32]> {
+    let mut file = jail.open_read(path)?;
+    hash_reader(&mut file).with_context(|| format!("cannot read {path} in the jail"))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// One thing found wrong, with a one-line fix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub code: &'static str,
+    pub severity: Severity,
+    pub path: String,
+    pub message: String,
+    pub fix: String,
+}
+
+/// The codes, for the README and `--format json` consumers.
+pub const CODES: &[(&str, &str)] = &[
+    ("JP001", "a managed file's content differs from the hash apply recorded"),
+    ("JP002", "a managed file has no recorded hash (applied by an older jailprov)"),
+    ("JP003", "a managed path differs from the Jailfile (missing, mode, owner, target, type)"),
+    ("JP004", "something jailprov did not create is where the Jailfile wants its own"),
+    ("JP005", "a managed path the Jailfile no longer has"),
+    ("JP010", "a setuid or setgid file"),
+    ("JP011", "a world- or group-writable directory without the sticky bit"),
+    ("JP012", "a device node the Jailfile does not declare"),
+    ("JP013", "a symlink whose target climbs out of the jail"),
+    ("JP014", "a symlink to a host-sensitive path"),
+    ("JP015", "a hard link shared with a host file"),
+    ("JP016", "an executable or library a non-root user can write"),
+    ("JP017", "the jail root or an ancestor is not root-owned or is writable by others"),
+    ("JP018", "a persistent mount of the Jailfile is not mounted, or one jailprov made is left over"),
+];
+
+/// Paths that lead to host secrets or the host's root once the jail mounts /proc or binds /etc.
+const SENSITIVE: &[&str] = &[
+    "/etc/shadow",
+    "/etc/shadow-",
+    "/etc/gshadow",
+    "/etc/gshadow-",
+    "/etc/sudoers",
+    "/etc/sudoers.d",
+    "/root",
+    "/dev/mem",
+    "/dev/kmem",
+    "/dev/port",
+    "/proc/kcore",
+    "/proc/sysrq-trigger",
+];
+
+/// Under /proc/PID/: the process's root, cwd and open files, which lead to the host's tree.
+const SENSITIVE_PROC_ENTRIES: &[&str] = &["root", "cwd", "fd", "map_files"];
+
+/// The result of an audit.
+#[derive(Debug, Clone, Default)]
+pub struct Audit {
+    pub findings: Vec<Finding>,
+    /// Managed files whose every byte was hashed.
+    pub verified: usize,
+}
+
+impl Audit {
+    pub fn errors(&self) -> usize {
+        self.findings.iter().filter(|finding| finding.severity == Severity::Error).count()
+    }
+
+    pub fn warnings(&self) -> usize {
+        self.findings.len() - self.errors()
+    }
+}
+
+fn finding(code: &'static str, severity: Severity, path: &str, message: String, fix: &str) -> Finding {
+    Finding { code, severity, path: path.to_owned(), message, fix: fix.to_owned() }
+}
+
+/// Audits the jail against the record and the desired tree.
+pub fn audit(
+    desired: &DesiredTree,
+    mounts: &Mounts,
+    jail: &JailRoot,
+    state: &State,
+    host: &HostFs,
+    root: &Path,
+) -> Result<Audit> {
+    let mut audit = Audit::default();
+    if let Err(error) = crate::root_safety::check(root) {
+        audit.findings.push(finding(
+            "JP017",
+            Severity::Error,
+            "/",
+            format!("{error:#}"),
+            "make the jail root and every directory above it root-owned and not writable by others",
+        ));
+    }
+    let modified = verify_hashes(jail, state, &mut audit)?;
+    drift(desired, mounts, jail, state, host, &modified, &mut audit)?;
+    walk(desired, jail, host, &mut audit)?;
+    audit.findings.sort_by(|a, b| (a.severity, &a.path, a.code).cmp(&(b.severity, &b.path, b.code)));
+    Ok(audit)
+}
+
+/// JP001/JP002: every managed file hashed in full; returns the paths whose content must be
+/// rewritten to match the record.
+fn verify_hashes(jail: &JailRoot, state: &State, audit: &mut Audit) -> Result<BTreeSet<JailPath>> {
+    let files: Vec<(&JailPath, Option<[u8; 32]>)> = state
+        .entries
+        .iter()
+        .filter(|(_, managed)| managed.kind == ManagedKind::File)
+        .map(|(path, managed)| (path, managed.hash))
+        .collect();
+    // (path, recorded hash, hash now): None now when it is not a regular file any more.
+    type Verified<'a> = (&'a JailPath, Option<[u8; 32]>, Option<[u8; 32]>);
+    let results: Vec<Verified> = files
+        .par_iter()
+        .map(|(path, recorded)| {
+            // A path that is gone or no longer a regular file is the plan's finding (JP003).
+            let is_file = matches!(jail.stat(path), Ok(Some(stat)) if stat.kind == NodeKind::File);
+            let now = if is_file && recorded.is_some() { content_hash(jail, path).ok() } else { None };
+            (*path, *recorded, now.filter(|_| is_file))
+        })
+        .collect();
+    let mut modified = BTreeSet::new();
+    for (path, recorded, now) in results {
+        match (recorded, now) {
+            (Some(recorded), Some(now)) => {
+                audit.verified += 1;
+                if recorded != now {
+                    audit.findings.push(finding(
+                        "JP001",
+                        Severity::Error,
+                        path.as_str(),
+                        format!(
+                            "content differs from what apply wrote ({} recorded, {} now)",
+                            short(&recorded),
+                            short(&now)
+                        ),
+                        "`jailprov check --fix` (or apply) rewrites it from the Jailfile's source",
+                    ));
+                    modified.insert(path.clone());
+                }
+            }
+            (None, _) => {
+                audit.findings.push(finding(
+                    "JP002",
+                    Severity::Warning,
+                    path.as_str(),
+                    "no content hash recorded (applied by an older jailprov): its bytes cannot be verified".to_owned(),
+                    "`jailprov check --fix` rewrites it from its source and records its hash",
+                ));
+                modified.insert(path.clone());
+            }
+            (Some(_), None) => {}
+        }
+    }
+    Ok(modified)
+}
+
+fn short(hash: &[u8; 32]) -> String {
+    let text = hash_text(hash);
+    let (algorithm, hex) = text.split_once(':').unwrap_or(("", &text));
+    format!("{algorithm} {}…", &hex[..8])
+}
+
+/// JP003-JP005: what a plan would change, as findings.
+fn drift(
+    desired: &DesiredTree,
+    mounts: &Mounts,
+    jail: &JailRoot,
+    state: &State,
+    host: &HostFs,
+    modified: &BTreeSet<JailPath>,
+    audit: &mut Audit,
+) -> Result<()> {
+    let plan = plan::compute(desired, Some(jail), state, &RecordedScan::default(), mounts, host, false)?;
+    for change in &plan.changes {
+        let path = change.path.as_str();
+        match change.action {
+            Action::Mount => audit.findings.push(finding(
+                "JP018",
+                Severity::Error,
+                path,
+                format!("the persistent mount ({}) is not mounted", change.what.join(", ")),
+                "`jailprov apply` mounts it",
+            )),
+            Action::Unmount => audit.findings.push(finding(
+                "JP018",
+                Severity::Warning,
+                path,
+                "a mount jailprov made that the Jailfile no longer has".to_owned(),
+                "`jailprov apply` unmounts it",
+            )),
+            Action::Delete => audit.findings.push(finding(
+                "JP005",
+                Severity::Warning,
+                path,
+                format!("a {} jailprov created that the Jailfile no longer has", change.kind),
+                "`jailprov apply` removes it",
+            )),
+            _ => {
+                let what: Vec<&String> = change.what.iter().filter(|what| *what != "content").collect();
+                if modified.contains(&change.path) && what.is_empty() {
+                    continue; // JP001 already says it
+                }
+                let message = match change.action {
+                    Action::Create => format!("{} missing", change.kind),
+                    _ => {
+                        format!("{} differs from what the Jailfile gives now: {}", change.kind, change.what.join(", "))
+                    }
+                };
+                audit.findings.push(finding(
+                    "JP003",
+                    Severity::Error,
+                    path,
+                    message,
+                    "`jailprov check --fix` (or apply) restores it",
+                ));
+            }
+        }
+    }
+    for conflict in &plan.conflicts {
+        audit.findings.push(finding(
+            "JP004",
+            Severity::Warning,
+            conflict.path.as_str(),
+            conflict.reason.clone(),
+            "move it away, or `jailprov apply --adopt` to let jailprov take it over",
+        ));
+    }
+    Ok(())
+}
+
+/// JP010-JP016: a walk of the whole jail, never following a symlink, staying on the root's
+/// file system (a mount inside the jail is not part of it).
+fn walk(desired: &DesiredTree, jail: &JailRoot, host: &HostFs, audit: &mut Audit) -> Result<()> {
+    let root = JailPath::root();
+    let root_stat = jail.stat(&root)?.context("the jail root is there")?;
+    let mut host_inodes: Option<BTreeMap<(u64, u64), String>> = None;
+    let mut stack = vec![(root.clone(), root_stat.clone(), 0usize)];
+    while let Some((path, stat, depth)) = stack.pop() {
+        inspect(desired, &path, &stat, jail, host, &mut host_inodes, audit);
+        if stat.kind != NodeKind::Dir || stat.dev != root_stat.dev || depth >= MAX_DEPTH {
+            continue;
+        }
+        let Ok(names) = jail.list(&path) else { continue };
+        let children: Vec<JailPath> = names
+            .iter()
+            .filter_map(|name| JailPath::parse(&format!("{}/{name}", path.as_str().trim_end_matches('/'))).ok())
+            .collect();
+        // Siblings share one lookup of their directory (read-only: check writes nothing here).
+        let child_refs: Vec<&JailPath> = children.iter().collect();
+        let stats = jail.scan_stats(&child_refs);
+        for (child, child_stat) in children.into_iter().zip(stats).rev() {
+            if let Ok(Some(child_stat)) = child_stat {
+                stack.push((child, child_stat, depth + 1));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn inspect(
+    desired: &DesiredTree,
+    path: &JailPath,
+    stat: &NodeStat,
+    jail: &JailRoot,
+    host: &HostFs,
+    host_inodes: &mut Option<BTreeMap<(u64, u64), String>>,
+    audit: &mut Audit,
+) {
+    let wanted = desired.nodes.get(path);
+    let text = path.as_str();
+    match stat.kind {
+        NodeKind::File => {
+            if stat.mode & SETID_BITS != 0 {
+                let bits = match (stat.mode & 0o4000 != 0, stat.mode & 0o2000 != 0) {
+                    (true, true) => "setuid and setgid",
+                    (true, false) => "setuid",
+                    _ => "setgid",
+                };
+                let declared = wanted.is_some_and(|node| node.mode & SETID_BITS == stat.mode & SETID_BITS);
+                let (severity, fix) = if declared {
+                    (Severity::Warning, "drop `setuid = true` from the Jailfile unless the jail needs it")
+                } else {
+                    (Severity::Error, "`chmod ug-s` it (`jailprov check --fix` does for managed files), or declare it with `setuid = true`")
+                };
+                audit.findings.push(finding(
+                    "JP010",
+                    severity,
+                    text,
+                    format!("{bits} file owned by uid {} (gid {})", stat.uid, stat.gid),
+                    fix,
+                ));
+            }
+            let executable = stat.mode & 0o111 != 0;
+            let name = path.file_name();
+            let library = name.ends_with(".so") || name.contains(".so.");
+            if (executable || library) && (stat.uid != 0 || stat.mode & 0o022 != 0) {
+                let who = if stat.uid != 0 {
+                    format!("its owner uid {}", stat.uid)
+                } else if stat.mode & 0o002 != 0 {
+                    "everyone".to_owned()
+                } else {
+                    format!("group {}", stat.gid)
+                };
+                let what = if library { "library" } else { "executable" };
+                audit.findings.push(finding(
+                    "JP016",
+                    Severity::Error,
+                    text,
+                    format!("{what} writable by {who} (mode {:04o}): whoever runs it runs their code", stat.mode),
+                    "make it root-owned and not group/world-writable (`jailprov check --fix` for managed files)",
+                ));
+            }
+            if stat.nlink > 1 {
+                let inodes = host_inodes.get_or_insert_with(|| host_inodes_of(desired, host));
+                if let Some(host_path) = inodes.get(&(stat.dev, stat.ino)) {
+                    audit.findings.push(finding(
+                        "JP015",
+                        Severity::Error,
+                        text,
+                        format!("hard link to the host's {host_path}: a write in the jail changes the host"),
+                        "replace it with a copy (remove it and run `jailprov apply`)",
+                    ));
+                }
+            }
+        }
+        NodeKind::Dir => {
+            if stat.mode & 0o022 != 0 && stat.mode & 0o1000 == 0 {
+                let (severity, who) = if stat.mode & 0o002 != 0 {
+                    (Severity::Error, "everyone")
+                } else {
+                    (Severity::Warning, "its group")
+                };
+                audit.findings.push(finding(
+                    "JP011",
+                    severity,
+                    text,
+                    format!("directory writable by {who} without the sticky bit (mode {:04o})", stat.mode),
+                    "add the sticky bit (mode 1777 like /tmp) or drop group/other write",
+                ));
+            }
+        }
+        NodeKind::CharDevice | NodeKind::BlockDevice => {
+            let declared = wanted.is_some_and(|node| match node.kind {
+                DesiredKind::Device { block, rdev } => {
+                    rdev == stat.rdev && block == (stat.kind == NodeKind::BlockDevice)
+                }
+                _ => false,
+            });
+            if !declared {
+                audit.findings.push(finding(
+                    "JP012",
+                    Severity::Error,
+                    text,
+                    format!(
+                        "{} {}:{} not declared in the Jailfile's `devices`",
+                        stat.kind,
+                        nix::sys::stat::major(stat.rdev),
+                        nix::sys::stat::minor(stat.rdev)
+                    ),
+                    "remove it, or declare it in `devices`",
+                ));
+            }
+        }
+        NodeKind::Symlink => {
+            let Ok(target) = jail.read_link(path) else { return };
+            match symlink_destination(path, &target) {
+                None => audit.findings.push(finding(
+                    "JP013",
+                    Severity::Error,
+                    text,
+                    format!("symlink to {target} climbs above the jail root: seen from the host it leads out"),
+                    "point it inside the jail (fewer `..`), or remove it",
+                )),
+                Some(destination) if is_sensitive(&destination) => audit.findings.push(finding(
+                    "JP014",
+                    Severity::Error,
+                    text,
+                    format!(
+                        "symlink to {target}, a host-sensitive path: it reaches the host once /proc is mounted or /etc bound"
+                    ),
+                    "remove it or point it elsewhere",
+                )),
+                Some(_) => {}
+            }
+        }
+        NodeKind::Fifo | NodeKind::Socket => {}
+    }
+}
+
+/// Where a symlink leads, resolved lexically in the jail (absolute targets start at the jail
+/// root, as inside it); None when a relative target climbs above the root. Symlinks met on the
+/// way are not followed: each is judged on its own.
+pub fn symlink_destination(link: &JailPath, target: &str) -> Option<String> {
+    let parent = link.parent();
+    let mut parts: Vec<&str> = match &parent {
+        Some(parent) if !target.starts_with('/') => {
+            parent.as_str().split('/').filter(|part| !part.is_empty()).collect()
+        }
+        _ => Vec::new(),
+    };
+    for part in target.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                if parts.pop().is_none() && !target.starts_with('/') {
+                    return None;
+                }
+            }
+            name => parts.push(name),
+        }
+    }
+    Some(format!("/{}", parts.join("/")))
+}
+
+/// /etc/shadow, /proc/*/root and the like (the path itself or below it).
+pub fn is_sensitive(path: &str) -> bool {
+    let under = |base: &str| path == base || path.strip_prefix(base).is_some_and(|rest| rest.starts_with('/'));
+    if SENSITIVE.iter().any(|base| under(base)) {
+        return true;
+    }
+    let mut parts = path.split('/').filter(|part| !part.is_empty());
+    matches!(
+        (parts.next(), parts.next(), parts.next()),
+        (Some("proc"), Some(_), Some(entry)) if SENSITIVE_PROC_ENTRIES.contains(&entry)
+    )
+}
+
+/// (dev, ino) of the host files a jail file could be a hard link to: every source the
+/// closure copies, and the host's own secrets.
+fn host_inodes_of(desired: &DesiredTree, host: &HostFs) -> BTreeMap<(u64, u64), String> {
+    use std::os::unix::fs::MetadataExt;
+    let sources = desired.nodes.values().filter_map(|node| match &node.kind {
+        DesiredKind::File { source, .. } => Some(source.clone()),
+        _ => None,
+    });
+    let secrets =
+        ["/etc/shadow", "/etc/gshadow", "/etc/passwd", "/etc/group", "/etc/sudoers"].map(std::path::PathBuf::from);
+    sources
+        .chain(secrets)
+        .filter_map(|source| {
+            let metadata = std::fs::metadata(host.disk_path(&source)).ok()?;
+            Some(((metadata.dev(), metadata.ino()), source.display().to_string()))
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// --fix
+// ---------------------------------------------------------------------------------------------
+
+/// What `--fix` did and left.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Repair {
+    pub fixed: Vec<String>,
+    /// Paths apply would replace (a different type is there): left for `jailprov apply`.
+    pub left: Vec<String>,
+}
+
+/// Repairs what apply would repair for the Jailfile's paths (missing, mode, owner, content, and
+/// modified or unverifiable managed files), never deleting anything: no deletions, no
+/// replacements (which could remove what a jail user put there), no conflicts taken over.
+pub fn fix(
+    desired: &DesiredTree,
+    mounts: &Mounts,
+    jail: &JailRoot,
+    state: &mut State,
+    store: &StateStore,
+    host: &HostFs,
+    audit: &Audit,
+) -> Result<Repair> {
+    let plan = plan::compute(desired, Some(jail), state, &RecordedScan::default(), mounts, host, false)?;
+    let mut repair = Repair::default();
+    let mut changes: Vec<Change> = Vec::new();
+    for change in plan.changes {
+        match change.action {
+            Action::Create | Action::Update => changes.push(change),
+            // Mounts are apply's to make and undo.
+            Action::Replace | Action::Mount | Action::Unmount => repair.left.push(change.path.to_string()),
+            Action::Delete => {}
+        }
+    }
+    let rewrite: BTreeSet<&str> = audit
+        .findings
+        .iter()
+        .filter(|finding| matches!(finding.code, "JP001" | "JP002"))
+        .map(|finding| finding.path.as_str())
+        .collect();
+    for path in rewrite {
+        let Ok(path) = JailPath::parse(path) else { continue };
+        let Some(node) = desired.nodes.get(&path) else { continue };
+        if !matches!(node.kind, DesiredKind::File { .. } | DesiredKind::Content { .. }) {
+            continue;
+        }
+        match changes.iter_mut().find(|change| change.path == path) {
+            Some(change) => {
+                if !change.what.iter().any(|what| what == "content") {
+                    change.what.push("content".to_owned());
+                }
+            }
+            None => changes.push(Change {
+                action: Action::Update,
+                path,
+                kind: node.kind.label().to_owned(),
+                what: vec!["content".to_owned()],
+                diff: None,
+                mount: None,
+            }),
+        }
+    }
+    let repair_plan = Plan { changes, refresh: plan.refresh, forget: plan.forget, ..Plan::default() };
+    if repair_plan.changes.is_empty() && repair_plan.refresh.is_empty() && repair_plan.forget.is_empty() {
+        return Ok(repair);
+    }
+    let mut report = |change: &Change| {
+        let what = if change.what.is_empty() { String::new() } else { format!(" ({})", change.what.join(", ")) };
+        repair.fixed.push(format!("{}{what}", change.path));
+    };
+    apply::apply(&repair_plan, desired, jail, host, state, store, &mut report)?;
+    Ok(repair)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output
+// ---------------------------------------------------------------------------------------------
+
+pub fn text(audit: &Audit, repair: Option<&Repair>, root: &Path) -> String {
+    let mut text = String::new();
+    if let Some(repair) = repair {
+        if !repair.fixed.is_empty() {
+            let _ = writeln!(text, "Fixed:");
+            for path in &repair.fixed {
+                let _ = writeln!(text, "  {path}");
+            }
+            text.push('\n');
+        }
+        if !repair.left.is_empty() {
+            let _ = writeln!(text, "Not fixed (another type is there; `jailprov apply` replaces it):");
+            for path in &repair.left {
+                let _ = writeln!(text, "  {path}");
+            }
+            text.push('\n');
+        }
+    }
+    for finding in &audit.findings {
+        let severity = match finding.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        let _ = writeln!(text, "{severity:<7} {} {}: {}", finding.code, finding.path, finding.message);
+        let _ = writeln!(text, "        fix: {}", finding.fix);
+    }
+    if audit.findings.is_empty() {
+        let _ = writeln!(
+            text,
+            "No findings in {}: {} managed files match their recorded hashes.",
+            root.display(),
+            audit.verified
+        );
+    } else {
+        let plural = |count: usize, word: &str| format!("{count} {word}{}", if count == 1 { "" } else { "s" });
+        let _ = writeln!(
+            text,
+            "\n{}, {} in {} ({} managed files verified).",
+            plural(audit.errors(), "error"),
+            plural(audit.warnings(), "warning"),
+            root.display(),
+            audit.verified
+        );
+    }
+    text
+}
+
+pub fn json(audit: &Audit, repair: Option<&Repair>, root: &Path) -> String {
+    let mut value = serde_json::json!({
+        "format_version": "1",
+        "root": root,
+        "findings": audit.findings,
+        "summary": { "errors": audit.errors(), "warnings": audit.warnings(), "verified_files": audit.verified },
+    });
+    if let (Some(repair), Some(fields)) = (repair, value.as_object_mut()) {
+        fields.insert("fixed".into(), serde_json::json!(repair.fixed));
+        fields.insert("not_fixed".into(), serde_json::json!(repair.left));
+    }
+    let mut text = serde_json::to_string_pretty(&value).unwrap_or_else(|error| format!("{{\"error\":\"{error}\"}}"));
+    text.push('\n');
+    text
+}
+
+/// `jailprov check [--fix] [--format json]`: exit 1 when any finding is an error.
+pub fn command(args: &CheckArgs) -> Result<ExitCode> {
+    let host = HostFs::real();
+    let spec = crate::spec::load(&args.jailfile.file, args.jailfile.root.as_deref(), &host)?;
+    let root = spec.root.clone();
+    let Ok(metadata) = std::fs::symlink_metadata(&root) else {
+        bail!("{} does not exist: nothing to check (run `jailprov apply` first)", root.display());
+    };
+    if metadata.file_type().is_symlink() {
+        bail!("the jail root {} is a symlink; name the real directory", root.display());
+    }
+    let (desired, _) = crate::lock::desired_with_facts(&spec, &host)?;
+    let mounts = Mounts::of(&spec.mounts, JailMounts::read(&root)?);
+    let store = StateStore::for_root(&args.state.state_dir, &root);
+    let jail = JailRoot::open(&root)?;
+    let audit_now = || -> Result<(State, Audit)> {
+        let state = store.load(&root)?;
+        let audit = audit(&desired, &mounts, &jail, &state, &host, &root)?;
+        Ok((state, audit))
+    };
+    let mut repair = None;
+    let found = if args.fix {
+        if !args.unsafe_root {
+            crate::root_safety::check(&root)?;
+        }
+        let _lock = store.lock(Duration::from_secs(args.lock_timeout))?;
+        let (mut state, found) = audit_now()?;
+        repair = Some(fix(&desired, &mounts, &jail, &mut state, &store, &host, &found)?);
+        audit_now()?.1
+    } else {
+        audit_now()?.1
+    };
+    let text = match args.format {
+        CheckFormat::Text => text(&found, repair.as_ref(), &root),
+        CheckFormat::Json => json(&found, repair.as_ref(), &root),
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()?;
+    Ok(if found.errors() > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(text: &str) -> JailPath {
+        JailPath::parse(text).expect("valid")
+    }
+
+    #[test]
+    fn absolute_targets_stay_in_the_jail_relative_ones_may_climb_out() {
+        assert_eq!(symlink_destination(&path("/bin"), "usr/bin").as_deref(), Some("/usr/bin"));
+        assert_eq!(symlink_destination(&path("/a/b/c"), "../../../../etc/shadow"), None, "climbs above /");
+        assert_eq!(
+            symlink_destination(&path("/a/b"), "/../../etc/shadow").as_deref(),
+            Some("/etc/shadow"),
+            "an absolute .. stops at the jail root, as in a chroot"
+        );
+        assert_eq!(symlink_destination(&path("/usr/lib/x"), "../../x").as_deref(), Some("/x"));
+    }
+
+    #[test]
+    fn host_sensitive_paths_are_recognized() {
+        for sensitive in
+            ["/etc/shadow", "/etc/sudoers.d/x", "/proc/self/root", "/proc/1/root/etc", "/proc/42/cwd", "/dev/mem"]
+        {
+            assert!(is_sensitive(sensitive), "{sensitive}");
+        }
+        for harmless in ["/etc/shadowsocks", "/proc/self/status", "/usr/lib/x", "/rootfs", "/etc/passwd"] {
+            assert!(!is_sensitive(harmless), "{harmless}");
+        }
+    }
+
+    #[test]
+    fn every_code_is_listed_once() {
+        let codes: BTreeSet<&str> = CODES.iter().map(|(code, _)| *code).collect();
+        assert_eq!(codes.len(), CODES.len());
+    }
+
+    #[test]
+    fn text_and_json_output() {
+        let audit = Audit {
+            findings: vec![
+                finding("JP001", Severity::Error, "/usr/bin/bash", "content differs".into(), "fix it"),
+                finding("JP011", Severity::Warning, "/srv", "group-writable".into(), "chmod g-w"),
+            ],
+            verified: 7,
+        };
+        insta::assert_snapshot!("check_text", text(&audit, None, Path::new("/srv/jail")));
+        insta::assert_snapshot!("check_json", json(&audit, None, Path::new("/srv/jail")));
+    }
+}
