@@ -1185,6 +1185,8 @@ persistent = true
     let error = fs::write(jail.at("/data/new.txt"), "x").expect_err("a read-only bind refuses writes");
     assert_eq!(error.raw_os_error(), Some(nix::libc::EROFS), "{error}");
     jail.assert_clean("after mounting");
+    let check = jail.run("check", &[]);
+    assert_eq!(check.code, 0, "a jail with its persistent mounts in place passes check: {}", check.describe());
     assert!(jail.apply().stdout.contains("No changes."), "a second apply mounts nothing again");
     assert_eq!(mounts_under(&jail.root).len(), 2, "not mounted twice");
 
@@ -1204,6 +1206,15 @@ persistent = true
     assert_eq!(mounted.iter().map(|(p, _, _)| p.as_str()).collect::<Vec<_>>(), ["/data"], "{mounted:?}");
     assert!(!jail.at("/scratch").exists());
     jail.assert_clean("after unmounting");
+
+    // A persistent mount that went away (an admin's umount, a reboot) is planned again and
+    // reported by check.
+    nix::mount::umount2(&jail.at("/data"), nix::mount::MntFlags::MNT_DETACH).expect("unmount /data by hand");
+    let check = jail.run("check", &[]).code(1, "check with /data unmounted");
+    assert!(check.stdout.contains("JP018") && check.stdout.contains("/data"), "{}", check.describe());
+    let plan = jail.run("plan", &[]).ok("plan with /data unmounted");
+    assert!(plan.stdout.contains("+   mount    /data"), "{}", plan.describe());
+    assert!(jail.apply().stdout.contains("1 mounted."), "apply mounts it again");
 
     // A mount jailprov did not make: never unmounted, never emptied.
     nix::mount::mount(Some("tmpfs"), &jail.at("/tmp"), Some("tmpfs"), nix::mount::MsFlags::empty(), None::<&str>)
