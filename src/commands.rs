@@ -101,6 +101,25 @@ impl Prepared {
         Ok(review)
     }
 
+    /// The lock review and the plan, side by side: both only read (the review writes the lock
+    /// beside the Jailfile, never the jail), and neither needs the other. A failed review
+    /// (`--locked`) wins over the plan, so nothing is applied.
+    fn review_and_plan(
+        &self,
+        jailfile: &Path,
+        state_dir: &Path,
+        locked: bool,
+        adopt: bool,
+    ) -> Result<(lock::Review, Plan)> {
+        let (review, plan) = std::thread::scope(|scope| {
+            let review = scope.spawn(|| self.review_lock(jailfile, state_dir, locked));
+            let plan = self.plan(adopt);
+            let review = review.join().unwrap_or_else(|_| Err(anyhow::anyhow!("reviewing the lock panicked")));
+            (review, plan)
+        });
+        Ok((review?, plan?))
+    }
+
     fn plan(&self, adopt: bool) -> Result<Plan> {
         plan::compute(&self.desired, self.jail.as_ref(), &self.state, &self.recorded, &self.mounts, &self.host, adopt)
     }
@@ -140,8 +159,8 @@ pub fn plan(args: &PlanArgs) -> Result<ExitCode> {
     let host = HostFs::real();
     let spec = load_spec(&args.jailfile, &host)?;
     let prepared = prepare(&spec, host, &args.jailfile.file, &args.state.state_dir)?;
-    let review = prepared.review_lock(&args.jailfile.file, &args.state.state_dir, args.locked)?;
-    let plan = prepared.plan(args.adopt)?;
+    let (review, plan) =
+        prepared.review_and_plan(&args.jailfile.file, &args.state.state_dir, args.locked, args.adopt)?;
     if let Some(out) = &args.out {
         let saved = SavedPlan {
             format_version: "1".into(),
@@ -191,9 +210,8 @@ pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
     let _lock = store.lock(Duration::from_secs(args.lock_timeout))?;
 
     let mut prepared = prepare(&spec, host, &jailfile.file, &args.state.state_dir)?;
-    let review = prepared.review_lock(&jailfile.file, &args.state.state_dir, args.locked)?;
+    let (review, plan) = prepared.review_and_plan(&jailfile.file, &args.state.state_dir, args.locked, adopt)?;
     eprint!("{}", lock::drift_text(&review));
-    let plan = prepared.plan(adopt)?;
     if let Some(saved) = &saved {
         refuse_stale(saved, &prepared.digests()?, &plan)?;
     }

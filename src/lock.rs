@@ -126,18 +126,19 @@ pub struct Lock {
 impl Lock {
     /// The lock as written: one line per entry, fields in a fixed order, a final newline.
     pub fn to_text(&self) -> Result<String> {
-        let mut text = String::new();
-        text.push_str("{\n");
+        // One buffer, sized once (a 50,000-path lock is over 10 MB), entries written into it.
+        let mut text: Vec<u8> = Vec::with_capacity(256 + self.entries.len() * 320);
+        text.extend_from_slice(b"{\n");
         let _ = writeln!(text, "  \"version\": {},", self.version);
         let _ = writeln!(text, "  \"jailfile\": {},", serde_json::to_string(&self.jailfile)?);
         let _ = writeln!(text, "  \"host\": {},", serde_json::to_string(&self.host)?);
-        text.push_str("  \"entries\": [");
+        text.extend_from_slice(b"  \"entries\": [");
         for (index, entry) in self.entries.iter().enumerate() {
-            text.push_str(if index == 0 { "\n    " } else { ",\n    " });
-            text.push_str(&serde_json::to_string(entry)?);
+            text.extend_from_slice(if index == 0 { b"\n    " } else { b",\n    " });
+            serde_json::to_writer(&mut text, entry)?;
         }
-        text.push_str(if self.entries.is_empty() { "]\n}\n" } else { "\n  ]\n}\n" });
-        Ok(text)
+        text.extend_from_slice(if self.entries.is_empty() { b"]\n}\n" } else { b"\n  ]\n}\n" });
+        String::from_utf8(text).context("the lock text is not UTF-8")
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Lock> {
@@ -502,6 +503,9 @@ fn entry_of(node: &DesiredNode, facts: &ClosureFacts, hashes: &HashMap<String, [
     entry
 }
 
+/// A host source and what the lock says it holds (hash, symlink text).
+type ContentKey<'a> = (&'a str, Option<&'a str>, Option<&'a str>);
+
 /// Package versions from the dpkg database (`/var/lib/dpkg/status` and `info/*.list`), read,
 /// never run. Empty where there is no dpkg.
 fn dpkg_packages(host: &HostFs, paths: &[&str]) -> HashMap<String, String> {
@@ -535,16 +539,24 @@ fn dpkg_packages(host: &HostFs, paths: &[&str]) -> HashMap<String, String> {
         .filter(|path| path.extension().is_some_and(|extension| extension == "list"))
         .collect();
     lists.sort();
-    for list in lists {
-        let Some(stem) = list.file_stem().map(|stem| stem.to_string_lossy().into_owned()) else { continue };
-        let package = stem.split(':').next().unwrap_or(&stem).to_owned();
-        let Some(version) = versions.get(&package) else { continue };
-        let Ok(text) = fs::read_to_string(&list) else { continue };
-        for line in text.lines() {
-            if let Some(path) = wanted.get(line) {
-                found.entry((*path).to_owned()).or_insert_with(|| format!("{package} {version}"));
-            }
-        }
+    // Hundreds of list files: read in parallel, merged in name order (the first package that
+    // lists a path names it, as before).
+    let per_list: Vec<Vec<(String, String)>> = lists
+        .par_iter()
+        .map(|list| {
+            let Some(stem) = list.file_stem().map(|stem| stem.to_string_lossy().into_owned()) else {
+                return Vec::new();
+            };
+            let package = stem.split(':').next().unwrap_or(&stem).to_owned();
+            let Some(version) = versions.get(&package) else { return Vec::new() };
+            let Ok(text) = fs::read_to_string(list) else { return Vec::new() };
+            text.lines()
+                .filter_map(|line| wanted.get(line).map(|path| ((*path).to_owned(), format!("{package} {version}"))))
+                .collect()
+        })
+        .collect();
+    for (path, package) in per_list.into_iter().flatten() {
+        found.entry(path).or_insert(package);
     }
     found
 }
@@ -942,10 +954,35 @@ pub fn review(inputs: &Inputs, mode: Mode) -> Result<Review> {
             comparison.lines().join("\n  ")
         );
     }
-    let sources: Vec<&str> = new.entries.iter().filter_map(|entry| entry.source.as_deref()).collect();
-    let packages = dpkg_packages(inputs.host, &sources);
-    for entry in &mut new.entries {
-        entry.package = entry.source.as_ref().and_then(|source| packages.get(source)).cloned();
+    // A file the old lock already had, from the same source with the same content, keeps the
+    // package it was found in; the dpkg database (hundreds of list files) is searched only for
+    // the rest, and not at all when there is no rest.
+    let known: HashMap<ContentKey, Option<&String>> = old
+        .iter()
+        .flat_map(|old| &old.entries)
+        .filter_map(|entry| {
+            let source = entry.source.as_deref()?;
+            Some(((source, entry.hash.as_deref(), entry.target.as_deref()), entry.package.as_ref()))
+        })
+        .collect();
+    let mut unknown: Vec<&str> = Vec::new();
+    let mut reused: Vec<Option<Option<String>>> = Vec::with_capacity(new.entries.len());
+    for entry in &new.entries {
+        let key = entry.source.as_deref().map(|source| (source, entry.hash.as_deref(), entry.target.as_deref()));
+        match key.and_then(|key| known.get(&key)) {
+            Some(package) => reused.push(Some(package.cloned())),
+            None => {
+                reused.push(None);
+                unknown.extend(entry.source.as_deref());
+            }
+        }
+    }
+    let packages = if unknown.is_empty() { HashMap::default() } else { dpkg_packages(inputs.host, &unknown) };
+    for (entry, reused) in new.entries.iter_mut().zip(reused) {
+        entry.package = match reused {
+            Some(package) => package,
+            None => entry.source.as_ref().and_then(|source| packages.get(source)).cloned(),
+        };
     }
     // Compared again now that the new side has its package versions, for `jailprov lock`'s
     // "3.0.15 → 3.0.17" lines (packages never make a difference by themselves).
