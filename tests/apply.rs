@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[macro_use]
 mod cli;
 use cli::{output, Run};
 
@@ -28,16 +29,6 @@ const MOTD: &str = "You are inside the test jail.\n";
 
 /// The seed-shell example's programs.
 const SEED_BINARIES: [&str; 5] = ["bash", "ls", "cat", "id", "env"];
-
-/// Returns from the test (passing) unless running as root.
-macro_rules! need_root {
-    ($name:expr) => {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("SKIPPED {}: needs root", $name);
-            return;
-        }
-    };
-}
 
 // ---------------------------------------------------------------------------------------------
 // Jailfiles

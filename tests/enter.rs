@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[macro_use]
 mod cli;
 use cli::{output, Run};
 
@@ -21,16 +22,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_jailprov");
 
 /// The Jailfiles' own `root`: never used, every command gets `--root`.
 const UNUSED_ROOT: &str = "/srv/jails/jailprov-enter-tests-always-pass-root";
-
-/// Returns from the test (passing) unless running as root.
-macro_rules! need_root {
-    ($name:expr) => {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("SKIPPED {}: needs root", $name);
-            return;
-        }
-    };
-}
 
 /// The classic escape: as root, chroot into a subdirectory (leaving the cwd outside the new
 /// root), climb with "..", chroot there, and open a file only the host has.

@@ -14,41 +14,14 @@ use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+#[macro_use]
+mod cli;
+use cli::{output, Run};
+
 const BIN: &str = env!("CARGO_BIN_EXE_jailprov");
 
 /// The Jailfiles' own `root`: never used, every command gets `--root`.
 const UNUSED_ROOT: &str = "/srv/jails/jailprov-tests-always-pass-root";
-
-macro_rules! need_root {
-    ($name:expr) => {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("SKIPPED {}: needs root", $name);
-            return;
-        }
-    };
-}
-
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn describe(&self) -> String {
-        format!("exit {}\n--- stdout:\n{}\n--- stderr:\n{}", self.code, self.stdout, self.stderr)
-    }
-
-    fn code(self, code: i32, what: &str) -> Run {
-        assert_eq!(self.code, code, "{what}: {}", self.describe());
-        self
-    }
-
-    fn ok(self, what: &str) -> Run {
-        self.code(0, what)
-    }
-}
 
 /// A tempdir with the Jailfile, a private source tree (`src`), the jail root (`jail`) and the
 /// state directory (`state`).
@@ -104,12 +77,7 @@ impl Jail {
             .args(extra)
             .current_dir(&self.dir)
             .stdin(Stdio::null());
-        let output = command.output().unwrap_or_else(|error| panic!("running {command:?}: {error}"));
-        Run {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
+        output(command)
     }
 
     fn apply(&self) -> Run {

@@ -1,5 +1,16 @@
-//! What one run of the jailprov binary printed and returned (`mod cli;` from each test crate).
+//! Running the jailprov binary in tests: what one run printed and returned, and `need_root!`
+//! (`#[macro_use] mod cli;` from each test crate).
 #![allow(dead_code)] // each test crate uses a different subset
+
+/// Returns from a test that needs root, saying so loudly: never a silent pass.
+macro_rules! need_root {
+    ($name:expr) => {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIPPED {}: needs root", $name);
+            return;
+        }
+    };
+}
 
 use std::process::Command;
 
