@@ -39,7 +39,7 @@ use crate::tree::JailPath;
 pub const LOCK_VERSION: u32 = 1;
 
 /// The cache format (postcard, in the state directory).
-const CACHE_VERSION: u32 = 1;
+const CACHE_VERSION: u32 = 2;
 
 /// The content hash algorithm, as the lock and the drift lines name it.
 pub const HASH_ALGORITHM: &str = "blake3";
@@ -310,6 +310,25 @@ struct HashCache {
     fresh: Option<[u8; 32]>,
     /// Host source -> its stat print and blake3 when it was hashed.
     files: HashMap<String, (StatPrint, [u8; 32])>,
+    /// Packages found (or not) for host sources, valid while the dpkg database is unchanged.
+    packages: PackageCache,
+}
+
+/// Answers of the dpkg database, keyed by the stat prints of its status file and info
+/// directory: reading hundreds of list files again to learn that a file no package ships is
+/// still in none costs more than the rest of a lock refresh.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct PackageCache {
+    database: Option<(StatPrint, StatPrint)>,
+    /// Source -> "package version", or None when no package lists it.
+    found: HashMap<String, Option<String>>,
+}
+
+/// The stat prints that change whenever dpkg installs, upgrades or removes a package.
+fn dpkg_database_print(host: &HostFs) -> Option<(StatPrint, StatPrint)> {
+    let status = fs::metadata(host.disk_path(Path::new("/var/lib/dpkg/status"))).ok()?;
+    let info = fs::metadata(host.disk_path(Path::new("/var/lib/dpkg/info"))).ok()?;
+    Some((StatPrint::of(&status), StatPrint::of(&info)))
 }
 
 fn cache_path(state_dir: &Path, lock: &Path) -> PathBuf {
@@ -977,11 +996,22 @@ pub fn review(inputs: &Inputs, mode: Mode) -> Result<Review> {
             }
         }
     }
-    let packages = if unknown.is_empty() { HashMap::default() } else { dpkg_packages(inputs.host, &unknown) };
+    let database = dpkg_database_print(inputs.host);
+    if cache.packages.database != database || database.is_none() {
+        cache.packages = PackageCache { database, found: HashMap::default() };
+    }
+    unknown.retain(|source| !cache.packages.found.contains_key(*source));
+    if !unknown.is_empty() {
+        let mut found = dpkg_packages(inputs.host, &unknown);
+        for source in &unknown {
+            cache.packages.found.insert((*source).to_owned(), found.remove(*source));
+        }
+    }
+    let packages = &cache.packages.found;
     for (entry, reused) in new.entries.iter_mut().zip(reused) {
         entry.package = match reused {
             Some(package) => package,
-            None => entry.source.as_ref().and_then(|source| packages.get(source)).cloned(),
+            None => entry.source.as_ref().and_then(|source| packages.get(source)).cloned().flatten(),
         };
     }
     // Compared again now that the new side has its package versions, for `jailprov lock`'s
@@ -1142,6 +1172,47 @@ pub fn command(args: &crate::cli::LockArgs) -> Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A sysroot with a two-package dpkg database: libfoo1 installed (listing its library under
+    /// /lib, as Debian 12 packages still do), bar only configured-away.
+    fn dpkg_sysroot() -> tempfile::TempDir {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dpkg = root.path().join("var/lib/dpkg");
+        fs::create_dir_all(dpkg.join("info")).expect("mkdir");
+        fs::write(
+            dpkg.join("status"),
+            "Package: libfoo1\nStatus: install ok installed\nVersion: 1.2-3\n\n\
+             Package: bar\nStatus: deinstall ok config-files\nVersion: 9\n",
+        )
+        .expect("status");
+        fs::write(dpkg.join("info/libfoo1:amd64.list"), "/.\n/lib/x86_64-linux-gnu/libfoo.so.1\n").expect("list");
+        fs::write(dpkg.join("info/bar.list"), "/usr/bin/bar\n").expect("list");
+        root
+    }
+
+    #[test]
+    fn packages_come_from_the_dpkg_lists_of_installed_packages_only() {
+        let root = dpkg_sysroot();
+        let host = HostFs::new(root.path());
+        let found = dpkg_packages(&host, &["/usr/lib/x86_64-linux-gnu/libfoo.so.1", "/usr/bin/bar", "/etc/motd"]);
+        assert_eq!(found.get("/usr/lib/x86_64-linux-gnu/libfoo.so.1").map(String::as_str), Some("libfoo1 1.2-3"));
+        assert_eq!(found.get("/usr/bin/bar"), None, "bar is not installed");
+        assert_eq!(found.len(), 1);
+    }
+
+    #[test]
+    fn the_package_cache_key_moves_when_dpkg_installs_something() {
+        let root = dpkg_sysroot();
+        let host = HostFs::new(root.path());
+        let before = dpkg_database_print(&host).expect("a dpkg database");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let status = root.path().join("var/lib/dpkg/status");
+        let mut text = fs::read_to_string(&status).expect("status");
+        text.push_str("\nPackage: baz\nStatus: install ok installed\nVersion: 1\n");
+        fs::write(&status, text).expect("rewrite status");
+        assert_ne!(dpkg_database_print(&host), Some(before), "a changed status file invalidates cached answers");
+        assert_eq!(dpkg_database_print(&HostFs::new(root.path().join("nowhere"))), None);
+    }
 
     fn file_entry(path: &str, hash: &str, size: u64, package: Option<&str>) -> LockEntry {
         let library = path.contains(".so");
