@@ -65,10 +65,12 @@ fn prepare(spec: &Spec, host: HostFs, jailfile: &Path, state_dir: &Path) -> Resu
         (jail_side, desired)
     });
     let ((state, recorded), (desired, lock_facts)) = (jail_side?, desired?);
-    let source = std::fs::read(jailfile).with_context(|| format!("cannot read {}", jailfile.display()))?;
+    let source = std::fs::read_to_string(jailfile).with_context(|| format!("cannot read {}", jailfile.display()))?;
     Ok(Prepared {
         root: spec.root.clone(),
-        jailfile_digest: blake3::hash(&source).to_hex().to_string(),
+        // What the Jailfile says, not how it is written: a reformatted Jailfile (line endings,
+        // comments, key order) leaves a saved plan valid, as it leaves the lock unchanged.
+        jailfile_digest: lock::jailfile_digest(&source)?,
         desired,
         host,
         store,

@@ -796,9 +796,11 @@ fn saved_plan_applies_exactly_or_refuses_when_anything_moved() {
     assert_eq!(tree(&jail.root), before, "a stale plan changed the jail");
     assert_eq!(read(&jail.at("/etc/motd")), format!("{MOTD}written from inside\n"));
 
-    // A fresh plan of the same goes through.
+    // A fresh plan of the same goes through, even after the Jailfile is only reformatted
+    // (CRLF line endings and a comment): what it says is unchanged.
     jail.run("plan", &["-o", plan_file_arg]).ok("plan -o (fresh)");
-    apply_saved().ok("apply a fresh PLAN");
+    jail.write_jailfile(&format!("# reformatted, same meaning\r\n{}", new_motd.replace('\n', "\r\n")));
+    apply_saved().ok("apply a fresh PLAN after a reformat");
     assert_eq!(read(&jail.at("/etc/motd")), "A new motd.\n");
     jail.assert_clean("after the fresh saved plan");
 }
