@@ -479,20 +479,26 @@ impl JailRoot {
         self.stat_inner(path).with_context(|| self.failure("stat", path))
     }
 
-    /// [`JailRoot::stat`] of many sorted paths for a read-only scan: siblings share one parent
-    /// lookup (an `O_PATH` fd of the directory as it was when first opened, so never use this
-    /// after writing into the jail; writes always resolve afresh).
+    /// [`JailRoot::stat`] of many sorted paths for a read-only scan. The directories from the
+    /// root down to the current parent stay open (`O_PATH`, as they were when first opened, so
+    /// never use this after writing into the jail; writes always resolve afresh): sorted paths
+    /// come back to an ancestor after each subtree, and a new directory is opened one name below
+    /// its deepest open ancestor rather than from the root.
     pub fn scan_stats(&self, paths: &[&JailPath]) -> Vec<Result<Option<NodeStat>>> {
-        let mut parent_fd: Option<(JailPath, Option<OwnedFd>)> = None;
+        // (directory, its fd; None when it does not exist)
+        let mut open: Vec<(JailPath, Option<OwnedFd>)> = Vec::new();
         paths
             .iter()
             .map(|path| {
                 let Some(parent) = path.parent() else { return self.stat(path) };
-                if parent_fd.as_ref().is_none_or(|(known, _)| known != &parent) {
-                    let fd = self.lookup_dir(&parent, OFlag::O_PATH).with_context(|| self.failure("stat", path))?;
-                    parent_fd = Some((parent, fd));
+                while open.last().is_some_and(|(dir, _)| !parent.starts_with(dir)) {
+                    open.pop();
                 }
-                let Some((_, Some(fd))) = parent_fd.as_ref() else { return Ok(None) };
+                if open.last().map(|(dir, _)| dir) != Some(&parent) {
+                    let fd = self.open_scan_dir(&parent, open.last()).with_context(|| self.failure("stat", path))?;
+                    open.push((parent, fd));
+                }
+                let Some((_, Some(fd))) = open.last() else { return Ok(None) };
                 match fstatat(fd, path.file_name(), AtFlags::AT_SYMLINK_NOFOLLOW) {
                     Ok(stat) => NodeStat::from_stat(&stat).map(Some),
                     Err(Errno::ENOENT) => Ok(None),
@@ -500,6 +506,21 @@ impl JailRoot {
                 }
             })
             .collect()
+    }
+
+    /// `dir` as an `O_PATH` fd for [`JailRoot::scan_stats`]: below `ancestor` when one is open
+    /// (never leaving it, no symlink followed), else from the root. Anything but a plain miss
+    /// is resolved again from the root, which names the symlink or file in the way.
+    fn open_scan_dir(&self, dir: &JailPath, ancestor: Option<&(JailPath, Option<OwnedFd>)>) -> Result<Option<OwnedFd>> {
+        let Some((base, base_fd)) = ancestor else { return self.lookup_dir(dir, OFlag::O_PATH) };
+        let Some(base_fd) = base_fd else { return Ok(None) };
+        let below = dir.as_str()[base.as_str().len()..].trim_start_matches('/');
+        let how = OpenHow::new().flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC).resolve(beneath());
+        match openat2(base_fd, below, how) {
+            Ok(fd) => Ok(Some(fd)),
+            Err(Errno::ENOENT) => Ok(None),
+            Err(_) => self.lookup_dir(dir, OFlag::O_PATH),
+        }
     }
 
     fn stat_inner(&self, path: &JailPath) -> Result<Option<NodeStat>> {
@@ -1395,6 +1416,59 @@ mod tests {
         assert_eq!(fs::metadata(&path)?.mode() & 0o7777, 0o4711);
         chmod_through_proc(fd.as_fd(), 0o2750)?;
         assert_eq!(fs::metadata(&path)?.mode() & 0o7777, 0o2750);
+        Ok(())
+    }
+
+    #[test]
+    fn scan_stats_agrees_with_stat_across_subtrees_and_never_follows_a_planted_link() -> Result<()> {
+        let scene = scene()?;
+        let jail = &scene.jail;
+        for dir in ["/a", "/a/b", "/a/b/c", "/a/d", "/e"] {
+            jail.mkdir(&jp(dir), 0o755, 0, 0)?;
+        }
+        for file in ["/a/1", "/a/b/2", "/a/b/c/3", "/a/b.x", "/a/d/4", "/e/5", "/top"] {
+            jail.write_file(&jp(file), &mut &b"x"[..], 0o644, 0, 0, None)?;
+        }
+        // A directory of the jail replaced by a link to the host, as a jailed process could.
+        host_symlink(&scene.outside, scene.jail_dir.join("link"))?;
+        let mut paths: Vec<JailPath> = [
+            "/a",
+            "/a/1",
+            "/a/b",
+            "/a/b/2",
+            "/a/b/c",
+            "/a/b/c/3",
+            "/a/b.x",
+            "/a/d",
+            "/a/d/4",
+            "/a/missing/x",
+            "/e",
+            "/e/5",
+            "/link",
+            "/link/secret",
+            "/link/sub/file",
+            "/top",
+        ]
+        .into_iter()
+        .map(jp)
+        .collect();
+        paths.sort();
+        let refs: Vec<&JailPath> = paths.iter().collect();
+        for (path, scanned) in paths.iter().zip(jail.scan_stats(&refs)) {
+            let one_by_one = jail.stat(path);
+            match (scanned, one_by_one) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{path}"),
+                (Err(a), Err(b)) => {
+                    assert!(a.downcast_ref::<JailError>().is_some(), "{path}: {a:#}");
+                    assert!(b.downcast_ref::<JailError>().is_some(), "{path}: {b:#}");
+                }
+                (a, b) => panic!("{path}: scan {a:?} but stat {b:?}"),
+            }
+        }
+        let link_children: Vec<JailPath> = ["/link/secret", "/link/sub/file"].into_iter().map(jp).collect();
+        for result in jail.scan_stats(&link_children.iter().collect::<Vec<_>>()) {
+            assert!(result.is_err(), "a path under a planted link is never stat'ed through it: {result:?}");
+        }
         Ok(())
     }
 
