@@ -58,7 +58,7 @@ fn prepare(spec: &Spec, host: HostFs, jailfile: &Path, state_dir: &Path) -> Resu
             Ok((state, recorded))
         });
         let desired = compute_closure(spec, &host).and_then(|closure| {
-            let lock_facts = lock::ClosureFacts::of(&closure);
+            let lock_facts = lock::ClosureFacts::of(&closure, spec);
             desired::build(closure, &host).map(|desired| (desired, lock_facts))
         });
         let jail_side = jail_side.join().unwrap_or_else(|_| Err(anyhow::anyhow!("reading the state record panicked")));

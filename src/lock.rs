@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use crate::closure::{Closure, EntryKind};
 use crate::desired::{DesiredKind, DesiredNode, DesiredTree};
 use crate::host::{HostFs, StatPrint};
+use crate::spec::{FileSpec, HostSource, Spec};
 use crate::tree::JailPath;
 
 /// The lock format this jailprov writes and reads.
@@ -277,7 +278,12 @@ struct Facts {
 }
 
 impl ClosureFacts {
-    pub fn of(closure: &Closure) -> ClosureFacts {
+    /// The facts of `closure`; a Jailfile key among the needers is named by what it declares
+    /// (`binaries "bash"`, not `binaries[0]`), so that moving an entry within the Jailfile does
+    /// not rewrite every line of the lock that it brings.
+    pub fn of(closure: &Closure, spec: &Spec) -> ClosureFacts {
+        let labels = declaration_labels(spec);
+        let label = |needer: &String| labels.get(needer.as_str()).cloned().unwrap_or_else(|| needer.clone());
         let facts = closure
             .entries
             .values()
@@ -290,13 +296,43 @@ impl ClosureFacts {
                         _ => None,
                     },
                     sonames: entry.sonames.iter().cloned().collect(),
-                    needed_by: entry.needed_by.clone(),
+                    needed_by: {
+                        let mut needed_by: Vec<String> = entry.needed_by.iter().map(label).collect();
+                        needed_by.sort();
+                        needed_by.dedup();
+                        needed_by
+                    },
                 };
                 (entry.path.clone(), facts)
             })
             .collect();
         ClosureFacts { facts }
     }
+}
+
+/// Jailfile keys whose index shifts when entries move, named by what they declare instead.
+fn declaration_labels(spec: &Spec) -> HashMap<&str, String> {
+    let mut labels: HashMap<&str, String> = HashMap::default();
+    for binary in &spec.binaries {
+        labels.insert(&binary.key, format!("binaries {:?}", binary.declared));
+    }
+    for device in &spec.devices {
+        labels.insert(&device.key, format!("devices {:?}", device.path.as_str()));
+    }
+    for file in &spec.files {
+        match file {
+            FileSpec::Host { key, source: HostSource::Path(path), .. } => {
+                labels.insert(key, format!("files {:?}", path.display().to_string()));
+            }
+            FileSpec::Host { key, source: HostSource::Glob { pattern, .. }, .. } => {
+                labels.insert(key, format!("files {pattern:?}"));
+            }
+            FileSpec::Inline { key, path, .. } => {
+                labels.insert(key, format!("files {:?}", path.as_str()));
+            }
+        }
+    }
+    labels
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -773,16 +809,30 @@ fn describe(difference: &Difference) -> String {
         parts.push(format!("device {} → {}", or_none(&old.device), or_none(&new.device)));
     }
     if old.sonames != new.sonames {
-        parts.push(format!("sonames {} → {}", list_or_none(&old.sonames), list_or_none(&new.sonames)));
+        parts.push(format!("sonames {}", set_change(&old.sonames, &new.sonames)));
     }
     if old.needed_by != new.needed_by {
-        parts.push(format!("needed by {} → {}", list_or_none(&old.needed_by), list_or_none(&new.needed_by)));
+        parts.push(format!("needed by {}", set_change(&old.needed_by, &new.needed_by)));
     }
     parts.join(", ")
 }
 
 fn or_none(value: &Option<String>) -> &str {
     value.as_deref().unwrap_or("∅")
+}
+
+/// What a list gained and lost: "+/usr/bin/head -/usr/bin/cat" (the unchanged members would
+/// bury the change).
+fn set_change(old: &[String], new: &[String]) -> String {
+    let added = new.iter().filter(|value| !old.contains(value)).map(|value| format!("+{value}"));
+    let removed = old.iter().filter(|value| !new.contains(value)).map(|value| format!("-{value}"));
+    let change: Vec<String> = added.chain(removed).collect();
+    if change.is_empty() {
+        // Same members, another order.
+        format!("{} → {}", list_or_none(old), list_or_none(new))
+    } else {
+        change.join(" ")
+    }
 }
 
 fn list_or_none(values: &[String]) -> String {
@@ -1140,7 +1190,7 @@ pub fn desired_with_facts(spec: &crate::spec::Spec, host: &HostFs) -> Result<(De
     for warning in &closure.warnings {
         eprintln!("warning: {warning}");
     }
-    let facts = ClosureFacts::of(&closure);
+    let facts = ClosureFacts::of(&closure, spec);
     Ok((crate::desired::build(closure, host)?, facts))
 }
 
@@ -1188,6 +1238,25 @@ mod tests {
         fs::write(dpkg.join("info/libfoo1:amd64.list"), "/.\n/lib/x86_64-linux-gnu/libfoo.so.1\n").expect("list");
         fs::write(dpkg.join("info/bar.list"), "/usr/bin/bar\n").expect("list");
         root
+    }
+
+    #[test]
+    fn needers_are_named_by_what_they_declare_and_changes_by_what_moved() {
+        let jailfile = tempfile::NamedTempFile::new().expect("tempfile");
+        fs::write(
+            jailfile.path(),
+            "root = \"/srv/jails/labels\"\nbinaries = [\"ls\", \"cat\"]\ndevices = [\"/dev/null\"]\n\
+             [[files]]\npath = \"/etc/motd\"\ncontent = \"hi\\n\"\n",
+        )
+        .expect("write");
+        let spec = crate::spec::load(jailfile.path(), None, &HostFs::real()).expect("a valid Jailfile");
+        let labels = declaration_labels(&spec);
+        assert_eq!(labels.get("binaries[1]").map(String::as_str), Some("binaries \"cat\""));
+        assert_eq!(labels.get("devices[0]").map(String::as_str), Some("devices \"/dev/null\""));
+        assert_eq!(labels.get("files[0]").map(String::as_str), Some("files \"/etc/motd\""));
+        let list = |items: &[&str]| items.iter().map(|item| (*item).to_owned()).collect::<Vec<_>>();
+        assert_eq!(set_change(&list(&["/usr/bin/ls"]), &list(&["/usr/bin/head", "/usr/bin/ls"])), "+/usr/bin/head");
+        assert_eq!(set_change(&list(&["a", "b"]), &list(&["b", "c"])), "+c -a");
     }
 
     #[test]
