@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use jailprov::apply::{self, Outcome};
 use jailprov::cli::{ApplyArgs, DestroyArgs, JailfileArgs, PlanArgs, PlanFormat};
-use jailprov::desired::{self, DesiredTree};
+use jailprov::desired::DesiredTree;
 use jailprov::host::HostFs;
 use jailprov::jail_root::JailRoot;
 use jailprov::lock;
@@ -21,7 +21,7 @@ use jailprov::root_safety;
 use jailprov::spec::Spec;
 use jailprov::state::{State, StateStore};
 
-use crate::{compute_closure, load_spec, print};
+use crate::{load_spec, print};
 
 /// Exit code of `plan --detailed-exitcode` when changes are pending.
 const CHANGES_PENDING: u8 = 2;
@@ -57,10 +57,7 @@ fn prepare(spec: &Spec, host: HostFs, jailfile: &Path, state_dir: &Path) -> Resu
             let recorded = plan::scan_recorded(&state, jail.as_ref())?;
             Ok((state, recorded))
         });
-        let desired = compute_closure(spec, &host).and_then(|closure| {
-            let lock_facts = lock::ClosureFacts::of(&closure, spec);
-            desired::build(closure, &host).map(|desired| (desired, lock_facts))
-        });
+        let desired = lock::desired_with_facts(spec, &host);
         let jail_side = jail_side.join().unwrap_or_else(|_| Err(anyhow::anyhow!("reading the state record panicked")));
         (jail_side, desired)
     });

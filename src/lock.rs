@@ -1184,12 +1184,7 @@ pub fn note(review: &Review) {
 
 /// The desired tree of a Jailfile and the closure facts the lock needs.
 pub fn desired_with_facts(spec: &crate::spec::Spec, host: &HostFs) -> Result<(DesiredTree, ClosureFacts)> {
-    let loader =
-        crate::closure::loader::Loader::with_host(host.clone(), crate::closure::loader::LoaderOptions::host())?;
-    let closure = crate::closure::build(spec, &loader)?;
-    for warning in &closure.warnings {
-        eprintln!("warning: {warning}");
-    }
+    let closure = crate::closure::compute(spec, host)?;
     let facts = ClosureFacts::of(&closure, spec);
     Ok((crate::desired::build(closure, host)?, facts))
 }

@@ -13,8 +13,7 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use jailprov::cli::{Cli, ClosureArgs, ClosureFormat, Command, JailfileArgs, WhyArgs};
-use jailprov::closure::loader::{Loader, LoaderOptions};
-use jailprov::closure::{self, Closure};
+use jailprov::closure;
 use jailprov::diagnostics::JailfileErrors;
 use jailprov::host::HostFs;
 use jailprov::spec::{self, Spec};
@@ -72,15 +71,6 @@ pub(crate) fn load_spec(args: &JailfileArgs, host: &HostFs) -> Result<Spec> {
     spec::load(&args.file, args.root.as_deref(), host)
 }
 
-pub(crate) fn compute_closure(spec: &Spec, host: &HostFs) -> Result<Closure> {
-    let loader = Loader::with_host(host.clone(), LoaderOptions::host())?;
-    let closure = closure::build(spec, &loader)?;
-    for warning in &closure.warnings {
-        eprintln!("warning: {warning}");
-    }
-    Ok(closure)
-}
-
 fn validate(args: &JailfileArgs) -> Result<ExitCode> {
     let spec = load_spec(args, &HostFs::real())?;
     print(&format!(
@@ -97,7 +87,7 @@ fn validate(args: &JailfileArgs) -> Result<ExitCode> {
 fn closure_command(args: &ClosureArgs) -> Result<ExitCode> {
     let host = HostFs::real();
     let spec = load_spec(&args.jailfile, &host)?;
-    let closure = compute_closure(&spec, &host)?;
+    let closure = closure::compute(&spec, &host)?;
     let text = match args.format {
         ClosureFormat::Text => render::closure_text(&closure),
         ClosureFormat::Json => render::closure_json(&closure),
@@ -109,7 +99,7 @@ fn closure_command(args: &ClosureArgs) -> Result<ExitCode> {
 fn why(args: &WhyArgs) -> Result<ExitCode> {
     let host = HostFs::real();
     let spec = load_spec(&args.jailfile, &host)?;
-    let closure = compute_closure(&spec, &host)?;
+    let closure = closure::compute(&spec, &host)?;
     let path = JailPath::from_host(&args.path).map_err(|error| anyhow!("{}: {error}", args.path.display()))?;
     let Some(chain) = closure.why(&path) else {
         return Err(anyhow!("{path} is not in the jail described by {}", args.jailfile.file.display()));

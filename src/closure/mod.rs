@@ -144,6 +144,17 @@ struct ProgramFacts {
     interpreters: Vec<ProgramFacts>,
 }
 
+/// The closure of a validated Jailfile on this host (its loader rules and ld.so.cache); the
+/// warnings, which do not stop the jail from being built, go to stderr.
+pub fn compute(spec: &Spec, host: &HostFs) -> Result<Closure> {
+    let loader = Loader::with_host(host.clone(), loader::LoaderOptions::host())?;
+    let closure = build(spec, &loader)?;
+    for warning in &closure.warnings {
+        eprintln!("warning: {warning}");
+    }
+    Ok(closure)
+}
+
 /// Builds the closure of a validated Jailfile.
 pub fn build(spec: &Spec, loader: &Loader) -> Result<Closure> {
     let host = loader.host();
