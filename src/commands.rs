@@ -322,6 +322,10 @@ pub fn destroy(args: &DestroyArgs) -> Result<ExitCode> {
         store.remove()?;
         text.push_str(&format!("Removed the empty jail root {}.\n", root.display()));
     } else {
+        if state.entries.is_empty() && state.mounts.is_empty() {
+            // Nothing left that jailprov manages: no record either.
+            store.remove()?;
+        }
         text.push_str(&format!("Kept {} and what jailprov did not create in it:\n", root.display()));
         for name in leftovers {
             let path = format!("/{name}");

@@ -16,12 +16,7 @@ use std::time::{Duration, Instant};
 
 #[macro_use]
 mod cli;
-use cli::{output, Run};
-
-const BIN: &str = env!("CARGO_BIN_EXE_jailprov");
-
-/// The Jailfiles' own `root`: never used, every command gets `--root`.
-const UNUSED_ROOT: &str = "/srv/jails/jailprov-enter-tests-always-pass-root";
+use cli::{output, Run, Workspace, BIN, UNUSED_ROOT};
 
 /// The classic escape: as root, chroot into a subdirectory (leaving the cwd outside the new
 /// root), climb with "..", chroot there, and open a file only the host has.
@@ -126,54 +121,31 @@ target = "/data"
 readonly = true
 "#;
 
-/// A fresh applied jail in its own tempdir (0700 unless made traversable for a rootless test).
-struct Jail {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    root: PathBuf,
-    state: PathBuf,
-    jailfile: PathBuf,
+/// A fresh applied jail in its own workspace (tests/cli; 0700 unless made traversable for a
+/// rootless test), beside a `shared` directory for bind mounts.
+struct Jail(Workspace);
+
+impl std::ops::Deref for Jail {
+    type Target = Workspace;
+
+    fn deref(&self) -> &Workspace {
+        &self.0
+    }
 }
 
 impl Jail {
     fn new(text: &str) -> Jail {
-        let tmp = tempfile::Builder::new().prefix("jailprov-enter-").tempdir().expect("tempdir");
-        let dir = tmp.path().to_path_buf();
-        fs::create_dir(dir.join("shared")).expect("mkdir shared");
-        fs::write(dir.join("shared/greeting"), "hello from the host\n").expect("write shared/greeting");
-        let jail = Jail {
-            root: dir.join("jail"),
-            state: dir.join("state"),
-            jailfile: dir.join("Jailfile.toml"),
-            dir,
-            _tmp: tmp,
-        };
-        fs::write(&jail.jailfile, text.replace("{DIR}", &jail.dir.display().to_string())).expect("write Jailfile");
-        let apply = jail.jailprov("apply", &[]);
-        let apply = output(apply);
-        assert_eq!(apply.code, 0, "apply: {}", apply.describe());
+        let jail = Jail(Workspace::new("jailprov-enter-"));
+        fs::create_dir(jail.dir.join("shared")).expect("mkdir shared");
+        fs::write(jail.dir.join("shared/greeting"), "hello from the host\n").expect("write shared/greeting");
+        jail.write_jailfile(&text.replace("{DIR}", &jail.dir.display().to_string()));
+        jail.apply();
         jail
-    }
-
-    fn jailprov(&self, subcommand: &str, extra: &[&str]) -> Command {
-        let mut command = Command::new(BIN);
-        command
-            .arg(subcommand)
-            .arg("-f")
-            .arg(&self.jailfile)
-            .arg("--root")
-            .arg(&self.root)
-            .arg("--state-dir")
-            .arg(&self.state)
-            .args(extra)
-            .current_dir(&self.dir)
-            .stdin(Stdio::null());
-        command
     }
 
     /// `jailprov enter ... -- ARGS`
     fn enter_command(&self, args: &[&str]) -> Command {
-        let mut command = self.jailprov("enter", &[]);
+        let mut command = self.command("enter", &[]);
         command.arg("--").args(args);
         command
     }
@@ -452,18 +424,21 @@ fn sigterm_sent_to_jailprov_reaches_the_command() {
 fn a_jail_never_applied_is_refused_with_the_command_to_run() {
     need_root!("a_jail_never_applied_is_refused_with_the_command_to_run");
     let jail = Jail::new(&jailfile("user = \"jailer\"", ""));
+    let refused = |root: &Path, when: &str| {
+        let run = jail.run_at("enter", root, &["--", "/usr/bin/true"]).code(1, when);
+        assert!(run.stderr.contains("run `jailprov apply` first"), "{when}: {}", run.describe());
+    };
     let elsewhere = jail.dir.join("never-applied");
-    let mut command = Command::new(BIN);
-    command
-        .arg("enter")
-        .arg("-f")
-        .arg(&jail.jailfile)
-        .arg("--root")
-        .arg(&elsewhere)
-        .arg("--state-dir")
-        .arg(&jail.state);
-    let run = output(command).code(1, "enter before apply");
-    assert!(run.stderr.contains("run `jailprov apply` first"), "{}", run.describe());
+    refused(&elsewhere, "a root that does not exist");
+    // A directory with files in it, but no record of an apply.
+    fs::create_dir(&elsewhere).expect("mkdir");
+    fs::write(elsewhere.join("something"), "x").expect("write");
+    refused(&elsewhere, "a root never applied");
+    // Destroyed, with a foreign file keeping the root: the record is gone, so is the jail.
+    fs::write(jail.root.join("foreign"), "mine\n").expect("a foreign file");
+    jail.run("destroy", &[]).ok("destroy");
+    assert!(jail.root.join("foreign").exists(), "destroy keeps what it did not create");
+    refused(&jail.root, "a destroyed jail");
 }
 
 #[test]
