@@ -17,12 +17,7 @@ use std::time::{Duration, Instant};
 
 #[macro_use]
 mod cli;
-use cli::{output, Run};
-
-const BIN: &str = env!("CARGO_BIN_EXE_jailprov");
-
-/// The Jailfiles' own `root`: never used, every command gets `--root`.
-const UNUSED_ROOT: &str = "/srv/jails/jailprov-tests-always-pass-root";
+use cli::{output, Workspace, BIN, UNUSED_ROOT};
 
 /// The inline /etc/motd of the seed-shell-like jails.
 const MOTD: &str = "You are inside the test jail.\n";
@@ -77,67 +72,22 @@ fn big_jailfile() -> String {
 // Running jailprov
 // ---------------------------------------------------------------------------------------------
 
-/// A fresh jail: a 0700 tempdir holding the Jailfile, the jail root (`jail`, not created) and
-/// the state directory (`state`). Everything goes when it drops.
-struct Jail {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    root: PathBuf,
-    state: PathBuf,
-    jailfile: PathBuf,
+/// A fresh workspace (tests/cli) with its Jailfile written.
+struct Jail(Workspace);
+
+impl std::ops::Deref for Jail {
+    type Target = Workspace;
+
+    fn deref(&self) -> &Workspace {
+        &self.0
+    }
 }
 
 impl Jail {
     fn new(jailfile: &str) -> Jail {
-        let tmp = tempfile::Builder::new().prefix("jailprov-apply-").tempdir().expect("tempdir");
-        let dir = tmp.path().to_path_buf();
-        let jail = Jail {
-            root: dir.join("jail"),
-            state: dir.join("state"),
-            jailfile: dir.join("Jailfile.toml"),
-            dir,
-            _tmp: tmp,
-        };
+        let jail = Jail(Workspace::new("jailprov-apply-"));
         jail.write_jailfile(jailfile);
         jail
-    }
-
-    fn write_jailfile(&self, text: &str) {
-        fs::write(&self.jailfile, text).expect("write the Jailfile");
-    }
-
-    /// `jailprov SUBCOMMAND -f Jailfile --root ROOT --state-dir STATE EXTRA...`
-    fn command(&self, subcommand: &str, extra: &[&str]) -> Command {
-        self.command_at(subcommand, &self.root, extra)
-    }
-
-    /// Like `command` with another `--root`.
-    fn command_at(&self, subcommand: &str, root: &Path, extra: &[&str]) -> Command {
-        let mut command = Command::new(BIN);
-        command
-            .arg(subcommand)
-            .arg("-f")
-            .arg(&self.jailfile)
-            .arg("--root")
-            .arg(root)
-            .arg("--state-dir")
-            .arg(&self.state)
-            .args(extra)
-            .current_dir(&self.dir)
-            .stdin(Stdio::null());
-        command
-    }
-
-    fn run(&self, subcommand: &str, extra: &[&str]) -> Run {
-        output(self.command(subcommand, extra))
-    }
-
-    fn run_at(&self, subcommand: &str, root: &Path, extra: &[&str]) -> Run {
-        output(self.command_at(subcommand, root, extra))
-    }
-
-    fn apply(&self) -> Run {
-        self.run("apply", &[]).ok("apply")
     }
 
     /// Asserts `plan --detailed-exitcode` exits 0 and says "No changes.".
@@ -149,11 +99,6 @@ impl Jail {
     fn plan_json(&self) -> serde_json::Value {
         let plan = self.run("plan", &["--format", "json"]).ok("plan --format json");
         serde_json::from_str(&plan.stdout).unwrap_or_else(|error| panic!("plan JSON: {error}: {}", plan.stdout))
-    }
-
-    /// ROOT/rel for a jail path such as "/usr/bin/bash".
-    fn at(&self, jail_path: &str) -> PathBuf {
-        self.root.join(jail_path.trim_start_matches('/'))
     }
 
     /// Runs a jailprov command in the background, output discarded.

@@ -12,42 +12,32 @@ use std::fs;
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 #[macro_use]
 mod cli;
-use cli::{output, Run};
+use cli::{Workspace, BIN, UNUSED_ROOT};
 
-const BIN: &str = env!("CARGO_BIN_EXE_jailprov");
-
-/// The Jailfiles' own `root`: never used, every command gets `--root`.
-const UNUSED_ROOT: &str = "/srv/jails/jailprov-tests-always-pass-root";
-
-/// A tempdir with the Jailfile, a private source tree (`src`), the jail root (`jail`) and the
-/// state directory (`state`).
+/// A workspace (tests/cli) with a private source tree (`src`) beside the Jailfile.
 struct Jail {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    root: PathBuf,
-    state: PathBuf,
-    jailfile: PathBuf,
+    workspace: Workspace,
     src: PathBuf,
+}
+
+impl std::ops::Deref for Jail {
+    type Target = Workspace;
+
+    fn deref(&self) -> &Workspace {
+        &self.workspace
+    }
 }
 
 impl Jail {
     fn new() -> Jail {
-        let tmp = tempfile::Builder::new().prefix("jailprov-lock-").tempdir().expect("tempdir");
-        let dir = tmp.path().to_path_buf();
-        let src = dir.join("src");
+        let workspace = Workspace::new("jailprov-lock-");
+        let src = workspace.dir.join("src");
         fs::create_dir(&src).expect("mkdir src");
-        Jail {
-            root: dir.join("jail"),
-            state: dir.join("state"),
-            jailfile: dir.join("Jailfile.toml"),
-            src,
-            dir,
-            _tmp: tmp,
-        }
+        Jail { workspace, src }
     }
 
     fn with_jailfile(text: &str) -> Jail {
@@ -56,32 +46,8 @@ impl Jail {
         jail
     }
 
-    fn write_jailfile(&self, text: &str) {
-        fs::write(&self.jailfile, text).expect("write the Jailfile");
-    }
-
     fn lock_file(&self) -> PathBuf {
         self.dir.join("Jailfile.lock")
-    }
-
-    fn run(&self, subcommand: &str, extra: &[&str]) -> Run {
-        let mut command = Command::new(BIN);
-        command
-            .arg(subcommand)
-            .arg("-f")
-            .arg(&self.jailfile)
-            .arg("--root")
-            .arg(&self.root)
-            .arg("--state-dir")
-            .arg(&self.state)
-            .args(extra)
-            .current_dir(&self.dir)
-            .stdin(Stdio::null());
-        output(command)
-    }
-
-    fn apply(&self) -> Run {
-        self.run("apply", &[]).ok("apply")
     }
 
     fn check_json(&self) -> (i32, serde_json::Value) {
@@ -89,11 +55,6 @@ impl Jail {
         let value =
             serde_json::from_str(&run.stdout).unwrap_or_else(|error| panic!("check JSON: {error}: {}", run.describe()));
         (run.code, value)
-    }
-
-    /// ROOT/rel for a jail path such as "/usr/bin/cat".
-    fn at(&self, jail_path: &str) -> PathBuf {
-        self.root.join(jail_path.trim_start_matches('/'))
     }
 }
 

@@ -12,7 +12,85 @@ macro_rules! need_root {
     };
 }
 
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_jailprov");
+
+/// The test Jailfiles' own `root`: never used, every command gets `--root`.
+pub const UNUSED_ROOT: &str = "/srv/jails/jailprov-tests-always-pass-root";
+
+/// A fresh 0700 tempdir holding the Jailfile, the jail root (`jail`, not created) and the state
+/// directory (`state`); everything goes when it drops. Each suite's `Jail` builds on it.
+pub struct Workspace {
+    _tmp: tempfile::TempDir,
+    pub dir: PathBuf,
+    pub root: PathBuf,
+    pub state: PathBuf,
+    pub jailfile: PathBuf,
+}
+
+impl Workspace {
+    /// A workspace in a tempdir named `PREFIX…`, with no Jailfile yet.
+    pub fn new(prefix: &str) -> Workspace {
+        let tmp = tempfile::Builder::new().prefix(prefix).tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        Workspace {
+            root: dir.join("jail"),
+            state: dir.join("state"),
+            jailfile: dir.join("Jailfile.toml"),
+            dir,
+            _tmp: tmp,
+        }
+    }
+
+    pub fn write_jailfile(&self, text: &str) {
+        #[allow(clippy::disallowed_methods)] // the test's own Jailfile, outside every jail
+        std::fs::write(&self.jailfile, text).expect("write the Jailfile");
+    }
+
+    /// `jailprov SUBCOMMAND -f Jailfile --root ROOT --state-dir STATE EXTRA...`, run from the
+    /// workspace with stdin closed.
+    pub fn command(&self, subcommand: &str, extra: &[&str]) -> Command {
+        self.command_at(subcommand, &self.root, extra)
+    }
+
+    /// Like `command` with another `--root`.
+    pub fn command_at(&self, subcommand: &str, root: &Path, extra: &[&str]) -> Command {
+        let mut command = Command::new(BIN);
+        command
+            .arg(subcommand)
+            .arg("-f")
+            .arg(&self.jailfile)
+            .arg("--root")
+            .arg(root)
+            .arg("--state-dir")
+            .arg(&self.state)
+            .args(extra)
+            .current_dir(&self.dir)
+            .stdin(Stdio::null());
+        command
+    }
+
+    pub fn run(&self, subcommand: &str, extra: &[&str]) -> Run {
+        output(self.command(subcommand, extra))
+    }
+
+    /// `jailprov apply`, which must succeed.
+    pub fn apply(&self) -> Run {
+        self.run("apply", &[]).ok("apply")
+    }
+
+    pub fn run_at(&self, subcommand: &str, root: &Path, extra: &[&str]) -> Run {
+        output(self.command_at(subcommand, root, extra))
+    }
+
+    /// ROOT/rel for a jail path such as "/usr/bin/bash".
+    pub fn at(&self, jail_path: &str) -> PathBuf {
+        self.root.join(jail_path.trim_start_matches('/'))
+    }
+}
 
 /// What one jailprov run printed and returned.
 #[derive(Debug)]
