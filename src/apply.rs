@@ -5,6 +5,7 @@
 //! name and renamed into place. After a `kill -9` the next apply sees `interrupted`, sweeps the
 //! temporary files and converges.
 
+use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -95,36 +96,36 @@ pub fn apply(
                     .nodes
                     .get(&change.path)
                     .with_context(|| format!("the plan changes {} but the Jailfile no longer has it", change.path))?;
-                match change.action {
+                let written = match change.action {
                     Action::Create => {
-                        create(jail, host, node)?;
                         outcome.added += 1;
+                        create(jail, host, node)?
                     }
                     Action::Replace => {
                         remove_whatever(jail, &node.path)?;
-                        create(jail, host, node)?;
                         outcome.added += 1;
                         outcome.destroyed += 1;
+                        create(jail, host, node)?
                     }
                     _ => {
-                        update(jail, host, node, &change.what)?;
                         outcome.changed += 1;
+                        update(jail, host, node, &change.what)?
                     }
-                }
+                };
                 let created = change.action != Action::Update || state.created(&node.path);
-                record(jail, node, state, created)?;
+                record(jail, node, state, created, written)?;
             }
         }
     }
     for path in &plan.adopt {
         if let Some(node) = desired.nodes.get(path) {
-            record(jail, node, state, false)?;
+            record(jail, node, state, false, None)?;
         }
     }
     for path in &plan.refresh {
         if let Some(node) = desired.nodes.get(path) {
             let created = state.created(path);
-            record(jail, node, state, created)?;
+            record(jail, node, state, created, None)?;
         }
     }
     for path in &plan.forget {
@@ -141,23 +142,40 @@ pub fn apply(
     Ok(outcome)
 }
 
-fn create(jail: &JailRoot, host: &HostFs, node: &DesiredNode) -> Result<()> {
+/// Makes the node; for a file, returns the blake3 of the bytes written (hashed as they are
+/// copied, so that recording it reads nothing again).
+fn create(jail: &JailRoot, host: &HostFs, node: &DesiredNode) -> Result<Option<[u8; 32]>> {
     match &node.kind {
-        DesiredKind::Dir => jail.mkdir(&node.path, node.mode, node.uid, node.gid),
-        DesiredKind::File { source, source_print } => copy_file(jail, host, node, source, source_print),
+        DesiredKind::Dir => jail.mkdir(&node.path, node.mode, node.uid, node.gid).map(|()| None),
+        DesiredKind::File { source, source_print } => copy_file(jail, host, node, source, source_print).map(Some),
         DesiredKind::Content { bytes } => {
-            jail.write_file(&node.path, &mut bytes.as_slice(), node.mode, node.uid, node.gid, None)
+            jail.write_file(&node.path, &mut bytes.as_slice(), node.mode, node.uid, node.gid, None)?;
+            Ok(Some(*blake3::hash(bytes).as_bytes()))
         }
-        DesiredKind::Symlink { target } => jail.symlink(&node.path, target, node.uid, node.gid),
+        DesiredKind::Symlink { target } => jail.symlink(&node.path, target, node.uid, node.gid).map(|()| None),
         DesiredKind::Device { block, rdev } => {
             let kind = if *block { NodeKind::BlockDevice } else { NodeKind::CharDevice };
-            jail.mknod(&node.path, kind, *rdev, node.mode, node.uid, node.gid)
+            jail.mknod(&node.path, kind, *rdev, node.mode, node.uid, node.gid).map(|()| None)
         }
     }
 }
 
-fn copy_file(jail: &JailRoot, host: &HostFs, node: &DesiredNode, source: &Path, print: &StatPrint) -> Result<()> {
-    let mut file = std::fs::File::open(host.disk_path(source))
+/// A reader that hashes what passes through it.
+struct Hashing<R> {
+    inner: R,
+    hasher: blake3::Hasher,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buffer)?;
+        self.hasher.update(&buffer[..read]);
+        Ok(read)
+    }
+}
+
+fn copy_file(jail: &JailRoot, host: &HostFs, node: &DesiredNode, source: &Path, print: &StatPrint) -> Result<[u8; 32]> {
+    let file = std::fs::File::open(host.disk_path(source))
         .with_context(|| format!("cannot read {} on the host", source.display()))?;
     let metadata = file.metadata().with_context(|| format!("cannot inspect {}", source.display()))?;
     if StatPrint::of(&metadata) != *print {
@@ -165,17 +183,20 @@ fn copy_file(jail: &JailRoot, host: &HostFs, node: &DesiredNode, source: &Path, 
     }
     // The copy keeps the host file's modification time, as `cp -p` would.
     let mtime = i128::from(metadata.mtime()) * 1_000_000_000 + i128::from(metadata.mtime_nsec());
-    jail.write_file(&node.path, &mut file, node.mode, node.uid, node.gid, Some(mtime))
+    let mut hashing = Hashing { inner: file, hasher: blake3::Hasher::new() };
+    jail.write_file(&node.path, &mut hashing, node.mode, node.uid, node.gid, Some(mtime))?;
+    Ok(*hashing.hasher.finalize().as_bytes())
 }
 
-/// Rewrites content/target/device when they differ; otherwise only mode and owner.
-fn update(jail: &JailRoot, host: &HostFs, node: &DesiredNode, what: &[String]) -> Result<()> {
+/// Rewrites content/target/device when they differ (returning what `create` does); otherwise
+/// only mode and owner (None: the content was not written).
+fn update(jail: &JailRoot, host: &HostFs, node: &DesiredNode, what: &[String]) -> Result<Option<[u8; 32]>> {
     let rewrite =
         what.iter().any(|item| item == "content" || item.starts_with("target ") || item.starts_with("device "));
     if rewrite {
         create(jail, host, node)
     } else {
-        jail.set_attributes(&node.path, node.mode, node.uid, node.gid)
+        jail.set_attributes(&node.path, node.mode, node.uid, node.gid).map(|()| None)
     }
 }
 
@@ -201,15 +222,25 @@ fn remove_whatever(jail: &JailRoot, path: &JailPath) -> Result<()> {
     }
 }
 
-/// Records a path as managed, with the stats that let the next plan skip reading it.
-fn record(jail: &JailRoot, node: &DesiredNode, state: &mut State, created: bool) -> Result<()> {
+/// Records a path as managed, with the stats that let the next plan skip reading it, and the
+/// hash of a file's content: `written` when apply just wrote it, else read from the jail.
+fn record(
+    jail: &JailRoot,
+    node: &DesiredNode,
+    state: &mut State,
+    created: bool,
+    written: Option<[u8; 32]>,
+) -> Result<()> {
     let stat = jail.stat(&node.path)?.with_context(|| format!("{} vanished right after it was written", node.path))?;
     let (jail_print, source) = match &node.kind {
         DesiredKind::File { source_print, .. } => (Some(print_of(&stat)), Some(*source_print)),
         _ => (None, None),
     };
     // What `jailprov check` verifies every byte of the file against (src/check.rs).
-    let hash = crate::check::recorded_hash(jail, node)?;
+    let hash = match written {
+        Some(hash) => Some(hash),
+        None => crate::check::recorded_hash(jail, node)?,
+    };
     state.entries.insert(
         node.path.clone(),
         Managed { kind: ManagedKind::of(&node.kind), created, jail: jail_print, source, hash },
