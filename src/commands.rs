@@ -53,11 +53,18 @@ fn prepare(spec: &Spec, host: HostFs, jailfile: &Path, state_dir: &Path) -> Resu
     // stretches that leave a core to the other.
     let (jail_side, desired) = std::thread::scope(|scope| {
         let jail_side = scope.spawn(|| -> Result<(State, RecordedScan)> {
-            let state = store.load(&spec.root)?;
+            let state = {
+                let _t = jailprov::timings::phase("state load");
+                store.load(&spec.root)?
+            };
+            let _t = jailprov::timings::phase("jail scan of recorded");
             let recorded = plan::scan_recorded(&state, jail.as_ref())?;
             Ok((state, recorded))
         });
-        let desired = lock::desired_with_facts(spec, &host);
+        let desired = {
+            let _t = jailprov::timings::phase("host side (closure+desired)");
+            lock::desired_with_facts(spec, &host)
+        };
         let jail_side = jail_side.join().unwrap_or_else(|_| Err(anyhow::anyhow!("reading the state record panicked")));
         (jail_side, desired)
     });
@@ -111,8 +118,14 @@ impl Prepared {
         adopt: bool,
     ) -> Result<(lock::Review, Plan)> {
         let (review, plan) = std::thread::scope(|scope| {
-            let review = scope.spawn(|| self.review_lock(jailfile, state_dir, locked));
-            let plan = self.plan(adopt);
+            let review = scope.spawn(|| {
+                let _t = jailprov::timings::phase("lock review");
+                self.review_lock(jailfile, state_dir, locked)
+            });
+            let plan = {
+                let _t = jailprov::timings::phase("plan compute");
+                self.plan(adopt)
+            };
             let review = review.join().unwrap_or_else(|_| Err(anyhow::anyhow!("reviewing the lock panicked")));
             (review, plan)
         });
@@ -239,6 +252,7 @@ pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
             let _ = writeln!(stdout, "{:<3} {:<8} {}", change.action.marker(), change.kind, change.path);
         };
         let state = &mut prepared.state;
+        let _t = jailprov::timings::phase("apply");
         apply::apply(&plan, &prepared.desired, jail, &prepared.host, state, &prepared.store, &mut report)?
     };
     print(&format!("\nApply complete: {}.\n", render::outcome(&outcome)))

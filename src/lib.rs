@@ -17,4 +17,5 @@ pub mod render;
 pub mod root_safety;
 pub mod spec;
 pub mod state;
+pub mod timings;
 pub mod tree;

@@ -982,7 +982,11 @@ pub fn review(inputs: &Inputs, mode: Mode) -> Result<Review> {
     if mode != Mode::Deliberate && lock_stat.is_some() && peek_fresh(&cache_file) == Some(fresh_key) {
         return Ok(unchanged);
     }
-    let mut cache = load_cache(&cache_file);
+    let mut cache = {
+        let _t = crate::timings::phase("lock: cache load");
+        load_cache(&cache_file)
+    };
+    let _t = crate::timings::phase("lock: old lock parse");
 
     let old = match fs::read_to_string(&lock_path) {
         Ok(text) => Some(Lock::parse(&text, &lock_path)?),
@@ -996,6 +1000,8 @@ pub fn review(inputs: &Inputs, mode: Mode) -> Result<Review> {
             inputs.jailfile.display()
         );
     }
+    drop(_t);
+    let _t = crate::timings::phase("lock: hashes, entries, compare");
     let hashes = source_hashes(inputs.desired, inputs.host, &mut cache)?;
     let mut new = Lock {
         version: LOCK_VERSION,
@@ -1026,6 +1032,8 @@ pub fn review(inputs: &Inputs, mode: Mode) -> Result<Review> {
     // A file the old lock already had, from the same source with the same content, keeps the
     // package it was found in; the dpkg database (hundreds of list files) is searched only for
     // the rest, and not at all when there is no rest.
+    drop(_t);
+    let _t = crate::timings::phase("lock: packages");
     let known: HashMap<ContentKey, Option<&String>> = old
         .iter()
         .flat_map(|old| &old.entries)
@@ -1070,6 +1078,8 @@ pub fn review(inputs: &Inputs, mode: Mode) -> Result<Review> {
         Some(old) => compare(old, &new),
         None => comparison,
     };
+    drop(_t);
+    let _t = crate::timings::phase("lock: write lock and cache");
     let text = new.to_text()?;
     if let Err(error) = write_atomically(&lock_path, text.as_bytes(), 0o644) {
         // plan and apply still work from a read-only checkout; `jailprov lock` must write.
@@ -1184,8 +1194,15 @@ pub fn note(review: &Review) {
 
 /// The desired tree of a Jailfile and the closure facts the lock needs.
 pub fn desired_with_facts(spec: &crate::spec::Spec, host: &HostFs) -> Result<(DesiredTree, ClosureFacts)> {
-    let closure = crate::closure::compute(spec, host)?;
-    let facts = ClosureFacts::of(&closure, spec);
+    let closure = {
+        let _t = crate::timings::phase("closure compute");
+        crate::closure::compute(spec, host)?
+    };
+    let facts = {
+        let _t = crate::timings::phase("closure facts");
+        ClosureFacts::of(&closure, spec)
+    };
+    let _t = crate::timings::phase("desired build");
     Ok((crate::desired::build(closure, host)?, facts))
 }
 

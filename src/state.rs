@@ -163,6 +163,7 @@ impl StateStore {
 
     /// Writes the state atomically (temporary file, fsync, rename), readable by root only.
     pub fn save(&self, state: &State) -> Result<()> {
+        let _t = crate::timings::phase("state save");
         let dir = self.state_file.parent().unwrap_or(Path::new("/"));
         create_private_dir(dir)?;
         let temporary = self.state_file.with_extension("state.tmp");

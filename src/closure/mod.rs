@@ -195,9 +195,12 @@ pub fn build(spec: &Spec, loader: &Loader) -> Result<Closure> {
     })?;
 
     let mut elf_files = Vec::new();
+    let _t = crate::timings::phase("closure: [[files]] trees");
     for file in &spec.files {
         builder.add_file_spec(file, &spec.exclude, &mut elf_files)?;
     }
+    drop(_t);
+    let _t = crate::timings::phase("closure: their ELF loads");
     let loads: Vec<(String, Result<ProgramFacts>)> = elf_files
         .par_iter()
         .map(|(host_path, needed_by)| (needed_by.clone(), analyze_program(loader, host_path, &search_path, 0)))
@@ -206,6 +209,8 @@ pub fn build(spec: &Spec, loader: &Loader) -> Result<Closure> {
         builder.add_dependencies(&facts?, &needed_by)?;
     }
 
+    drop(_t);
+    let _t = crate::timings::phase("closure: the rest, sorted");
     for device in &spec.devices {
         let source = Some(PathBuf::from(device.path.as_str()));
         builder.add(device.path.clone(), EntryKind::Device, source, &device.key).attributes =
