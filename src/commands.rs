@@ -14,6 +14,7 @@ use jailprov::desired::DesiredTree;
 use jailprov::host::HostFs;
 use jailprov::jail_root::JailRoot;
 use jailprov::lock;
+use jailprov::memo;
 use jailprov::mountinfo::JailMounts;
 use jailprov::plan::{self, Change, Mounts, Plan, RecordedScan};
 use jailprov::render;
@@ -117,23 +118,60 @@ impl Prepared {
         locked: bool,
         adopt: bool,
     ) -> Result<(lock::Review, Plan)> {
-        let (review, plan) = std::thread::scope(|scope| {
+        self.review_beside(jailfile, state_dir, locked, || {
+            plan::compute(
+                &self.desired,
+                self.jail.as_ref(),
+                &self.state,
+                &self.recorded,
+                &self.mounts,
+                &self.host,
+                adopt,
+            )
+        })
+    }
+
+    /// [`Prepared::review_and_plan`], also returning the jail scan the plan was judged on.
+    fn review_and_plan_with_scan(
+        &self,
+        jailfile: &Path,
+        state_dir: &Path,
+        locked: bool,
+        adopt: bool,
+    ) -> Result<(lock::Review, (Plan, plan::JailScan))> {
+        self.review_beside(jailfile, state_dir, locked, || {
+            plan::compute_with_scan(
+                &self.desired,
+                self.jail.as_ref(),
+                &self.state,
+                &self.recorded,
+                &self.mounts,
+                &self.host,
+                adopt,
+            )
+        })
+    }
+
+    fn review_beside<T>(
+        &self,
+        jailfile: &Path,
+        state_dir: &Path,
+        locked: bool,
+        plan: impl FnOnce() -> Result<T>,
+    ) -> Result<(lock::Review, T)> {
+        let (review, planned) = std::thread::scope(|scope| {
             let review = scope.spawn(|| {
                 let _t = jailprov::timings::phase("lock review");
                 self.review_lock(jailfile, state_dir, locked)
             });
-            let plan = {
+            let planned = {
                 let _t = jailprov::timings::phase("plan compute");
-                self.plan(adopt)
+                plan()
             };
             let review = review.join().unwrap_or_else(|_| Err(anyhow::anyhow!("reviewing the lock panicked")));
-            (review, plan)
+            (review, planned)
         });
-        Ok((review?, plan?))
-    }
-
-    fn plan(&self, adopt: bool) -> Result<Plan> {
-        plan::compute(&self.desired, self.jail.as_ref(), &self.state, &self.recorded, &self.mounts, &self.host, adopt)
+        Ok((review?, planned?))
     }
 
     fn digests(&self) -> Result<Digests> {
@@ -168,11 +206,23 @@ struct SavedPlan {
 }
 
 pub fn plan(args: &PlanArgs) -> Result<ExitCode> {
-    let host = HostFs::real();
+    // Everything the plan looks at on the host is written down, for the memo.
+    let host = HostFs::real().observing();
     let spec = load_spec(&args.jailfile, &host)?;
+    // A saved plan needs the digests of a full computation: no shortcut then.
+    let memo = if args.out.is_none() { MemoContext::of(&spec, args)? } else { None };
+    if let Some(memo) = &memo {
+        if let Some(warnings) = memo::answers(&memo.file, &memo.key, &memo.jail) {
+            let _said = jailprov::timings::phase("plan: answered by the memo, closure not computed");
+            for warning in warnings {
+                eprintln!("warning: {warning}");
+            }
+            return print_plan(args, &spec.root, &Plan::default(), &fresh_review(&args.jailfile.file));
+        }
+    }
     let prepared = prepare(&spec, host, &args.jailfile.file, &args.state.state_dir)?;
-    let (review, plan) =
-        prepared.review_and_plan(&args.jailfile.file, &args.state.state_dir, args.locked, args.adopt)?;
+    let (review, (plan, jail_scan)) =
+        prepared.review_and_plan_with_scan(&args.jailfile.file, &args.state.state_dir, args.locked, args.adopt)?;
     if let Some(out) = &args.out {
         let saved = SavedPlan {
             format_version: "1".into(),
@@ -188,17 +238,78 @@ pub fn plan(args: &PlanArgs) -> Result<ExitCode> {
         #[allow(clippy::disallowed_methods)] // the operator's plan file, not a jail path
         std::fs::write(out, text).with_context(|| format!("cannot write the plan to {}", out.display()))?;
     }
-    match args.format {
-        PlanFormat::Text => print(&format!(
-            "{}{}",
-            lock::drift_text(&review),
-            render::plan_text(&plan, &prepared.root, &args.jailfile.file)
-        ))?,
-        PlanFormat::Json => print(&lock::plan_json_with_drift(&render::plan_json(&plan), &review)?)?,
-    };
+    let code = print_plan(args, &prepared.root, &plan, &review)?;
+    if let Some(memo) = memo {
+        let lock_fresh = review.existed && !review.wrote && review.comparison.is_empty();
+        let mounts_as_keyed = format!("{:?}", prepared.mounts.active) == memo.key.mounts;
+        if is_empty(&plan) && lock_fresh && mounts_as_keyed {
+            if let Some(observations) = prepared.host.observations() {
+                memo::record(&memo.file, memo.key, prepared.desired.warnings.clone(), observations, &jail_scan);
+            }
+        }
+    }
     // The process ends here: freeing a 50,000-path tree entry by entry only costs time.
     std::mem::forget(prepared);
+    std::mem::forget(jail_scan);
+    Ok(code)
+}
+
+/// Prints a plan (text or JSON, with the lock's host drift) and says which exit code it means.
+fn print_plan(args: &PlanArgs, root: &Path, plan: &Plan, review: &lock::Review) -> Result<ExitCode> {
+    match args.format {
+        PlanFormat::Text => {
+            print(&format!("{}{}", lock::drift_text(review), render::plan_text(plan, root, &args.jailfile.file)))?
+        }
+        PlanFormat::Json => print(&lock::plan_json_with_drift(&render::plan_json(plan), review)?)?,
+    };
     Ok(if args.detailed_exitcode && plan.has_changes() { ExitCode::from(CHANGES_PENDING) } else { ExitCode::SUCCESS })
+}
+
+/// The review of a lock found fresh (what the memo vouches for).
+fn fresh_review(jailfile: &Path) -> lock::Review {
+    lock::Review {
+        lock_path: lock::lock_path(jailfile),
+        existed: true,
+        comparison: lock::Comparison::default(),
+        wrote: false,
+        entries: 0,
+    }
+}
+
+/// Nothing at all to do: no change, conflict, adoption, record refresh or record cleanup.
+fn is_empty(plan: &Plan) -> bool {
+    plan.changes.is_empty()
+        && plan.conflicts.is_empty()
+        && plan.adopt.is_empty()
+        && plan.refresh.is_empty()
+        && plan.forget.is_empty()
+        && plan.forget_mounts.is_empty()
+}
+
+/// What the plan memo of one jail is keyed by, taken before anything is looked at.
+struct MemoContext {
+    file: PathBuf,
+    key: memo::Key,
+    jail: JailRoot,
+}
+
+impl MemoContext {
+    /// None when there is no jail yet (nothing to vouch for).
+    fn of(spec: &Spec, args: &PlanArgs) -> Result<Option<MemoContext>> {
+        let Some(jail) = open_jail_if_present(&spec.root)? else { return Ok(None) };
+        let store = StateStore::for_root(&args.state.state_dir, &spec.root);
+        let source = std::fs::read_to_string(&args.jailfile.file)
+            .with_context(|| format!("cannot read {}", args.jailfile.file.display()))?;
+        let key = memo::Key::now(
+            &args.jailfile.file,
+            &lock::jailfile_digest(&source)?,
+            &spec.root,
+            args.adopt,
+            &store.state_file,
+            format!("{:?}", JailMounts::read(&spec.root)?),
+        );
+        Ok(Some(MemoContext { file: store.memo_file, key, jail }))
+    }
 }
 
 pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
@@ -227,13 +338,7 @@ pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
     if let Some(saved) = &saved {
         refuse_stale(saved, &prepared.digests()?, &plan)?;
     }
-    if plan.changes.is_empty()
-        && plan.conflicts.is_empty()
-        && plan.adopt.is_empty()
-        && plan.refresh.is_empty()
-        && plan.forget.is_empty()
-        && plan.forget_mounts.is_empty()
-    {
+    if is_empty(&plan) {
         print(&render::no_changes(&jailfile.file))?;
         return Ok(ExitCode::SUCCESS);
     }

@@ -69,6 +69,8 @@ pub struct DesiredNode {
 #[derive(Debug, Clone, Default)]
 pub struct DesiredTree {
     pub nodes: BTreeMap<JailPath, DesiredNode>,
+    /// The closure's warnings (already said on stderr), for a plan memo to say again.
+    pub warnings: Vec<String>,
 }
 
 /// Builds the desired tree of a closure, taking its entries apart (paths and sources move
@@ -76,6 +78,7 @@ pub struct DesiredTree {
 pub fn build(closure: Closure, host: &HostFs) -> Result<DesiredTree> {
     // The closure is already sorted: collecting sorted pairs builds the map in one pass, and
     // the host stats of entries the closure did not see are read in parallel.
+    let warnings = closure.warnings;
     let built: Vec<Result<(JailPath, DesiredNode)>> = closure
         .entries
         .into_values()
@@ -90,7 +93,7 @@ pub fn build(closure: Closure, host: &HostFs) -> Result<DesiredTree> {
     let mut nodes: BTreeMap<JailPath, DesiredNode> = built.into_iter().collect::<Result<_>>()?;
     add_parents(&mut nodes, host);
     refuse_paths_under_symlinks(&nodes)?;
-    Ok(DesiredTree { nodes })
+    Ok(DesiredTree { nodes, warnings })
 }
 
 fn node_for(entry: Box<Entry>, host: &HostFs) -> Result<DesiredNode> {
@@ -108,7 +111,8 @@ fn node_for(entry: Box<Entry>, host: &HostFs) -> Result<DesiredNode> {
             let (source_print, mode) = match entry.source_stat {
                 Some(known) => known,
                 None => {
-                    let metadata = std::fs::metadata(host.disk_path(source))
+                    let metadata = host
+                        .metadata(source)
                         .with_context(|| format!("cannot read {} on the host", source.display()))?;
                     if !metadata.is_file() {
                         bail!("{} on the host is not a regular file", source.display());
@@ -129,7 +133,7 @@ fn node_for(entry: Box<Entry>, host: &HostFs) -> Result<DesiredNode> {
                 None => entry
                     .source
                     .as_deref()
-                    .and_then(|source| std::fs::metadata(host.disk_path(source)).ok())
+                    .and_then(|source| host.metadata(source).ok())
                     .filter(|metadata| metadata.is_dir())
                     .map_or(0o755, |metadata| metadata.mode() & 0o7777),
             };
@@ -137,7 +141,8 @@ fn node_for(entry: Box<Entry>, host: &HostFs) -> Result<DesiredNode> {
         }
         EntryKind::Device => {
             let source = source_of(&entry)?;
-            let metadata = std::fs::symlink_metadata(host.disk_path(source))
+            let metadata = host
+                .symlink_metadata(source)
                 .with_context(|| format!("cannot read the device {} on the host", source.display()))?;
             let file_type = metadata.file_type();
             if !file_type.is_char_device() && !file_type.is_block_device() {
@@ -189,7 +194,8 @@ fn add_parents(nodes: &mut BTreeMap<JailPath, DesiredNode>, host: &HostFs) {
         }
     }
     for path in parents {
-        let mode = std::fs::symlink_metadata(host.disk_path(Path::new(path.as_str())))
+        let mode = host
+            .symlink_metadata(Path::new(path.as_str()))
             .ok()
             .filter(|metadata| metadata.is_dir())
             .map_or(0o755, |metadata| metadata.mode() & 0o7777 & !SETID_BITS);

@@ -10,7 +10,7 @@ use std::fs::{self, Metadata};
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use anyhow::{bail, Context, Result};
 
@@ -20,7 +20,7 @@ pub const BINARY_SEARCH_PATH: &[&str] =
     &["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"];
 
 /// A file's identity and change markers, enough to tell "unchanged" without reading it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct StatPrint {
     pub size: u64,
     pub mtime_ns: i128,
@@ -39,6 +39,93 @@ impl StatPrint {
     }
 }
 
+/// One look at the host: a disk path, how it was looked at, and what was there.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Observation {
+    pub disk_path: PathBuf,
+    pub look: Look,
+    pub seen: Seen,
+}
+
+/// How a path was looked at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+pub enum Look {
+    /// lstat: the path itself.
+    Lstat,
+    /// stat: what it leads to (a file about to be read).
+    Stat,
+    /// A directory listed: its whole stat, since adding, removing or renaming an entry changes
+    /// its mtime and ctime. Of a directory looked at otherwise only the type, mode and owner
+    /// count: each name looked up in it is a look of its own, and a busy /tmp or /etc must not
+    /// spoil the memo of a jail that only passes through it.
+    List,
+}
+
+impl Look {
+    /// What this look finds at a disk path now.
+    pub fn see(self, disk_path: &Path) -> Seen {
+        self.seen_in(&match self {
+            Look::Stat => fs::metadata(disk_path),
+            Look::Lstat | Look::List => fs::symlink_metadata(disk_path),
+        })
+    }
+
+    /// What this look makes of a stat's result.
+    pub fn seen_in(self, result: &io::Result<Metadata>) -> Seen {
+        let seen = Seen::of(result);
+        match (self, seen) {
+            (Look::Lstat | Look::Stat, Seen::Present(mut found))
+                if found.mode & nix::libc::S_IFMT == nix::libc::S_IFDIR =>
+            {
+                found.print = StatPrint { size: 0, mtime_ns: 0, ctime_ns: 0, ino: 0 };
+                Seen::Present(found)
+            }
+            (_, seen) => seen,
+        }
+    }
+}
+
+/// What a stat found.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum Seen {
+    Present(Fingerprint),
+    /// Nothing there, or not reachable: the errno.
+    Absent(i32),
+}
+
+impl Seen {
+    pub fn of(result: &io::Result<Metadata>) -> Seen {
+        match result {
+            Ok(metadata) => Seen::Present(Fingerprint::of(metadata)),
+            Err(error) => Seen::Absent(error.raw_os_error().unwrap_or(-1)),
+        }
+    }
+}
+
+/// Everything a stat says that a closure could depend on (the link count aside).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Fingerprint {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub rdev: u64,
+    pub dev: u64,
+    pub print: StatPrint,
+}
+
+impl Fingerprint {
+    pub fn of(metadata: &Metadata) -> Fingerprint {
+        Fingerprint {
+            mode: metadata.mode(),
+            uid: metadata.uid(),
+            gid: metadata.gid(),
+            rdev: metadata.rdev(),
+            dev: metadata.dev(),
+            print: StatPrint::of(metadata),
+        }
+    }
+}
+
 /// Linux's limit of symlinks followed in one path resolution.
 const MAX_SYMLINKS: usize = 40;
 
@@ -46,6 +133,9 @@ const MAX_SYMLINKS: usize = 40;
 #[derive(Debug, Clone)]
 pub struct HostFs {
     sysroot: PathBuf,
+    /// When set, every look at the host is written down (see [`Observation`]): what a plan's
+    /// result depends on, so that the next plan can tell by stats alone that nothing moved.
+    observer: Option<Arc<Mutex<Vec<Observation>>>>,
     /// Directories and symlinks met while resolving, so the path walks of hundreds of programs
     /// through the same /usr/lib do not lstat the same directories again. (The host is assumed
     /// not to change under one run; files are always looked at afresh.)
@@ -77,7 +167,67 @@ pub struct Resolved {
 
 impl HostFs {
     pub fn new(sysroot: impl Into<PathBuf>) -> HostFs {
-        HostFs { sysroot: sysroot.into(), walked: Arc::default() }
+        HostFs { sysroot: sysroot.into(), observer: None, walked: Arc::default() }
+    }
+
+    /// This host, writing down from now on every path looked at (its stat, or its absence).
+    pub fn observing(mut self) -> HostFs {
+        self.observer = Some(Arc::default());
+        self
+    }
+
+    /// What was looked at so far, when observing: sorted, each (path, look) once. `None`
+    /// when not observing, or when one path was seen in two different states during the run
+    /// (the host moved under it: nothing can be vouched for).
+    pub fn observations(&self) -> Option<Vec<Observation>> {
+        let observer = self.observer.as_ref()?;
+        let mut seen = observer.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        seen.sort_unstable_by(|a, b| (&a.disk_path, a.look).cmp(&(&b.disk_path, b.look)));
+        let mut unique: Vec<Observation> = Vec::with_capacity(seen.len());
+        for observation in seen {
+            match unique.last() {
+                Some(last) if last.disk_path == observation.disk_path && last.look == observation.look => {
+                    if last.seen != observation.seen {
+                        return None;
+                    }
+                }
+                _ => unique.push(observation),
+            }
+        }
+        Some(unique)
+    }
+
+    fn record(&self, observations: impl IntoIterator<Item = Observation>) {
+        if let Some(observer) = &self.observer {
+            observer.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).extend(observations);
+        }
+    }
+
+    /// Writes down a disk path's state as just read.
+    pub fn note(&self, disk_path: &Path, look: Look, result: &io::Result<Metadata>) {
+        if self.observer.is_some() {
+            self.record([Observation { disk_path: disk_path.to_path_buf(), look, seen: look.seen_in(result) }]);
+        }
+    }
+
+    /// Before a file's content is read (ELF headers, `#!` lines, the ld.so cache): its stat,
+    /// taken first, so a change made while or after it is read shows as a different stat.
+    pub fn note_before_reading(&self, disk_path: &Path) {
+        if self.observer.is_some() {
+            self.note(disk_path, Look::Stat, &fs::metadata(disk_path));
+        }
+    }
+
+    /// stat (following symlinks) of a disk path, written down when observing.
+    pub fn metadata_of_disk_path(&self, disk_path: &Path) -> io::Result<Metadata> {
+        let result = fs::metadata(disk_path);
+        self.note(disk_path, Look::Stat, &result);
+        result
+    }
+
+    /// stat (following symlinks) of a host path, written down when observing.
+    pub fn metadata(&self, path: &Path) -> io::Result<Metadata> {
+        self.metadata_of_disk_path(&self.disk_path(path))
     }
 
     /// The host as it is.
@@ -112,15 +262,42 @@ impl HostFs {
     }
 
     pub fn symlink_metadata(&self, path: &Path) -> io::Result<Metadata> {
-        fs::symlink_metadata(self.disk_path(path))
+        let disk = self.disk_path(path);
+        let result = fs::symlink_metadata(&disk);
+        self.note(&disk, Look::Lstat, &result);
+        result
     }
 
     pub fn read_link(&self, path: &Path) -> io::Result<PathBuf> {
-        fs::read_link(self.disk_path(path))
+        let disk = self.disk_path(path);
+        // A link's text changes only with a new link (a new inode and ctime): its lstat says.
+        if self.observer.is_some() {
+            self.note(&disk, Look::Lstat, &fs::symlink_metadata(&disk));
+        }
+        fs::read_link(disk)
     }
 
     pub fn read(&self, path: &Path) -> Result<Vec<u8>> {
-        fs::read(self.disk_path(path)).with_context(|| format!("cannot read {}", path.display()))
+        let disk = self.disk_path(path);
+        self.note_before_reading(&disk);
+        fs::read(disk).with_context(|| format!("cannot read {}", path.display()))
+    }
+
+    /// Opens a host file for reading (its stat written down first when observing).
+    pub fn open(&self, path: &Path) -> io::Result<fs::File> {
+        let disk = self.disk_path(path);
+        self.note_before_reading(&disk);
+        fs::File::open(disk)
+    }
+
+    /// Lists a host directory; when observing, its stat is written down first (an entry added,
+    /// removed or renamed changes the directory's mtime and ctime).
+    pub fn read_dir(&self, path: &Path) -> io::Result<fs::ReadDir> {
+        let disk = self.disk_path(path);
+        if self.observer.is_some() {
+            self.note(&disk, Look::List, &fs::symlink_metadata(&disk));
+        }
+        fs::read_dir(disk)
     }
 
     /// Whether the path exists (following symlinks inside the sysroot).

@@ -231,13 +231,13 @@ pub fn host_fingerprint(host: &HostFs, desired: &DesiredTree) -> HostFingerprint
 fn os_release(host: &HostFs) -> String {
     ["/etc/os-release", "/usr/lib/os-release"]
         .iter()
-        .find_map(|path| fs::read_to_string(host.disk_path(Path::new(path))).ok())
+        .find_map(|path| host.read(Path::new(path)).ok().and_then(|bytes| String::from_utf8(bytes).ok()))
         .unwrap_or_default()
 }
 
 /// The highest `GLIBC_x.y[.z]` version definition of a libc.so.6.
 fn glibc_version(host: &HostFs, libc: &Path) -> Option<String> {
-    let bytes = fs::read(host.disk_path(libc)).ok()?;
+    let bytes = host.read(libc).ok()?;
     let elf = goblin::elf::Elf::parse(&bytes).ok()?;
     let verdef = elf.verdef.as_ref()?;
     let mut best: Option<(Vec<u32>, String)> = None;
@@ -486,8 +486,8 @@ fn source_hashes(desired: &DesiredTree, host: &HostFs, cache: &mut HashCache) ->
     let hashed: Vec<Result<(String, StatPrint, [u8; 32])>> = missing
         .into_par_iter()
         .map(|(key, source, print)| {
-            let mut file = fs::File::open(host.disk_path(&source))
-                .with_context(|| format!("cannot read {} on the host", source.display()))?;
+            let mut file =
+                host.open(&source).with_context(|| format!("cannot read {} on the host", source.display()))?;
             let hash = hash_reader(&mut file).with_context(|| format!("cannot read {}", source.display()))?;
             // The stat is the one the desired tree saw: if the file changed since, the next run
             // sees another stat and hashes it again.

@@ -233,6 +233,43 @@ pub fn compute(
     host: &HostFs,
     adopt: bool,
 ) -> Result<Plan> {
+    Ok(compute_inner(desired, jail, state, prescan, mounts, host, adopt, false)?.0)
+}
+
+/// Every jail path a plan stat'ed (the recorded ones and the desired ones, sorted, each once)
+/// with what it found: all a plan knows of the jail besides the record (content is read only
+/// when a stat differs from the record, and a rewrite changes the stat).
+#[derive(Debug, Default)]
+pub struct JailScan {
+    pub paths: Vec<JailPath>,
+    pub stats: Vec<Option<NodeStat>>,
+}
+
+/// The plan, and the jail scan it was judged on.
+pub fn compute_with_scan(
+    desired: &DesiredTree,
+    jail: Option<&JailRoot>,
+    state: &State,
+    prescan: &RecordedScan,
+    mounts: &Mounts,
+    host: &HostFs,
+    adopt: bool,
+) -> Result<(Plan, JailScan)> {
+    let (plan, scan) = compute_inner(desired, jail, state, prescan, mounts, host, adopt, true)?;
+    Ok((plan, scan.unwrap_or_default()))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn compute_inner(
+    desired: &DesiredTree,
+    jail: Option<&JailRoot>,
+    state: &State,
+    prescan: &RecordedScan,
+    mounts: &Mounts,
+    host: &HostFs,
+    adopt: bool,
+    want_scan: bool,
+) -> Result<(Plan, Option<JailScan>)> {
     let mut plan = Plan::default();
     let (unmounts, new_mounts) = mount_changes(mounts, state, &mut plan);
     // What apply unmounts first is not in the way of the rest.
@@ -240,6 +277,7 @@ pub fn compute(
     mounted.mounts.retain(|(at, _)| !unmounts.iter().any(|change| &change.path == at));
     let judge = Judge { jail, state, host, adopt, mounted };
     let actuals = scan(desired, jail, state, prescan)?;
+    let jail_scan = want_scan.then(|| JailScan::of(desired, &actuals, state, prescan));
     // Both maps are sorted by path: walk the records alongside instead of searching a
     // 50,000-entry tree for every node.
     let mut records = state.entries.iter().peekable();
@@ -276,7 +314,40 @@ pub fn compute(
     plan.changes.extend(deleted);
     plan.changes.extend(creations);
     plan.changes.extend(new_mounts);
-    Ok(plan)
+    Ok((plan, jail_scan))
+}
+
+impl JailScan {
+    /// The union of the desired paths' stats and the recorded paths' prescan.
+    fn of(desired: &DesiredTree, actuals: &[Option<NodeStat>], state: &State, prescan: &RecordedScan) -> JailScan {
+        let mut scan = JailScan::default();
+        let recorded: Vec<(&JailPath, Option<&NodeStat>)> = if prescan.stats.len() == state.entries.len() {
+            state.entries.keys().zip(prescan.stats.iter().map(Option::as_ref)).collect()
+        } else {
+            Vec::new()
+        };
+        let mut recorded = recorded.into_iter().peekable();
+        for (path, stat) in desired.nodes.keys().zip(actuals) {
+            while let Some((earlier, stat)) = recorded.next_if(|(recorded, _)| *recorded < path) {
+                scan.paths.push(earlier.clone());
+                scan.stats.push(stat.cloned());
+            }
+            recorded.next_if(|(recorded, _)| *recorded == path);
+            scan.paths.push(path.clone());
+            scan.stats.push(stat.clone());
+        }
+        for (path, stat) in recorded {
+            scan.paths.push(path.clone());
+            scan.stats.push(stat.cloned());
+        }
+        scan
+    }
+}
+
+/// The jail's stat of each path (None: absent), in order, without following any symlink
+/// inside the jail.
+pub fn stat_jail_paths(jail: &JailRoot, paths: &[&JailPath]) -> Result<Vec<Option<NodeStat>>> {
+    scan_paths(jail, paths)
 }
 
 /// Persistent mounts to make (wished, not mounted) and to undo (made by jailprov, no longer
@@ -561,8 +632,7 @@ fn device_numbers(rdev: u64) -> String {
 /// Compares a jail file with its host source byte for byte (sizes already equal).
 fn same_content(jail: &JailRoot, path: &JailPath, host: &HostFs, source: &Path) -> Result<bool> {
     let mut in_jail = std::io::BufReader::with_capacity(64 * 1024, jail.open_read(path)?);
-    let host_file = std::fs::File::open(host.disk_path(source))
-        .with_context(|| format!("cannot read {} on the host", source.display()))?;
+    let host_file = host.open(source).with_context(|| format!("cannot read {} on the host", source.display()))?;
     let mut on_host = std::io::BufReader::with_capacity(64 * 1024, host_file);
     let mut left = [0u8; 64 * 1024];
     let mut right = [0u8; 64 * 1024];

@@ -100,6 +100,8 @@ impl State {
 pub struct StateStore {
     pub state_file: PathBuf,
     pub lock_file: PathBuf,
+    /// The memo of the last no-op plan (src/memo.rs).
+    pub memo_file: PathBuf,
 }
 
 impl StateStore {
@@ -116,6 +118,7 @@ impl StateStore {
         StateStore {
             state_file: state_dir.join(format!("{name}.state")),
             lock_file: state_dir.join(format!("{name}.lock")),
+            memo_file: state_dir.join(format!("{name}.memo")),
         }
     }
 
@@ -185,6 +188,7 @@ impl StateStore {
 
     /// Removes the state of a destroyed jail.
     pub fn remove(&self) -> Result<()> {
+        crate::memo::forget(&self.memo_file);
         match fs::remove_file(&self.state_file) {
             Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
                 Err(error).with_context(|| format!("cannot remove {}", self.state_file.display()))

@@ -135,6 +135,7 @@ impl Loader {
     /// A loader sharing `host` (and what it has already walked); `options.sysroot` is ignored.
     pub fn with_host(host: HostFs, options: LoaderOptions) -> Result<Loader> {
         let cache_path = host.disk_path(Path::new("/etc/ld.so.cache"));
+        host.note_before_reading(&cache_path);
         let cache = LdCache::load(&cache_path)?;
         Ok(Loader {
             host,
@@ -169,6 +170,7 @@ impl Loader {
         } else {
             self.host.disk_path(&self.host.resolve(path)?.path)
         };
+        self.host.note_before_reading(&target);
         let file =
             read_elf_with_metadata(&target)?.map(|(info, metadata)| (Arc::new(info), (metadata.dev(), metadata.ino())));
         self.lock_elf_cache().insert(path.as_os_str().to_owned(), file.clone());
@@ -189,7 +191,7 @@ impl Loader {
                 Err(_) => return false,
             }
         };
-        std::fs::metadata(disk).is_ok_and(|metadata| metadata.is_dir())
+        self.host.metadata_of_disk_path(&disk).is_ok_and(|metadata| metadata.is_dir())
     }
 
     /// The directories the loader really tries for a search directory, computed once.

@@ -501,6 +501,13 @@ impl Builder<'_> {
         Ok(())
     }
 
+    /// Whether a host file starts like an ELF file (its stat written down first when observing).
+    fn is_elf(&self, host_path: &Path) -> Result<bool> {
+        let disk = self.host.disk_path(host_path);
+        self.host.note_before_reading(&disk);
+        Ok(elf::read_ident(&disk)?.is_some())
+    }
+
     /// One host path of a `[[files]]` source placed at `jail_path`.
     fn add_copied(&mut self, found: Found, copy: &CopySource, elf_files: &mut Vec<(PathBuf, String)>) -> Result<()> {
         let CopySource { key, attributes, exclude, moved_tree } = *copy;
@@ -534,7 +541,7 @@ impl Builder<'_> {
             match self.host.symlink_metadata(&resolved.path) {
                 Ok(target_metadata) if target_metadata.is_file() => {
                     let target_path = self.add_host_path(&resolved.path, EntryKind::File, jail_path.as_str())?;
-                    if elf::read_ident(&self.host.disk_path(&resolved.path))?.is_some() {
+                    if self.is_elf(&resolved.path)? {
                         elf_files.push((resolved.path.clone(), target_path.as_str().to_owned()));
                     }
                 }
@@ -551,7 +558,7 @@ impl Builder<'_> {
             entry.attributes = Attributes { mode: None, ..attributes.clone() };
             entry.source_stat = Some((stat.print, stat.mode & 0o7777));
         } else if stat.is(nix::libc::S_IFREG) {
-            if may_be_loaded(host_path, stat.mode) && elf::read_ident(&self.host.disk_path(host_path))?.is_some() {
+            if may_be_loaded(host_path, stat.mode) && self.is_elf(host_path)? {
                 elf_files.push((host_path.to_path_buf(), jail_path.as_str().to_owned()));
             }
             let entry = self.add(jail_path, EntryKind::File, Some(source), key);
@@ -845,7 +852,7 @@ fn walk_children(
 ) -> Result<()> {
     let mut batch = Vec::new();
     let mut subdirs = Vec::new();
-    let entries = std::fs::read_dir(host.disk_path(dir)).with_context(|| format!("cannot read {}", dir.display()))?;
+    let entries = host.read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
     for entry in entries {
         let entry = entry.with_context(|| format!("cannot read {}", dir.display()))?;
         let path = dir.join(entry.file_name());
@@ -854,7 +861,9 @@ fn walk_children(
             continue;
         }
         // DirEntry::metadata is fstatat(dirfd, name, AT_SYMLINK_NOFOLLOW): an lstat.
-        let metadata = entry.metadata().with_context(|| format!("cannot inspect {}", path.display()))?;
+        let metadata = entry.metadata();
+        host.note(&entry.path(), crate::host::Look::Lstat, &metadata);
+        let metadata = metadata.with_context(|| format!("cannot inspect {}", path.display()))?;
         if metadata.is_dir() {
             subdirs.push(path.clone());
         }

@@ -19,8 +19,7 @@ pub struct Shebang {
 
 /// Reads the `#!` line of a host file; `None` when it has none.
 pub fn read_shebang(host: &HostFs, path: &Path) -> Result<Option<Shebang>> {
-    let mut file =
-        std::fs::File::open(host.disk_path(path)).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut file = host.open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut buffer = Vec::with_capacity(SHEBANG_LIMIT);
     file.by_ref()
         .take(SHEBANG_LIMIT as u64)

@@ -1,0 +1,282 @@
+//! The memo of a no-op plan: every host and jail path it looked at, so the next plan can tell by stats alone that nothing moved.
+//!
+//! A plan is a function of the Jailfile, of what it looked at on the host (every stat, every
+//! file read: [`HostFs::observing`]), of what it stat'ed in the jail ([`JailScan`]), of the
+//! record, of the mounts and of jailprov itself. When a full plan finds nothing to do and the
+//! lock fresh, all of these are written down here. The next plan re-stats exactly those paths;
+//! when every stat, the record, the lock, the mounts and the binary are as they were, its
+//! answer is the same "no changes", and the closure is not computed again. Any difference, or
+//! any doubt (a missing or foreign memo), means the full plan.
+//!
+//! Content is never compared here: a file rewritten in place gets a new mtime and ctime (and
+//! the ctime cannot be set back), which is the same promise a no-op plan already relies on for
+//! the files apply copied. `jailprov check` reads every byte.
+#![allow(clippy::disallowed_methods)] // the memo lives in the state directory, outside every jail
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::host::{Look, Observation, Seen};
+use crate::jail_root::{JailRoot, NodeKind, NodeStat};
+use crate::plan::JailScan;
+use crate::tree::JailPath;
+
+/// The first bytes of a memo file.
+const MAGIC: &[u8] = b"jailprov plan memo\n";
+const FORMAT_VERSION: u32 = 1;
+/// Paths checked per parallel task; also the unit the digests are taken over (both sides
+/// must cut the same way).
+const CHUNK: usize = 2048;
+
+/// What a plan was computed from besides the paths it looked at. All of it must be equal for
+/// the memo to speak.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Key {
+    /// The jailprov binary: another build may plan differently.
+    pub program: Seen,
+    /// The Jailfile's absolute path and its normalized digest (what it says, not its bytes).
+    pub jailfile: PathBuf,
+    pub jailfile_digest: String,
+    pub root: PathBuf,
+    pub adopt: bool,
+    /// Jailfile.lock as the plan found it fresh.
+    pub lock: Seen,
+    /// The state file (rewritten, so re-inoded, by every apply).
+    pub state: Seen,
+    /// What was mounted in the jail.
+    pub mounts: String,
+}
+
+impl Key {
+    /// The key of a plan about to be made now.
+    pub fn now(
+        jailfile: &Path,
+        jailfile_digest: &str,
+        root: &Path,
+        adopt: bool,
+        state_file: &Path,
+        mounts: String,
+    ) -> Key {
+        let jailfile = std::path::absolute(jailfile).unwrap_or_else(|_| jailfile.to_path_buf());
+        Key {
+            program: Seen::of(&fs::metadata("/proc/self/exe")),
+            lock: Seen::of(&fs::symlink_metadata(crate::lock::lock_path(&jailfile))),
+            jailfile,
+            jailfile_digest: jailfile_digest.to_owned(),
+            root: root.to_path_buf(),
+            adopt,
+            state: Seen::of(&fs::symlink_metadata(state_file)),
+            mounts,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Memo {
+    format_version: u32,
+    key: Key,
+    /// The closure's warnings, said again when the memo answers.
+    warnings: Vec<String>,
+    /// Host disk paths looked at, NUL-separated, sorted; and for each how.
+    host_paths: Vec<u8>,
+    host_looks: Vec<Look>,
+    host_digest: [u8; 32],
+    /// Jail paths stat'ed, NUL-separated, sorted.
+    jail_paths: Vec<u8>,
+    jail_digest: [u8; 32],
+}
+
+/// Writes the memo of a full plan that found nothing to do. Failing only costs the next plan
+/// its shortcut, so it is not an error.
+pub fn record(file: &Path, key: Key, warnings: Vec<String>, host: Vec<Observation>, jail: &JailScan) {
+    let _timing = crate::timings::phase("plan memo: write");
+    let mut host_paths = Vec::with_capacity(host.len() * 64);
+    let mut host_looks = Vec::with_capacity(host.len());
+    let mut seen = Vec::with_capacity(host.len());
+    for observation in host {
+        host_paths.extend_from_slice(observation.disk_path.as_os_str().as_bytes());
+        host_paths.push(0);
+        host_looks.push(observation.look);
+        seen.push(observation.seen);
+    }
+    let host_digest =
+        digest_chunks(seen.par_chunks(CHUNK).map(|chunk| chunk_digest(chunk.iter(), feed_seen)).collect());
+    let mut jail_paths = Vec::with_capacity(jail.paths.len() * 64);
+    for path in &jail.paths {
+        jail_paths.extend_from_slice(path.as_str().as_bytes());
+        jail_paths.push(0);
+    }
+    let jail_digest = jail_digest(&jail.stats);
+    let memo = Memo {
+        format_version: FORMAT_VERSION,
+        key,
+        warnings,
+        host_paths,
+        host_looks,
+        host_digest,
+        jail_paths,
+        jail_digest,
+    };
+    if let Err(error) = write(file, &memo) {
+        eprintln!("warning: cannot save the plan memo ({error:#}); the next plan computes the closure again");
+    }
+}
+
+fn write(file: &Path, memo: &Memo) -> Result<()> {
+    let bytes = postcard::to_extend(memo, MAGIC.to_vec()).context("serializing the plan memo")?;
+    let temporary = file.with_extension("memo.tmp");
+    let mut out = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temporary)
+        .with_context(|| format!("cannot write {}", temporary.display()))?;
+    out.write_all(&bytes).with_context(|| format!("cannot write {}", temporary.display()))?;
+    // No fsync: a memo torn by a crash does not decode, and is then only not used.
+    fs::rename(&temporary, file).with_context(|| format!("cannot move {} into place", file.display()))
+}
+
+/// Whether the memo in `file` vouches for "no changes" now: Some(the warnings to say again),
+/// or None (no memo, another key, or any path that moved).
+pub fn answers(file: &Path, key: &Key, jail: &JailRoot) -> Option<Vec<String>> {
+    let _timing = crate::timings::phase("plan memo: check");
+    let memo = load(file)?;
+    if memo.format_version != FORMAT_VERSION || memo.key != *key {
+        return None;
+    }
+    let host_paths: Vec<&[u8]> = split_paths(&memo.host_paths);
+    if host_paths.len() != memo.host_looks.len() {
+        return None;
+    }
+    let (host_holds, jail_holds) = rayon::join(
+        || host_digest_now(&host_paths, &memo.host_looks) == memo.host_digest,
+        || jail_digest_now(&memo.jail_paths, jail).is_some_and(|digest| digest == memo.jail_digest),
+    );
+    (host_holds && jail_holds).then_some(memo.warnings)
+}
+
+/// The memo, if there is one only this user could have written.
+fn load(file: &Path) -> Option<Memo> {
+    let metadata = fs::symlink_metadata(file).ok()?;
+    if !metadata.is_file() || metadata.uid() != nix::unistd::geteuid().as_raw() || metadata.mode() & 0o022 != 0 {
+        return None;
+    }
+    let bytes = fs::read(file).ok()?;
+    postcard::from_bytes(bytes.strip_prefix(MAGIC)?).ok()
+}
+
+/// Removes the memo (the jail is gone); a missing one is fine.
+pub fn forget(file: &Path) {
+    let _ = fs::remove_file(file);
+}
+
+fn split_paths(blob: &[u8]) -> Vec<&[u8]> {
+    match blob.strip_suffix(&[0]) {
+        Some(body) => body.split(|byte| *byte == 0).collect(),
+        None => Vec::new(),
+    }
+}
+
+fn host_digest_now(paths: &[&[u8]], looks: &[Look]) -> [u8; 32] {
+    let chunks = paths
+        .par_chunks(CHUNK)
+        .zip(looks.par_chunks(CHUNK))
+        .map(|(paths, looks)| {
+            let seen = paths.iter().zip(looks).map(|(path, look)| look.see(Path::new(OsStr::from_bytes(path))));
+            chunk_digest(seen, |bytes, seen| feed_seen(bytes, &seen))
+        })
+        .collect();
+    digest_chunks(chunks)
+}
+
+fn jail_digest_now(blob: &[u8], jail: &JailRoot) -> Option<[u8; 32]> {
+    let paths: Vec<JailPath> = split_paths(blob)
+        .into_iter()
+        .map(|path| std::str::from_utf8(path).ok().and_then(|path| JailPath::parse(path).ok()))
+        .collect::<Option<_>>()?;
+    let refs: Vec<&JailPath> = paths.iter().collect();
+    let stats = crate::plan::stat_jail_paths(jail, &refs).ok()?;
+    Some(jail_digest(&stats))
+}
+
+fn jail_digest(stats: &[Option<NodeStat>]) -> [u8; 32] {
+    digest_chunks(stats.par_chunks(CHUNK).map(|chunk| chunk_digest(chunk.iter(), feed_node)).collect())
+}
+
+/// blake3 of one chunk's items, each written as bytes by `feed`.
+fn chunk_digest<T>(items: impl Iterator<Item = T>, feed: impl Fn(&mut Vec<u8>, T)) -> [u8; 32] {
+    let mut bytes = Vec::with_capacity(CHUNK * 80);
+    for item in items {
+        feed(&mut bytes, item);
+    }
+    *blake3::hash(&bytes).as_bytes()
+}
+
+fn digest_chunks(chunks: Vec<[u8; 32]>) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&(chunks.len() as u64).to_le_bytes());
+    for chunk in &chunks {
+        hasher.update(chunk);
+    }
+    *hasher.finalize().as_bytes()
+}
+
+fn feed_seen(bytes: &mut Vec<u8>, seen: &Seen) {
+    match seen {
+        Seen::Present(found) => {
+            bytes.push(1);
+            bytes.extend_from_slice(&found.mode.to_le_bytes());
+            bytes.extend_from_slice(&found.uid.to_le_bytes());
+            bytes.extend_from_slice(&found.gid.to_le_bytes());
+            bytes.extend_from_slice(&found.rdev.to_le_bytes());
+            bytes.extend_from_slice(&found.dev.to_le_bytes());
+            bytes.extend_from_slice(&found.print.size.to_le_bytes());
+            bytes.extend_from_slice(&found.print.mtime_ns.to_le_bytes());
+            bytes.extend_from_slice(&found.print.ctime_ns.to_le_bytes());
+            bytes.extend_from_slice(&found.print.ino.to_le_bytes());
+        }
+        Seen::Absent(errno) => {
+            bytes.push(0);
+            bytes.extend_from_slice(&errno.to_le_bytes());
+        }
+    }
+}
+
+fn feed_node(bytes: &mut Vec<u8>, stat: &Option<NodeStat>) {
+    let Some(stat) = stat else {
+        bytes.push(0);
+        return;
+    };
+    bytes.push(match stat.kind {
+        NodeKind::File => 1,
+        NodeKind::Dir => 2,
+        NodeKind::Symlink => 3,
+        NodeKind::CharDevice => 4,
+        NodeKind::BlockDevice => 5,
+        NodeKind::Fifo => 6,
+        NodeKind::Socket => 7,
+    });
+    for value in [
+        u64::from(stat.mode),
+        u64::from(stat.uid),
+        u64::from(stat.gid),
+        stat.size,
+        stat.ino,
+        stat.dev,
+        stat.rdev,
+        stat.nlink,
+    ] {
+        bytes.extend_from_slice(&value.to_le_bytes());
+    }
+    bytes.extend_from_slice(&stat.mtime_ns.to_le_bytes());
+    bytes.extend_from_slice(&stat.ctime_ns.to_le_bytes());
+}
