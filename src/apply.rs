@@ -55,7 +55,7 @@ pub fn apply(
             .filter(|change| matches!(change.action, Action::Create | Action::Replace))
             .map(|change| change.path.clone()),
     );
-    store.save(state)?;
+    store.begin(&state.pending)?;
     if sweep {
         sweep_temporary_files(jail, desired, state)?;
     }
@@ -139,6 +139,7 @@ pub fn apply(
     state.pending.clear();
     state.interrupted = false;
     store.save(state)?;
+    store.finish()?;
     Ok(outcome)
 }
 

@@ -243,9 +243,7 @@ pub fn plan(args: &PlanArgs) -> Result<ExitCode> {
         let lock_fresh = review.existed && !review.wrote && review.comparison.is_empty();
         let mounts_as_keyed = format!("{:?}", prepared.mounts.active) == memo.key.mounts;
         if is_empty(&plan) && lock_fresh && mounts_as_keyed {
-            if let Some(observations) = prepared.host.observations() {
-                memo::record(&memo.file, memo.key, prepared.desired.warnings.clone(), observations, &jail_scan);
-            }
+            memo::record(&memo.file, memo.key, prepared.desired.warnings.clone(), &prepared.host, &jail_scan);
         }
     }
     // The process ends here: freeing a 50,000-path tree entry by entry only costs time.
@@ -305,7 +303,7 @@ impl MemoContext {
             &lock::jailfile_digest(&source)?,
             &spec.root,
             args.adopt,
-            &store.state_file,
+            &store,
             format!("{:?}", JailMounts::read(&spec.root)?),
         );
         Ok(Some(MemoContext { file: store.memo_file, key, jail }))

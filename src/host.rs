@@ -8,7 +8,10 @@ use rustc_hash::FxHashMap as HashMap;
 use std::ffi::OsString;
 use std::fs::{self, Metadata};
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
+
+use rayon::slice::ParallelSliceMut;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -176,17 +179,23 @@ impl HostFs {
         self
     }
 
-    /// What was looked at so far, when observing: sorted, each (path, look) once. `None`
-    /// when not observing, or when one path was seen in two different states during the run
-    /// (the host moved under it: nothing can be vouched for).
+    /// What was looked at so far, when observing (taken: the record starts empty again):
+    /// sorted by path bytes, each (path, look) once. `None` when not observing, or when one
+    /// path was seen in two different states during the run (the host moved under it: nothing
+    /// can be vouched for).
     pub fn observations(&self) -> Option<Vec<Observation>> {
         let observer = self.observer.as_ref()?;
-        let mut seen = observer.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
-        seen.sort_unstable_by(|a, b| (&a.disk_path, a.look).cmp(&(&b.disk_path, b.look)));
+        let mut seen = std::mem::take(&mut *observer.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        seen.par_sort_unstable_by(|a, b| {
+            (a.disk_path.as_os_str().as_bytes(), a.look).cmp(&(b.disk_path.as_os_str().as_bytes(), b.look))
+        });
         let mut unique: Vec<Observation> = Vec::with_capacity(seen.len());
         for observation in seen {
             match unique.last() {
-                Some(last) if last.disk_path == observation.disk_path && last.look == observation.look => {
+                Some(last)
+                    if last.look == observation.look
+                        && last.disk_path.as_os_str().as_bytes() == observation.disk_path.as_os_str().as_bytes() =>
+                {
                     if last.seen != observation.seen {
                         return None;
                     }
@@ -197,7 +206,12 @@ impl HostFs {
         Some(unique)
     }
 
-    fn record(&self, observations: impl IntoIterator<Item = Observation>) {
+    pub fn is_observing(&self) -> bool {
+        self.observer.is_some()
+    }
+
+    /// Writes down a batch of looks (one directory's listing: one lock for all of them).
+    pub fn record(&self, observations: impl IntoIterator<Item = Observation>) {
         if let Some(observer) = &self.observer {
             observer.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).extend(observations);
         }

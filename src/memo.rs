@@ -24,9 +24,10 @@ use anyhow::{Context, Result};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::host::{Look, Observation, Seen};
+use crate::host::{HostFs, Look, Seen};
 use crate::jail_root::{JailRoot, NodeKind, NodeStat};
 use crate::plan::JailScan;
+use crate::state::StateStore;
 use crate::tree::JailPath;
 
 /// The first bytes of a memo file.
@@ -49,8 +50,10 @@ pub struct Key {
     pub adopt: bool,
     /// Jailfile.lock as the plan found it fresh.
     pub lock: Seen,
-    /// The state file (rewritten, so re-inoded, by every apply).
+    /// The state file (rewritten, so re-inoded, by every apply), and the intent file of an
+    /// apply that did not finish (its pending paths change how a plan judges).
     pub state: Seen,
+    pub intent: Seen,
     /// What was mounted in the jail.
     pub mounts: String,
 }
@@ -62,7 +65,7 @@ impl Key {
         jailfile_digest: &str,
         root: &Path,
         adopt: bool,
-        state_file: &Path,
+        store: &StateStore,
         mounts: String,
     ) -> Key {
         let jailfile = std::path::absolute(jailfile).unwrap_or_else(|_| jailfile.to_path_buf());
@@ -73,7 +76,8 @@ impl Key {
             jailfile_digest: jailfile_digest.to_owned(),
             root: root.to_path_buf(),
             adopt,
-            state: Seen::of(&fs::symlink_metadata(state_file)),
+            state: Seen::of(&fs::symlink_metadata(&store.state_file)),
+            intent: Seen::of(&fs::symlink_metadata(&store.intent_file)),
             mounts,
         }
     }
@@ -96,8 +100,10 @@ struct Memo {
 
 /// Writes the memo of a full plan that found nothing to do. Failing only costs the next plan
 /// its shortcut, so it is not an error.
-pub fn record(file: &Path, key: Key, warnings: Vec<String>, host: Vec<Observation>, jail: &JailScan) {
+pub fn record(file: &Path, key: Key, warnings: Vec<String>, host: &HostFs, jail: &JailScan) {
     let _timing = crate::timings::phase("plan memo: write");
+    // None: the host moved while it was looked at; the next plan computes everything again.
+    let Some(host) = host.observations() else { return };
     let mut host_paths = Vec::with_capacity(host.len() * 64);
     let mut host_looks = Vec::with_capacity(host.len());
     let mut seen = Vec::with_capacity(host.len());

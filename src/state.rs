@@ -32,6 +32,10 @@ const FORMAT_VERSION: u32 = 4;
 /// The first bytes of every state file, so that no other file is ever taken for one.
 const MAGIC: &[u8] = b"jailprov state\n";
 
+/// The first bytes of an intent file (see [`StateStore::begin`]), and its format.
+const INTENT_MAGIC: &[u8] = b"jailprov apply intent\n";
+const INTENT_VERSION: u32 = 1;
+
 /// What a managed path is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ManagedKind {
@@ -102,6 +106,10 @@ pub struct StateStore {
     pub lock_file: PathBuf,
     /// The memo of the last no-op plan (src/memo.rs).
     pub memo_file: PathBuf,
+    /// Written when an apply starts, removed when it has recorded everything: the paths it is
+    /// about to create (a few lines, where rewriting the whole record would cost a 50,000-path
+    /// serialization and fsync on every apply).
+    pub intent_file: PathBuf,
 }
 
 impl StateStore {
@@ -119,11 +127,22 @@ impl StateStore {
             state_file: state_dir.join(format!("{name}.state")),
             lock_file: state_dir.join(format!("{name}.lock")),
             memo_file: state_dir.join(format!("{name}.memo")),
+            intent_file: state_dir.join(format!("{name}.intent")),
         }
     }
 
-    /// The recorded state, or an empty one when this root was never applied.
+    /// The recorded state, or an empty one when this root was never applied; an apply that did
+    /// not finish (its intent file is still there) marks it interrupted, its paths pending.
     pub fn load(&self, root: &Path) -> Result<State> {
+        let mut state = self.load_record(root)?;
+        if let Some(pending) = self.load_intent()? {
+            state.interrupted = true;
+            state.pending.extend(pending);
+        }
+        Ok(state)
+    }
+
+    fn load_record(&self, root: &Path) -> Result<State> {
         let bytes = match fs::read(&self.state_file) {
             Ok(bytes) => bytes,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(State::empty(root)),
@@ -164,13 +183,60 @@ impl StateStore {
         Ok(state)
     }
 
+    /// Before an apply writes anything: the paths it may create, durably (temporary file,
+    /// fsync, rename). Until [`StateStore::finish`] removes it, every load treats the apply as
+    /// interrupted and these paths as jailprov's.
+    pub fn begin(&self, pending: &BTreeSet<JailPath>) -> Result<()> {
+        let _t = crate::timings::phase("state: intent");
+        let bytes =
+            postcard::to_extend(&(INTENT_VERSION, pending), INTENT_MAGIC.to_vec()).context("serializing the intent")?;
+        self.write_private(&self.intent_file, &bytes)
+    }
+
+    /// After the apply's full record is saved: the intent is fulfilled.
+    pub fn finish(&self) -> Result<()> {
+        match fs::remove_file(&self.intent_file) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                Err(error).with_context(|| format!("cannot remove {}", self.intent_file.display()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn load_intent(&self) -> Result<Option<BTreeSet<JailPath>>> {
+        let bytes = match fs::read(&self.intent_file) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(error).with_context(|| format!("cannot read {}", self.intent_file.display())),
+        };
+        check_private(&self.intent_file)?;
+        let body = bytes
+            .strip_prefix(INTENT_MAGIC)
+            .with_context(|| format!("{} is not a jailprov intent file", self.intent_file.display()))?;
+        let (version, pending): (u32, BTreeSet<JailPath>) = postcard::from_bytes(body)
+            .with_context(|| format!("the intent file {} is corrupt", self.intent_file.display()))?;
+        if version != INTENT_VERSION {
+            bail!(
+                "{} has intent format {version}; this jailprov reads format {INTENT_VERSION}",
+                self.intent_file.display()
+            );
+        }
+        Ok(Some(pending))
+    }
+
     /// Writes the state atomically (temporary file, fsync, rename), readable by root only.
     pub fn save(&self, state: &State) -> Result<()> {
         let _t = crate::timings::phase("state save");
-        let dir = self.state_file.parent().unwrap_or(Path::new("/"));
-        create_private_dir(dir)?;
-        let temporary = self.state_file.with_extension("state.tmp");
         let bytes = postcard::to_extend(state, MAGIC.to_vec()).context("serializing the state")?;
+        self.write_private(&self.state_file, &bytes)
+    }
+
+    /// Writes `bytes` to `path` in the state directory: temporary file, fsync, rename.
+    fn write_private(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        let dir = path.parent().unwrap_or(Path::new("/"));
+        create_private_dir(dir)?;
+        let name = path.file_name().context("a state file name")?.to_string_lossy().into_owned();
+        let temporary = path.with_file_name(format!("{name}.tmp"));
         let mut file = fs::OpenOptions::new()
             .write(true)
             .create(true)
@@ -178,17 +244,17 @@ impl StateStore {
             .mode_private()
             .open(&temporary)
             .with_context(|| format!("cannot write {}", temporary.display()))?;
-        file.write_all(&bytes)
+        file.write_all(bytes)
             .and_then(|()| file.sync_all())
             .with_context(|| format!("cannot write {}", temporary.display()))?;
-        fs::rename(&temporary, &self.state_file)
-            .with_context(|| format!("cannot move {} into place", self.state_file.display()))?;
+        fs::rename(&temporary, path).with_context(|| format!("cannot move {} into place", path.display()))?;
         Ok(())
     }
 
     /// Removes the state of a destroyed jail.
     pub fn remove(&self) -> Result<()> {
         crate::memo::forget(&self.memo_file);
+        self.finish()?;
         match fs::remove_file(&self.state_file) {
             Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
                 Err(error).with_context(|| format!("cannot remove {}", self.state_file.display()))

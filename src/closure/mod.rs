@@ -23,7 +23,7 @@ use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::host::{HostFs, Link, StatPrint, BINARY_SEARCH_PATH};
+use crate::host::{HostFs, Link, Look, Observation, StatPrint, BINARY_SEARCH_PATH};
 use crate::spec::{Attributes, Exclude, FileSpec, HostSource, Spec};
 use crate::tree::JailPath;
 use elf::ElfIdent;
@@ -853,6 +853,7 @@ fn walk_children(
     let mut batch = Vec::new();
     let mut subdirs = Vec::new();
     let entries = host.read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    let mut observed = Vec::new();
     for entry in entries {
         let entry = entry.with_context(|| format!("cannot read {}", dir.display()))?;
         let path = dir.join(entry.file_name());
@@ -862,7 +863,10 @@ fn walk_children(
         }
         // DirEntry::metadata is fstatat(dirfd, name, AT_SYMLINK_NOFOLLOW): an lstat.
         let metadata = entry.metadata();
-        host.note(&entry.path(), crate::host::Look::Lstat, &metadata);
+        if host.is_observing() {
+            let seen = Look::Lstat.seen_in(&metadata);
+            observed.push(Observation { disk_path: entry.path(), look: Look::Lstat, seen });
+        }
         let metadata = metadata.with_context(|| format!("cannot inspect {}", path.display()))?;
         if metadata.is_dir() {
             subdirs.push(path.clone());
@@ -870,6 +874,7 @@ fn walk_children(
         batch.push((path, FoundStat::of(&metadata)));
     }
     batches.push(batch);
+    host.record(observed);
     let below: Vec<Result<(Vec<WalkBatch>, Vec<PathBuf>)>> = subdirs
         .par_iter()
         .map(|subdir| {
