@@ -43,6 +43,9 @@ const CHUNK: usize = 2048;
 pub struct Key {
     /// The jailprov binary: another build may plan differently.
     pub program: Seen,
+    /// The CPU as the loader sees it (its platform and glibc-hwcaps subdirectories decide
+    /// which library copy loads): a VM moved to another host may see another.
+    pub cpu: String,
     /// The Jailfile's absolute path and its normalized digest (what it says, not its bytes).
     pub jailfile: PathBuf,
     pub jailfile_digest: String,
@@ -71,6 +74,7 @@ impl Key {
         let jailfile = std::path::absolute(jailfile).unwrap_or_else(|_| jailfile.to_path_buf());
         Key {
             program: Seen::of(&fs::metadata("/proc/self/exe")),
+            cpu: cpu_as_the_loader_sees_it(),
             lock: Seen::of(&fs::symlink_metadata(crate::lock::lock_path(&jailfile))),
             jailfile,
             jailfile_digest: jailfile_digest.to_owned(),
@@ -81,6 +85,25 @@ impl Key {
             mounts,
         }
     }
+}
+
+fn cpu_as_the_loader_sees_it() -> String {
+    use crate::closure::platform::{
+        host_hwcaps_subdirs, host_legacy_hwcap_subdirs, platform_token, AARCH64, I386, X86_64,
+    };
+    [&X86_64, &I386, &AARCH64]
+        .iter()
+        .map(|platform| {
+            format!(
+                "{} {} {:?} {:?}",
+                platform.name,
+                platform_token(platform),
+                host_hwcaps_subdirs(platform),
+                host_legacy_hwcap_subdirs(platform)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 #[derive(Debug, Serialize, Deserialize)]
