@@ -243,12 +243,11 @@ pub fn plan(args: &PlanArgs) -> Result<ExitCode> {
         let lock_fresh = review.existed && !review.wrote && review.comparison.is_empty();
         let mounts_as_keyed = format!("{:?}", prepared.mounts.active) == memo.key.mounts;
         if is_empty(&plan) && lock_fresh && mounts_as_keyed {
-            memo::record(&memo.file, memo.key, prepared.desired.warnings.clone(), &prepared.host, &jail_scan);
+            memo::record(&memo.file, memo.key, prepared.desired.warnings.clone(), &prepared.host, jail_scan);
         }
     }
     // The process ends here: freeing a 50,000-path tree entry by entry only costs time.
     std::mem::forget(prepared);
-    std::mem::forget(jail_scan);
     Ok(code)
 }
 

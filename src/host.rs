@@ -47,8 +47,13 @@ impl StatPrint {
 pub struct Observation {
     pub disk_path: PathBuf,
     pub look: Look,
-    pub seen: Seen,
+    pub seen: SeenPrint,
 }
+
+/// What a look found, as 128 bits of blake3 over its fields: tens of thousands of these are
+/// kept and compared, and only equality matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct SeenPrint(pub [u8; 16]);
 
 /// How a path was looked at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
@@ -66,7 +71,7 @@ pub enum Look {
 
 impl Look {
     /// What this look finds at a disk path now.
-    pub fn see(self, disk_path: &Path) -> Seen {
+    pub fn see(self, disk_path: &Path) -> SeenPrint {
         self.seen_in(&match self {
             Look::Stat => fs::metadata(disk_path),
             Look::Lstat | Look::List => fs::symlink_metadata(disk_path),
@@ -74,9 +79,8 @@ impl Look {
     }
 
     /// What this look makes of a stat's result.
-    pub fn seen_in(self, result: &io::Result<Metadata>) -> Seen {
-        let seen = Seen::of(result);
-        match (self, seen) {
+    pub fn seen_in(self, result: &io::Result<Metadata>) -> SeenPrint {
+        let seen = match (self, Seen::of(result)) {
             (Look::Lstat | Look::Stat, Seen::Present(mut found))
                 if found.mode & nix::libc::S_IFMT == nix::libc::S_IFDIR =>
             {
@@ -84,7 +88,8 @@ impl Look {
                 Seen::Present(found)
             }
             (_, seen) => seen,
-        }
+        };
+        seen.print()
     }
 }
 
@@ -102,6 +107,37 @@ impl Seen {
             Ok(metadata) => Seen::Present(Fingerprint::of(metadata)),
             Err(error) => Seen::Absent(error.raw_os_error().unwrap_or(-1)),
         }
+    }
+
+    pub fn print(&self) -> SeenPrint {
+        let mut bytes = [0u8; 96];
+        let mut at = 0;
+        let mut put = |field: &[u8]| {
+            bytes[at..at + field.len()].copy_from_slice(field);
+            at += field.len();
+        };
+        match self {
+            Seen::Present(found) => {
+                put(&[1]);
+                put(&found.mode.to_le_bytes());
+                put(&found.uid.to_le_bytes());
+                put(&found.gid.to_le_bytes());
+                put(&found.rdev.to_le_bytes());
+                put(&found.dev.to_le_bytes());
+                put(&found.print.size.to_le_bytes());
+                put(&found.print.mtime_ns.to_le_bytes());
+                put(&found.print.ctime_ns.to_le_bytes());
+                put(&found.print.ino.to_le_bytes());
+            }
+            Seen::Absent(errno) => {
+                put(&[0]);
+                put(&errno.to_le_bytes());
+            }
+        }
+        let hash = blake3::hash(&bytes[..at]);
+        let mut print = [0u8; 16];
+        print.copy_from_slice(&hash.as_bytes()[..16]);
+        SeenPrint(print)
     }
 }
 

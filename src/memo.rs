@@ -24,9 +24,8 @@ use anyhow::{Context, Result};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::host::{HostFs, Look, Seen};
+use crate::host::{HostFs, Look, Seen, SeenPrint};
 use crate::jail_root::{JailRoot, NodeKind, NodeStat};
-use crate::plan::JailScan;
 use crate::state::StateStore;
 use crate::tree::JailPath;
 
@@ -123,7 +122,7 @@ struct Memo {
 
 /// Writes the memo of a full plan that found nothing to do. Failing only costs the next plan
 /// its shortcut, so it is not an error.
-pub fn record(file: &Path, key: Key, warnings: Vec<String>, host: &HostFs, jail: &JailScan) {
+pub fn record(file: &Path, key: Key, warnings: Vec<String>, host: &HostFs, jail: JailScanPrint) {
     let _timing = crate::timings::phase("plan memo: write");
     // None: the host moved while it was looked at; the next plan computes everything again.
     let Some(host) = host.observations() else { return };
@@ -138,12 +137,7 @@ pub fn record(file: &Path, key: Key, warnings: Vec<String>, host: &HostFs, jail:
     }
     let host_digest =
         digest_chunks(seen.par_chunks(CHUNK).map(|chunk| chunk_digest(chunk.iter(), feed_seen)).collect());
-    let mut jail_paths = Vec::with_capacity(jail.paths.len() * 64);
-    for path in &jail.paths {
-        jail_paths.extend_from_slice(path.as_str().as_bytes());
-        jail_paths.push(0);
-    }
-    let jail_digest = jail_digest(&jail.stats);
+    let (jail_paths, jail_digest) = jail.finish();
     let memo = Memo {
         format_version: FORMAT_VERSION,
         key,
@@ -160,16 +154,20 @@ pub fn record(file: &Path, key: Key, warnings: Vec<String>, host: &HostFs, jail:
 }
 
 fn write(file: &Path, memo: &Memo) -> Result<()> {
-    let bytes = postcard::to_extend(memo, MAGIC.to_vec()).context("serializing the plan memo")?;
     let temporary = file.with_extension("memo.tmp");
-    let mut out = fs::OpenOptions::new()
+    let out = fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
         .open(&temporary)
         .with_context(|| format!("cannot write {}", temporary.display()))?;
-    out.write_all(&bytes).with_context(|| format!("cannot write {}", temporary.display()))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, out);
+    out.write_all(MAGIC).with_context(|| format!("cannot write {}", temporary.display()))?;
+    let out = postcard::to_io(memo, out).context("serializing the plan memo")?;
+    out.into_inner()
+        .map_err(|error| error.into_error())
+        .with_context(|| format!("cannot write {}", temporary.display()))?;
     // No fsync: a memo torn by a crash does not decode, and is then only not used.
     fs::rename(&temporary, file).with_context(|| format!("cannot move {} into place", file.display()))
 }
@@ -238,7 +236,48 @@ fn jail_digest_now(blob: &[u8], jail: &JailRoot) -> Option<[u8; 32]> {
 }
 
 fn jail_digest(stats: &[Option<NodeStat>]) -> [u8; 32] {
-    digest_chunks(stats.par_chunks(CHUNK).map(|chunk| chunk_digest(chunk.iter(), feed_node)).collect())
+    digest_chunks(
+        stats
+            .par_chunks(CHUNK)
+            .map(|chunk| chunk_digest(chunk.iter(), |bytes, stat| feed_node(bytes, stat.as_ref())))
+            .collect(),
+    )
+}
+
+/// The jail paths a plan stat'ed and the digest of what it found, built as the plan goes (cut
+/// into chunks exactly as the check cuts them), so no copy of 50,000 stats is kept.
+#[derive(Debug, Default)]
+pub struct JailScanPrint {
+    paths: Vec<u8>,
+    pending: Vec<u8>,
+    in_pending: usize,
+    chunks: Vec<[u8; 32]>,
+}
+
+impl JailScanPrint {
+    pub fn push(&mut self, path: &JailPath, stat: Option<&NodeStat>) {
+        self.paths.extend_from_slice(path.as_str().as_bytes());
+        self.paths.push(0);
+        feed_node(&mut self.pending, stat);
+        self.in_pending += 1;
+        if self.in_pending == CHUNK {
+            self.close_chunk();
+        }
+    }
+
+    fn close_chunk(&mut self) {
+        self.chunks.push(*blake3::hash(&self.pending).as_bytes());
+        self.pending.clear();
+        self.in_pending = 0;
+    }
+
+    /// The NUL-separated paths and the digest of their stats.
+    fn finish(mut self) -> (Vec<u8>, [u8; 32]) {
+        if self.in_pending > 0 {
+            self.close_chunk();
+        }
+        (self.paths, digest_chunks(self.chunks))
+    }
 }
 
 /// blake3 of one chunk's items, each written as bytes by `feed`.
@@ -259,28 +298,11 @@ fn digest_chunks(chunks: Vec<[u8; 32]>) -> [u8; 32] {
     *hasher.finalize().as_bytes()
 }
 
-fn feed_seen(bytes: &mut Vec<u8>, seen: &Seen) {
-    match seen {
-        Seen::Present(found) => {
-            bytes.push(1);
-            bytes.extend_from_slice(&found.mode.to_le_bytes());
-            bytes.extend_from_slice(&found.uid.to_le_bytes());
-            bytes.extend_from_slice(&found.gid.to_le_bytes());
-            bytes.extend_from_slice(&found.rdev.to_le_bytes());
-            bytes.extend_from_slice(&found.dev.to_le_bytes());
-            bytes.extend_from_slice(&found.print.size.to_le_bytes());
-            bytes.extend_from_slice(&found.print.mtime_ns.to_le_bytes());
-            bytes.extend_from_slice(&found.print.ctime_ns.to_le_bytes());
-            bytes.extend_from_slice(&found.print.ino.to_le_bytes());
-        }
-        Seen::Absent(errno) => {
-            bytes.push(0);
-            bytes.extend_from_slice(&errno.to_le_bytes());
-        }
-    }
+fn feed_seen(bytes: &mut Vec<u8>, seen: &SeenPrint) {
+    bytes.extend_from_slice(&seen.0);
 }
 
-fn feed_node(bytes: &mut Vec<u8>, stat: &Option<NodeStat>) {
+fn feed_node(bytes: &mut Vec<u8>, stat: Option<&NodeStat>) {
     let Some(stat) = stat else {
         bytes.push(0);
         return;

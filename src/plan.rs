@@ -239,11 +239,7 @@ pub fn compute(
 /// Every jail path a plan stat'ed (the recorded ones and the desired ones, sorted, each once)
 /// with what it found: all a plan knows of the jail besides the record (content is read only
 /// when a stat differs from the record, and a rewrite changes the stat).
-#[derive(Debug, Default)]
-pub struct JailScan {
-    pub paths: Vec<JailPath>,
-    pub stats: Vec<Option<NodeStat>>,
-}
+pub type JailScan = crate::memo::JailScanPrint;
 
 /// The plan, and the jail scan it was judged on.
 pub fn compute_with_scan(
@@ -277,7 +273,7 @@ fn compute_inner(
     mounted.mounts.retain(|(at, _)| !unmounts.iter().any(|change| &change.path == at));
     let judge = Judge { jail, state, host, adopt, mounted };
     let actuals = scan(desired, jail, state, prescan)?;
-    let jail_scan = want_scan.then(|| JailScan::of(desired, &actuals, state, prescan));
+    let jail_scan = want_scan.then(|| jail_scan_of(desired, &actuals, state, prescan));
     // Both maps are sorted by path: walk the records alongside instead of searching a
     // 50,000-entry tree for every node.
     let mut records = state.entries.iter().peekable();
@@ -317,31 +313,31 @@ fn compute_inner(
     Ok((plan, jail_scan))
 }
 
-impl JailScan {
-    /// The union of the desired paths' stats and the recorded paths' prescan.
-    fn of(desired: &DesiredTree, actuals: &[Option<NodeStat>], state: &State, prescan: &RecordedScan) -> JailScan {
-        let mut scan = JailScan::default();
-        let recorded: Vec<(&JailPath, Option<&NodeStat>)> = if prescan.stats.len() == state.entries.len() {
-            state.entries.keys().zip(prescan.stats.iter().map(Option::as_ref)).collect()
-        } else {
-            Vec::new()
-        };
-        let mut recorded = recorded.into_iter().peekable();
-        for (path, stat) in desired.nodes.keys().zip(actuals) {
-            while let Some((earlier, stat)) = recorded.next_if(|(recorded, _)| *recorded < path) {
-                scan.paths.push(earlier.clone());
-                scan.stats.push(stat.cloned());
-            }
-            recorded.next_if(|(recorded, _)| *recorded == path);
-            scan.paths.push(path.clone());
-            scan.stats.push(stat.clone());
+/// The union of the desired paths' stats and the recorded paths' prescan, in path order.
+fn jail_scan_of(
+    desired: &DesiredTree,
+    actuals: &[Option<NodeStat>],
+    state: &State,
+    prescan: &RecordedScan,
+) -> JailScan {
+    let mut scan = JailScan::default();
+    let recorded: Vec<(&JailPath, Option<&NodeStat>)> = if prescan.stats.len() == state.entries.len() {
+        state.entries.keys().zip(prescan.stats.iter().map(Option::as_ref)).collect()
+    } else {
+        Vec::new()
+    };
+    let mut recorded = recorded.into_iter().peekable();
+    for (path, stat) in desired.nodes.keys().zip(actuals) {
+        while let Some((earlier, stat)) = recorded.next_if(|(recorded, _)| *recorded < path) {
+            scan.push(earlier, stat);
         }
-        for (path, stat) in recorded {
-            scan.paths.push(path.clone());
-            scan.stats.push(stat.cloned());
-        }
-        scan
+        recorded.next_if(|(recorded, _)| *recorded == path);
+        scan.push(path, stat.as_ref());
     }
+    for (path, stat) in recorded {
+        scan.push(path, stat);
+    }
+    scan
 }
 
 /// The jail's stat of each path (None: absent), in order, without following any symlink
