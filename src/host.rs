@@ -168,13 +168,42 @@ impl Fingerprint {
 /// Linux's limit of symlinks followed in one path resolution.
 const MAX_SYMLINKS: usize = 40;
 
+/// What an observing HostFs has looked at.
+#[derive(Debug)]
+struct Observer {
+    looks: Mutex<Vec<Observation>>,
+    /// A path changed this recently (ctime, ns since the epoch) may change again within the
+    /// file system's timestamp granularity without its stat showing it: nothing is vouched for.
+    racy_after_ns: i128,
+    racy: std::sync::atomic::AtomicBool,
+}
+
+/// How long before observing starts a change still makes the observation racy: file
+/// timestamps come from a clock that ticks once a jiffy (at most 10 ms), so a change that soon
+/// after an earlier one may keep the same ctime.
+pub const RACY_NS: i128 = 50_000_000;
+
+/// Now, in ns since the epoch (the clock file timestamps come from).
+pub fn now_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| i128::try_from(since.as_nanos()).unwrap_or(i128::MAX))
+}
+
+/// Whether a stat shows a change at or after `after_ns` (see [`Observer`]).
+pub fn changed_since(result: &io::Result<Metadata>, after_ns: i128) -> bool {
+    result.as_ref().is_ok_and(|metadata| {
+        i128::from(metadata.ctime()) * 1_000_000_000 + i128::from(metadata.ctime_nsec()) >= after_ns
+    })
+}
+
 /// The host file system seen through a sysroot.
 #[derive(Debug, Clone)]
 pub struct HostFs {
     sysroot: PathBuf,
     /// When set, every look at the host is written down (see [`Observation`]): what a plan's
     /// result depends on, so that the next plan can tell by stats alone that nothing moved.
-    observer: Option<Arc<Mutex<Vec<Observation>>>>,
+    observer: Option<Arc<Observer>>,
     /// Directories and symlinks met while resolving, so the path walks of hundreds of programs
     /// through the same /usr/lib do not lstat the same directories again. (The host is assumed
     /// not to change under one run; files are always looked at afresh.)
@@ -211,7 +240,11 @@ impl HostFs {
 
     /// This host, writing down from now on every path looked at (its stat, or its absence).
     pub fn observing(mut self) -> HostFs {
-        self.observer = Some(Arc::default());
+        self.observer = Some(Arc::new(Observer {
+            looks: Mutex::default(),
+            racy_after_ns: now_ns() - RACY_NS,
+            racy: std::sync::atomic::AtomicBool::new(false),
+        }));
         self
     }
 
@@ -221,7 +254,10 @@ impl HostFs {
     /// can be vouched for).
     pub fn observations(&self) -> Option<Vec<Observation>> {
         let observer = self.observer.as_ref()?;
-        let mut seen = std::mem::take(&mut *observer.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        if observer.racy.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        let mut seen = std::mem::take(&mut *observer.looks.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
         seen.par_sort_unstable_by(|a, b| {
             (a.disk_path.as_os_str().as_bytes(), a.look).cmp(&(b.disk_path.as_os_str().as_bytes(), b.look))
         });
@@ -249,15 +285,30 @@ impl HostFs {
     /// Writes down a batch of looks (one directory's listing: one lock for all of them).
     pub fn record(&self, observations: impl IntoIterator<Item = Observation>) {
         if let Some(observer) = &self.observer {
-            observer.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).extend(observations);
+            observer.looks.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).extend(observations);
         }
     }
 
     /// Writes down a disk path's state as just read.
     pub fn note(&self, disk_path: &Path, look: Look, result: &io::Result<Metadata>) {
         if self.observer.is_some() {
-            self.record([Observation { disk_path: disk_path.to_path_buf(), look, seen: look.seen_in(result) }]);
+            self.record([self.observation(disk_path.to_path_buf(), look, result)]);
         }
+    }
+
+    /// One look, to be recorded (alone with [`HostFs::note`], or in a batch); a path changed
+    /// within seconds of the start makes the whole record racy.
+    pub fn observation(&self, disk_path: PathBuf, look: Look, result: &io::Result<Metadata>) -> Observation {
+        if let Some(observer) = &self.observer {
+            // A directory looked at but not listed counts by type, mode and owner only (see
+            // `Look`): its ctime moving with every entry made next to ours spoils nothing.
+            let directory_contents_ignored =
+                look != Look::List && result.as_ref().is_ok_and(|metadata| metadata.is_dir());
+            if !directory_contents_ignored && changed_since(result, observer.racy_after_ns) {
+                observer.racy.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        Observation { disk_path, look, seen: look.seen_in(result) }
     }
 
     /// Before a file's content is read (ELF headers, `#!` lines, the ld.so cache): its stat,

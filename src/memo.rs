@@ -137,7 +137,7 @@ pub fn record(file: &Path, key: Key, warnings: Vec<String>, host: &HostFs, jail:
     }
     let host_digest =
         digest_chunks(seen.par_chunks(CHUNK).map(|chunk| chunk_digest(chunk.iter(), feed_seen)).collect());
-    let (jail_paths, jail_digest) = jail.finish();
+    let Some((jail_paths, jail_digest)) = jail.finish() else { return };
     let memo = Memo {
         format_version: FORMAT_VERSION,
         key,
@@ -246,16 +246,39 @@ fn jail_digest(stats: &[Option<NodeStat>]) -> [u8; 32] {
 
 /// The jail paths a plan stat'ed and the digest of what it found, built as the plan goes (cut
 /// into chunks exactly as the check cuts them), so no copy of 50,000 stats is kept.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct JailScanPrint {
     paths: Vec<u8>,
     pending: Vec<u8>,
     in_pending: usize,
     chunks: Vec<[u8; 32]>,
+    /// As for the host (see `HostFs::observing`): a jail path changed this recently may change
+    /// again without its stat showing it.
+    racy_after_ns: i128,
+    racy: bool,
+}
+
+impl Default for JailScanPrint {
+    fn default() -> JailScanPrint {
+        JailScanPrint::since(crate::host::now_ns())
+    }
 }
 
 impl JailScanPrint {
+    /// A print of a scan that started at `started_ns`.
+    pub fn since(started_ns: i128) -> JailScanPrint {
+        JailScanPrint {
+            paths: Vec::new(),
+            pending: Vec::new(),
+            in_pending: 0,
+            chunks: Vec::new(),
+            racy_after_ns: started_ns - crate::host::RACY_NS,
+            racy: false,
+        }
+    }
+
     pub fn push(&mut self, path: &JailPath, stat: Option<&NodeStat>) {
+        self.racy |= stat.is_some_and(|stat| stat.kind != NodeKind::Dir && stat.ctime_ns >= self.racy_after_ns);
         self.paths.extend_from_slice(path.as_str().as_bytes());
         self.paths.push(0);
         feed_node(&mut self.pending, stat);
@@ -271,12 +294,15 @@ impl JailScanPrint {
         self.in_pending = 0;
     }
 
-    /// The NUL-separated paths and the digest of their stats.
-    fn finish(mut self) -> (Vec<u8>, [u8; 32]) {
+    /// The NUL-separated paths and the digest of their stats; None when racy.
+    fn finish(mut self) -> Option<(Vec<u8>, [u8; 32])> {
+        if self.racy {
+            return None;
+        }
         if self.in_pending > 0 {
             self.close_chunk();
         }
-        (self.paths, digest_chunks(self.chunks))
+        Some((self.paths, digest_chunks(self.chunks)))
     }
 }
 
@@ -316,18 +342,119 @@ fn feed_node(bytes: &mut Vec<u8>, stat: Option<&NodeStat>) {
         NodeKind::Fifo => 6,
         NodeKind::Socket => 7,
     });
-    for value in [
-        u64::from(stat.mode),
-        u64::from(stat.uid),
-        u64::from(stat.gid),
-        stat.size,
-        stat.ino,
-        stat.dev,
-        stat.rdev,
-        stat.nlink,
-    ] {
+    for value in [u64::from(stat.mode), u64::from(stat.uid), u64::from(stat.gid), stat.ino, stat.dev, stat.rdev] {
         bytes.extend_from_slice(&value.to_le_bytes());
     }
-    bytes.extend_from_slice(&stat.mtime_ns.to_le_bytes());
-    bytes.extend_from_slice(&stat.ctime_ns.to_le_bytes());
+    // A directory's size, times and link count move with every entry made in it (a jailed
+    // service's logs, /tmp): the plan judges it by type, mode and owner, and each path in it
+    // that matters by its own stat.
+    if stat.kind != NodeKind::Dir {
+        bytes.extend_from_slice(&stat.size.to_le_bytes());
+        bytes.extend_from_slice(&stat.nlink.to_le_bytes());
+        bytes.extend_from_slice(&stat.mtime_ns.to_le_bytes());
+        bytes.extend_from_slice(&stat.ctime_ns.to_le_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stat(index: usize) -> Option<NodeStat> {
+        (index % 7 != 3).then(|| NodeStat {
+            kind: if index.is_multiple_of(5) { NodeKind::Dir } else { NodeKind::File },
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size: index as u64,
+            mtime_ns: index as i128 * 1_000,
+            ctime_ns: index as i128 * 2_000,
+            ino: 10_000 + index as u64,
+            dev: 1,
+            rdev: 0,
+            nlink: 1,
+        })
+    }
+
+    /// The plan's streaming digest and the check's parallel one must cut and hash alike, or the
+    /// memo would never answer (or, worse, answer for another scan).
+    #[test]
+    fn streaming_and_parallel_jail_digests_agree_and_see_one_changed_stat() {
+        for count in [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK + 5] {
+            let stats: Vec<Option<NodeStat>> = (0..count).map(stat).collect();
+            // Started far in the future: nothing in it is racy.
+            let mut scan = JailScanPrint::since(i128::MAX / 2);
+            for (index, stat) in stats.iter().enumerate() {
+                let path = JailPath::parse(&format!("/p/{index:06}")).expect("path");
+                scan.push(&path, stat.as_ref());
+            }
+            let (paths, streamed) = scan.finish().expect("not racy");
+            assert_eq!(split_paths(&paths).len(), count);
+            assert_eq!(streamed, jail_digest(&stats), "{count} paths");
+            if count > 0 {
+                let mut changed = stats.clone();
+                if let Some(Some(last)) = changed.last_mut() {
+                    last.mode = 0o600;
+                } else if let Some(last) = changed.last_mut() {
+                    *last = stat(1);
+                }
+                assert_ne!(jail_digest(&changed), streamed, "{count} paths: a changed mode must show");
+            }
+        }
+    }
+
+    #[test]
+    fn a_jail_directory_counts_by_type_mode_and_owner_a_file_by_its_whole_stat() {
+        let (mut dir, mut file) = (stat(0).expect("dir"), stat(1).expect("file"));
+        assert_eq!((dir.kind, file.kind), (NodeKind::Dir, NodeKind::File));
+        let before = jail_digest(&[Some(dir.clone()), Some(file.clone())]);
+        dir.ctime_ns += 1;
+        dir.mtime_ns += 1;
+        dir.nlink += 1;
+        dir.size += 4096;
+        assert_eq!(jail_digest(&[Some(dir.clone()), Some(file.clone())]), before, "an entry made in a directory");
+        file.ctime_ns += 1;
+        assert_ne!(jail_digest(&[Some(dir), Some(file)]), before, "a file's ctime");
+    }
+
+    #[test]
+    fn a_directory_counts_by_type_mode_and_owner_unless_it_was_listed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let before = (Look::Lstat.see(dir.path()), Look::List.see(dir.path()));
+        fs::write(dir.path().join("new"), "x").expect("write");
+        let after = (Look::Lstat.see(dir.path()), Look::List.see(dir.path()));
+        assert_eq!(before.0, after.0, "a plain look at a directory ignores what it holds");
+        assert_ne!(before.1, after.1, "a listing sees an entry added");
+        let file = dir.path().join("new");
+        let seen = Look::Lstat.see(&file);
+        fs::write(&file, "yy").expect("rewrite");
+        assert_ne!(seen, Look::Lstat.see(&file), "a rewritten file looks different");
+        assert_ne!(Look::Stat.see(&dir.path().join("missing")), seen);
+    }
+
+    /// A path changed just before (or while) a plan looks at it may change again within one
+    /// timestamp tick unseen: such a record vouches for nothing.
+    #[test]
+    fn a_look_at_a_path_changed_moments_ago_spoils_the_record() {
+        let long_unchanged = Path::new("/usr/bin/env");
+        let host = HostFs::real().observing();
+        let _ = host.metadata(long_unchanged);
+        assert!(host.observations().is_some_and(|looks| looks.len() == 1), "an old file is a sound look");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fresh = dir.path().join("fresh");
+        fs::write(&fresh, "x").expect("write");
+        let host = HostFs::real().observing();
+        let _ = host.metadata(long_unchanged);
+        let _ = host.metadata(&fresh);
+        assert!(host.observations().is_none(), "a file written a moment ago makes the record racy");
+
+        let mut scan = JailScanPrint::default();
+        scan.push(&JailPath::root(), stat(1).as_ref());
+        assert!(scan.finish().is_some(), "a stat from 1970 is not racy");
+        let mut scan = JailScanPrint::default();
+        let mut recent = stat(1).expect("a stat");
+        recent.ctime_ns = crate::host::now_ns();
+        scan.push(&JailPath::root(), Some(&recent));
+        assert!(scan.finish().is_none(), "a jail path changed a moment ago makes the scan racy");
+    }
 }

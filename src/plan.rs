@@ -320,7 +320,9 @@ fn jail_scan_of(
     state: &State,
     prescan: &RecordedScan,
 ) -> JailScan {
-    let mut scan = JailScan::default();
+    // Racy from the moment the jail was first looked at.
+    let started = if prescan.started_ns > 0 { prescan.started_ns } else { crate::host::now_ns() };
+    let mut scan = JailScan::since(started);
     let recorded: Vec<(&JailPath, Option<&NodeStat>)> = if prescan.stats.len() == state.entries.len() {
         state.entries.keys().zip(prescan.stats.iter().map(Option::as_ref)).collect()
     } else {
@@ -500,12 +502,15 @@ fn scan_paths(jail: &JailRoot, paths: &[&JailPath]) -> Result<Vec<Option<NodeSta
 #[derive(Debug, Default)]
 pub struct RecordedScan {
     stats: Vec<Option<NodeStat>>,
+    /// When the scan began (ns since the epoch; 0 when nothing was scanned).
+    started_ns: i128,
 }
 
 pub fn scan_recorded(state: &State, jail: Option<&JailRoot>) -> Result<RecordedScan> {
     let Some(jail) = jail else { return Ok(RecordedScan::default()) };
+    let started_ns = crate::host::now_ns();
     let paths: Vec<&JailPath> = state.entries.keys().collect();
-    Ok(RecordedScan { stats: scan_paths(jail, &paths)? })
+    Ok(RecordedScan { stats: scan_paths(jail, &paths)?, started_ns })
 }
 
 /// The jail's stat of every desired path, in order: taken from the scan of recorded paths

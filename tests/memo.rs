@@ -65,6 +65,7 @@ impl Jail {
     /// Applies, then plans until the memo answers (the first plan after an apply writes it).
     fn settle(&self, what: &str) {
         self.apply();
+        let_timestamps_tick();
         let (first, answered) = self.plan(&["--detailed-exitcode"]);
         let first = first.ok(&format!("{what}: the plan after apply"));
         assert!(!answered, "{what}: the state just changed, the memo cannot answer: {}", first.describe());
@@ -83,6 +84,12 @@ impl Jail {
     }
 }
 
+/// A plan writes no memo while what it looks at changed within the last timestamp ticks (the
+/// next change could keep the same ctime): wait those out, as a real jail would have.
+fn let_timestamps_tick() {
+    std::thread::sleep(std::time::Duration::from_millis(150));
+}
+
 /// Sets a file's mtime back to what it was (a same-size edit that keeps the mtime: only the
 /// ctime tells).
 fn rewrite_keeping_mtime(path: &Path, text: &str) {
@@ -97,6 +104,7 @@ fn a_second_no_op_plan_is_answered_by_the_memo_and_says_the_same() {
     need_root!("a_second_no_op_plan_is_answered_by_the_memo_and_says_the_same");
     let jail = Jail::new();
     jail.apply();
+    let_timestamps_tick();
     let (full, answered) = jail.plan(&[]);
     let full = full.ok("full plan");
     assert!(!answered);

@@ -23,7 +23,7 @@ use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::host::{HostFs, Link, Look, Observation, StatPrint, BINARY_SEARCH_PATH};
+use crate::host::{HostFs, Link, Look, StatPrint, BINARY_SEARCH_PATH};
 use crate::spec::{Attributes, Exclude, FileSpec, HostSource, Spec};
 use crate::tree::JailPath;
 use elf::ElfIdent;
@@ -864,8 +864,7 @@ fn walk_children(
         // DirEntry::metadata is fstatat(dirfd, name, AT_SYMLINK_NOFOLLOW): an lstat.
         let metadata = entry.metadata();
         if host.is_observing() {
-            let seen = Look::Lstat.seen_in(&metadata);
-            observed.push(Observation { disk_path: entry.path(), look: Look::Lstat, seen });
+            observed.push(host.observation(entry.path(), Look::Lstat, &metadata));
         }
         let metadata = metadata.with_context(|| format!("cannot inspect {}", path.display()))?;
         if metadata.is_dir() {
