@@ -364,7 +364,8 @@ fn glibc_version(host: &HostFs, libc: &Path) -> Option<String> {
 /// left out: their kind follows from the desired tree and their reason is one Jailfile key.
 #[derive(Debug, Clone, Default)]
 pub struct ClosureFacts {
-    facts: HashMap<JailPath, Facts>,
+    /// Sorted like the desired tree, so that a walk of its nodes meets the facts in order.
+    facts: BTreeMap<JailPath, Facts>,
 }
 
 #[derive(Debug, Clone)]
@@ -756,23 +757,125 @@ fn package_index(record: &[u8; PACKAGE_RECORD]) -> Option<u32> {
     record.last_chunk::<4>().map(|index| u32::from_le_bytes(*index))
 }
 
-/// The store, read when first needed (an incremental review of a file whose content changed
-/// has no use for it: no record has the file's new stat print).
+/// The store as a review needs it: searched in the file for the few lookups of an incremental
+/// review (a 4 MB read costs more than twenty 20-byte reads), read whole for a full review or a
+/// rewrite. Opened or read when first needed.
 struct LazyStore<'p> {
     path: &'p Path,
-    store: std::sync::OnceLock<SourceStore>,
+    /// Lookups read the file rather than the whole store until the whole is read anyway.
+    few_lookups: bool,
+    file: std::sync::OnceLock<Option<StoreFile>>,
+    whole: std::sync::OnceLock<SourceStore>,
 }
 
 impl<'p> LazyStore<'p> {
+    /// For a full review: every source is looked up.
     fn new(path: &'p Path) -> LazyStore<'p> {
-        LazyStore { path, store: std::sync::OnceLock::new() }
+        LazyStore { path, few_lookups: false, file: std::sync::OnceLock::new(), whole: std::sync::OnceLock::new() }
     }
 
-    fn get(&self) -> &SourceStore {
-        self.store.get_or_init(|| {
+    /// For an incremental review: a few sources are looked up.
+    fn for_few_lookups(path: &'p Path) -> LazyStore<'p> {
+        LazyStore { few_lookups: true, ..LazyStore::new(path) }
+    }
+
+    fn whole(&self) -> &SourceStore {
+        self.whole.get_or_init(|| {
             let _t = crate::timings::phase("lock: store load");
             load_store(self.path)
         })
+    }
+
+    fn file(&self) -> Option<&StoreFile> {
+        self.file.get_or_init(|| StoreFile::open(self.path)).as_ref()
+    }
+
+    fn hash(&self, key: &SourceKey, print: &StatPrint) -> Option<[u8; 32]> {
+        if self.few_lookups && self.whole.get().is_none() {
+            let record = decode_file_record(&self.file()?.find::<FILE_RECORD>(StoreSection::Files, key)?)?;
+            return (record.print == *print).then_some(record.hash);
+        }
+        self.whole().hash(key, print)
+    }
+
+    fn package(&self, key: &SourceKey, database: Option<DatabasePrint>) -> Option<Option<&str>> {
+        if self.few_lookups && self.whole.get().is_none() {
+            let file = self.file()?;
+            if database.is_none() || file.head.database != database {
+                return None;
+            }
+            let record = file.find::<PACKAGE_RECORD>(StoreSection::Packages, key)?;
+            return match package_index(&record)? {
+                NO_PACKAGE => Some(None),
+                index => file.head.names.get(index as usize).map(|name| Some(name.as_str())),
+            };
+        }
+        self.whole().package(key, database)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum StoreSection {
+    Files,
+    Packages,
+}
+
+/// The store file, its head read, its records searched where they are.
+struct StoreFile {
+    file: fs::File,
+    head: StoreHead,
+    /// Where the records start.
+    records_at: u64,
+}
+
+impl StoreFile {
+    /// None when missing, untrusted, not this version, or not the size its head says.
+    fn open(path: &Path) -> Option<StoreFile> {
+        let file = open_trusted(path)?;
+        let size = file.metadata().ok()?.len();
+        // The head is a few kilobytes (the package names); read more if it is not.
+        let mut wanted: u64 = 64 * 1024;
+        loop {
+            let mut bytes = vec![0u8; usize::try_from(size.min(wanted)).ok()?];
+            std::os::unix::fs::FileExt::read_exact_at(&file, &mut bytes, 0).ok()?;
+            match postcard::take_from_bytes::<StoreHead>(&bytes) {
+                Ok((head, rest)) => {
+                    let records_at = (bytes.len() - rest.len()) as u64;
+                    let records = head.files as u64 * FILE_RECORD as u64 + head.packages as u64 * PACKAGE_RECORD as u64;
+                    return (head.version == CACHE_VERSION && records_at + records == size).then_some(StoreFile {
+                        file,
+                        head,
+                        records_at,
+                    });
+                }
+                Err(postcard::Error::DeserializeUnexpectedEnd) if wanted < size => wanted *= 4,
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// The record of `key` in a section: a binary search by reads of one record each (the
+    /// records are sorted by key; a store that is not finds nothing, and a miss only costs a
+    /// read of the source).
+    fn find<const SIZE: usize>(&self, section: StoreSection, key: &SourceKey) -> Option<[u8; SIZE]> {
+        let (start, count) = match section {
+            StoreSection::Files => (self.records_at, u64::from(self.head.files)),
+            StoreSection::Packages => {
+                (self.records_at + u64::from(self.head.files) * FILE_RECORD as u64, u64::from(self.head.packages))
+            }
+        };
+        let (mut low, mut high) = (0, count);
+        while low < high {
+            let middle = low + (high - low) / 2;
+            let mut record = [0u8; SIZE];
+            std::os::unix::fs::FileExt::read_exact_at(&self.file, &mut record, start + middle * SIZE as u64).ok()?;
+            match record[..16].cmp(&key[..]) {
+                std::cmp::Ordering::Less => low = middle + 1,
+                std::cmp::Ordering::Greater => high = middle,
+                std::cmp::Ordering::Equal => return Some(record),
+            }
+        }
+        None
     }
 }
 
@@ -794,7 +897,7 @@ impl<'a> KnownHashes<'a> {
             // A recent record is newer than the store's of the same source, whose stat print
             // (an older inode change time) cannot be the file's again: the store cannot help.
             Some(_) => None,
-            None => self.store.get().hash(key, print),
+            None => self.store.hash(key, print),
         }
     }
 }
@@ -823,14 +926,19 @@ fn store_path(cache_file: &Path) -> PathBuf {
 /// The bytes of a cache file we may trust: ours, a regular file, writable by nobody else (a
 /// forged cache could hide host drift). None when missing or not trusted.
 fn read_trusted(path: &Path) -> Option<Vec<u8>> {
-    let file = fs::File::open(path).ok()?;
-    let metadata = file.metadata().ok()?;
-    if !metadata.is_file() || metadata.uid() != nix::unistd::geteuid().as_raw() || metadata.mode() & 0o022 != 0 {
-        return None;
-    }
-    let mut bytes = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
+    let file = open_trusted(path)?;
+    let mut bytes = Vec::with_capacity(usize::try_from(file.metadata().ok()?.len()).unwrap_or(0));
     (&file).read_to_end(&mut bytes).ok()?;
     Some(bytes)
+}
+
+/// A cache file opened if we may trust it (see [`read_trusted`]).
+fn open_trusted(path: &Path) -> Option<fs::File> {
+    let file = fs::File::open(path).ok()?;
+    let metadata = file.metadata().ok()?;
+    let trusted =
+        metadata.is_file() && metadata.uid() == nix::unistd::geteuid().as_raw() && metadata.mode() & 0o022 == 0;
+    trusted.then_some(file)
 }
 
 /// The small cache file, or an empty one when it is missing, untrusted or not this version.
@@ -1144,21 +1252,43 @@ fn line_digest_key() -> &'static [u8; 32] {
 /// lines whose digest moved.
 fn line_digests<'a>(desired: &'a DesiredTree, facts: &ClosureFacts) -> DesiredLines<'a> {
     let nodes: Vec<&DesiredNode> = desired.nodes.values().collect();
-    let (digests, libc): (Vec<u128>, Vec<bool>) = nodes
-        .par_iter()
-        .map_init(Vec::new, |bytes, node| {
+    // On threads of its own rather than rayon's: the review runs beside plan compute, whose
+    // rayon jobs would be served first, and the review is the longer of the two.
+    let threads = std::thread::available_parallelism().map_or(1, usize::from).clamp(1, 8);
+    let chunk = nodes.len().div_ceil(threads).max(1);
+    let per_chunk: Vec<Vec<(u128, bool)>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = nodes.chunks(chunk).map(|nodes| scope.spawn(|| chunk_digests(nodes, facts))).collect();
+        workers
+            .into_iter()
+            .map(|worker| worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .collect()
+    });
+    let (digests, libc): (Vec<u128>, Vec<bool>) = per_chunk.into_iter().flatten().unzip();
+    let libc = libc.iter().position(|libc| *libc);
+    DesiredLines { nodes, digests, libc }
+}
+
+/// The digests of consecutive nodes, and which copy a libc.so.6 (noted while the node is at
+/// hand: a second walk of 50,000 nodes costs milliseconds). The facts are met by walking them
+/// alongside, both being sorted by path (cheaper than hashing every path to look it up).
+fn chunk_digests(nodes: &[&DesiredNode], facts: &ClosureFacts) -> Vec<(u128, bool)> {
+    let Some(first) = nodes.first() else { return Vec::new() };
+    let mut facts = facts.facts.range(&first.path..).peekable();
+    let mut bytes = Vec::new();
+    nodes
+        .iter()
+        .map(|node| {
+            while facts.next_if(|(path, _)| **path < node.path).is_some() {}
+            let known = facts.peek().filter(|(path, _)| **path == node.path).map(|(_, facts)| *facts);
             bytes.clear();
-            node_bytes(node, facts.facts.get(&node.path), bytes);
-            let hash = blake3::keyed_hash(line_digest_key(), bytes);
+            node_bytes(node, known, &mut bytes);
+            let hash = blake3::keyed_hash(line_digest_key(), &bytes);
             let mut digest = [0u8; 16];
             digest.copy_from_slice(&hash.as_bytes()[..16]);
-            // While the node is at hand (a second walk of 50,000 nodes costs milliseconds).
             let libc = matches!(node.kind, DesiredKind::File { .. }) && node.path.file_name() == "libc.so.6";
             (u128::from_le_bytes(digest), libc)
         })
-        .unzip();
-    let libc = libc.iter().position(|libc| *libc);
-    DesiredLines { nodes, digests, libc }
+        .collect()
 }
 
 /// The desired nodes in lock order, and what a review reads of every one of them, in one pass.
@@ -1799,7 +1929,7 @@ fn read_lock(path: &Path) -> Result<Option<(String, StatPrint)>> {
 fn review_full(reviewing: &Reviewing, mut cache: Cache) -> Result<Review> {
     let inputs = reviewing.inputs;
     let lazy_store = LazyStore::new(&reviewing.store_file);
-    let store = lazy_store.get();
+    let store = lazy_store.whole();
     let _t = crate::timings::phase("lock: old lock parse");
     let old_text = read_lock(&reviewing.lock_path)?;
     let old = match &old_text {
@@ -1936,7 +2066,7 @@ impl<'a> PackageAnswers<'a> {
     fn known(&self, source: &str) -> Option<Option<&str>> {
         match self.learned.get(source) {
             Some(answer) => Some(answer.as_deref()),
-            None => self.store.get().package(&source_key(Path::new(source)), self.database),
+            None => self.store.package(&source_key(Path::new(source)), self.database),
         }
     }
 
@@ -1960,7 +2090,7 @@ impl<'a> PackageAnswers<'a> {
 
     /// The answers a store keeps after this review: the still valid ones it had, and the new.
     fn into_store_packages(self) -> (Option<DatabasePrint>, impl Iterator<Item = (SourceKey, Option<String>)> + 'a) {
-        let store = self.store.get();
+        let store = self.store.whole();
         let valid = self.database.is_some() && store.database == self.database;
         let kept = store.packages().filter(move |_| valid);
         let learned = self.learned.into_iter().map(|(source, answer)| (source_key(Path::new(&source)), answer));
@@ -2101,7 +2231,7 @@ fn review_incremental(reviewing: &Reviewing, cache: &mut Cache) -> Result<Option
         .filter(|(_, matched)| !**matched)
         .map(|(node, _)| *node)
         .collect();
-    let store = LazyStore::new(&reviewing.store_file);
+    let store = LazyStore::for_few_lookups(&reviewing.store_file);
     let hashed = hash_sources(&changed_nodes, inputs.host, &KnownHashes::new(&cache.recent, &store))?;
     let read: Vec<SourceHash> =
         hashed.iter().flatten().filter(|hashed| hashed.read).map(|hashed| hashed.source).collect();
@@ -2358,7 +2488,7 @@ impl LockSink for SpliceSink<'_> {
 fn save_incremental(reviewing: &Reviewing, cache: &mut Cache, store: &LazyStore, learned: Option<PackageAnswers>) {
     let _t = crate::timings::phase("lock: incremental save cache");
     if cache.recent.len() > RECENT_LIMIT || learned.is_some() {
-        let store = store.get();
+        let store = store.whole();
         let keep = source_keys(reviewing.inputs.desired);
         let files = store.files().chain(cache.recent.iter().copied());
         let bytes = match learned {
@@ -3090,6 +3220,25 @@ mod incremental_tests {
     }
 
     #[test]
+    fn a_changed_libc_changes_the_glibc_of_the_header() {
+        let mut bench = Bench::typical();
+        bench.add_file("/usr/lib/x86_64-linux-gnu/libc.so.6", "/usr/lib/x86_64-linux-gnu/libc.so.6", b"not ELF");
+        let mut bench = bench.locked_in();
+        assert!(String::from_utf8_lossy(&fs::read(bench.lock_file()).expect("lock")).contains("\"glibc\":\"unknown\""));
+        let Some(libc) = ["/usr/lib/x86_64-linux-gnu/libc.so.6", "/lib/x86_64-linux-gnu/libc.so.6"]
+            .iter()
+            .find_map(|path| fs::read(path).ok())
+        else {
+            eprintln!("SKIPPED a_changed_libc_changes_the_glibc_of_the_header: no libc.so.6 here");
+            return;
+        };
+        bench.edit("/usr/lib/x86_64-linux-gnu/libc.so.6", &libc);
+        let seen = bench.assert_incremental_is_full(Mode::Refresh);
+        assert!(lines(&seen).iter().any(|line| line.contains(", glibc unknown, ")), "{seen:?}");
+        assert!(!String::from_utf8_lossy(seen.lock.as_deref().unwrap_or_default()).contains("\"glibc\":\"unknown\""));
+    }
+
+    #[test]
     fn the_first_and_the_last_line_and_several_at_once() {
         let mut bench = Bench::typical().locked_in();
         // "/dev/null" sorts first, "/usr/lib/..." last.
@@ -3207,6 +3356,39 @@ mod incremental_tests {
         assert!(lines(&seen).iter().any(|line| line.starts_with("/etc/motd  kind CONTENT → content")), "{seen:?}");
     }
 
+    /// The facts met by walking them alongside the nodes are the facts of each node's path,
+    /// wherever a thread's share of the nodes starts.
+    #[test]
+    fn line_digests_take_each_node_with_its_own_facts() {
+        let bench = Bench::typical();
+        let nodes: Vec<&DesiredNode> = bench.desired.nodes.values().collect();
+        let expected: Vec<u128> = nodes
+            .iter()
+            .map(|node| {
+                let mut bytes = Vec::new();
+                node_bytes(node, bench.facts.facts.get(&node.path), &mut bytes);
+                let mut digest = [0u8; 16];
+                digest.copy_from_slice(&blake3::keyed_hash(line_digest_key(), &bytes).as_bytes()[..16]);
+                u128::from_le_bytes(digest)
+            })
+            .collect();
+        for start in 0..nodes.len() {
+            let digests: Vec<u128> =
+                chunk_digests(&nodes[start..], &bench.facts).into_iter().map(|(digest, _)| digest).collect();
+            assert_eq!(digests, expected[start..], "from node {start}");
+        }
+        let lines = line_digests(&bench.desired, &bench.facts);
+        assert_eq!(lines.digests, expected);
+        assert_eq!(lines.libc, None);
+        let mut bench = bench;
+        bench.add_file("/usr/lib/x86_64-linux-gnu/libc.so.6", "/usr/lib/x86_64-linux-gnu/libc.so.6", b"not ELF");
+        let lines = line_digests(&bench.desired, &bench.facts);
+        assert_eq!(
+            lines.libc.map(|index| lines.nodes[index].path.as_str()),
+            Some("/usr/lib/x86_64-linux-gnu/libc.so.6")
+        );
+    }
+
     #[test]
     fn equal_digests_pair_up_in_order() {
         assert_eq!(matched_lines(&[1, 2, 3, 4], &[1, 2, 3, 4]), Some(vec![(0, 0), (1, 1), (2, 2), (3, 3)]));
@@ -3239,15 +3421,26 @@ mod incremental_tests {
             [SourceHash { key: [3; 16], print, hash: [4; 32] }, SourceHash { key: [1; 16], print, hash: [5; 32] }];
         let packages = [([3; 16], Some("p 1".to_owned())), ([1; 16], None), ([2; 16], Some("gone 1".to_owned()))];
         let database = Some((print, print));
-        let store = SourceStore::decode(
-            SourceStore::encode(files.into_iter(), packages.into_iter(), database, &keep).expect("encode"),
-        )
-        .expect("decode");
-        assert_eq!(store.hash(&[1; 16], &print), Some([5; 32]));
-        assert_eq!(store.hash(&[3; 16], &StatPrint { ino: 10, ..print }), None, "another stat print");
-        assert_eq!(store.package(&[3; 16], database), Some(Some("p 1")));
-        assert_eq!(store.package(&[1; 16], database), Some(None));
-        assert_eq!(store.package(&[2; 16], database), None, "pruned: not a source of the jail");
-        assert_eq!(store.package(&[3; 16], None), None, "answers hold for their dpkg database only");
+        let bytes = SourceStore::encode(files.into_iter(), packages.into_iter(), database, &keep).expect("encode");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("store");
+        fs::write(&file, &bytes).expect("write the store");
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).expect("chmod");
+        // Read whole (a full review) and searched in the file (an incremental one): the same.
+        for store in [LazyStore::new(&file), LazyStore::for_few_lookups(&file)] {
+            assert_eq!(store.hash(&[1; 16], &print), Some([5; 32]));
+            assert_eq!(store.hash(&[3; 16], &print), Some([4; 32]));
+            assert_eq!(store.hash(&[3; 16], &StatPrint { ino: 10, ..print }), None, "another stat print");
+            assert_eq!(store.hash(&[0; 16], &print), None);
+            assert_eq!(store.hash(&[9; 16], &print), None);
+            assert_eq!(store.package(&[3; 16], database), Some(Some("p 1")));
+            assert_eq!(store.package(&[1; 16], database), Some(None));
+            assert_eq!(store.package(&[2; 16], database), None, "pruned: not a source of the jail");
+            assert_eq!(store.package(&[3; 16], None), None, "answers hold for their dpkg database only");
+            assert_eq!(store.whole.get().is_some(), !store.few_lookups, "an incremental review reads no whole store");
+        }
+        fs::write(&file, &bytes[..bytes.len() - 1]).expect("tear the store");
+        assert!(LazyStore::for_few_lookups(&file).hash(&[1; 16], &print).is_none(), "a torn store is no store");
+        assert!(LazyStore::new(&file).hash(&[1; 16], &print).is_none(), "a torn store is no store");
     }
 }
