@@ -997,16 +997,18 @@ fn write_atomically(path: &Path, bytes: &[u8], mode: u32, durability: Durability
     write_atomically_with(path, mode, durability, |mut file, temporary| {
         file.write_all(bytes).with_context(|| format!("cannot write {}", temporary.display()))
     })
+    .map(drop)
 }
 
 /// [`write_atomically`] of what `fill` writes into the temporary file (given with its path);
-/// an error of `fill` is returned as it is, the temporary file removed.
+/// an error of `fill` is returned as it is, the temporary file removed. Returns the file written,
+/// now at `path`.
 fn write_atomically_with(
     path: &Path,
     mode: u32,
     durability: Durability,
     fill: impl FnOnce(&fs::File, &Path) -> Result<()>,
-) -> Result<()> {
+) -> Result<fs::File> {
     let name = path.file_name().context("a file name")?.to_string_lossy().into_owned();
     let temporary = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
     let file = fs::OpenOptions::new()
@@ -1024,7 +1026,8 @@ fn write_atomically_with(
         let _ = fs::remove_file(&temporary);
         return Err(error);
     }
-    fs::rename(&temporary, path).with_context(|| format!("cannot move {} into place", path.display()))
+    fs::rename(&temporary, path).with_context(|| format!("cannot move {} into place", path.display()))?;
+    Ok(file)
 }
 
 trait OpenMode {
@@ -1383,11 +1386,12 @@ fn fresh_key(digests: &[u128], jailfile: &str, lock_stat: Option<StatPrint>, hos
     for digest in digests {
         bytes.extend_from_slice(&digest.to_le_bytes());
     }
-    bytes.extend_from_slice(format!("{lock_stat:?}").as_bytes());
-    bytes.extend_from_slice(jailfile.as_bytes());
-    bytes.extend_from_slice(os_release(host).as_bytes());
-    bytes.extend_from_slice(std::env::consts::ARCH.as_bytes());
-    bytes.extend_from_slice(format!("{LOCK_VERSION}").as_bytes());
+    let rest = [format!("{lock_stat:?}"), jailfile.to_owned(), os_release(host), std::env::consts::ARCH.to_owned()];
+    for part in rest.iter().map(String::as_bytes).chain([&LOCK_VERSION.to_le_bytes()[..]]) {
+        // Length-prefixed, so that no two inputs run together the same way.
+        bytes.extend_from_slice(&(part.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(part);
+    }
     *blake3::hash(&bytes).as_bytes()
 }
 
@@ -1803,16 +1807,17 @@ impl Reviewing<'_> {
         )
     }
 
-    /// Writes the lock through `fill`. Ok(false) when plan or apply cannot (a read-only
-    /// checkout: they still work, with a warning); `jailprov lock` must write. [`OldLockMoved`]
-    /// is returned as an error whatever the mode: the caller reviews again.
-    fn write_lock(&self, fill: impl FnOnce(&fs::File, &Path) -> Result<()>) -> Result<bool> {
+    /// Writes the lock through `fill`; returns the file written. Ok(None) when plan or apply
+    /// cannot (a read-only checkout: they still work, with a warning); `jailprov lock` must
+    /// write. [`OldLockMoved`] is returned as an error whatever the mode: the caller reviews
+    /// again.
+    fn write_lock(&self, fill: impl FnOnce(&fs::File, &Path) -> Result<()>) -> Result<Option<fs::File>> {
         match write_atomically_with(&self.lock_path, 0o644, Durability::Synced, fill) {
-            Ok(()) => Ok(true),
+            Ok(file) => Ok(Some(file)),
             Err(error) if error.is::<OldLockMoved>() || self.mode == Mode::Deliberate => Err(error),
             Err(error) => {
                 eprintln!("warning: {error:#}; {} stays as it was", self.lock_path.display());
-                Ok(false)
+                Ok(None)
             }
         }
     }
@@ -1859,11 +1864,17 @@ impl Reviewing<'_> {
         fingerprint_with(self.inputs.host, glibc)
     }
 
-    /// The fresh key and memo of the lock file just written with memo lines `lines`.
-    fn remember_written(&self, cache: &mut Cache, lines: impl FnOnce(StatPrint) -> Option<Memo>) {
-        let lock_stat = fs::metadata(&self.lock_path).ok().map(|metadata| StatPrint::of(&metadata));
-        cache.fresh = Some(fresh_key(&self.lines.digests, &self.jailfile, lock_stat, self.inputs.host));
-        cache.memo = lock_stat.and_then(lines);
+    /// The fresh key and memo (made by `memo` from the lock's stat print) of the lock file
+    /// just written. Only while the lock's path still names the file written (`written`, its
+    /// stat taken through it): another jailprov may have put its own there since, which this
+    /// review knows nothing of.
+    fn remember_written(&self, cache: &mut Cache, written: &fs::File, memo: impl FnOnce(StatPrint) -> Option<Memo>) {
+        let ours = written.metadata().ok().map(|metadata| StatPrint::of(&metadata));
+        let in_place = fs::metadata(&self.lock_path).ok().map(|metadata| StatPrint::of(&metadata));
+        let lock_stat = ours.filter(|_| ours == in_place);
+        cache.fresh = lock_stat
+            .map(|lock_stat| fresh_key(&self.lines.digests, &self.jailfile, Some(lock_stat), self.inputs.host));
+        cache.memo = lock_stat.and_then(memo);
     }
 }
 
@@ -2029,14 +2040,16 @@ fn review_full(reviewing: &Reviewing, mut cache: Cache) -> Result<Review> {
     drop(_t);
     let _t = crate::timings::phase("lock: write lock and cache");
     let text = new.to_text()?;
-    let wrote = reviewing.write_lock(|mut file, temporary| {
+    let written = reviewing.write_lock(|mut file, temporary| {
         file.write_all(text.as_bytes()).with_context(|| format!("cannot write {}", temporary.display()))
     })?;
-    if wrote {
-        reviewing.remember_written(&mut cache, |lock_stat| reviewing.memo_of(lock_stat, &text, &new.entries));
-    } else {
-        cache.memo = None;
+    match &written {
+        Some(file) => {
+            reviewing.remember_written(&mut cache, file, |lock_stat| reviewing.memo_of(lock_stat, &text, &new.entries))
+        }
+        None => cache.memo = None,
     }
+    let wrote = written.is_some();
     let (database, packages) = answers.into_store_packages();
     save_cache_file(&reviewing.store_file, SourceStore::encode(files, packages, database, &keep));
     save_cache_file(&reviewing.cache_file, cache.encode());
@@ -2323,16 +2336,18 @@ fn review_incremental(reviewing: &Reviewing, cache: &mut Cache) -> Result<Option
         }
         Ok(())
     });
-    let wrote = match written {
+    let written = match written {
         Err(error) if error.is::<OldLockMoved>() => return Ok(None),
         written => written?,
     };
-    if wrote {
-        let lines = new_memo_lines(&memo.lines, &new_part.entries, &pairs, &reviewing.lines.digests)?;
-        reviewing.remember_written(cache, |lock_stat| Some(Memo { lock_stat, lines }));
-    } else {
-        cache.memo = Some(memo);
+    match &written {
+        Some(file) => {
+            let lines = new_memo_lines(&memo.lines, &new_part.entries, &pairs, &reviewing.lines.digests)?;
+            reviewing.remember_written(cache, file, |lock_stat| Some(Memo { lock_stat, lines }));
+        }
+        None => cache.memo = Some(memo),
     }
+    let wrote = written.is_some();
     let learned = Some(answers).filter(|answers| !answers.learned.is_empty());
     save_incremental(reviewing, cache, &store, learned);
     Ok(Some(Review {
