@@ -3447,6 +3447,28 @@ mod incremental_tests {
         );
     }
 
+    /// A lock file whose lines do not add up to the memo's lengths is not the memo's, even with
+    /// the memo's stat print: reviewed in full (here the last line grew by a byte, which a copy
+    /// by the memo's offsets would have cut).
+    #[test]
+    fn a_lock_that_does_not_add_up_to_the_memo_is_reviewed_in_full() {
+        let mut bench = Bench::typical().locked_in();
+        let written = fs::read_to_string(bench.lock_file()).expect("lock");
+        let last = written.lines().rev().find(|line| line.starts_with("    {")).expect("a last line");
+        let grown = written.replace(last, &last.replacen("{\"path\"", "{ \"path\"", 1));
+        fs::write(bench.lock_file(), &grown).expect("grow the last line");
+        let mut cache = load_cache(&bench.cache_file());
+        cache.memo.as_mut().expect("a memo").lock_stat = StatPrint::of(&fs::metadata(bench.lock_file()).expect("stat"));
+        fs::write(bench.cache_file(), cache.encode().expect("encode")).expect("write the cache");
+        bench.edit("/srv/app/a.conf", b"a = 5\n");
+        let seen = bench.seen(Mode::Refresh);
+        assert_eq!(seen.route, Some(Route::Full), "{seen:?}");
+        let lock = String::from_utf8_lossy(seen.lock.as_deref().unwrap_or_default()).into_owned();
+        assert!(lock.contains(&format!("\n{last}\n")), "the last line as a rewrite writes it: {lock}");
+        let parsed = Lock::parse(&lock, Path::new("Jailfile.lock")).expect("a lock");
+        assert_eq!(parsed.to_text().expect("text"), lock, "written whole, as jailprov writes a lock");
+    }
+
     #[test]
     fn equal_digests_pair_up_in_order() {
         assert_eq!(matched_lines(&[1, 2, 3, 4], &[1, 2, 3, 4]), Some(vec![(0, 0), (1, 1), (2, 2), (3, 3)]));
