@@ -1247,60 +1247,102 @@ fn line_digest_key() -> &'static [u8; 32] {
     &KEY
 }
 
-/// The digest of each desired node's lock line, in lock order: 128 bits of keyed blake3 over
-/// everything [`entry_of`] reads for it (path, mode, owner, kind, host source and its stat print
-/// standing in for its content hash, inline content, link text, device, and the closure's kind,
-/// link source, sonames and needers). The package is not in it: it is carried over from the old
-/// lock. Equal digests give equal lines, so a review after a few host changes re-derives only the
-/// lines whose digest moved.
-fn line_digests<'a>(desired: &'a DesiredTree, facts: &ClosureFacts) -> DesiredLines<'a> {
-    let nodes: Vec<&DesiredNode> = desired.nodes.values().collect();
-    // On threads of its own rather than rayon's: the review runs beside plan compute, whose
-    // rayon jobs would be served first, and the review is the longer of the two.
+/// The desired nodes in lock order, each written out once as the bytes its lock line is made of
+/// ([`node_bytes`]: everything [`entry_of`] reads for it, the host source's stat print standing
+/// in for its content hash). The fresh key hashes all of them in one go, on every plan; the line
+/// digests hash them one by one, only when the lock is not found fresh.
+struct DesiredLines<'a> {
+    nodes: Vec<&'a DesiredNode>,
+    /// The nodes' bytes, one buffer per thread's share of them.
+    shares: Vec<NodeBytes>,
+    /// The first node that copies a libc.so.6 ([`host_fingerprint`] takes its glibc).
+    libc: Option<usize>,
+    digests: std::sync::OnceLock<Vec<u128>>,
+}
+
+/// The bytes of consecutive nodes, and where each node's end.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct NodeBytes {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl NodeBytes {
+    fn nodes(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts.zip(&self.ends).map(|(start, end)| &self.bytes[start..*end])
+    }
+}
+
+/// The work of one thread per core over consecutive shares of `items`, results in order. On
+/// threads of its own rather than rayon's: the review runs beside plan compute, whose rayon jobs
+/// would be served first, and the review is the longer of the two.
+fn per_share<T: Sync, R: Send>(items: &[T], work: impl Fn(&[T]) -> R + Sync) -> Vec<R> {
     let threads = std::thread::available_parallelism().map_or(1, usize::from).clamp(1, 8);
-    let chunk = nodes.len().div_ceil(threads).max(1);
-    let per_chunk: Vec<Vec<(u128, bool)>> = std::thread::scope(|scope| {
-        let workers: Vec<_> = nodes.chunks(chunk).map(|nodes| scope.spawn(|| chunk_digests(nodes, facts))).collect();
+    let share = items.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let work = &work;
+        let workers: Vec<_> = items.chunks(share).map(|items| scope.spawn(move || work(items))).collect();
         workers
             .into_iter()
             .map(|worker| worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
             .collect()
-    });
-    let (digests, libc): (Vec<u128>, Vec<bool>) = per_chunk.into_iter().flatten().unzip();
-    let libc = libc.iter().position(|libc| *libc);
-    DesiredLines { nodes, digests, libc }
+    })
 }
 
-/// The digests of consecutive nodes, and which copy a libc.so.6 (noted while the node is at
-/// hand: a second walk of 50,000 nodes costs milliseconds). The facts are met by walking them
+fn desired_lines<'a>(desired: &'a DesiredTree, facts: &ClosureFacts) -> DesiredLines<'a> {
+    let nodes: Vec<&DesiredNode> = desired.nodes.values().collect();
+    let (shares, libc): (Vec<NodeBytes>, Vec<Vec<bool>>) =
+        per_share(&nodes, |nodes| share_bytes(nodes, facts)).into_iter().unzip();
+    let libc = libc.iter().flatten().position(|libc| *libc);
+    DesiredLines { nodes, shares, libc, digests: std::sync::OnceLock::new() }
+}
+
+/// The bytes of consecutive nodes, and which copy a libc.so.6 (noted while the node is at hand:
+/// a second walk of 50,000 nodes costs milliseconds). The facts are met by walking them
 /// alongside, both being sorted by path (cheaper than hashing every path to look it up).
-fn chunk_digests(nodes: &[&DesiredNode], facts: &ClosureFacts) -> Vec<(u128, bool)> {
-    let Some(first) = nodes.first() else { return Vec::new() };
+fn share_bytes(nodes: &[&DesiredNode], facts: &ClosureFacts) -> (NodeBytes, Vec<bool>) {
+    let Some(first) = nodes.first() else { return (NodeBytes::default(), Vec::new()) };
     let mut facts = facts.facts.range(&first.path..).peekable();
-    let mut bytes = Vec::new();
-    nodes
+    let mut share = NodeBytes { bytes: Vec::with_capacity(nodes.len() * 128), ends: Vec::with_capacity(nodes.len()) };
+    let libc = nodes
         .iter()
         .map(|node| {
             while facts.next_if(|(path, _)| **path < node.path).is_some() {}
             let known = facts.peek().filter(|(path, _)| **path == node.path).map(|(_, facts)| *facts);
-            bytes.clear();
-            node_bytes(node, known, &mut bytes);
-            let hash = blake3::keyed_hash(line_digest_key(), &bytes);
-            let mut digest = [0u8; 16];
-            digest.copy_from_slice(&hash.as_bytes()[..16]);
-            let libc = matches!(node.kind, DesiredKind::File { .. }) && node.path.file_name() == "libc.so.6";
-            (u128::from_le_bytes(digest), libc)
+            node_bytes(node, known, &mut share.bytes);
+            share.ends.push(share.bytes.len());
+            matches!(node.kind, DesiredKind::File { .. }) && node.path.file_name() == "libc.so.6"
         })
-        .collect()
+        .collect();
+    (share, libc)
 }
 
-/// The desired nodes in lock order, and what a review reads of every one of them, in one pass.
-struct DesiredLines<'a> {
-    nodes: Vec<&'a DesiredNode>,
-    /// The line digest of each node.
-    digests: Vec<u128>,
-    /// The first node that copies a libc.so.6 ([`host_fingerprint`] takes its glibc).
-    libc: Option<usize>,
+impl DesiredLines<'_> {
+    fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// The digest of each node's lock line, in lock order: 128 bits of blake3 of its bytes,
+    /// keyed. The package is not in it: it is carried over from the old lock. Equal digests give
+    /// equal lines, so a review after a few host changes re-derives only the lines whose digest
+    /// moved.
+    fn digests(&self) -> &[u128] {
+        self.digests.get_or_init(|| {
+            let _t = crate::timings::phase("lock: line digests");
+            let per_share = per_share(&self.shares, |shares| {
+                shares.iter().flat_map(NodeBytes::nodes).map(line_digest).collect::<Vec<u128>>()
+            });
+            per_share.into_iter().flatten().collect()
+        })
+    }
+}
+
+fn line_digest(bytes: &[u8]) -> u128 {
+    let hash = blake3::keyed_hash(line_digest_key(), bytes);
+    let mut digest = [0u8; 16];
+    digest.copy_from_slice(&hash.as_bytes()[..16]);
+    u128::from_le_bytes(digest)
 }
 
 /// A node and its closure facts as bytes, every variable-length field length-prefixed so that
@@ -1377,22 +1419,23 @@ fn node_bytes(node: &DesiredNode, facts: Option<&Facts>, bytes: &mut Vec<u8>) {
     }
 }
 
-/// The key of "this lock file was found fresh for this desired tree": the line digests (host
+/// The key of "this lock file was found fresh for this desired tree": every node's bytes (host
 /// sources by stat print), the lock file's stat print, the normalized Jailfile, os-release and
-/// the architecture. glibc's version is covered by libc.so.6's stat print in the digests.
-fn fresh_key(digests: &[u128], jailfile: &str, lock_stat: Option<StatPrint>, host: &HostFs) -> [u8; 32] {
-    // One buffer hashed once (many tiny hasher updates cost more): this runs on every no-op plan.
-    let mut bytes: Vec<u8> = Vec::with_capacity(digests.len() * 16 + 4096);
-    for digest in digests {
-        bytes.extend_from_slice(&digest.to_le_bytes());
+/// the architecture. glibc's version is covered by libc.so.6's stat print among the nodes'.
+fn fresh_key(lines: &DesiredLines, jailfile: &str, lock_stat: Option<StatPrint>, host: &HostFs) -> [u8; 32] {
+    // The nodes' bytes in a few large updates, which blake3 hashes many chunks at a time: this
+    // runs on every no-op plan. (Node bytes delimit themselves; the rest is length-prefixed.)
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&(lines.len() as u64).to_le_bytes());
+    for share in &lines.shares {
+        hasher.update(&share.bytes);
     }
     let rest = [format!("{lock_stat:?}"), jailfile.to_owned(), os_release(host), std::env::consts::ARCH.to_owned()];
     for part in rest.iter().map(String::as_bytes).chain([&LOCK_VERSION.to_le_bytes()[..]]) {
-        // Length-prefixed, so that no two inputs run together the same way.
-        bytes.extend_from_slice(&(part.len() as u64).to_le_bytes());
-        bytes.extend_from_slice(part);
+        hasher.update(&(part.len() as u64).to_le_bytes());
+        hasher.update(part);
     }
-    *blake3::hash(&bytes).as_bytes()
+    *hasher.finalize().as_bytes()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1787,7 +1830,7 @@ impl std::error::Error for OldLockMoved {}
 impl Reviewing<'_> {
     /// The review of a lock that needs no change.
     fn unchanged(&self, comparison: Comparison) -> Review {
-        let entries = self.lines.digests.len();
+        let entries = self.lines.len();
         Review { lock_path: self.lock_path.clone(), existed: true, comparison, wrote: false, entries }
     }
 
@@ -1826,13 +1869,13 @@ impl Reviewing<'_> {
     /// current digests' nodes'); None if the text is not one [`write_lock_text`] writes.
     fn memo_of(&self, lock_stat: StatPrint, text: &str, entries: &[LockEntry]) -> Option<Memo> {
         let lengths = entry_lengths(text)?;
-        if lengths.len() != self.lines.digests.len() || entries.len() != self.lines.digests.len() {
+        if lengths.len() != self.lines.len() || entries.len() != self.lines.len() {
             return None;
         }
         let tags: Vec<u32> = entries.par_iter().map(|entry| source_tag(entry.source.as_deref())).collect();
         let lines = self
             .lines
-            .digests
+            .digests()
             .iter()
             .zip(lengths)
             .zip(tags)
@@ -1865,15 +1908,15 @@ impl Reviewing<'_> {
     }
 
     /// The fresh key and memo (made by `memo` from the lock's stat print) of the lock file
-    /// just written. Only while the lock's path still names the file written (`written`, its
-    /// stat taken through it): another jailprov may have put its own there since, which this
-    /// review knows nothing of.
+    /// just written. Only while the lock's path still names the file written (`written`, its stat taken
+    /// through it): another jailprov may have put its own there since, which this review
+    /// knows nothing of.
     fn remember_written(&self, cache: &mut Cache, written: &fs::File, memo: impl FnOnce(StatPrint) -> Option<Memo>) {
         let ours = written.metadata().ok().map(|metadata| StatPrint::of(&metadata));
         let in_place = fs::metadata(&self.lock_path).ok().map(|metadata| StatPrint::of(&metadata));
         let lock_stat = ours.filter(|_| ours == in_place);
-        cache.fresh = lock_stat
-            .map(|lock_stat| fresh_key(&self.lines.digests, &self.jailfile, Some(lock_stat), self.inputs.host));
+        cache.fresh =
+            lock_stat.map(|lock_stat| fresh_key(&self.lines, &self.jailfile, Some(lock_stat), self.inputs.host));
         cache.memo = lock_stat.and_then(memo);
     }
 }
@@ -1886,10 +1929,12 @@ fn review_by_route(inputs: &Inputs, mode: Mode) -> Result<(Review, Route)> {
     let cache_file = cache_path(inputs.state_dir, &lock_path);
     let lock_stat = fs::metadata(&lock_path).ok().map(|metadata| StatPrint::of(&metadata));
     let lines = {
-        let _t = crate::timings::phase("lock: line digests");
-        line_digests(inputs.desired, inputs.facts)
+        let _t = crate::timings::phase("lock: node bytes, fresh key");
+        let lines = desired_lines(inputs.desired, inputs.facts);
+        let fresh_key = fresh_key(&lines, &jailfile, lock_stat, inputs.host);
+        (lines, fresh_key)
     };
-    let fresh_key = fresh_key(&lines.digests, &jailfile, lock_stat, inputs.host);
+    let (lines, fresh_key) = lines;
     let reviewing = Reviewing {
         inputs,
         mode,
@@ -2222,9 +2267,9 @@ fn review_incremental(reviewing: &Reviewing, cache: &mut Cache) -> Result<Option
         return Ok(None);
     }
     let old_digests: Vec<u128> = memo.lines.iter().map(|line| line.digest).collect();
-    let Some(pairs) = matched_lines(&old_digests, &reviewing.lines.digests) else { return Ok(None) };
+    let Some(pairs) = matched_lines(&old_digests, reviewing.lines.digests()) else { return Ok(None) };
     let mut old_matched = vec![false; memo.lines.len()];
-    let mut new_matched = vec![false; reviewing.lines.digests.len()];
+    let mut new_matched = vec![false; reviewing.lines.len()];
     for &(old_index, new_index) in &pairs {
         old_matched[old_index] = true;
         new_matched[new_index] = true;
@@ -2268,12 +2313,12 @@ fn review_incremental(reviewing: &Reviewing, cache: &mut Cache) -> Result<Option
     if comparison.is_empty() {
         // The lines stand as they are, now for these digests (a touched file whose content is
         // the same, say). No difference means the same paths in the same places.
-        cache.memo = (memo.lines.len() == reviewing.lines.digests.len()).then(|| Memo {
+        cache.memo = (memo.lines.len() == reviewing.lines.len()).then(|| Memo {
             lock_stat: memo.lock_stat,
             lines: memo
                 .lines
                 .iter()
-                .zip(&reviewing.lines.digests)
+                .zip(reviewing.lines.digests())
                 .map(|(line, digest)| MemoLine { digest: *digest, ..*line })
                 .collect(),
         });
@@ -2321,7 +2366,7 @@ fn review_incremental(reviewing: &Reviewing, cache: &mut Cache) -> Result<Option
     let reported = compare(&old_part, &new_part);
     drop(_t);
     let _t = crate::timings::phase("lock: incremental write");
-    let pieces = spliced_pieces(&old, &new_part.entries, &pairs, reviewing.lines.digests.len())?;
+    let pieces = spliced_pieces(&old, &new_part.entries, &pairs, reviewing.lines.len())?;
     let header = LockHeader { version: new_part.version, jailfile: &new_part.jailfile, host: &new_part.host };
     let written = reviewing.write_lock(|out, temporary| {
         let mut sink = SpliceSink { out, old: &old.file, temporary, buffer: Vec::with_capacity(SPLICE_BUFFER) };
@@ -2342,7 +2387,7 @@ fn review_incremental(reviewing: &Reviewing, cache: &mut Cache) -> Result<Option
     };
     match &written {
         Some(file) => {
-            let lines = new_memo_lines(&memo.lines, &new_part.entries, &pairs, &reviewing.lines.digests)?;
+            let lines = new_memo_lines(&memo.lines, &new_part.entries, &pairs, reviewing.lines.digests())?;
             reviewing.remember_written(cache, file, |lock_stat| Some(Memo { lock_stat, lines }));
         }
         None => cache.memo = Some(memo),
@@ -2355,7 +2400,7 @@ fn review_incremental(reviewing: &Reviewing, cache: &mut Cache) -> Result<Option
         existed: true,
         comparison: reported,
         wrote,
-        entries: reviewing.lines.digests.len(),
+        entries: reviewing.lines.len(),
     }))
 }
 
@@ -3144,7 +3189,7 @@ mod incremental_tests {
         // The memo now vouches for the lines with the touched file's digest.
         let memo = load_cache(&bench.cache_file()).memo.expect("a memo");
         let digests: Vec<u128> = memo.lines.iter().map(|line| line.digest).collect();
-        assert_eq!(digests, line_digests(&bench.desired, &bench.facts).digests);
+        assert_eq!(digests, desired_lines(&bench.desired, &bench.facts).digests());
     }
 
     /// Many incremental reviews do not grow the cache without end: the recent hashes go to
@@ -3372,36 +3417,56 @@ mod incremental_tests {
     }
 
     /// The facts met by walking them alongside the nodes are the facts of each node's path,
-    /// wherever a thread's share of the nodes starts.
+    /// wherever a thread's share of the nodes starts; the digests are of each node's bytes.
     #[test]
     fn line_digests_take_each_node_with_its_own_facts() {
         let bench = Bench::typical();
         let nodes: Vec<&DesiredNode> = bench.desired.nodes.values().collect();
-        let expected: Vec<u128> = nodes
+        let expected: Vec<Vec<u8>> = nodes
             .iter()
             .map(|node| {
                 let mut bytes = Vec::new();
                 node_bytes(node, bench.facts.facts.get(&node.path), &mut bytes);
-                let mut digest = [0u8; 16];
-                digest.copy_from_slice(&blake3::keyed_hash(line_digest_key(), &bytes).as_bytes()[..16]);
-                u128::from_le_bytes(digest)
+                bytes
             })
             .collect();
         for start in 0..nodes.len() {
-            let digests: Vec<u128> =
-                chunk_digests(&nodes[start..], &bench.facts).into_iter().map(|(digest, _)| digest).collect();
-            assert_eq!(digests, expected[start..], "from node {start}");
+            let (share, _) = share_bytes(&nodes[start..], &bench.facts);
+            assert_eq!(share.nodes().collect::<Vec<_>>(), expected[start..], "from node {start}");
         }
-        let lines = line_digests(&bench.desired, &bench.facts);
-        assert_eq!(lines.digests, expected);
+        let lines = desired_lines(&bench.desired, &bench.facts);
+        let digests: Vec<u128> = expected.iter().map(|bytes| line_digest(bytes)).collect();
+        assert_eq!(lines.digests(), digests);
         assert_eq!(lines.libc, None);
         let mut bench = bench;
         bench.add_file("/usr/lib/x86_64-linux-gnu/libc.so.6", "/usr/lib/x86_64-linux-gnu/libc.so.6", b"not ELF");
-        let lines = line_digests(&bench.desired, &bench.facts);
+        let lines = desired_lines(&bench.desired, &bench.facts);
         assert_eq!(
             lines.libc.map(|index| lines.nodes[index].path.as_str()),
             Some("/usr/lib/x86_64-linux-gnu/libc.so.6")
         );
+    }
+
+    /// A lock file whose lines do not add up to the memo's lengths is not the memo's, even with
+    /// the memo's stat print: reviewed in full (here the last line grew by a byte, which a copy
+    /// by the memo's offsets would have cut).
+    #[test]
+    fn a_lock_that_does_not_add_up_to_the_memo_is_reviewed_in_full() {
+        let mut bench = Bench::typical().locked_in();
+        let written = fs::read_to_string(bench.lock_file()).expect("lock");
+        let last = written.lines().rev().find(|line| line.starts_with("    {")).expect("a last line");
+        let grown = written.replace(last, &last.replacen("{\"path\"", "{ \"path\"", 1));
+        fs::write(bench.lock_file(), &grown).expect("grow the last line");
+        let mut cache = load_cache(&bench.cache_file());
+        cache.memo.as_mut().expect("a memo").lock_stat = StatPrint::of(&fs::metadata(bench.lock_file()).expect("stat"));
+        fs::write(bench.cache_file(), cache.encode().expect("encode")).expect("write the cache");
+        bench.edit("/srv/app/a.conf", b"a = 5\n");
+        let seen = bench.seen(Mode::Refresh);
+        assert_eq!(seen.route, Some(Route::Full), "{seen:?}");
+        let lock = String::from_utf8_lossy(seen.lock.as_deref().unwrap_or_default()).into_owned();
+        assert!(lock.contains(&format!("\n{last}\n")), "the last line as a rewrite writes it: {lock}");
+        let parsed = Lock::parse(&lock, Path::new("Jailfile.lock")).expect("a lock");
+        assert_eq!(parsed.to_text().expect("text"), lock, "written whole, as jailprov writes a lock");
     }
 
     #[test]
