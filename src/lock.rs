@@ -476,7 +476,7 @@ struct SourceHash {
 
 /// What jailprov knows of the lock file's lines without reading them: while the lock file has
 /// `lock_stat`, its entry line number i is exactly what [`entry_of`] gives for a desired node
-/// of digest `lines[i].digest` (see [`line_digests`]), with the package a full review would
+/// of digest `lines[i].digest` (see [`DesiredLines::digests`]), with the package a full review would
 /// give it, written as [`write_lock_text`] writes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Memo {
