@@ -476,7 +476,7 @@ struct SourceHash {
 
 /// What jailprov knows of the lock file's lines without reading them: while the lock file has
 /// `lock_stat`, its entry line number i is exactly what [`entry_of`] gives for a desired node
-/// of digest `lines[i].digest` (see [`line_digests`]), with the package a full review would
+/// of digest `lines[i].digest` (see [`DesiredLines::digests`]), with the package a full review would
 /// give it, written as [`write_lock_text`] writes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Memo {
@@ -2261,13 +2261,15 @@ fn review_incremental(reviewing: &Reviewing, cache: &mut Cache) -> Result<Option
     let inputs = reviewing.inputs;
     // The memo is rewritten on every way out of here, or by the full review.
     let Some(memo) = cache.memo.take() else { return Ok(None) };
+    // Before the read's phase starts, so that the timings do not count the digests twice.
+    let digests = reviewing.lines.digests();
     let _t = crate::timings::phase("lock: incremental read");
     let Some(old) = OldLock::open(&reviewing.lock_path, &memo) else { return Ok(None) };
     if old.version != LOCK_VERSION {
         return Ok(None);
     }
     let old_digests: Vec<u128> = memo.lines.iter().map(|line| line.digest).collect();
-    let Some(pairs) = matched_lines(&old_digests, reviewing.lines.digests()) else { return Ok(None) };
+    let Some(pairs) = matched_lines(&old_digests, digests) else { return Ok(None) };
     let mut old_matched = vec![false; memo.lines.len()];
     let mut new_matched = vec![false; reviewing.lines.len()];
     for &(old_index, new_index) in &pairs {
@@ -2315,12 +2317,7 @@ fn review_incremental(reviewing: &Reviewing, cache: &mut Cache) -> Result<Option
         // the same, say). No difference means the same paths in the same places.
         cache.memo = (memo.lines.len() == reviewing.lines.len()).then(|| Memo {
             lock_stat: memo.lock_stat,
-            lines: memo
-                .lines
-                .iter()
-                .zip(reviewing.lines.digests())
-                .map(|(line, digest)| MemoLine { digest: *digest, ..*line })
-                .collect(),
+            lines: memo.lines.iter().zip(digests).map(|(line, digest)| MemoLine { digest: *digest, ..*line }).collect(),
         });
         cache.fresh = Some(reviewing.fresh_key);
         save_incremental(reviewing, cache, &store, None);
@@ -2387,7 +2384,7 @@ fn review_incremental(reviewing: &Reviewing, cache: &mut Cache) -> Result<Option
     };
     match &written {
         Some(file) => {
-            let lines = new_memo_lines(&memo.lines, &new_part.entries, &pairs, reviewing.lines.digests())?;
+            let lines = new_memo_lines(&memo.lines, &new_part.entries, &pairs, digests)?;
             reviewing.remember_written(cache, file, |lock_stat| Some(Memo { lock_stat, lines }));
         }
         None => cache.memo = Some(memo),
