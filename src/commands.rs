@@ -110,55 +110,16 @@ impl Prepared {
 
     /// The lock review and the plan, side by side: both only read (the review writes the lock
     /// beside the Jailfile, never the jail), and neither needs the other. A failed review
-    /// (`--locked`) wins over the plan, so nothing is applied.
+    /// (`--locked`) wins over the plan, so nothing is applied. With `want_scan`, also the jail
+    /// scan the plan was judged on (for the plan memo).
     fn review_and_plan(
         &self,
         jailfile: &Path,
         state_dir: &Path,
         locked: bool,
         adopt: bool,
-    ) -> Result<(lock::Review, Plan)> {
-        self.review_beside(jailfile, state_dir, locked, || {
-            plan::compute(
-                &self.desired,
-                self.jail.as_ref(),
-                &self.state,
-                &self.recorded,
-                &self.mounts,
-                &self.host,
-                adopt,
-            )
-        })
-    }
-
-    /// [`Prepared::review_and_plan`], also returning the jail scan the plan was judged on.
-    fn review_and_plan_with_scan(
-        &self,
-        jailfile: &Path,
-        state_dir: &Path,
-        locked: bool,
-        adopt: bool,
-    ) -> Result<(lock::Review, (Plan, plan::JailScan))> {
-        self.review_beside(jailfile, state_dir, locked, || {
-            plan::compute_with_scan(
-                &self.desired,
-                self.jail.as_ref(),
-                &self.state,
-                &self.recorded,
-                &self.mounts,
-                &self.host,
-                adopt,
-            )
-        })
-    }
-
-    fn review_beside<T>(
-        &self,
-        jailfile: &Path,
-        state_dir: &Path,
-        locked: bool,
-        plan: impl FnOnce() -> Result<T>,
-    ) -> Result<(lock::Review, T)> {
+        want_scan: bool,
+    ) -> Result<(lock::Review, Plan, Option<plan::JailScan>)> {
         let (review, planned) = std::thread::scope(|scope| {
             let review = scope.spawn(|| {
                 let _t = jailprov::timings::phase("lock review");
@@ -166,12 +127,22 @@ impl Prepared {
             });
             let planned = {
                 let _t = jailprov::timings::phase("plan compute");
-                plan()
+                plan::compute_with_scan(
+                    &self.desired,
+                    self.jail.as_ref(),
+                    &self.state,
+                    &self.recorded,
+                    &self.mounts,
+                    &self.host,
+                    adopt,
+                    want_scan,
+                )
             };
             let review = review.join().unwrap_or_else(|_| Err(anyhow::anyhow!("reviewing the lock panicked")));
             (review, planned)
         });
-        Ok((review?, planned?))
+        let (plan, scan) = planned?;
+        Ok((review?, plan, scan))
     }
 
     fn digests(&self) -> Result<Digests> {
@@ -221,8 +192,8 @@ pub fn plan(args: &PlanArgs) -> Result<ExitCode> {
         }
     }
     let prepared = prepare(&spec, host, &args.jailfile.file, &args.state.state_dir)?;
-    let (review, (plan, jail_scan)) =
-        prepared.review_and_plan_with_scan(&args.jailfile.file, &args.state.state_dir, args.locked, args.adopt)?;
+    let (review, plan, jail_scan) =
+        prepared.review_and_plan(&args.jailfile.file, &args.state.state_dir, args.locked, args.adopt, true)?;
     if let Some(out) = &args.out {
         let saved = SavedPlan {
             format_version: "1".into(),
@@ -239,7 +210,7 @@ pub fn plan(args: &PlanArgs) -> Result<ExitCode> {
         std::fs::write(out, text).with_context(|| format!("cannot write the plan to {}", out.display()))?;
     }
     let code = print_plan(args, &prepared.root, &plan, &review)?;
-    if let Some(memo) = memo {
+    if let (Some(memo), Some(jail_scan)) = (memo, jail_scan) {
         let lock_fresh = review.existed && !review.wrote && review.comparison.is_empty();
         let mounts_as_keyed = format!("{:?}", prepared.mounts.active) == memo.key.mounts;
         if is_empty(&plan) && lock_fresh && mounts_as_keyed {
@@ -330,7 +301,8 @@ pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
     let _lock = store.lock(Duration::from_secs(args.lock_timeout))?;
 
     let mut prepared = prepare(&spec, host, &jailfile.file, &args.state.state_dir)?;
-    let (review, plan) = prepared.review_and_plan(&jailfile.file, &args.state.state_dir, args.locked, adopt)?;
+    let (review, plan, _) =
+        prepared.review_and_plan(&jailfile.file, &args.state.state_dir, args.locked, adopt, false)?;
     eprint!("{}", lock::drift_text(&review));
     if let Some(saved) = &saved {
         refuse_stale(saved, &prepared.digests()?, &plan)?;

@@ -233,7 +233,7 @@ pub fn compute(
     host: &HostFs,
     adopt: bool,
 ) -> Result<Plan> {
-    Ok(compute_inner(desired, jail, state, prescan, mounts, host, adopt, false)?.0)
+    Ok(compute_with_scan(desired, jail, state, prescan, mounts, host, adopt, false)?.0)
 }
 
 /// Every jail path a plan stat'ed (the recorded ones and the desired ones, sorted, each once)
@@ -241,22 +241,9 @@ pub fn compute(
 /// when a stat differs from the record, and a rewrite changes the stat).
 pub type JailScan = crate::memo::JailScanPrint;
 
-/// The plan, and the jail scan it was judged on.
-pub fn compute_with_scan(
-    desired: &DesiredTree,
-    jail: Option<&JailRoot>,
-    state: &State,
-    prescan: &RecordedScan,
-    mounts: &Mounts,
-    host: &HostFs,
-    adopt: bool,
-) -> Result<(Plan, JailScan)> {
-    let (plan, scan) = compute_inner(desired, jail, state, prescan, mounts, host, adopt, true)?;
-    Ok((plan, scan.unwrap_or_default()))
-}
-
+/// The plan, and (with `want_scan`) the jail scan it was judged on.
 #[allow(clippy::too_many_arguments)]
-fn compute_inner(
+pub fn compute_with_scan(
     desired: &DesiredTree,
     jail: Option<&JailRoot>,
     state: &State,
