@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 #[macro_use]
 mod cli;
-use cli::{output, Workspace, BIN, UNUSED_ROOT};
+use cli::{mounts_under, output, UnmountGuard, Workspace, BIN, UNUSED_ROOT};
 
 /// The inline /etc/motd of the seed-shell-like jails.
 const MOTD: &str = "You are inside the test jail.\n";
@@ -1039,41 +1039,6 @@ fn which(name: &str) -> Result<PathBuf, ()> {
 // ---------------------------------------------------------------------------------------------
 // Persistent mounts
 // ---------------------------------------------------------------------------------------------
-
-/// The mount points under `root` in this process's mount table, with "ro"/"rw" and the type.
-fn mounts_under(root: &Path) -> Vec<(String, String, String)> {
-    let table = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-    let prefix = format!("{}/", root.display());
-    table
-        .lines()
-        .filter_map(|line| {
-            let (before, after) = line.split_once(" - ")?;
-            let fields: Vec<&str> = before.split(' ').collect();
-            let point = fields.get(4)?.strip_prefix(&prefix)?;
-            let access = fields.get(5)?.split(',').next()?.to_owned();
-            Some((format!("/{point}"), access, after.split(' ').next()?.to_owned()))
-        })
-        .collect()
-}
-
-/// Lazily unmounts whatever is still mounted under a test jail when the test ends, pass or
-/// fail, before its tempdir is removed (a removal must never walk into a mounted directory).
-struct UnmountGuard(PathBuf);
-
-impl Drop for UnmountGuard {
-    fn drop(&mut self) {
-        for _ in 0..8 {
-            let mounted = mounts_under(&self.0);
-            if mounted.is_empty() {
-                return;
-            }
-            for (point, _, _) in mounted.iter().rev() {
-                let path = self.0.join(point.trim_start_matches('/'));
-                let _ = nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH);
-            }
-        }
-    }
-}
 
 #[test]
 fn persistent_mounts_are_planned_made_kept_and_removed_and_foreign_mounts_are_left_alone() {

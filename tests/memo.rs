@@ -14,7 +14,7 @@ use std::process::Command;
 
 #[macro_use]
 mod cli;
-use cli::{output, Run, Workspace, UNUSED_ROOT};
+use cli::{mounts_under, output, Run, UnmountGuard, Workspace, UNUSED_ROOT};
 
 const ANSWERED: &str = "answered by the memo";
 
@@ -237,4 +237,20 @@ fn a_library_appearing_earlier_in_the_search_path_is_planned() {
     jail.settle("program with its library in the second RUNPATH directory");
     fs::copy(&library, first.join("libmemo.so")).expect("copy the library into the first directory");
     jail.assert_planned("library now found earlier", &format!("{}/libmemo.so", first.display()));
+}
+
+/// A persistent mount taken off by hand after the memo was written: the plan mounts it again.
+#[test]
+fn a_persistent_mount_taken_off_by_hand_is_planned() {
+    need_root!("a_persistent_mount_taken_off_by_hand_is_planned");
+    let jail = Jail::new();
+    jail.write_jailfile(
+        &jail
+            .jailfile_text("\n[[mounts]]\nkind = \"tmpfs\"\ntarget = \"/scratch\"\nsize = \"1M\"\npersistent = true\n"),
+    );
+    let _unmount = UnmountGuard(jail.root.clone());
+    jail.settle("with /scratch mounted");
+    assert!(mounts_under(&jail.root).iter().any(|(point, _, _)| point == "/scratch"), "apply mounts /scratch");
+    nix::mount::umount2(&jail.at("/scratch"), nix::mount::MntFlags::MNT_DETACH).expect("unmount by hand");
+    jail.assert_planned("mount taken off by hand", "+   mount    /scratch");
 }

@@ -125,3 +125,39 @@ pub fn output(mut command: Command) -> Run {
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
 }
+
+/// The mount points under `root` in this process's mount table, with "ro"/"rw" and the type.
+pub fn mounts_under(root: &Path) -> Vec<(String, String, String)> {
+    #[allow(clippy::disallowed_methods)] // the test process's own mount table
+    let table = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let prefix = format!("{}/", root.display());
+    table
+        .lines()
+        .filter_map(|line| {
+            let (before, after) = line.split_once(" - ")?;
+            let fields: Vec<&str> = before.split(' ').collect();
+            let point = fields.get(4)?.strip_prefix(&prefix)?;
+            let access = fields.get(5)?.split(',').next()?.to_owned();
+            Some((format!("/{point}"), access, after.split(' ').next()?.to_owned()))
+        })
+        .collect()
+}
+
+/// Lazily unmounts whatever is still mounted under a test jail when the test ends, pass or
+/// fail, before its tempdir is removed (a removal must never walk into a mounted directory).
+pub struct UnmountGuard(pub PathBuf);
+
+impl Drop for UnmountGuard {
+    fn drop(&mut self) {
+        for _ in 0..8 {
+            let mounted = mounts_under(&self.0);
+            if mounted.is_empty() {
+                return;
+            }
+            for (point, _, _) in mounted.iter().rev() {
+                let path = self.0.join(point.trim_start_matches('/'));
+                let _ = nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+    }
+}
