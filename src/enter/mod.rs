@@ -98,6 +98,17 @@ pub fn plan(spec: &Spec, command: &[String], caller: &Caller, cgroup_controllers
         // Without root, only a user namespace grants the capabilities the setup needs.
         wanted.insert(Namespace::User);
     }
+    if !rootless && enter.uid == 0 {
+        if !enter.allow_host_root {
+            // Jail root as host uid 0 leaves root's files (a setuid copy of a shell) on the host's
+            // disk and passes the uid-0 checks of /proc and sysfs: it gets ids of its own.
+            wanted.insert(Namespace::User);
+        } else if !wanted.contains(&Namespace::User) {
+            warnings.push(
+                "the command runs as real host root (uid 0 on the host, no user namespace): [enter] allow_host_root = true; whatever it creates in a writable place is root's on the host".to_owned(),
+            );
+        }
+    }
     let namespaces = wanted.iter().fold(CloneFlags::empty(), |flags, namespace| flags | clone_flag(*namespace));
     let id_maps = wanted.contains(&Namespace::User).then(|| {
         if rootless {
@@ -163,7 +174,7 @@ pub fn plan(spec: &Spec, command: &[String], caller: &Caller, cgroup_controllers
         root: spec.root.clone(),
         namespaces,
         id_maps,
-        mounts: mounts::plan(&spec.mounts),
+        mounts: mounts::plan(spec),
         hostname,
         loopback: enter.network == NetworkMode::None && wanted.contains(&Namespace::Net),
         uid: enter.uid,
@@ -314,9 +325,23 @@ pub fn prepare_jail(sys: &impl Sys, plan: &EnterPlan) -> Result<()> {
     // 1. Everything private, recursively, before anything is mounted: nothing mounted here may
     // propagate to the host, and nothing the host mounts later appears here.
     sys.make_mounts_private()?;
-    // 2. The jail root bind-mounted onto itself (pivot_root needs a mount point), then each
-    // mount wish realized under it, targets resolved inside it without following symlinks.
-    let new_root = sys.bind_root_onto_itself(&plan.root)?;
+    // 2. The jail root bind-mounted onto itself (pivot_root needs a mount point), then the mount
+    // plan realized under it, targets resolved inside it without following symlinks: writable
+    // places and device nodes bound onto themselves, the root made read-only, nosuid and nodev,
+    // the mount wishes, the hardening of proc and sysfs (mounts::plan).
+    let new_root = sys.bind_root_onto_itself(&plan.root).map_err(|error| match &plan.id_maps {
+        Some(maps)
+            if maps.uid.inside == 0
+                && maps.uid.outside != 0
+                && error.root_cause().downcast_ref::<nix::errno::Errno>() == Some(&nix::errno::Errno::EACCES) =>
+        {
+            error.context(format!(
+            "in its user namespace jail root is host uid {}: the jail root and every directory above it must be searchable by others (chmod o+x), or set [enter] allow_host_root = true",
+            maps.uid.outside
+            ))
+        }
+        _ => error,
+    })?;
     let jail = JailRoot::from_directory_fd(new_root, &plan.root)?;
     for operation in &plan.mounts {
         mounts::realize(sys, &jail, operation)?;
