@@ -386,13 +386,13 @@ fn setuid_file_made_by_jail_root_is_not_setuid_root_on_the_host() {
     let run = jail
         .bash("cp /usr/bin/bash /tmp/x && chmod 4755 /tmp/x && cat /proc/self/uid_map && grep ' /tmp ' /proc/self/mountinfo")
         .code(0, "jail root makes a setuid copy of bash");
-    let lines: Vec<&str> = run.stdout.lines().collect();
-    assert_eq!(uid_map_line(lines[0]), ["0", "1610612736", "65536"], "{}", run.describe());
-    assert!(lines[1].contains("nosuid"), "the writable place is nosuid: {}", run.describe());
     let copy = fs::symlink_metadata(jail.root.join("tmp/x")).expect("the copy is on the host's disk");
     use std::os::unix::fs::MetadataExt;
     assert_ne!(copy.uid(), 0, "a setuid-root shell was left on the host: {copy:?}");
     assert_eq!(copy.uid(), 0x6000_0000, "owned by jail root's unprivileged host id");
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(uid_map_line(lines[0]), ["0", "1610612736", "65536"], "{}", run.describe());
+    assert!(lines[1].contains("nosuid"), "the writable place is nosuid: {}", run.describe());
 }
 
 #[test]
