@@ -410,3 +410,18 @@ fn the_root_is_made_read_only_after_the_writable_places_and_devices_and_proc_is_
     assert_order(&sys, &["make_mounts_private", "bind_root_onto_itself", "bind_onto_itself", "pivot_root"]);
     Ok(())
 }
+
+#[test]
+fn sysfs_with_the_host_network_in_a_user_namespace_is_refused_before_anything_starts() -> Result<()> {
+    let sysfs = "[[mounts]]\nkind = \"sysfs\"\ntarget = \"/sys\"\n";
+    let default = fixture(&format!("root = \"/srv/jails/unit\"\n{sysfs}\n[enter]\nnetwork = \"host\"\n"))?;
+    let error = plan(&default.spec, &[], &root_caller(), &[]).expect_err("EPERM from the kernel otherwise");
+    let message = format!("{error:#}");
+    assert!(message.contains("mounts[0] (sysfs at /sys) cannot be mounted"), "{message}");
+    assert!(message.contains("remove network = \"host\"") && message.contains("allow_host_root = true"), "{message}");
+    let allowed = fixture(&format!(
+        "root = \"/srv/jails/unit\"\n{sysfs}\n[enter]\nnetwork = \"host\"\nallow_host_root = true\n"
+    ))?;
+    assert!(plan(&allowed.spec, &[], &root_caller(), &[]).is_ok(), "host root mounts sysfs anywhere");
+    Ok(())
+}
