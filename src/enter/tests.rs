@@ -425,3 +425,13 @@ fn sysfs_with_the_host_network_in_a_user_namespace_is_refused_before_anything_st
     assert!(plan(&allowed.spec, &[], &root_caller(), &[]).is_ok(), "host root mounts sysfs anywhere");
     Ok(())
 }
+
+#[test]
+fn a_writable_jail_root_is_refused_with_what_to_declare_instead() {
+    let error = fixture("root = \"/srv/jails/unit\"\n[[dirs]]\npath = \"/\"\nwritable = true\n")
+        .err()
+        .expect("the jail root cannot be writable");
+    let message = format!("{error:#}");
+    assert!(message.contains("dirs[0].writable") && message.contains("the jail root cannot be writable"), "{message}");
+    assert!(message.contains("each with `writable = true`"), "{message}");
+}
