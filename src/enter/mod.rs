@@ -362,19 +362,7 @@ pub fn prepare_jail(sys: &impl Sys, plan: &EnterPlan) -> Result<()> {
     // plan realized under it, targets resolved inside it without following symlinks: writable
     // places and device nodes bound onto themselves, the root made read-only, nosuid and nodev,
     // the mount wishes, the hardening of proc and sysfs (mounts::plan).
-    let new_root = sys.bind_root_onto_itself(&plan.root).map_err(|error| match &plan.id_maps {
-        Some(maps)
-            if maps.uid.inside == 0
-                && maps.uid.outside != 0
-                && error.root_cause().downcast_ref::<nix::errno::Errno>() == Some(&nix::errno::Errno::EACCES) =>
-        {
-            error.context(format!(
-            "in its user namespace jail root is host uid {}: the jail root and every directory above it must be searchable by others (chmod o+x), or set [enter] allow_host_root = true",
-            maps.uid.outside
-            ))
-        }
-        _ => error,
-    })?;
+    let new_root = sys.bind_root_onto_itself(&plan.root)?;
     let jail = JailRoot::from_directory_fd(new_root, &plan.root)?;
     for operation in &plan.mounts {
         mounts::realize(sys, &jail, operation)?;
