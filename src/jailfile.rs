@@ -162,7 +162,9 @@ pub struct DirEntry {
     #[schemars(with = "Option<String>")]
     pub group: Option<Spanned<String>>,
     /// Writable inside `jailprov enter` (still nosuid, nodev). The rest of the jail is mounted
-    /// read-only there; the home directories of [[users]] are writable too. Default false.
+    /// read-only there; the home directories of [[users]] are writable too. Jail root, in its
+    /// user namespace, owns nothing of the host's: it writes where `mode` lets others (e.g.
+    /// "1777"). Default false.
     #[serde(default)]
     pub writable: bool,
 }
