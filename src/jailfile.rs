@@ -161,6 +161,12 @@ pub struct DirEntry {
     /// Group (a jail group name, "root", or a number). Default: root.
     #[schemars(with = "Option<String>")]
     pub group: Option<Spanned<String>>,
+    /// Writable inside `jailprov enter` (still nosuid, nodev). The rest of the jail is mounted
+    /// read-only there; the home directories of [[users]] are writable too. Jail root, in its
+    /// user namespace, owns nothing of the host's: it writes where `mode` lets others (e.g.
+    /// "1777"). Default false.
+    #[serde(default)]
+    pub writable: bool,
 }
 
 /// One `[[users]]` entry: a line of the jail's /etc/passwd (no password hash ever).
@@ -176,7 +182,9 @@ pub struct UserEntry {
     /// Primary group id; a group named like the user is made when no `[[groups]]` has this gid.
     #[schemars(with = "u32")]
     pub gid: Spanned<u32>,
-    /// Home directory in the jail, created and owned by the user. Default "/".
+    /// Home directory in the jail, created and owned by the user; writable inside `jailprov
+    /// enter` (the rest of the jail is read-only there, but for `writable` [[dirs]]). Default "/"
+    /// (then nothing is made writable for the user).
     #[schemars(with = "Option<String>")]
     pub home: Option<Spanned<String>>,
     /// Login shell in the jail. Default "/bin/sh".
@@ -334,6 +342,12 @@ pub struct EnterSection {
     pub capabilities: Vec<Spanned<String>>,
     /// The default seccomp filter (denies mount, chroot, ptrace, ...). Default true.
     pub seccomp: Option<bool>,
+    /// Run a root jail user as the real host root (uid 0 on the host, no user namespace).
+    /// Default false: jail root gets a user namespace, jail ids 0-65535 mapped to host ids
+    /// 0x60000000 and up, so nothing it creates is root's on the host. `enter` warns on every run
+    /// when this is true.
+    #[serde(default)]
+    pub allow_host_root: bool,
 }
 
 /// The JSON schema of Jailfile.toml, as committed in schemas/jailfile.schema.json.

@@ -96,6 +96,8 @@ pub struct DirSpec {
     pub mode: u32,
     pub owner: u32,
     pub group: u32,
+    /// Mounted read-write by `enter` on top of the read-only jail root.
+    pub writable: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -162,6 +164,8 @@ pub struct EnterSpec {
     pub limits: LimitsSpec,
     pub capabilities: Vec<String>,
     pub seccomp: bool,
+    /// A root jail user runs as the real host root (no user namespace forced on it).
+    pub allow_host_root: bool,
 }
 
 /// Namespaces `enter` creates when the Jailfile names none.
@@ -691,12 +695,23 @@ impl Validator<'_> {
             let dir = entry.get_ref();
             let attributes = self.attributes(&key, dir.mode.as_ref(), dir.owner.as_ref(), dir.group.as_ref(), owners);
             if let Some(path) = self.jail_path(&format!("{key}.path"), &dir.path) {
+                if dir.writable && path.is_root() {
+                    // `enter` mounts the jail root read-only; a writable "/" would undo it all.
+                    self.report(
+                        Problem::at(format!("{key}.writable"), &dir.path, "the jail root cannot be writable")
+                            .with_help(
+                                "declare the directories the command must write to, each with `writable = true`",
+                            ),
+                    );
+                    continue;
+                }
                 result.push(DirSpec {
                     key,
                     path,
                     mode: attributes.mode.unwrap_or(0o755),
                     owner: attributes.owner.unwrap_or(0),
                     group: attributes.group.unwrap_or(0),
+                    writable: dir.writable,
                 });
             }
         }
@@ -840,6 +855,7 @@ impl Validator<'_> {
                 limits: LimitsSpec::default(),
                 capabilities: Vec::new(),
                 seccomp: true,
+                allow_host_root: false,
             });
         };
         let section = enter.get_ref();
@@ -936,6 +952,7 @@ impl Validator<'_> {
             limits,
             capabilities,
             seccomp: section.seccomp.unwrap_or(true),
+            allow_host_root: section.allow_host_root,
         })
     }
 

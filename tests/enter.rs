@@ -44,13 +44,14 @@ int main(int argc, char **argv) {
 fn jailfile(enter: &str, extra: &str) -> String {
     format!(
         r#"root = "{UNUSED_ROOT}"
-binaries = ["bash", "ls", "cat", "id", "env", "sleep"]
+binaries = ["bash", "ls", "cat", "id", "env", "sleep", "cp", "chmod", "touch", "head", "wc", "grep"]
 exclude = ["/usr/share/doc/**", "/usr/share/man/**"]
-devices = ["/dev/null", "/dev/zero"]
+devices = ["/dev/null", "/dev/zero", "/dev/urandom"]
 
 [[dirs]]
 path = "/tmp"
 mode = "1777"
+writable = true
 
 [[dirs]]
 path = "/proc"
@@ -196,6 +197,11 @@ fn the_classic_escape_works_under_plain_chroot_and_fails_under_enter() {
         // Even with chroot allowed (the capability kept, no seccomp): pivot_root left no host
         // root to climb back to.
         ("user = \"root\"\ncapabilities = [\"CAP_SYS_CHROOT\"]\nseccomp = false", "root keeping CAP_SYS_CHROOT"),
+        // The same as the real host root (no user namespace).
+        (
+            "user = \"root\"\nallow_host_root = true\ncapabilities = [\"CAP_SYS_CHROOT\"]\nseccomp = false",
+            "host root keeping CAP_SYS_CHROOT",
+        ),
     ] {
         let jail = Jail::new(&jailfile(enter, &files));
         let marker = jail.dir.join("host-only-marker");
@@ -358,6 +364,129 @@ fn a_symlink_planted_at_a_mount_target_is_refused() {
         run.describe()
     );
     assert_eq!(fs::read_dir(&canary).expect("canary").count(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Safe defaults: jail root is not host root, the jail is read-only, /proc and /sys are hardened
+// ---------------------------------------------------------------------------------------------
+
+/// uid_map inside, as its three numbers.
+fn uid_map_line(text: &str) -> Vec<&str> {
+    text.split_whitespace().collect()
+}
+
+#[test]
+fn setuid_file_made_by_jail_root_is_not_setuid_root_on_the_host() {
+    need_root!("setuid_file_made_by_jail_root_is_not_setuid_root_on_the_host");
+    // No [enter].namespaces, no allow_host_root: the defaults.
+    let jail = Jail::new(&jailfile("user = \"root\"", MOUNTS));
+    let run = jail
+        .bash("cp /usr/bin/bash /tmp/x && chmod 4755 /tmp/x && cat /proc/self/uid_map && grep ' /tmp ' /proc/self/mountinfo")
+        .code(0, "jail root makes a setuid copy of bash");
+    let copy = fs::symlink_metadata(jail.root.join("tmp/x")).expect("the copy is on the host's disk");
+    use std::os::unix::fs::MetadataExt;
+    assert_ne!(copy.uid(), 0, "a setuid-root shell was left on the host: {copy:?}");
+    assert_eq!(copy.uid(), 0x6000_0000, "owned by jail root's unprivileged host id");
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(uid_map_line(lines[0]), ["0", "1610612736", "65536"], "{}", run.describe());
+    assert!(lines[1].contains("nosuid"), "the writable place is nosuid: {}", run.describe());
+}
+
+#[test]
+fn the_jail_root_is_read_only_and_only_writable_places_take_writes() {
+    need_root!("the_jail_root_is_read_only_and_only_writable_places_take_writes");
+    for enter in ["user = \"root\"", "user = \"root\"\nallow_host_root = true", "user = \"jailer\""] {
+        let jail = Jail::new(&jailfile(enter, MOUNTS));
+        let run = jail.bash("touch /new-file; echo changed > /etc/passwd; touch /tmp/ok && echo TMP-OK");
+        assert_eq!(run.code, 0, "{enter}: {}", run.describe());
+        assert!(
+            run.stderr.contains("touch: cannot touch '/new-file': Read-only file system"),
+            "{enter}: {}",
+            run.describe()
+        );
+        assert!(run.stderr.contains("/etc/passwd: Read-only file system"), "{enter}: {}", run.describe());
+        assert!(run.stdout.contains("TMP-OK"), "a writable = true dir takes writes: {}", run.describe());
+        assert!(jail.root.join("tmp/ok").exists());
+        assert!(!jail.root.join("new-file").exists());
+        assert!(fs::read_to_string(jail.root.join("etc/passwd")).expect("passwd").contains("jailer"));
+    }
+    // The user's home is writable for the user.
+    let jail = Jail::new(&jailfile("user = \"jailer\"", ""));
+    jail.bash("echo mine > /home/jailer/notes && cat /home/jailer/notes").code(0, "write the home");
+    assert_eq!(fs::read_to_string(jail.root.join("home/jailer/notes")).expect("notes"), "mine\n");
+}
+
+#[test]
+fn declared_devices_work_on_the_nodev_root() {
+    need_root!("declared_devices_work_on_the_nodev_root");
+    for enter in ["user = \"jailer\"", "user = \"root\""] {
+        let jail = Jail::new(&jailfile(enter, MOUNTS));
+        let run = jail
+            .bash("echo gone > /dev/null && head -c 32 /dev/urandom | wc -c && grep ' / ' /proc/self/mountinfo")
+            .code(0, "write /dev/null, read /dev/urandom");
+        let lines: Vec<&str> = run.stdout.lines().collect();
+        assert_eq!(lines[0], "32", "{enter}: {}", run.describe());
+        let root_options = lines[1].split_whitespace().nth(5).unwrap_or_default();
+        assert!(
+            ["ro", "nosuid", "nodev"].iter().all(|flag| root_options.split(',').any(|option| option == *flag)),
+            "{enter}: the root is ro,nosuid,nodev: {}",
+            run.describe()
+        );
+    }
+}
+
+#[test]
+fn proc_sys_kcore_and_sys_firmware_are_out_of_reach_even_of_real_host_root() {
+    need_root!("proc_sys_kcore_and_sys_firmware_are_out_of_reach_even_of_real_host_root");
+    // Masked files of Docker's list this kernel has (kcore needs CONFIG_PROC_KCORE).
+    let masked: Vec<&str> =
+        ["/proc/kcore", "/proc/keys", "/proc/timer_list"].into_iter().filter(|path| Path::new(path).exists()).collect();
+    assert!(!masked.is_empty(), "no masked /proc file exists here to test");
+    assert!(fs::read_dir("/sys/firmware").is_ok_and(|mut entries| entries.next().is_some()), "the host's is not empty");
+    let reads: Vec<String> = masked
+        .iter()
+        .map(|path| format!("if cat {path} > /dev/null; then echo \"{path} $(wc -c < {path}) bytes\"; fi; "))
+        .collect();
+    for enter in ["user = \"root\"\nallow_host_root = true", "user = \"root\""] {
+        let jail = Jail::new(&jailfile(enter, MOUNTS));
+        // Writes back the value it read: were the write let through, the host would not change.
+        let run = jail.bash(&format!(
+            "pattern=$(cat /proc/sys/kernel/core_pattern); \
+             printf '%s\\n' \"$pattern\" > /proc/sys/kernel/core_pattern && echo CORE-PATTERN-WRITTEN; \
+             {} echo \"firmware $(ls -A /sys/firmware | wc -l) entries\"",
+            reads.concat()
+        ));
+        assert!(!run.stdout.contains("CORE-PATTERN-WRITTEN"), "{enter}: {}", run.describe());
+        assert!(
+            run.stderr.contains("core_pattern: Read-only file system")
+                || run.stderr.contains("core_pattern: Permission denied"),
+            "{enter}: {}",
+            run.describe()
+        );
+        for path in &masked {
+            assert!(run.stdout.contains(&format!("{path} 0 bytes")), "{enter}: {path} reads empty: {}", run.describe());
+        }
+        assert!(run.stdout.contains("firmware 0 entries"), "{enter}: /sys/firmware is empty: {}", run.describe());
+    }
+}
+
+#[test]
+fn allow_host_root_warns_on_every_run_and_creates_no_user_namespace() {
+    need_root!("allow_host_root_warns_on_every_run_and_creates_no_user_namespace");
+    let jail = Jail::new(&jailfile("user = \"root\"\nallow_host_root = true", MOUNTS));
+    for _ in 0..2 {
+        let run = jail.enter(&["/usr/bin/cat", "/proc/self/uid_map"]).code(0, "uid_map");
+        assert_eq!(uid_map_line(&run.stdout), ["0", "0", "4294967295"], "the host's own map: {}", run.describe());
+        assert!(
+            run.stderr.contains("jailprov enter: warning: the command runs as real host root"),
+            "{}",
+            run.describe()
+        );
+    }
+    let default = Jail::new(&jailfile("user = \"root\"", MOUNTS));
+    let run = default.enter(&["/usr/bin/cat", "/proc/self/uid_map"]).code(0, "uid_map");
+    assert_eq!(uid_map_line(&run.stdout), ["0", "1610612736", "65536"], "{}", run.describe());
+    assert!(!run.stderr.contains("warning"), "{}", run.describe());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -538,8 +667,6 @@ fn root_asking_for_a_user_namespace_is_nobody_on_the_host() {
     need_root!("root_asking_for_a_user_namespace_is_nobody_on_the_host");
     let enter = "user = \"root\"\nnamespaces = [\"user\", \"mount\", \"pid\", \"net\", \"uts\", \"ipc\"]";
     let jail = Jail::new(&jailfile(enter, "[[mounts]]\nkind = \"proc\"\ntarget = \"/proc\"\n"));
-    // Jail root is host id 0x60000000 here, which must be able to reach the jail.
-    fs::set_permissions(&jail.dir, fs::Permissions::from_mode(0o755)).expect("chmod the tempdir");
     let run = jail.bash("id -u; cat /proc/self/uid_map; ls -ln /usr/bin/bash").code(0, "enter with a user namespace");
     let lines: Vec<&str> = run.stdout.lines().collect();
     assert_eq!(lines[0], "0");

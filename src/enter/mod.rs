@@ -22,6 +22,7 @@ pub mod mounts;
 pub mod seccomp;
 pub mod sys;
 
+use std::collections::BTreeSet;
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -34,7 +35,7 @@ use nix::unistd::Pid;
 use crate::cli::EnterArgs;
 use crate::host::HostFs;
 use crate::jail_root::JailRoot;
-use crate::jailfile::{Namespace, NetworkMode};
+use crate::jailfile::{MountKind, Namespace, NetworkMode};
 use crate::spec::{self, Spec};
 use crate::state::StateStore;
 use crate::tree::JailPath;
@@ -97,6 +98,20 @@ pub fn plan(spec: &Spec, command: &[String], caller: &Caller, cgroup_controllers
     if rootless {
         // Without root, only a user namespace grants the capabilities the setup needs.
         wanted.insert(Namespace::User);
+    }
+    if !rootless && enter.uid == 0 {
+        if !enter.allow_host_root {
+            // Jail root as host uid 0 leaves root's files (a setuid copy of a shell) on the host's
+            // disk and passes the uid-0 checks of /proc and sysfs: it gets ids of its own.
+            wanted.insert(Namespace::User);
+        } else if !wanted.contains(&Namespace::User) {
+            warnings.push(
+                "the command runs as real host root (uid 0 on the host, no user namespace): [enter] allow_host_root = true; whatever it creates in a writable place is root's on the host".to_owned(),
+            );
+        }
+    }
+    if wanted.contains(&Namespace::User) {
+        check_mountable_in_a_user_namespace(spec, &wanted)?;
     }
     let namespaces = wanted.iter().fold(CloneFlags::empty(), |flags, namespace| flags | clone_flag(*namespace));
     let id_maps = wanted.contains(&Namespace::User).then(|| {
@@ -163,7 +178,7 @@ pub fn plan(spec: &Spec, command: &[String], caller: &Caller, cgroup_controllers
         root: spec.root.clone(),
         namespaces,
         id_maps,
-        mounts: mounts::plan(&spec.mounts),
+        mounts: mounts::plan(spec),
         hostname,
         loopback: enter.network == NetworkMode::None && wanted.contains(&Namespace::Net),
         uid: enter.uid,
@@ -177,6 +192,35 @@ pub fn plan(spec: &Spec, command: &[String], caller: &Caller, cgroup_controllers
         argv,
         warnings,
     })
+}
+
+/// In a user namespace the kernel lets sysfs be mounted only with a network namespace of its
+/// own, and mqueue only with an IPC namespace of its own: said before anything starts, with the
+/// way out, rather than as an EPERM from inside the jail.
+fn check_mountable_in_a_user_namespace(spec: &Spec, wanted: &BTreeSet<Namespace>) -> Result<()> {
+    for mount in &spec.mounts {
+        let (kind, needed, name, fix) = match mount.kind {
+            MountKind::Sysfs => {
+                ("sysfs", Namespace::Net, "net", "remove network = \"host\" (or add \"net\" to [enter].namespaces)")
+            }
+            MountKind::Mqueue => ("mqueue", Namespace::Ipc, "ipc", "add \"ipc\" to [enter].namespaces"),
+            _ => continue,
+        };
+        if !wanted.contains(&needed) {
+            let why = if spec.enter.uid == 0 && !spec.enter.allow_host_root {
+                "jail root runs in a user namespace by default"
+            } else {
+                "the command runs in a user namespace"
+            };
+            bail!(
+                "{} ({kind} at {}) cannot be mounted: {why}, where the kernel allows {kind} only with its own \"{name}\" namespace; {fix}{}",
+                mount.key,
+                mount.target,
+                if spec.enter.uid == 0 { ", or set [enter] allow_host_root = true" } else { "" }
+            );
+        }
+    }
+    Ok(())
 }
 
 fn clone_flag(namespace: Namespace) -> CloneFlags {
@@ -314,8 +358,10 @@ pub fn prepare_jail(sys: &impl Sys, plan: &EnterPlan) -> Result<()> {
     // 1. Everything private, recursively, before anything is mounted: nothing mounted here may
     // propagate to the host, and nothing the host mounts later appears here.
     sys.make_mounts_private()?;
-    // 2. The jail root bind-mounted onto itself (pivot_root needs a mount point), then each
-    // mount wish realized under it, targets resolved inside it without following symlinks.
+    // 2. The jail root bind-mounted onto itself (pivot_root needs a mount point), then the mount
+    // plan realized under it, targets resolved inside it without following symlinks: writable
+    // places and device nodes bound onto themselves, the root made read-only, nosuid and nodev,
+    // the mount wishes, the hardening of proc and sysfs (mounts::plan).
     let new_root = sys.bind_root_onto_itself(&plan.root)?;
     let jail = JailRoot::from_directory_fd(new_root, &plan.root)?;
     for operation in &plan.mounts {

@@ -96,6 +96,12 @@ pub trait MountSys {
     /// Detaches the mount whose root `target` is (an O_PATH fd opened on the mount point, so
     /// the very mount it resolved to comes off, whatever the path now leads to).
     fn unmount(&self, target: BorrowedFd<'_>) -> Result<()>;
+    /// Clones the mount tree at `target` (an O_PATH fd of a node in the jail; with the mounts
+    /// below it when `recursive`), sets `attributes` on the detached clone, and attaches it onto
+    /// `target` itself: the node gets flags of its own, never visible without them.
+    fn bind_onto_itself(&self, target: BorrowedFd<'_>, recursive: bool, attributes: u64) -> Result<()>;
+    /// Adds `attributes` to the mount whose root `target` is, in place: that mount alone.
+    fn restrict_mount(&self, target: BorrowedFd<'_>, attributes: u64) -> Result<()>;
 }
 
 /// Every system call of `enter`.
@@ -216,7 +222,7 @@ fn move_mount_onto(mount: &OwnedFd, target: BorrowedFd<'_>) -> nix::Result<()> {
     Errno::result(result).map(drop)
 }
 
-fn set_mount_attributes(mount: &OwnedFd, attributes: u64, recursive: bool) -> nix::Result<()> {
+fn set_mount_attributes(mount: BorrowedFd<'_>, attributes: u64, recursive: bool) -> nix::Result<()> {
     let attr = MountAttr { attr_set: attributes, attr_clr: 0, propagation: 0, userns_fd: 0 };
     let empty: &CStr = c"";
     let flags = libc::AT_EMPTY_PATH | if recursive { libc::AT_RECURSIVE } else { 0 };
@@ -270,7 +276,7 @@ impl MountSys for RealSys {
         // SAFETY: open_tree(int dfd, const char *path, uint flags): a valid C string for the call.
         let tree = syscall_fd(unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, source_c.as_ptr(), flags) })
             .map_err(|errno| anyhow!("cannot clone the host tree {}: {errno}", source.display()))?;
-        set_mount_attributes(&tree, attributes, recursive)
+        set_mount_attributes(std::os::fd::AsFd::as_fd(&tree), attributes, recursive)
             .map_err(|errno| anyhow!("cannot set the attributes of the bind mount of {}: {errno}", source.display()))?;
         move_mount_onto(&tree, target).map_err(|errno| anyhow!("cannot attach the bind mount: {errno}"))
     }
@@ -308,6 +314,23 @@ impl MountSys for RealSys {
         let path = format!("/proc/self/fd/{}", target.as_raw_fd());
         nix::mount::umount2(path.as_str(), nix::mount::MntFlags::MNT_DETACH)
             .map_err(|errno| anyhow!("cannot unmount: {errno}"))
+    }
+
+    fn bind_onto_itself(&self, target: BorrowedFd<'_>, recursive: bool, attributes: u64) -> Result<()> {
+        let empty: &CStr = c"";
+        let flags = OPEN_TREE_CLONE
+            | (libc::O_CLOEXEC | libc::AT_EMPTY_PATH | if recursive { libc::AT_RECURSIVE } else { 0 }) as libc::c_uint;
+        // SAFETY: open_tree(int dfd, const char *path, uint flags) on a live fd and a static "".
+        let tree = syscall_fd(unsafe { libc::syscall(libc::SYS_open_tree, target.as_raw_fd(), empty.as_ptr(), flags) })
+            .map_err(|errno| anyhow!("cannot clone the mount tree there: {errno}"))?;
+        set_mount_attributes(std::os::fd::AsFd::as_fd(&tree), attributes, recursive)
+            .map_err(|errno| anyhow!("cannot set the attributes of the clone: {errno}"))?;
+        move_mount_onto(&tree, target).map_err(|errno| anyhow!("cannot attach the clone onto itself: {errno}"))
+    }
+
+    fn restrict_mount(&self, target: BorrowedFd<'_>, attributes: u64) -> Result<()> {
+        set_mount_attributes(target, attributes, false)
+            .map_err(|errno| anyhow!("cannot set the attributes {attributes:#x} of the mount: {errno}"))
     }
 }
 
@@ -679,6 +702,17 @@ impl MountSys for Recorder {
 
     fn unmount(&self, target: BorrowedFd<'_>) -> Result<()> {
         self.record("unmount", target_name(target))
+    }
+
+    fn bind_onto_itself(&self, target: BorrowedFd<'_>, recursive: bool, attributes: u64) -> Result<()> {
+        self.record(
+            "bind_onto_itself",
+            format!("{} recursive={recursive} attributes={attributes:#x}", target_name(target)),
+        )
+    }
+
+    fn restrict_mount(&self, target: BorrowedFd<'_>, attributes: u64) -> Result<()> {
+        self.record("restrict_mount", format!("{} attributes={attributes:#x}", target_name(target)))
     }
 }
 

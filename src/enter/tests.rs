@@ -105,7 +105,8 @@ fn the_default_plan_isolates_everything_and_keeps_only_what_is_declared() -> Res
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWNET;
     assert_eq!(plan.namespaces, expected);
-    assert_eq!(plan.id_maps, None, "root gets no user namespace unless asked");
+    assert_eq!(plan.id_maps, None, "a jail user other than root gets no user namespace unless asked");
+    assert!(!plan.warnings.iter().any(|warning| warning.contains("real host root")), "{:?}", plan.warnings);
     assert!(plan.loopback);
     assert_eq!(plan.hostname.as_deref(), Some("jailbox"));
     assert_eq!((plan.uid, plan.gid, plan.groups.clone()), (1000, 1000, Some(vec![2000])));
@@ -118,7 +119,9 @@ fn the_default_plan_isolates_everything_and_keeps_only_what_is_declared() -> Res
     assert!(plan.limits.rlimits.contains(&(Resource::RLIMIT_AS, 64 << 20)));
     assert!(plan.warnings.iter().any(|warning| warning.contains("RLIMIT_AS")), "{:?}", plan.warnings);
     let targets: Vec<String> = plan.mounts.iter().map(|operation| operation.target.to_string()).collect();
-    assert_eq!(targets, ["/proc", "/data", "/dev", "/dev/pts"]);
+    // The user's home writable, the root read-only, the wishes, then /proc's hardening.
+    assert_eq!(targets[..6], ["/home/jailer", "/", "/proc", "/data", "/dev", "/dev/pts"]);
+    assert!(targets[6..].iter().all(|target| target.starts_with("/proc/")), "{targets:?}");
     let overridden = super::plan(&fixture.spec, &["id".into(), "-u".into()], &root_caller(), &[])?;
     assert_eq!(overridden.argv, ["id", "-u"]);
     Ok(())
@@ -304,4 +307,131 @@ fn an_unapplied_jail_is_refused_with_the_command_to_run() {
     let error = check_applied(&root, &tmp.path().join("state")).expect_err("an empty root");
     assert!(format!("{error:#}").contains("has not been applied"), "{error:#}");
     let _ = Path::new("/");
+}
+
+/// A jail root user, a writable dir, a device and proc: every kind of step of the mount plan.
+const MOUNT_PLAN_JAILFILE: &str = r#"
+root = "/srv/jails/unit"
+devices = ["/dev/null"]
+
+[[dirs]]
+path = "/tmp"
+mode = "1777"
+writable = true
+
+[[dirs]]
+path = "/etc"
+
+[[users]]
+name = "jailer"
+uid = 1000
+gid = 1000
+home = "/home/jailer"
+
+[[mounts]]
+kind = "proc"
+target = "/proc"
+
+[[mounts]]
+kind = "tmpfs"
+target = "/tmp/scratch"
+"#;
+
+#[test]
+fn jail_root_gets_a_user_namespace_unless_allow_host_root_which_warns() -> Result<()> {
+    let fixture = fixture(MOUNT_PLAN_JAILFILE)?;
+    let plan = plan(&fixture.spec, &[], &root_caller(), &[])?;
+    assert!(plan.namespaces.contains(CloneFlags::CLONE_NEWUSER), "jail root is never host root by default");
+    let range = IdRange { inside: 0, outside: ROOT_USERNS_BASE, count: 65536 };
+    assert_eq!(plan.id_maps, Some(IdMaps { uid: range, gid: range, deny_setgroups: false }));
+    assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+
+    let allowed = fixture_with_enter(MOUNT_PLAN_JAILFILE, "allow_host_root = true")?;
+    let plan = super::plan(&allowed.spec, &[], &root_caller(), &[])?;
+    assert!(!plan.namespaces.contains(CloneFlags::CLONE_NEWUSER));
+    assert_eq!(plan.id_maps, None);
+    assert!(plan.warnings.iter().any(|warning| warning.contains("runs as real host root")), "{:?}", plan.warnings);
+
+    // Asking for the user namespace too: not host root, no warning.
+    let both = fixture_with_enter(MOUNT_PLAN_JAILFILE, "allow_host_root = true\nnamespaces = [\"user\", \"pid\"]")?;
+    let plan = super::plan(&both.spec, &[], &root_caller(), &[])?;
+    assert!(plan.id_maps.is_some() && plan.warnings.is_empty(), "{:?}", plan.warnings);
+
+    // A rootless caller already maps jail root to itself: nothing changes.
+    let caller = Caller { uid: 65534, gid: 65534, term: None };
+    let plan = super::plan(&fixture.spec, &[], &caller, &[])?;
+    assert_eq!(plan.id_maps.map(|maps| maps.uid), Some(IdRange { inside: 0, outside: 65534, count: 1 }));
+    Ok(())
+}
+
+fn fixture_with_enter(jailfile: &str, enter: &str) -> Result<Fixture> {
+    fixture(&format!("{jailfile}\n[enter]\n{enter}\n"))
+}
+
+#[test]
+fn the_root_is_made_read_only_after_the_writable_places_and_devices_and_proc_is_hardened_last() -> Result<()> {
+    let fixture = fixture(MOUNT_PLAN_JAILFILE)?;
+    for dir in ["tmp/scratch", "etc", "proc/sys", "proc/acpi"] {
+        std::fs::create_dir_all(fixture.jail_dir.join(dir))?;
+    }
+    std::fs::write(fixture.jail_dir.join("dev/null"), "")?;
+    std::fs::write(fixture.jail_dir.join("proc/kcore"), "")?;
+    let plan = plan(&fixture.spec, &[], &root_caller(), &[])?;
+    let sys = recorder(&fixture, &[Fork::Child, Fork::Child]);
+    run(&sys, &plan, None)?;
+    let jail = fixture.jail_dir.display().to_string();
+    let mounts: Vec<String> = sys
+        .lines()
+        .into_iter()
+        .filter(|line| {
+            line.starts_with("mount_") || line.starts_with("bind_onto_itself") || line.starts_with("restrict_")
+        })
+        .map(|line| line.replace(&jail, "JAIL"))
+        .collect();
+    assert_eq!(
+        mounts,
+        [
+            // Writable places, parents first: read-write, nosuid, nodev, with what is below them.
+            "bind_onto_itself JAIL/tmp recursive=true attributes=0x6",
+            "bind_onto_itself JAIL/home/jailer recursive=true attributes=0x6",
+            // A device node keeps working on the nodev root: nosuid, noexec, not nodev.
+            "bind_onto_itself JAIL/dev/null recursive=false attributes=0xa",
+            // Then the root: read-only, nosuid, nodev (cloned before, the binds above would
+            // have inherited it).
+            "restrict_mount JAIL attributes=0x7",
+            "mount_filesystem proc [] -> JAIL/proc attributes=0xe",
+            "mount_filesystem tmpfs [] -> JAIL/tmp/scratch attributes=0x6",
+            // proc's hardening, only what exists: /proc/sys read-only, the masks.
+            "bind_onto_itself JAIL/proc/sys recursive=true attributes=0xf",
+            "mount_filesystem tmpfs [] -> JAIL/proc/acpi attributes=0xf",
+            "mount_bind /dev/null -> JAIL/proc/kcore recursive=false attributes=0xb",
+        ]
+    );
+    assert_order(&sys, &["make_mounts_private", "bind_root_onto_itself", "bind_onto_itself", "pivot_root"]);
+    Ok(())
+}
+
+#[test]
+fn sysfs_with_the_host_network_in_a_user_namespace_is_refused_before_anything_starts() -> Result<()> {
+    let sysfs = "[[mounts]]\nkind = \"sysfs\"\ntarget = \"/sys\"\n";
+    let default = fixture(&format!("root = \"/srv/jails/unit\"\n{sysfs}\n[enter]\nnetwork = \"host\"\n"))?;
+    let error = plan(&default.spec, &[], &root_caller(), &[]).expect_err("EPERM from the kernel otherwise");
+    let message = format!("{error:#}");
+    assert!(message.contains("mounts[0] (sysfs at /sys) cannot be mounted"), "{message}");
+    assert!(message.contains("remove network = \"host\"") && message.contains("allow_host_root = true"), "{message}");
+    let allowed = fixture(&format!(
+        "root = \"/srv/jails/unit\"\n{sysfs}\n[enter]\nnetwork = \"host\"\nallow_host_root = true\n"
+    ))?;
+    assert!(plan(&allowed.spec, &[], &root_caller(), &[]).is_ok(), "host root mounts sysfs anywhere");
+    Ok(())
+}
+
+#[test]
+fn a_writable_jail_root_is_refused_with_what_to_declare_instead() {
+    let error = fixture("root = \"/srv/jails/unit\"\n[[dirs]]\npath = \"/\"\nwritable = true\n")
+        .err()
+        .expect("the jail root cannot be writable");
+    let message = format!("{error:#}");
+    assert!(message.contains("dirs[0].writable") && message.contains("the jail root cannot be writable"), "{message}");
+    assert!(message.contains("each with `writable = true`"), "{message}");
 }
