@@ -1,0 +1,163 @@
+//! `jailprov apply` against hostile inhabitants and hostile local users (issue #11): each test is
+//! one attack that worked before, run for real as root on a fresh workspace (tests/cli).
+//!
+//! The attacker is played by the test process (root, but doing only what the jail's user or a
+//! local user could: renaming inside a directory it owns, planting symlinks in a tree it can
+//! write, creating a directory where the jail root will go).
+#![allow(clippy::disallowed_methods)] // tests build fixtures and jails with plain fs calls
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use nix::errno::Errno;
+use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+use nix::unistd::{chown, Gid, Uid};
+
+#[macro_use]
+mod cli;
+use cli::{Workspace, UNUSED_ROOT};
+
+/// The jail user's uid and gid.
+const USER: u32 = 1000;
+
+fn give_to_user(path: &Path) {
+    chown(path, Some(Uid::from_raw(USER)), Some(Gid::from_raw(USER))).expect("chown (tests run as root)");
+}
+
+/// Every non-directory under `dir` (not following symlinks) with its lstat.
+fn files_under(dir: &Path) -> Vec<(PathBuf, fs::Metadata)> {
+    let mut found = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else { return found };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(metadata) = fs::symlink_metadata(&path) else { continue };
+        if metadata.is_dir() {
+            found.extend(files_under(&path));
+        } else {
+            found.push((path, metadata));
+        }
+    }
+    found
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Owner and mode only ever land on the node the plan saw
+// ---------------------------------------------------------------------------------------------
+
+/// A user with a home it owns, holding a root-owned setgid directory the Jailfile manages.
+fn shared_dir_jailfile(mode: &str) -> String {
+    format!(
+        r#"root = "{UNUSED_ROOT}"
+
+[[groups]]
+name = "u"
+gid = {USER}
+
+[[users]]
+name = "u"
+uid = {USER}
+gid = {USER}
+home = "/home/u"
+
+[[dirs]]
+path = "/home/u/shared"
+mode = "{mode}"
+"#
+    )
+}
+
+/// A non-directory owned by root (user or group) with the setuid or setgid bit: a way up.
+fn is_root_setid_program(metadata: &fs::Metadata) -> bool {
+    !metadata.is_dir() && metadata.mode() & 0o6000 != 0 && (metadata.uid() == 0 || metadata.gid() == 0)
+}
+
+/// The jail user's own program, planted next to the managed directory.
+fn plant_program(path: &Path) {
+    let created = fs::OpenOptions::new().write(true).create_new(true).open(path);
+    if created.is_ok() {
+        fs::set_permissions(path, fs::Permissions::from_mode(0o755)).expect("chmod the program");
+        give_to_user(path);
+    }
+}
+
+#[test]
+fn directory_exchanged_with_an_executable_never_gets_the_dirs_owner_or_mode() {
+    need_root!("directory_exchanged_with_an_executable_never_gets_the_dirs_owner_or_mode");
+    let work = Workspace::new("jailprov-hostile-");
+    work.write_jailfile(&shared_dir_jailfile("2775"));
+    work.apply();
+    let shared = work.at("/home/u/shared");
+    let program = work.at("/home/u/prog");
+    plant_program(&program);
+
+    // The jail user swaps its program and the managed directory as fast as it can (it owns
+    // /home/u, so it may); whatever apply removes, it plants again.
+    let stop = Arc::new(AtomicBool::new(false));
+    let exchanges = Arc::new(AtomicUsize::new(0));
+    let escalations = Arc::new(AtomicUsize::new(0));
+    let attacker = {
+        let (stop, exchanges, escalations) = (stop.clone(), exchanges.clone(), escalations.clone());
+        let (shared, program) = (shared.clone(), program.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match renameat2(AT_FDCWD, &shared, AT_FDCWD, &program, RenameFlags::RENAME_EXCHANGE) {
+                    Ok(()) => {
+                        exchanges.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(Errno::ENOENT) => plant_program(&program),
+                    Err(_) => std::thread::yield_now(),
+                }
+                let found: Vec<Option<fs::Metadata>> =
+                    [&shared, &program].iter().map(|path| fs::symlink_metadata(path).ok()).collect();
+                // The moment the program is root's and setuid or setgid, the user has won
+                // (whatever a later apply removes).
+                if found.iter().flatten().any(is_root_setid_program) {
+                    escalations.fetch_add(1, Ordering::Relaxed);
+                }
+                // When apply replaced what it found at `shared` (the program, swapped in),
+                // two directories are being exchanged: set the old one aside, plant again.
+                if found.iter().all(|metadata| metadata.as_ref().is_some_and(fs::Metadata::is_dir)) {
+                    let aside = program.with_file_name(format!("old-{}", exchanges.load(Ordering::Relaxed)));
+                    if fs::rename(&program, aside).is_ok() {
+                        plant_program(&program);
+                    }
+                }
+            }
+        })
+    };
+    // Each apply has a mode to set on what it believes is the directory.
+    let mut refusals = 0;
+    let mut taken_over = Vec::new();
+    for round in 0..30 {
+        work.write_jailfile(&shared_dir_jailfile(if round % 2 == 0 { "2770" } else { "2775" }));
+        let apply = work.run("apply", &[]);
+        if apply.stderr.contains("changed between plan and apply") {
+            refusals += 1;
+        }
+        taken_over = files_under(&work.root)
+            .into_iter()
+            .filter(|(_, metadata)| is_root_setid_program(metadata))
+            .map(|(path, metadata)| format!("after apply {round}: {} mode {:o}", path.display(), metadata.mode()))
+            .collect();
+        if !taken_over.is_empty() {
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    attacker.join().expect("the attacker thread");
+    eprintln!(
+        "{} exchanges during 30 applies; {refusals} applies refused a swapped path",
+        exchanges.load(Ordering::Relaxed)
+    );
+    // The Jailfile declares no setuid or setgid file: none may ever have been root's.
+    assert!(taken_over.is_empty(), "the jail user has root-owned setid programs: {taken_over:#?}");
+    let seen = escalations.load(Ordering::Relaxed);
+    assert_eq!(seen, 0, "the attacker saw its program root-owned and setid {seen} times");
+    // And the user's programs still belong to the user, wherever the exchanges left them.
+    for (path, metadata) in files_under(&work.at("/home/u")) {
+        assert_eq!(metadata.uid(), USER, "{} was taken over by the directory's owner", path.display());
+    }
+}
