@@ -6,7 +6,7 @@
 //! temporary files and converges.
 
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -197,10 +197,16 @@ impl<R: Read> Read for Hashing<R> {
 }
 
 fn copy_file(jail: &JailRoot, host: &HostFs, node: &DesiredNode, source: &Path, print: &StatPrint) -> Result<[u8; 32]> {
-    let file = std::fs::File::open(host.disk_path(source))
-        .with_context(|| format!("cannot read {} on the host", source.display()))?;
+    // Whoever can write where the source lies may have swapped it (or a directory above it)
+    // for a symlink since the plan: a final symlink is never followed, a FIFO never waited on,
+    // and a file reached through a swapped directory is another inode, which the print catches.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(host.disk_path(source))
+        .with_context(|| format!("cannot read {} on the host (a symlink there is not followed)", source.display()))?;
     let metadata = file.metadata().with_context(|| format!("cannot inspect {}", source.display()))?;
-    if StatPrint::of(&metadata) != *print {
+    if !metadata.is_file() || StatPrint::of(&metadata) != *print {
         bail!("{} changed on the host while jailprov was working; run apply again", source.display());
     }
     // The copy keeps the host file's modification time, as `cp -p` would.

@@ -7,7 +7,7 @@
 #![allow(clippy::disallowed_methods)] // tests build fixtures and jails with plain fs calls
 
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -160,4 +160,49 @@ fn directory_exchanged_with_an_executable_never_gets_the_dirs_owner_or_mode() {
     for (path, metadata) in files_under(&work.at("/home/u")) {
         assert_eq!(metadata.uid(), USER, "{} was taken over by the directory's owner", path.display());
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. A [[files]] src tree brings its own files, not what its symlinks reach
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn symlink_planted_in_a_files_src_tree_is_copied_as_a_symlink_not_followed() {
+    need_root!("symlink_planted_in_a_files_src_tree_is_copied_as_a_symlink_not_followed");
+    let work = Workspace::new("jailprov-hostile-");
+    // A root-only key elsewhere on the host, and a tree a user can write into.
+    let secret_dir = work.dir.join("root-ssh");
+    fs::create_dir(&secret_dir).expect("mkdir");
+    let secret = secret_dir.join("id_ed25519");
+    fs::write(&secret, "PRIVATE KEY\n").expect("write the key");
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).expect("chmod the key");
+    let tree = work.dir.join("app");
+    fs::create_dir(&tree).expect("mkdir");
+    fs::write(tree.join("app.conf"), "port = 8080\n").expect("write");
+    give_to_user(&tree);
+    // What the user plants: one link out of the tree, one inside it.
+    symlink(&secret, tree.join("key")).expect("plant the link to the key");
+    symlink("app.conf", tree.join("current.conf")).expect("plant the link inside the tree");
+    work.write_jailfile(&format!("root = \"{UNUSED_ROOT}\"\n[[files]]\nsrc = \"{}\"\n", tree.display()));
+
+    let apply = work.apply();
+
+    let in_jail = |host: &Path| work.at(&host.display().to_string());
+    let key = fs::symlink_metadata(in_jail(&tree.join("key"))).expect("the planted link is in the jail");
+    assert!(key.file_type().is_symlink(), "copied as a symlink: {key:?}");
+    assert_eq!(fs::read_link(in_jail(&tree.join("key"))).expect("readlink"), secret, "with its own text");
+    assert!(
+        fs::symlink_metadata(in_jail(&secret)).is_err(),
+        "the key it points at was brought into the jail: {}",
+        apply.describe()
+    );
+    let leaked: Vec<PathBuf> = files_under(&work.root)
+        .into_iter()
+        .filter(|(path, metadata)| metadata.is_file() && fs::read(path).is_ok_and(|bytes| bytes == b"PRIVATE KEY\n"))
+        .map(|(path, _)| path)
+        .collect();
+    assert!(leaked.is_empty(), "the key's content is in the jail: {leaked:#?}");
+    assert!(fs::symlink_metadata(in_jail(&tree.join("current.conf"))).is_ok_and(|meta| meta.file_type().is_symlink()));
+    assert_eq!(fs::read(in_jail(&tree.join("app.conf"))).expect("the tree's own file"), b"port = 8080\n");
+    assert!(apply.stderr.contains("points outside"), "the operator is told: {}", apply.describe());
 }
