@@ -315,11 +315,16 @@ pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
         print("Apply cancelled.\n")?;
         return Ok(ExitCode::from(1));
     }
-    if prepared.jail.is_none() {
-        root_safety::create_root(&root)?;
-        prepared.jail = Some(JailRoot::open(&root)?);
-    }
-    let jail = prepared.jail.as_ref().context("the jail root was just opened")?;
+    let jail = match prepared.jail.take() {
+        Some(jail) => {
+            if !args.unsafe_root {
+                root_safety::check_opened(&jail)?;
+            }
+            jail
+        }
+        None => root_safety::create_root(&root, args.unsafe_root)?,
+    };
+    let jail = &*prepared.jail.insert(jail);
     let outcome = {
         let mut stdout = std::io::stdout().lock();
         let mut report = |change: &Change| {

@@ -18,7 +18,7 @@ use nix::unistd::{chown, Gid, Uid};
 
 #[macro_use]
 mod cli;
-use cli::{Workspace, UNUSED_ROOT};
+use cli::{Run, Workspace, UNUSED_ROOT};
 
 /// The jail user's uid and gid.
 const USER: u32 = 1000;
@@ -205,4 +205,74 @@ fn symlink_planted_in_a_files_src_tree_is_copied_as_a_symlink_not_followed() {
     assert!(fs::symlink_metadata(in_jail(&tree.join("current.conf"))).is_ok_and(|meta| meta.file_type().is_symlink()));
     assert_eq!(fs::read(in_jail(&tree.join("app.conf"))).expect("the tree's own file"), b"port = 8080\n");
     assert!(apply.stderr.contains("points outside"), "the operator is told: {}", apply.describe());
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. The jail root's location and the root directory itself
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn jail_root_under_a_symlinked_ancestor_owned_by_a_user_is_refused() {
+    need_root!("jail_root_under_a_symlinked_ancestor_owned_by_a_user_is_refused");
+    let work = Workspace::new("jailprov-hostile-");
+    work.write_jailfile(&format!("root = \"{UNUSED_ROOT}\"\n[[dirs]]\npath = \"/data\"\n"));
+    // /…/jails is a root-owned link to a root-owned directory, inside a user's home.
+    let home = work.dir.join("bob");
+    fs::create_dir_all(home.join("jails")).expect("mkdir");
+    give_to_user(&home);
+    let jails = work.dir.join("jails");
+    symlink(home.join("jails"), &jails).expect("symlink");
+    let root = jails.join("jail");
+
+    let apply = work.run_at("apply", &root, &[]).code(1, "apply under bob's home");
+
+    assert!(apply.stderr.contains(&home.display().to_string()), "names the real directory: {}", apply.stderr);
+    assert!(apply.stderr.contains("owned by uid 1000"), "says why: {}", apply.stderr);
+    assert!(!home.join("jails/jail").exists(), "nothing was created under bob's home");
+}
+
+#[test]
+fn jail_root_pre_created_by_a_user_is_refused() {
+    need_root!("jail_root_pre_created_by_a_user_is_refused");
+    // The user makes the root directory while apply is computing its plan (after the location
+    // was checked, before apply creates the root): the state lock appearing says apply is there.
+    for attempt in 0..5 {
+        let work = Workspace::new("jailprov-hostile-");
+        work.write_jailfile(&format!("root = \"{UNUSED_ROOT}\"\nbinaries = [\"bash\"]\n"));
+        let apply = work
+            .command("apply", &[])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("jailprov starts");
+        let started = std::time::Instant::now();
+        let locked = || {
+            fs::read_dir(&work.state).is_ok_and(|entries| {
+                entries.flatten().any(|entry| entry.path().extension().is_some_and(|e| e == "lock"))
+            })
+        };
+        while !locked() && started.elapsed() < std::time::Duration::from_secs(20) {
+            std::hint::spin_loop();
+        }
+        let planted = fs::create_dir(&work.root).is_ok();
+        if planted {
+            give_to_user(&work.root);
+        }
+        let output = apply.wait_with_output().expect("jailprov ends");
+        let run = Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        };
+        if !planted {
+            eprintln!("attempt {attempt}: apply created the root first; again");
+            continue;
+        }
+        let run = run.code(1, "apply into a root the user made");
+        assert!(run.stderr.contains("owned by uid 1000"), "says whose it is: {}", run.stderr);
+        let inside: Vec<_> = fs::read_dir(&work.root).expect("the user's directory").flatten().collect();
+        assert!(inside.is_empty(), "nothing was written into the user's directory: {inside:?}");
+        return;
+    }
+    panic!("apply created the jail root before the test could, 5 times in a row");
 }
