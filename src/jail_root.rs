@@ -810,10 +810,16 @@ impl JailRoot {
         }
         let (parent, name) = self.parent_of(path)?;
         let (temp, ()) = with_temp_name(|temp| symlinkat(target, &parent, temp))?;
-        let (owner, group) = uid_gid(uid, gid);
-        let done = fchownat(&parent, temp.as_str(), owner, group, AtFlags::AT_SYMLINK_NOFOLLOW)
-            .map_err(|errno| anyhow!("cannot change the owner to {uid}:{gid}: {errno}"))
-            .and_then(|()| rename_over(&parent, &temp, name));
+        // The owner goes on the symlink just made, held by an fd: a jail process that can write
+        // here could have put its own file under the temporary name meanwhile.
+        let done = (|| -> Result<()> {
+            let (node, stat) = self.open_node(&parent, &temp)?;
+            if NodeKind::from_mode(stat.st_mode) != Some(NodeKind::Symlink) {
+                bail!("the temporary {temp} was replaced before its owner was set");
+            }
+            set_owner_and_mode(node.as_fd(), NodeKind::Symlink, 0, uid, gid)?;
+            rename_over(&parent, &temp, name)
+        })();
         if done.is_err() {
             discard_temp(&parent, &temp);
         }
