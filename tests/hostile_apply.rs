@@ -276,3 +276,30 @@ fn jail_root_pre_created_by_a_user_is_refused() {
     }
     panic!("apply created the jail root before the test could, 5 times in a row");
 }
+
+/// Plans saved with `plan -o` before they carried what they saw still apply: the identity is
+/// taken from the plan computed at apply time, which must equal the saved one anyway.
+#[test]
+fn plan_saved_without_the_nodes_it_saw_still_applies() {
+    need_root!("plan_saved_without_the_nodes_it_saw_still_applies");
+    let work = Workspace::new("jailprov-hostile-");
+    work.write_jailfile(&shared_dir_jailfile("2775"));
+    work.apply();
+    work.write_jailfile(&shared_dir_jailfile("2770"));
+    let plan_file = work.dir.join("plan.json");
+    let plan_file_arg = plan_file.to_str().expect("UTF-8 tempdir");
+    work.run("plan", &["-o", plan_file_arg]).ok("plan -o");
+    let mut saved: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&plan_file).expect("read the plan")).expect("JSON");
+    let changes = saved["plan"]["changes"].as_array_mut().expect("changes");
+    assert!(changes.iter().any(|change| change.get("seen").is_some()), "the plan says what it saw: {changes:?}");
+    for change in changes.iter_mut() {
+        change.as_object_mut().expect("a change is an object").remove("seen");
+    }
+    fs::write(&plan_file, serde_json::to_string_pretty(&saved).expect("JSON")).expect("write the plan");
+
+    let mut command = std::process::Command::new(cli::BIN);
+    command.args(["apply", plan_file_arg, "--state-dir"]).arg(&work.state).current_dir(&work.dir);
+    cli::output(command).ok("apply PLAN saved without `seen`");
+    assert_eq!(fs::metadata(work.at("/home/u/shared")).expect("stat").mode() & 0o7777, 0o2770);
+}
