@@ -6,7 +6,7 @@
 //! temporary files and converges.
 
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use crate::desired::{DesiredKind, DesiredNode, DesiredTree, StatPrint};
 use crate::enter::sys::RealSys;
 use crate::host::HostFs;
-use crate::jail_root::{JailRoot, NodeKind};
+use crate::jail_root::{ChangedUnderfoot, JailRoot, NodeKind};
 use crate::plan::{print_of, Action, Change, Plan};
 use crate::state::{Managed, ManagedKind, State, StateStore};
 use crate::tree::JailPath;
@@ -61,6 +61,7 @@ pub fn apply(
     }
 
     let mut outcome = Outcome::default();
+    let mut untouched: Vec<String> = Vec::new();
     for change in &plan.changes {
         report(change);
         match change.action {
@@ -97,21 +98,29 @@ pub fn apply(
                     .get(&change.path)
                     .with_context(|| format!("the plan changes {} but the Jailfile no longer has it", change.path))?;
                 let written = match change.action {
-                    Action::Create => {
-                        outcome.added += 1;
-                        create(jail, host, node)?
-                    }
+                    Action::Create => create(jail, host, node),
+                    Action::Replace => remove_whatever(jail, &node.path).and_then(|()| create(jail, host, node)),
+                    _ => update(jail, host, node, change),
+                };
+                // A node swapped under jailprov's feet is left alone, unrecorded; the rest goes on.
+                let written = match written {
+                    Err(error) => match error.downcast_ref::<ChangedUnderfoot>() {
+                        Some(changed) => {
+                            untouched.push(changed.to_string());
+                            continue;
+                        }
+                        None => return Err(error),
+                    },
+                    Ok(written) => written,
+                };
+                match change.action {
+                    Action::Create => outcome.added += 1,
                     Action::Replace => {
-                        remove_whatever(jail, &node.path)?;
                         outcome.added += 1;
                         outcome.destroyed += 1;
-                        create(jail, host, node)?
                     }
-                    _ => {
-                        outcome.changed += 1;
-                        update(jail, host, node, &change.what)?
-                    }
-                };
+                    _ => outcome.changed += 1,
+                }
                 let created = change.action != Action::Update || state.created(&node.path);
                 record(jail, node, state, created, written)?;
             }
@@ -140,6 +149,18 @@ pub fn apply(
     state.interrupted = false;
     store.save(state)?;
     store.finish()?;
+    if !untouched.is_empty() {
+        bail!(
+            "{} path(s) changed while jailprov worked and were left alone; everything else was applied \
+             ({} added, {} changed, {} destroyed):\n  {}\n\
+             Something in the jail may be racing jailprov: look at these paths, then run `jailprov apply` again",
+            untouched.len(),
+            outcome.added,
+            outcome.changed,
+            outcome.destroyed,
+            untouched.join("\n  ")
+        );
+    }
     Ok(outcome)
 }
 
@@ -176,10 +197,16 @@ impl<R: Read> Read for Hashing<R> {
 }
 
 fn copy_file(jail: &JailRoot, host: &HostFs, node: &DesiredNode, source: &Path, print: &StatPrint) -> Result<[u8; 32]> {
-    let file = std::fs::File::open(host.disk_path(source))
-        .with_context(|| format!("cannot read {} on the host", source.display()))?;
+    // Whoever can write where the source lies may have swapped it (or a directory above it)
+    // for a symlink since the plan: a final symlink is never followed, a FIFO never waited on,
+    // and a file reached through a swapped directory is another inode, which the print catches.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(host.disk_path(source))
+        .with_context(|| format!("cannot read {} on the host (a symlink there is not followed)", source.display()))?;
     let metadata = file.metadata().with_context(|| format!("cannot inspect {}", source.display()))?;
-    if StatPrint::of(&metadata) != *print {
+    if !metadata.is_file() || StatPrint::of(&metadata) != *print {
         bail!("{} changed on the host while jailprov was working; run apply again", source.display());
     }
     // The copy keeps the host file's modification time, as `cp -p` would.
@@ -190,15 +217,17 @@ fn copy_file(jail: &JailRoot, host: &HostFs, node: &DesiredNode, source: &Path, 
 }
 
 /// Rewrites content/target/device when they differ (returning what `create` does); otherwise
-/// only mode and owner (None: the content was not written).
-fn update(jail: &JailRoot, host: &HostFs, node: &DesiredNode, what: &[String]) -> Result<Option<[u8; 32]>> {
+/// only mode and owner, of the very node the plan saw (None: the content was not written).
+fn update(jail: &JailRoot, host: &HostFs, node: &DesiredNode, change: &Change) -> Result<Option<[u8; 32]>> {
     let rewrite =
-        what.iter().any(|item| item == "content" || item.starts_with("target ") || item.starts_with("device "));
+        change.what.iter().any(|item| item == "content" || item.starts_with("target ") || item.starts_with("device "));
     if rewrite {
-        create(jail, host, node)
-    } else {
-        jail.set_attributes(&node.path, node.mode, node.uid, node.gid).map(|()| None)
+        return create(jail, host, node);
     }
+    let seen = change.seen.as_ref().with_context(|| {
+        format!("the plan changes the mode or owner of {} but does not say which node it saw there", change.path)
+    })?;
+    jail.set_attributes(&node.path, seen, node.mode, node.uid, node.gid).map(|()| None)
 }
 
 /// Deletes a managed path; false when a directory is no longer empty and so was kept.

@@ -554,6 +554,7 @@ pub fn fix(
                 what: vec!["content".to_owned()],
                 diff: None,
                 mount: None,
+                seen: None,
             }),
         }
     }

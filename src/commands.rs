@@ -315,11 +315,16 @@ pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
         print("Apply cancelled.\n")?;
         return Ok(ExitCode::from(1));
     }
-    if prepared.jail.is_none() {
-        root_safety::create_root(&root)?;
-        prepared.jail = Some(JailRoot::open(&root)?);
-    }
-    let jail = prepared.jail.as_ref().context("the jail root was just opened")?;
+    let jail = match prepared.jail.take() {
+        Some(jail) => {
+            if !args.unsafe_root {
+                root_safety::check_opened(&jail)?;
+            }
+            jail
+        }
+        None => root_safety::create_root(&root, args.unsafe_root)?,
+    };
+    let jail = &*prepared.jail.insert(jail);
     let outcome = {
         let mut stdout = std::io::stdout().lock();
         let mut report = |change: &Change| {
@@ -356,13 +361,25 @@ fn refuse_stale(saved: &SavedPlan, now: &Digests, plan: &Plan) -> Result<()> {
     if saved.digests.jail != now.jail {
         moved.push(format!("the jail {} changed", saved.root.display()));
     }
-    if moved.is_empty() && saved.plan != *plan {
+    if moved.is_empty() && !same_plan(&saved.plan, plan) {
         moved.push("the plan computed now differs".to_owned());
     }
     if !moved.is_empty() {
         bail!("the saved plan is stale, nothing was applied: {}; run `jailprov plan -o` again", moved.join("; "));
     }
     Ok(())
+}
+
+/// Whether a saved plan is the one computed now. A plan saved before changes carried the node
+/// they saw (`seen`) still matches: the jail digest, equal by then, covers the same inodes.
+fn same_plan(saved: &Plan, now: &Plan) -> bool {
+    let mut saved = saved.clone();
+    for (old, new) in saved.changes.iter_mut().zip(&now.changes) {
+        if old.seen.is_none() {
+            old.seen = new.seen;
+        }
+    }
+    saved == *now
 }
 
 fn confirm(plan: &Plan, root: &Path, jailfile: &Path) -> Result<bool> {

@@ -36,6 +36,7 @@ use nix::libc;
 use nix::sys::stat::{fchmod, fstat, fstatat, futimens, mkdirat, mknodat, FileStat, Mode, SFlag};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{fchown, fchownat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
+use serde::{Deserialize, Serialize};
 
 use crate::tree::JailPath;
 
@@ -53,7 +54,8 @@ const RESOLVE_ATTEMPTS: usize = 16;
 const MAX_TREE_DEPTH: usize = 256;
 
 /// The type of a node in the jail, from `st_mode & S_IFMT`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum NodeKind {
     File,
     Dir,
@@ -77,6 +79,72 @@ impl NodeKind {
             libc::S_IFSOCK => Some(NodeKind::Socket),
             _ => None,
         }
+    }
+
+    /// The short name messages use: "dir", "file", "char device"...
+    pub fn short_name(self) -> &'static str {
+        match self {
+            NodeKind::File => "file",
+            NodeKind::Dir => "dir",
+            NodeKind::Symlink => "symlink",
+            NodeKind::CharDevice => "char device",
+            NodeKind::BlockDevice => "block device",
+            NodeKind::Fifo => "fifo",
+            NodeKind::Socket => "socket",
+        }
+    }
+}
+
+/// Which node is at a path: its type and (device, inode). A plan carries the identity of what
+/// it saw, and owner and mode are only ever set on a node that still has it: a jail process
+/// that swaps a managed directory for its own executable (`renameat2(RENAME_EXCHANGE)`) between
+/// plan and apply must not get a root-owned setgid program out of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeIdentity {
+    pub kind: NodeKind,
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl NodeIdentity {
+    fn of(stat: &FileStat) -> Option<NodeIdentity> {
+        // st_dev and st_ino are u64 on x86_64 but narrower on some architectures.
+        #[allow(clippy::useless_conversion)]
+        let (dev, ino) = (u64::from(stat.st_dev), u64::from(stat.st_ino));
+        Some(NodeIdentity { kind: NodeKind::from_mode(stat.st_mode)?, dev, ino })
+    }
+}
+
+impl fmt::Display for NodeIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ino {}", self.kind.short_name(), self.ino)
+    }
+}
+
+/// Owner and mode were not set, nothing was written: the node at `path` is not the one the plan
+/// saw (or the directory apply had just created). Reach it with `error.downcast_ref()`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangedUnderfoot {
+    pub path: JailPath,
+    /// What the plan saw (or apply made): "dir ino 12", "absent".
+    pub was: String,
+    /// What is there now: "file ino 34 owned by uid 1000", "absent".
+    pub now: String,
+}
+
+impl fmt::Display for ChangedUnderfoot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} changed between plan and apply (was {}, now {}); not touched", self.path, self.was, self.now)
+    }
+}
+
+impl std::error::Error for ChangedUnderfoot {}
+
+/// "file ino 34 owned by uid 1000", for a [`ChangedUnderfoot`].
+fn describe_node(stat: &FileStat) -> String {
+    match NodeIdentity::of(stat) {
+        Some(identity) => format!("{identity} owned by uid {}", stat.st_uid),
+        None => format!("an unknown file type owned by uid {}", stat.st_uid),
     }
 }
 
@@ -112,6 +180,11 @@ pub struct NodeStat {
 }
 
 impl NodeStat {
+    /// The identity a plan carries to apply.
+    pub fn identity(&self) -> NodeIdentity {
+        NodeIdentity { kind: self.kind, dev: self.dev, ino: self.ino }
+    }
+
     // st_nlink, st_dev... are u64 on x86_64 but narrower on some architectures.
     #[allow(clippy::useless_conversion)]
     fn from_stat(stat: &FileStat) -> Result<NodeStat> {
@@ -608,8 +681,11 @@ impl JailRoot {
     }
 
     /// Creates a directory with exactly `mode` (set with fchmod after mkdirat: the umask plays
-    /// no part) and owner. An existing directory just gets `mode` and owner; anything else at
-    /// `path` is an error (a symlink: [`JailError::SymlinkInPath`]).
+    /// no part) and owner. Only a directory made by this very call gets them: anything already
+    /// at `path` (a directory included: the plan saw nothing there) is a [`ChangedUnderfoot`]
+    /// (a symlink: [`JailError::SymlinkInPath`]; another non-directory:
+    /// [`JailError::NotADirectory`]), and so is a node swapped in between mkdirat and the open
+    /// that sets the attributes.
     pub fn mkdir(&self, path: &JailPath, mode: u32, uid: u32, gid: u32) -> Result<()> {
         self.mkdir_inner(path, mode, uid, gid).with_context(|| self.failure("create", path))
     }
@@ -618,29 +694,49 @@ impl JailRoot {
         let mode = permissions(mode)?;
         let (parent, name) = self.parent_of(path)?;
         match mkdirat(&parent, name, Mode::S_IRWXU) {
-            Ok(()) | Err(Errno::EEXIST) => {}
+            Ok(()) => {}
+            Err(Errno::EEXIST) => return Err(self.in_the_way_of_mkdir(&parent, name, path)),
             Err(errno) => bail!("{errno}"),
         }
         // O_DIRECTORY: never opens anything but a directory; O_NOFOLLOW: never a planted symlink.
         let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        let dir = match openat(&parent, name, flags, Mode::empty()) {
-            Ok(dir) => dir,
-            Err(errno) => {
-                return Err(match fstatat(&parent, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
-                    Ok(stat) if NodeKind::from_mode(stat.st_mode) == Some(NodeKind::Symlink) => {
-                        JailError::SymlinkInPath { path: path.clone() }.into()
-                    }
-                    Ok(stat) if NodeKind::from_mode(stat.st_mode) != Some(NodeKind::Dir) => {
-                        JailError::NotADirectory { path: path.clone() }.into()
-                    }
-                    _ => anyhow!("cannot open the new directory: {errno}"),
-                });
-            }
+        let just_made = || ChangedUnderfoot {
+            path: path.clone(),
+            was: "the directory jailprov had just created".to_owned(),
+            now: match fstatat(&parent, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(stat) => describe_node(&stat),
+                Err(_) => "absent".to_owned(),
+            },
         };
+        let dir = openat(&parent, name, flags, Mode::empty()).map_err(|_| just_made())?;
+        let stat = fstat(&dir).map_err(|errno| anyhow!("cannot inspect the new directory: {errno}"))?;
+        // What mkdirat made is owned by us with no group/other bits (mode 0700 at most); a jail
+        // user cannot make a directory like that, so anything else was swapped in meanwhile.
+        let ours = stat.st_uid == nix::unistd::geteuid().as_raw() && stat.st_mode & 0o077 == 0;
+        if NodeKind::from_mode(stat.st_mode) != Some(NodeKind::Dir) || !ours {
+            return Err(ChangedUnderfoot { now: describe_node(&stat), ..just_made() }.into());
+        }
         let (owner, group) = uid_gid(uid, gid);
         fchown(&dir, owner, group).map_err(|errno| anyhow!("cannot change the owner to {uid}:{gid}: {errno}"))?;
         fchmod(&dir, mode).map_err(|errno| anyhow!("cannot change the mode to {:04o}: {errno}", mode.bits()))?;
         Ok(())
+    }
+
+    /// Why mkdir found `name` taken: a symlink or file as a [`JailError`], a directory as a
+    /// [`ChangedUnderfoot`] (it appeared after the plan saw nothing there).
+    fn in_the_way_of_mkdir(&self, parent: &OwnedFd, name: &str, path: &JailPath) -> anyhow::Error {
+        match fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(stat) if NodeKind::from_mode(stat.st_mode) == Some(NodeKind::Symlink) => {
+                JailError::SymlinkInPath { path: path.clone() }.into()
+            }
+            Ok(stat) if NodeKind::from_mode(stat.st_mode) != Some(NodeKind::Dir) => {
+                JailError::NotADirectory { path: path.clone() }.into()
+            }
+            Ok(stat) => {
+                ChangedUnderfoot { path: path.clone(), was: "absent".to_owned(), now: describe_node(&stat) }.into()
+            }
+            Err(errno) => anyhow!("it exists but cannot be inspected: {errno}"),
+        }
     }
 
     /// Flushes everything written to the jail's file system (syncfs), so a power loss after this
@@ -714,10 +810,16 @@ impl JailRoot {
         }
         let (parent, name) = self.parent_of(path)?;
         let (temp, ()) = with_temp_name(|temp| symlinkat(target, &parent, temp))?;
-        let (owner, group) = uid_gid(uid, gid);
-        let done = fchownat(&parent, temp.as_str(), owner, group, AtFlags::AT_SYMLINK_NOFOLLOW)
-            .map_err(|errno| anyhow!("cannot change the owner to {uid}:{gid}: {errno}"))
-            .and_then(|()| rename_over(&parent, &temp, name));
+        // The owner goes on the symlink just made, held by an fd: a jail process that can write
+        // here could have put its own file under the temporary name meanwhile.
+        let done = (|| -> Result<()> {
+            let (node, stat) = self.open_node(&parent, &temp)?;
+            if NodeKind::from_mode(stat.st_mode) != Some(NodeKind::Symlink) {
+                bail!("the temporary {temp} was replaced before its owner was set");
+            }
+            set_owner_and_mode(node.as_fd(), NodeKind::Symlink, 0, uid, gid)?;
+            rename_over(&parent, &temp, name)
+        })();
         if done.is_err() {
             discard_temp(&parent, &temp);
         }
@@ -756,21 +858,36 @@ impl JailRoot {
         done
     }
 
-    /// Sets mode and owner without following a final symlink (a symlink only gets its owner).
-    /// Works on the jail root ("/") too. The node is held by an O_PATH fd and never opened, so a
-    /// device node or FIFO is safe.
-    pub fn set_attributes(&self, path: &JailPath, mode: u32, uid: u32, gid: u32) -> Result<()> {
-        self.set_attributes_inner(path, mode, uid, gid).with_context(|| self.failure("set mode and owner of", path))
+    /// Sets mode and owner of the node at `path` if it is still `seen` (same type, device and
+    /// inode: what the plan saw there), else changes nothing and returns a [`ChangedUnderfoot`].
+    /// Never follows a final symlink (a symlink only gets its owner). Works on the jail root
+    /// ("/") too. The node is held by one O_PATH fd, checked and changed through it, and never
+    /// opened, so a device node or FIFO is safe and a node swapped in after the check is not
+    /// the one changed.
+    pub fn set_attributes(&self, path: &JailPath, seen: &NodeIdentity, mode: u32, uid: u32, gid: u32) -> Result<()> {
+        self.set_attributes_inner(path, seen, mode, uid, gid)
+            .with_context(|| self.failure("set mode and owner of", path))
     }
 
-    fn set_attributes_inner(&self, path: &JailPath, mode: u32, uid: u32, gid: u32) -> Result<()> {
-        if path.is_root() {
-            return set_owner_and_mode(self.fd.as_fd(), NodeKind::Dir, mode, uid, gid);
+    fn set_attributes_inner(&self, path: &JailPath, seen: &NodeIdentity, mode: u32, uid: u32, gid: u32) -> Result<()> {
+        let changed = |now: String| ChangedUnderfoot { path: path.clone(), was: seen.to_string(), now };
+        let held;
+        let node = if path.is_root() {
+            self.fd.as_fd()
+        } else {
+            let (parent, name) = self.parent_of(path)?;
+            held = match openat(&parent, name, OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()) {
+                Ok(fd) => fd,
+                Err(Errno::ENOENT) => return Err(changed("absent".to_owned()).into()),
+                Err(errno) => bail!("cannot open it: {errno}"),
+            };
+            held.as_fd()
+        };
+        let stat = fstat(node).map_err(|errno| anyhow!("cannot inspect it: {errno}"))?;
+        if NodeIdentity::of(&stat).as_ref() != Some(seen) {
+            return Err(changed(describe_node(&stat)).into());
         }
-        let (parent, name) = self.parent_of(path)?;
-        let (node, stat) = self.open_node(&parent, name)?;
-        let kind = NodeKind::from_mode(stat.st_mode).ok_or_else(|| anyhow!("unknown file type"))?;
-        set_owner_and_mode(node.as_fd(), kind, mode, uid, gid)
+        set_owner_and_mode(node, seen.kind, mode, uid, gid)
     }
 
     /// Removes a non-directory (file, symlink, device...). `Ok(false)` if it (or its parent) did
@@ -947,6 +1064,22 @@ mod tests {
         JailPath::parse(text).expect("test paths are valid jail paths")
     }
 
+    /// `set_attributes` on whatever is at the path right now (what a plan made a moment ago
+    /// would see); a missing path is refused like any other change.
+    trait SetAttributesNow {
+        fn set_attributes_now(&self, path: &JailPath, mode: u32, uid: u32, gid: u32) -> Result<()>;
+    }
+
+    impl SetAttributesNow for JailRoot {
+        fn set_attributes_now(&self, path: &JailPath, mode: u32, uid: u32, gid: u32) -> Result<()> {
+            let seen = match self.stat(path)? {
+                Some(stat) => stat.identity(),
+                None => NodeIdentity { kind: NodeKind::File, dev: 0, ino: 0 },
+            };
+            self.set_attributes(path, &seen, mode, uid, gid)
+        }
+    }
+
     /// A jail and, next to it, an "outside" canary directory standing for the host.
     struct Scene {
         _dir: TempDir,
@@ -1111,10 +1244,12 @@ mod tests {
             let fifo = stat("/run/initctl")?;
             assert_eq!((fifo.kind, fifo.mode, fifo.gid), (NodeKind::Fifo, 0o620, 5));
 
-            // mkdir over an existing directory only sets its attributes.
-            jail.mkdir(&jp("/tmp"), 0o755, 1000, 1000)?;
+            // mkdir over an existing directory changes nothing: it is not the one mkdir made.
+            let error = jail.mkdir(&jp("/tmp"), 0o755, 1000, 1000).expect_err("the directory was there already");
+            let changed = error.downcast_ref::<ChangedUnderfoot>().expect("a ChangedUnderfoot");
+            assert_eq!(changed.was, "absent", "{error:#}");
             let tmp = stat("/tmp")?;
-            assert_eq!((tmp.mode, tmp.uid, tmp.gid), (0o755, 1000, 1000));
+            assert_eq!((tmp.mode, tmp.uid, tmp.gid), (0o1777, 0, 0));
             for dir in ["/", "/usr/bin", "/dev", "/run"] {
                 assert_eq!(temp_names(jail, dir)?, Vec::<String>::new(), "temporaries left in {dir}");
             }
@@ -1222,7 +1357,7 @@ mod tests {
         jail.write_file(&jp("/etc/passwd"), &mut &b"root:x:0:0::/root:/bin/sh\n"[..], 0o644, 0, 0, None)?;
         jail.write_file(&jp("/etc/shadow"), &mut &b"root:*::::::\n"[..], 0o640, 0, 42, None)?;
         jail.symlink(&jp("/etc/motd"), "issue", 0, 0)?;
-        jail.set_attributes(&jp("/etc/dir"), 0o777, 1000, 1000)?;
+        jail.set_attributes_now(&jp("/etc/dir"), 0o777, 1000, 1000)?;
         let error = jail.mkdir(&jp("/etc/dir"), 0o755, 0, 0).expect_err("mkdir over a planted symlink");
         assert_eq!(symlink_in_path(&error), Some(jp("/etc/dir")), "{error:#}");
 
@@ -1262,8 +1397,8 @@ mod tests {
                 ("write_file", "/usr/secret", jail.write_file(&jp("/usr/secret"), &mut &b"x"[..], 0o644, 0, 0, None)),
                 ("symlink", "/usr/link", jail.symlink(&jp("/usr/link"), "x", 0, 0)),
                 ("mknod", "/usr/null", jail.mknod(&jp("/usr/null"), NodeKind::CharDevice, makedev(1, 3), 0o666, 0, 0)),
-                ("set_attributes", "/usr/secret", jail.set_attributes(&jp("/usr/secret"), 0o777, 1000, 1000)),
-                ("set_attributes", "/usr/sub", jail.set_attributes(&jp("/usr/sub"), 0o777, 1000, 1000)),
+                ("set_attributes", "/usr/secret", jail.set_attributes_now(&jp("/usr/secret"), 0o777, 1000, 1000)),
+                ("set_attributes", "/usr/sub", jail.set_attributes_now(&jp("/usr/sub"), 0o777, 1000, 1000)),
                 ("remove_file", "/usr/secret", jail.remove_file(&jp("/usr/secret")).map(drop)),
                 ("remove_file", "/usr/sub/file", jail.remove_file(&jp("/usr/sub/file")).map(drop)),
                 ("remove_dir", "/usr/empty", jail.remove_dir(&jp("/usr/empty")).map(drop)),
@@ -1363,19 +1498,43 @@ mod tests {
     }
 
     #[test]
+    fn set_attributes_refuses_a_node_swapped_in_after_the_plan_saw_a_directory() -> Result<()> {
+        let scene = scene()?;
+        let jail = &scene.jail;
+        jail.mkdir(&jp("/home"), 0o755, 1000, 1000)?;
+        jail.mkdir(&jp("/home/shared"), 0o755, 0, 0)?;
+        let seen = jail.stat(&jp("/home/shared"))?.context("missing")?.identity();
+        // The jail user swaps its program for the directory.
+        jail.write_file(&jp("/home/prog"), &mut &b"#!/bin/sh\n"[..], 0o755, 1000, 1000, None)?;
+        let home = scene.jail_dir.join("home");
+        renameat2(AT_FDCWD, &home.join("shared"), AT_FDCWD, &home.join("prog"), RenameFlags::RENAME_EXCHANGE)?;
+        let error = jail.set_attributes(&jp("/home/shared"), &seen, 0o2775, 0, 0).expect_err("not the directory");
+        let changed = error.downcast_ref::<ChangedUnderfoot>().expect("a ChangedUnderfoot");
+        assert!(changed.was.starts_with("dir ino ") && changed.now.starts_with("file ino "), "{changed}");
+        assert!(changed.to_string().ends_with("; not touched"), "{changed}");
+        let program = jail.stat(&jp("/home/shared"))?.context("missing")?;
+        assert_eq!((program.mode, program.uid, program.gid), (0o755, 1000, 1000), "the program is untouched");
+        // Back in place, the directory itself is changed.
+        renameat2(AT_FDCWD, &home.join("shared"), AT_FDCWD, &home.join("prog"), RenameFlags::RENAME_EXCHANGE)?;
+        jail.set_attributes(&jp("/home/shared"), &seen, 0o2775, 0, 0)?;
+        assert_eq!(jail.stat(&jp("/home/shared"))?.context("missing")?.mode, 0o2775);
+        Ok(())
+    }
+
+    #[test]
     fn set_attributes_never_opens_the_node() -> Result<()> {
         let scene = scene()?;
         let jail = Arc::new(JailRoot::open(&scene.jail_dir)?);
-        jail.set_attributes(&JailPath::root(), 0o711, 1000, 1001)?;
+        jail.set_attributes_now(&JailPath::root(), 0o711, 1000, 1001)?;
         let root = jail.stat(&JailPath::root())?.context("root")?;
         assert_eq!((root.mode, root.uid, root.gid), (0o711, 1000, 1001));
-        jail.set_attributes(&JailPath::root(), 0o755, 0, 0)?;
+        jail.set_attributes_now(&JailPath::root(), 0o755, 0, 0)?;
 
         jail.mkdir(&jp("/dev"), 0o755, 0, 0)?;
         let free = unregistered_char_major()?;
         jail.mknod(&jp("/dev/nothing"), NodeKind::CharDevice, makedev(free, 0), 0o600, 0, 0)?;
         assert!(File::open(scene.jail_dir.join("dev/nothing")).is_err(), "opening the node must fail");
-        jail.set_attributes(&jp("/dev/nothing"), 0o4640, 1000, 1000)?;
+        jail.set_attributes_now(&jp("/dev/nothing"), 0o4640, 1000, 1000)?;
         let node = jail.stat(&jp("/dev/nothing"))?.context("missing")?;
         assert_eq!((node.mode, node.uid, node.gid), (0o4640, 1000, 1000));
         let error = jail.open_read(&jp("/dev/nothing")).expect_err("not a regular file");
@@ -1386,7 +1545,7 @@ mod tests {
         let (done, finished) = mpsc::channel();
         let background = Arc::clone(&jail);
         std::thread::spawn(move || {
-            let result = background.set_attributes(&jp("/dev/fifo"), 0o666, 1000, 1000).and_then(|()| {
+            let result = background.set_attributes_now(&jp("/dev/fifo"), 0o666, 1000, 1000).and_then(|()| {
                 background.open_read(&jp("/dev/fifo")).map(drop).err().context("open_read opened a FIFO")
             });
             let _ = done.send(result.map(|error| format!("{error:#}")));
@@ -1397,12 +1556,12 @@ mod tests {
 
         // A regular file keeps setuid (mode after owner); a directory keeps sticky.
         jail.write_file(&jp("/su"), &mut &b"x"[..], 0o755, 0, 0, None)?;
-        jail.set_attributes(&jp("/su"), 0o4755, 1000, 1000)?;
+        jail.set_attributes_now(&jp("/su"), 0o4755, 1000, 1000)?;
         assert_eq!(jail.stat(&jp("/su"))?.map(|stat| (stat.mode, stat.uid)), Some((0o4755, 1000)));
-        jail.set_attributes(&jp("/dev"), 0o1777, 0, 0)?;
+        jail.set_attributes_now(&jp("/dev"), 0o1777, 0, 0)?;
         assert_eq!(jail.stat(&jp("/dev"))?.map(|stat| stat.mode), Some(0o1777));
-        assert!(jail.set_attributes(&jp("/missing"), 0o755, 0, 0).is_err());
-        assert!(jail.set_attributes(&jp("/su"), 0o10755, 0, 0).is_err(), "file-type bits are refused");
+        assert!(jail.set_attributes_now(&jp("/missing"), 0o755, 0, 0).is_err());
+        assert!(jail.set_attributes_now(&jp("/su"), 0o10755, 0, 0).is_err(), "file-type bits are refused");
         Ok(())
     }
 
@@ -1588,7 +1747,7 @@ mod tests {
             }
             let _ = scene.jail.mkdir(&jp(&format!("/usr/d{round}")), 0o755, 0, 0);
             let _ = scene.jail.symlink(&jp(&format!("/usr/l{round}")), "x", 0, 0);
-            assert!(scene.jail.set_attributes(&jp("/usr/secret"), 0o777, 1000, 1000).is_err());
+            assert!(scene.jail.set_attributes_now(&jp("/usr/secret"), 0o777, 1000, 1000).is_err());
             assert!(!matches!(scene.jail.remove_file(&jp("/usr/secret")), Ok(true)));
         }
         stop.store(true, Ordering::Relaxed);

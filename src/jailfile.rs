@@ -79,7 +79,10 @@ pub struct DeviceTable {
     /// The device's path on the host, e.g. "/dev/sda".
     #[schemars(with = "String")]
     pub path: Spanned<String>,
-    /// Allow a block device or /dev/mem, /dev/kmem, /dev/port: these give the jail the host's disks or memory.
+    /// Allow a device beyond the harmless character devices (/dev/null, /dev/zero, /dev/full,
+    /// /dev/random, /dev/urandom, /dev/tty, /dev/ptmx, recognised by major:minor): block devices,
+    /// /dev/mem, /dev/kmsg, /dev/fuse, consoles, SCSI generic... give the jail the host's disks,
+    /// memory, kernel log or input.
     #[serde(default)]
     pub allow_unsafe_device: bool,
     /// Octal mode of the node, e.g. "0666". Default: the host node's mode.

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::desired::{DesiredKind, DesiredNode, DesiredTree, StatPrint};
 use crate::host::HostFs;
-use crate::jail_root::{JailError, JailRoot, NodeKind, NodeStat};
+use crate::jail_root::{JailError, JailRoot, NodeIdentity, NodeKind, NodeStat};
 use crate::jailfile::MountKind;
 use crate::mountinfo::JailMounts;
 use crate::spec::MountSpec;
@@ -145,6 +145,11 @@ pub struct Change {
     /// For mount and unmount: the mount.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mount: Option<PlannedMount>,
+    /// For an update: the node the plan saw (type, device, inode). Apply sets owner and mode
+    /// only on that very node, so one swapped in meanwhile is not touched. Absent in plans
+    /// saved before jailprov carried it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seen: Option<NodeIdentity>,
 }
 
 /// A path jailprov must write but did not create, holding something else.
@@ -346,6 +351,7 @@ fn mount_changes(mounts: &Mounts, state: &State, plan: &mut Plan) -> (Vec<Change
         what: mount.map(PlannedMount::describe).unwrap_or_default(),
         diff: None,
         mount: mount.cloned(),
+        seen: None,
     };
     let mut unmounts = Vec::new();
     let mut new_mounts = Vec::new();
@@ -445,6 +451,7 @@ fn judge(node: &DesiredNode, actual: Option<NodeStat>, recorded: Option<&Managed
     if managed || adopt || matches!(node.kind, DesiredKind::Dir) {
         let mut update = change(Action::Update, node, comparison.what);
         update.diff = comparison.diff;
+        update.seen = Some(actual.identity());
         return Ok(Verdict::Change(update));
     }
     Ok(Verdict::Conflict(Conflict {
@@ -454,7 +461,15 @@ fn judge(node: &DesiredNode, actual: Option<NodeStat>, recorded: Option<&Managed
 }
 
 fn change(action: Action, node: &DesiredNode, what: Vec<String>) -> Change {
-    Change { action, path: node.path.clone(), kind: node.kind.label().to_owned(), what, diff: None, mount: None }
+    Change {
+        action,
+        path: node.path.clone(),
+        kind: node.kind.label().to_owned(),
+        what,
+        diff: None,
+        mount: None,
+        seen: None,
+    }
 }
 
 /// lstat in the jail; a path under a symlink planted in the jail reads as absent (its parent
@@ -716,6 +731,7 @@ fn deletions(desired: &DesiredTree, context: &Judge, plan: &mut Plan) -> Result<
             what: Vec::new(),
             diff: None,
             mount: None,
+            seen: None,
         });
     }
     Ok(changes)

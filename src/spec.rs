@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -220,8 +220,21 @@ pub const CAPABILITIES: &[&str] = &[
     "CAP_CHECKPOINT_RESTORE",
 ];
 
-/// Device nodes that hand the host's memory or I/O ports to the jail.
+/// Device nodes that hand the host's memory or I/O ports to the jail, refused by name even
+/// where the host lacks them.
 const UNSAFE_CHARACTER_DEVICES: &[&str] = &["/dev/mem", "/dev/kmem", "/dev/port"];
+
+/// The only character devices a jail gets without `allow_unsafe_device`, by the host node's
+/// major:minor: a node named /dev/null that is really something else does not pass.
+const SAFE_CHARACTER_DEVICES: &[(u64, u64, &str)] = &[
+    (1, 3, "/dev/null"),
+    (1, 5, "/dev/zero"),
+    (1, 7, "/dev/full"),
+    (1, 8, "/dev/random"),
+    (1, 9, "/dev/urandom"),
+    (5, 0, "/dev/tty"),
+    (5, 2, "/dev/ptmx"),
+];
 
 /// Reads and validates a Jailfile. Problems in it come back as a [`JailfileErrors`] (downcast
 /// the anyhow error to print or test them); a file that cannot be read is a plain error.
@@ -593,7 +606,7 @@ impl Validator<'_> {
             };
             let Some(path) = self.jail_path(&key, &path_value) else { continue };
             if UNSAFE_CHARACTER_DEVICES.contains(&path.as_str()) && !allow_unsafe {
-                self.report(unsafe_device_problem(&key, &path_value));
+                self.report(unsafe_device_problem(&key, &path_value, "the host's memory or I/O ports".to_owned()));
                 continue;
             }
             let Some(metadata) = self.host.symlink_metadata(Path::new(path.as_str())).ok() else {
@@ -605,10 +618,11 @@ impl Validator<'_> {
                 self.report(Problem::at(&key, &path_value, "not a device node on the host"));
                 continue;
             }
-            let unsafe_device = file_type.is_block_device() || UNSAFE_CHARACTER_DEVICES.contains(&path.as_str());
-            if unsafe_device && !allow_unsafe {
-                self.report(unsafe_device_problem(&key, &path_value));
-                continue;
+            if let Some(reason) = unsafe_device_reason(file_type.is_block_device(), metadata.rdev()) {
+                if !allow_unsafe {
+                    self.report(unsafe_device_problem(&key, &path_value, reason));
+                    continue;
+                }
             }
             result.push(DeviceSpec {
                 key,
@@ -982,9 +996,38 @@ impl Owners<'_> {
     }
 }
 
-fn unsafe_device_problem(key: &str, path: &Spanned<String>) -> Problem {
-    Problem::at(key, path, "this device gives the jail the host's disks, memory or I/O ports")
-        .with_help(format!("if you mean it, write {{ path = {:?}, allow_unsafe_device = true }}", path.get_ref()))
+fn unsafe_device_problem(key: &str, path: &Spanned<String>, reason: String) -> Problem {
+    let safe: Vec<&str> = SAFE_CHARACTER_DEVICES.iter().map(|(_, _, name)| *name).collect();
+    Problem::at(key, path, format!("this device gives the jail {reason}")).with_help(format!(
+        "only {} pass without permission; if you mean it, write {{ path = {:?}, allow_unsafe_device = true }}",
+        safe.join(", "),
+        path.get_ref()
+    ))
+}
+
+/// Why a host device node (block or character, with its rdev) is unsafe in a jail; None for the
+/// few harmless character devices.
+fn unsafe_device_reason(block: bool, rdev: u64) -> Option<String> {
+    let (major, minor) = (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
+    if block {
+        return Some(format!("the host's disk (block device {major}:{minor}) to read and write directly"));
+    }
+    if SAFE_CHARACTER_DEVICES.iter().any(|(safe_major, safe_minor, _)| (*safe_major, *safe_minor) == (major, minor)) {
+        return None;
+    }
+    let what = match (major, minor) {
+        (1, 1 | 2 | 4) => "the host's memory or I/O ports",
+        (1, 11) => "the kernel log, to read and to write lines into",
+        (10, 229) => "FUSE, to serve file systems to the host's kernel",
+        (10, 223) => "uinput, to create input devices that type into the host's sessions",
+        (4, 0..=63) | (7, _) => "a virtual console of the host, to read and inject keystrokes",
+        (4, _) => "a serial port of the host",
+        (21, _) => "SCSI generic: raw commands to the host's disks",
+        (202, _) => "the CPUs' model-specific registers",
+        (203, _) => "the CPUs' cpuid interface",
+        _ => "a character device outside the small set of harmless ones",
+    };
+    Some(format!("{what} (character device {major}:{minor})"))
 }
 
 /// Parses "0644", "755", "1777": 3 or 4 octal digits.

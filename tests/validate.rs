@@ -119,3 +119,21 @@ fn missing_jailfile_names_the_path() {
     assert_eq!(code, 1);
     assert!(stderr.contains("cannot read Jailfile nope/Jailfile.toml"), "{stderr}");
 }
+
+#[test]
+fn kernel_log_and_fuse_devices_need_explicit_permission() {
+    let kmsg = rejected("root = \"/srv/jails/t\"\ndevices = [\"/dev/kmsg\"]\n");
+    assert!(kmsg.contains("the kernel log") && kmsg.contains("character device 1:11"), "{kmsg}");
+    assert!(kmsg.contains("allow_unsafe_device = true"), "says how to allow it: {kmsg}");
+    if Path::new("/dev/fuse").exists() {
+        let fuse = rejected("root = \"/srv/jails/t\"\ndevices = [\"/dev/fuse\"]\n");
+        assert!(fuse.contains("FUSE"), "{fuse}");
+    } else {
+        eprintln!("SKIPPED the /dev/fuse half: this host has no /dev/fuse");
+    }
+    let (code, _, stderr) = validate("root = \"/srv/jails/t\"\ndevices = [\"/dev/null\", \"/dev/tty\"]\n");
+    assert_eq!(code, 0, "/dev/null and /dev/tty are harmless: {stderr}");
+    let (code, _, stderr) =
+        validate("root = \"/srv/jails/t\"\ndevices = [{ path = \"/dev/kmsg\", allow_unsafe_device = true }]\n");
+    assert_eq!(code, 0, "allowed explicitly: {stderr}");
+}

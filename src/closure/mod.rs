@@ -483,10 +483,11 @@ impl Builder<'_> {
                 // bring (a link's target, an ELF file's libraries) comes either.
                 let mut pruned = Vec::new();
                 let moved_tree = dest.as_ref().map(|_| source_base(source));
+                let walked_tree = self.walked_tree(source)?;
                 let found = expand_source(self.host, source, dest.as_ref(), exclude, &mut pruned)?;
                 // Grow once: rehashing moves every entry again.
                 self.entries.reserve(found.iter().map(Vec::len).sum());
-                let copy = CopySource { key, attributes, exclude, moved_tree };
+                let copy = CopySource { key, attributes, exclude, moved_tree, walked_tree: walked_tree.as_deref() };
                 // Batch by batch, each freed (and its memory reused) as soon as it is placed.
                 for batch in found {
                     for found in batch {
@@ -501,6 +502,17 @@ impl Builder<'_> {
         Ok(())
     }
 
+    /// The real directory a `[[files]]` source walks (a directory or a glob's base); None for a
+    /// single file or symlink, named by the Jailfile itself.
+    fn walked_tree(&self, source: &HostSource) -> Result<Option<PathBuf>> {
+        let base = match source {
+            HostSource::Glob { base, .. } => base,
+            HostSource::Path(path) if self.host.symlink_metadata(path).is_ok_and(|metadata| metadata.is_dir()) => path,
+            HostSource::Path(_) => return Ok(None),
+        };
+        Ok(Some(self.host.resolve(base)?.path))
+    }
+
     /// Whether a host file starts like an ELF file (its stat written down first when observing).
     fn is_elf(&self, host_path: &Path) -> Result<bool> {
         let disk = self.host.disk_path(host_path);
@@ -510,7 +522,7 @@ impl Builder<'_> {
 
     /// One host path of a `[[files]]` source placed at `jail_path`.
     fn add_copied(&mut self, found: Found, copy: &CopySource, elf_files: &mut Vec<(PathBuf, String)>) -> Result<()> {
-        let CopySource { key, attributes, exclude, moved_tree } = *copy;
+        let CopySource { key, attributes, exclude, moved_tree, walked_tree } = *copy;
         let Found { host_path: source, jail_path, stat } = found;
         let host_path = source.as_path();
         if stat.is(nix::libc::S_IFLNK) {
@@ -536,6 +548,18 @@ impl Builder<'_> {
                         tree.display()
                     ));
                 }
+                return Ok(());
+            }
+            if let Some(tree) = walked_tree.filter(|tree| !resolved.path.starts_with(tree)) {
+                // Whoever can write into the tree could plant `key -> /root/.ssh/id_ed25519`:
+                // the Jailfile named the tree, not what its links reach.
+                self.warn(format!(
+                    "{key}: {} points outside {} (to {}): copied as a symlink, its target is not brought \
+                     (name it in [[files]] if the jail needs it)",
+                    host_path.display(),
+                    tree.display(),
+                    resolved.path.display()
+                ));
                 return Ok(());
             }
             match self.host.symlink_metadata(&resolved.path) {
@@ -808,6 +832,9 @@ struct CopySource<'a> {
     exclude: &'a Exclude,
     /// The source tree's base when `dest` moves it elsewhere in the jail.
     moved_tree: Option<&'a Path>,
+    /// The real (symlink-free) directory a directory or glob source is walked from: symlinks
+    /// found in it bring their target only when it lies inside.
+    walked_tree: Option<&'a Path>,
 }
 
 /// The host directory a source's paths are taken relative to when `dest` moves them.
