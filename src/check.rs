@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -23,7 +23,7 @@ use crate::cli::{CheckArgs, CheckFormat};
 use crate::desired::{DesiredKind, DesiredNode, DesiredTree, SETID_BITS};
 use crate::host::HostFs;
 use crate::jail_root::{JailRoot, NodeKind, NodeStat};
-use crate::lock::{hash_reader, hash_text};
+use crate::lock::hash_text;
 use crate::mountinfo::JailMounts;
 use crate::plan::{self, Action, Change, Mounts, Plan, RecordedScan};
 use crate::state::{ManagedKind, State, StateStore};
@@ -33,17 +33,66 @@ use crate::tree::JailPath;
 const MAX_DEPTH: usize = 256;
 
 /// What apply records for a file it wrote: blake3 of the whole jail file (None for other kinds).
+/// The read stops one byte past the size the file should have: a file a jail process makes grow
+/// or swaps while it is hashed is an error (apply is then run again), never hashed forever.
 pub fn recorded_hash(jail: &JailRoot, node: &DesiredNode) -> Result<Option<[u8; 32]>> {
-    match node.kind {
-        DesiredKind::File { .. } | DesiredKind::Content { .. } => content_hash(jail, &node.path).map(Some),
-        _ => Ok(None),
+    let expected = match &node.kind {
+        DesiredKind::File { source_print, .. } => source_print.size,
+        DesiredKind::Content { bytes } => bytes.len() as u64,
+        _ => return Ok(None),
+    };
+    match content_hash(jail, &node.path, expected)? {
+        ContentHash::Whole(hash) => Ok(Some(hash)),
+        ContentHash::Changed(why) => bail!(
+            "{} in the jail {why} while apply recorded it (a jail process is writing it); run `jailprov apply` again",
+            node.path
+        ),
     }
 }
 
-/// blake3 of every byte of a regular file in the jail.
-pub fn content_hash(jail: &JailRoot, path: &JailPath) -> Result<[u8; 32]> {
-    let mut file = jail.open_read(path)?;
-    hash_reader(&mut file).with_context(|| format!("cannot read {path} in the jail"))
+/// What a bounded hash of a jail file found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContentHash {
+    /// blake3 of every byte, the file's stat the same before and after the read.
+    Whole([u8; 32]),
+    /// Why no whole hash could be taken: longer than it may be, or changed while it was read.
+    Changed(String),
+}
+
+/// blake3 of a regular file in the jail, reading at most `limit` + 1 bytes: a file longer than
+/// `limit` (at the stat, or grown since) or whose stat moved during the read is
+/// [`ContentHash::Changed`], however large a sparse file a jail process put there.
+pub fn content_hash(jail: &JailRoot, path: &JailPath, limit: u64) -> Result<ContentHash> {
+    let file = jail.open_read(path)?;
+    let cannot_read = || format!("cannot read {path} in the jail");
+    let before = file.metadata().with_context(cannot_read)?;
+    if before.len() > limit {
+        return Ok(ContentHash::Changed(format!("is {} bytes, more than the {limit} expected", before.len())));
+    }
+    let mut hasher = blake3::Hasher::new();
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut reader = (&file).take(limit.saturating_add(1));
+    let mut read_total: u64 = 0;
+    loop {
+        let read = reader.read(&mut buffer).with_context(cannot_read)?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
+        read_total += read as u64;
+    }
+    if read_total > limit {
+        return Ok(ContentHash::Changed(format!("grew past the {limit} bytes expected")));
+    }
+    let after = file.metadata().with_context(cannot_read)?;
+    let print = |metadata: &std::fs::Metadata| {
+        use std::os::unix::fs::MetadataExt;
+        (metadata.len(), metadata.mtime(), metadata.mtime_nsec(), metadata.ctime(), metadata.ctime_nsec())
+    };
+    if print(&before) != print(&after) || read_total != after.len() {
+        return Ok(ContentHash::Changed("changed".to_owned()));
+    }
+    Ok(ContentHash::Whole(*hasher.finalize().as_bytes()))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -151,42 +200,52 @@ pub fn audit(
 /// JP001/JP002: every managed file hashed in full; returns the paths whose content must be
 /// rewritten to match the record.
 fn verify_hashes(jail: &JailRoot, state: &State, audit: &mut Audit) -> Result<BTreeSet<JailPath>> {
-    let files: Vec<(&JailPath, Option<[u8; 32]>)> = state
+    let files: Vec<(&JailPath, Option<[u8; 32]>, u64)> = state
         .entries
         .iter()
         .filter(|(_, managed)| managed.kind == ManagedKind::File)
-        .map(|(path, managed)| (path, managed.hash))
+        .map(|(path, managed)| (path, managed.hash, expected_size(managed)))
         .collect();
-    // (path, recorded hash, hash now): None now when it is not a regular file any more.
-    type Verified<'a> = (&'a JailPath, Option<[u8; 32]>, Option<[u8; 32]>);
+    // (path, recorded hash, what hashing it now found): None when it is not a regular file any
+    // more or cannot be read.
+    type Verified<'a> = (&'a JailPath, Option<[u8; 32]>, Option<ContentHash>);
     let results: Vec<Verified> = files
         .par_iter()
-        .map(|(path, recorded)| {
+        .map(|(path, recorded, expected)| {
             // A path that is gone or no longer a regular file is the plan's finding (JP003).
             let is_file = matches!(jail.stat(path), Ok(Some(stat)) if stat.kind == NodeKind::File);
-            let now = if is_file && recorded.is_some() { content_hash(jail, path).ok() } else { None };
-            (*path, *recorded, now.filter(|_| is_file))
+            let now = if is_file && recorded.is_some() { content_hash(jail, path, *expected).ok() } else { None };
+            (*path, *recorded, now)
         })
         .collect();
     let mut modified = BTreeSet::new();
     for (path, recorded, now) in results {
+        let differs = |message: String| {
+            finding(
+                "JP001",
+                Severity::Error,
+                path.as_str(),
+                message,
+                "`jailprov check --fix` (or apply) rewrites it from the Jailfile's source",
+            )
+        };
         match (recorded, now) {
-            (Some(recorded), Some(now)) => {
+            (Some(recorded), Some(ContentHash::Whole(now))) => {
                 audit.verified += 1;
                 if recorded != now {
-                    audit.findings.push(finding(
-                        "JP001",
-                        Severity::Error,
-                        path.as_str(),
-                        format!(
-                            "content differs from what apply wrote ({} recorded, {} now)",
-                            short(&recorded),
-                            short(&now)
-                        ),
-                        "`jailprov check --fix` (or apply) rewrites it from the Jailfile's source",
-                    ));
+                    audit.findings.push(differs(format!(
+                        "content differs from what apply wrote ({} recorded, {} now)",
+                        short(&recorded),
+                        short(&now)
+                    )));
                     modified.insert(path.clone());
                 }
+            }
+            (Some(_), Some(ContentHash::Changed(why))) => {
+                audit.findings.push(differs(format!(
+                    "content differs from what apply wrote: the file {why} (it was not hashed past that)"
+                )));
+                modified.insert(path.clone());
             }
             (None, _) => {
                 audit.findings.push(finding(
@@ -202,6 +261,12 @@ fn verify_hashes(jail: &JailRoot, state: &State, audit: &mut Audit) -> Result<BT
         }
     }
     Ok(modified)
+}
+
+/// How long a managed file may be: the size apply recorded; inline content is recorded without a
+/// stat, and no Jailfile holds more than [`crate::spec::MAX_JAILFILE_SIZE`].
+fn expected_size(managed: &crate::state::Managed) -> u64 {
+    managed.jail.map_or(crate::spec::MAX_JAILFILE_SIZE, |print| print.size)
 }
 
 fn short(hash: &[u8; 32]) -> String {

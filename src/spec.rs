@@ -219,6 +219,11 @@ pub const CAPABILITIES: &[&str] = &[
 /// Device nodes that hand the host's memory or I/O ports to the jail.
 const UNSAFE_CHARACTER_DEVICES: &[&str] = &["/dev/mem", "/dev/kmem", "/dev/port"];
 
+/// The largest Jailfile read: a hand-written Jailfile is a few KiB, and one generated with
+/// thousands of entries and inline files stays well below this. Past it, the file is taken for a
+/// mistake (a log, a device, a path swapped by someone else) rather than read into memory.
+pub const MAX_JAILFILE_SIZE: u64 = 4 * 1024 * 1024;
+
 /// Reads and validates a Jailfile. Problems in it come back as a [`JailfileErrors`] (downcast
 /// the anyhow error to print or test them); a file that cannot be read is a plain error.
 pub fn load(jailfile: &Path, root_override: Option<&Path>, host: &HostFs) -> Result<Spec> {

@@ -1,0 +1,123 @@
+//! Files a hostile inhabitant or local user controls: jail files that grow into terabytes while
+//! they are read, names check or plan cannot spell, and files beside the jail (the Jailfile, its
+//! lock, the state directory, a saved plan) swapped for FIFOs, forged or planted links.
+//!
+//! Like tests/apply.rs: the real binary, as root, in a fresh 0700 tempdir (tests/cli's
+//! Workspace). Without root each test prints `SKIPPED <name>: needs root` and passes.
+#![allow(clippy::disallowed_methods)] // tests build fixtures and jails with plain fs calls
+
+use std::fs;
+#[allow(unused_imports)] // used by the tests of later items
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[macro_use]
+mod cli;
+use cli::{output, Run, Workspace, BIN, UNUSED_ROOT};
+
+/// 1 TiB: reading it whole would take hours and any attempt to hold it fails at once.
+const TERABYTE: u64 = 1 << 40;
+
+/// The address-space limit the memory tests run jailprov under: a plan of a small jail fits in
+/// it many times over, a read of a terabyte (or a 1 MiB buffer per thread gone wild) does not.
+const ADDRESS_SPACE: &str = "--as=1073741824";
+
+/// A workspace whose Jailfile has one inline file, /etc/motd.
+fn jail_with_content() -> Workspace {
+    let workspace = Workspace::new("jailprov-hostile-");
+    workspace.write_jailfile(&format!(
+        "root = \"{UNUSED_ROOT}\"\n\n[[files]]\npath = \"/etc/motd\"\ncontent = \"ten bytes\\n\"\n"
+    ));
+    workspace
+}
+
+/// A sparse file of `size` bytes at `path` (no data blocks: it costs nothing on disk).
+fn sparse_file(path: &Path, size: u64) {
+    let file = fs::File::create(path).unwrap_or_else(|error| panic!("create {}: {error}", path.display()));
+    file.set_len(size).expect("set_len");
+}
+
+/// `jailprov SUBCOMMAND` under `prlimit --as` and `timeout`: a run that tries to hold a huge
+/// file fails to allocate, one that reads it forever is killed (exit 124).
+fn run_bounded(workspace: &Workspace, subcommand: &str, extra: &[&str]) -> (Run, Duration) {
+    let plain = workspace.command(subcommand, extra);
+    let mut command = Command::new("timeout");
+    command.arg("60").arg("prlimit").arg(ADDRESS_SPACE).arg(BIN);
+    command.args(plain.get_args()).current_dir(&workspace.dir).stdin(std::process::Stdio::null());
+    let started = Instant::now();
+    let run = output(command);
+    (run, started.elapsed())
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Bounded reads of jail files
+// ---------------------------------------------------------------------------------------------
+
+/// An inhabitant replaces a managed inline file with a 1 TiB sparse file: plan and check finish
+/// at once, within a small address space, reporting the file as changed.
+#[test]
+fn terabyte_sparse_file_in_place_of_managed_content_is_changed_not_read() {
+    need_root!("terabyte_sparse_file_in_place_of_managed_content_is_changed_not_read");
+    let jail = jail_with_content();
+    jail.apply();
+    let motd = jail.at("/etc/motd");
+    fs::remove_file(&motd).expect("remove motd");
+    sparse_file(&motd, TERABYTE);
+
+    let (plan, took) = run_bounded(&jail, "plan", &["--detailed-exitcode"]);
+    let plan = plan.code(2, "plan with a terabyte in place of /etc/motd");
+    assert!(plan.stdout.contains("/etc/motd"), "the file is a change: {}", plan.describe());
+    assert!(took < Duration::from_secs(30), "plan took {took:?}");
+
+    let (check, took) = run_bounded(&jail, "check", &["--format", "json"]);
+    let check = check.code(1, "check with a terabyte in place of /etc/motd");
+    assert!(check.stdout.contains("\"JP001\"") && check.stdout.contains("/etc/motd"), "{}", check.describe());
+    assert!(took < Duration::from_secs(30), "check took {took:?}");
+}
+
+/// The same file flipped between its ten bytes and a 1 TiB sparse file while plan runs (the stat
+/// sees ten bytes, the read a terabyte): plan never reads past what it may hold.
+#[test]
+fn managed_content_flipped_to_a_terabyte_during_plan_is_never_read_whole() {
+    need_root!("managed_content_flipped_to_a_terabyte_during_plan_is_never_read_whole");
+    let jail = jail_with_content();
+    jail.apply();
+    let motd = jail.at("/etc/motd");
+    let small = jail.at("/etc/motd.small");
+    let big = jail.at("/etc/motd.big");
+    fs::write(&small, "changed!!\n").expect("write the small one");
+    sparse_file(&big, TERABYTE);
+    fs::rename(&small, &motd).expect("start small");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let flipper = {
+        let (stop, motd, big) = (Arc::clone(&stop), motd.clone(), big.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                // Atomic swap: /etc/motd is always there, ten bytes or a terabyte.
+                let _ = nix::fcntl::renameat2(
+                    nix::fcntl::AT_FDCWD,
+                    &motd,
+                    nix::fcntl::AT_FDCWD,
+                    &big,
+                    nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+                );
+            }
+        })
+    };
+    let mut runs = Vec::new();
+    for _ in 0..12 {
+        runs.push(run_bounded(&jail, "plan", &["--detailed-exitcode"]));
+    }
+    stop.store(true, Ordering::Relaxed);
+    flipper.join().expect("the flipper thread");
+    for (run, took) in runs {
+        let run = run.code(2, "plan while /etc/motd flips between ten bytes and a terabyte");
+        assert!(run.stdout.contains("/etc/motd"), "{}", run.describe());
+        assert!(took < Duration::from_secs(30), "plan took {took:?}");
+    }
+}
