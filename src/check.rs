@@ -358,7 +358,9 @@ fn walk(desired: &DesiredTree, jail: &JailRoot, host: &HostFs, audit: &mut Audit
         let Ok(names) = jail.list(&path) else { continue };
         let children: Vec<JailPath> = names
             .iter()
-            .filter_map(|name| JailPath::parse(&format!("{}/{name}", path.as_str().trim_end_matches('/'))).ok())
+            .filter_map(|name| {
+                JailPath::parse(&format!("{}/{}", path.as_str().trim_end_matches('/'), name.to_str()?)).ok()
+            })
             .collect();
         // Siblings share one lookup of their directory (read-only: check writes nothing here).
         let child_refs: Vec<&JailPath> = children.iter().collect();

@@ -416,7 +416,8 @@ pub fn destroy(args: &DestroyArgs) -> Result<ExitCode> {
         }
         text.push_str(&format!("Kept {} and what jailprov did not create in it:\n", root.display()));
         for name in leftovers {
-            let path = format!("/{name}");
+            use std::os::unix::ffi::OsStrExt;
+            let path = format!("/{}", jailprov::jail_root::escaped(name.as_bytes()));
             let note = if plan.kept.iter().any(|kept| kept.as_str() == path) {
                 " (created by jailprov, kept: holds files jailprov did not create)"
             } else {

@@ -721,9 +721,11 @@ fn deletions(desired: &DesiredTree, context: &Judge, plan: &mut Plan) -> Result<
         if actual.kind == NodeKind::Dir {
             // Children come first (deepest first): a child kept for its foreign files keeps
             // its parent too.
+            // A name that is not UTF-8 is no path jailprov ever created: foreign.
             let foreign = jail.list(path)?.into_iter().any(|name| {
-                JailPath::parse(&format!("{}/{name}", path.as_str()))
-                    .map_or(true, |child| !candidates.contains(&child) || plan.kept.contains(&child))
+                name.to_str()
+                    .and_then(|name| JailPath::parse(&format!("{}/{name}", path.as_str())).ok())
+                    .is_none_or(|child| !candidates.contains(&child) || plan.kept.contains(&child))
             });
             if foreign {
                 plan.kept.push((*path).clone());

@@ -121,3 +121,31 @@ fn managed_content_flipped_to_a_terabyte_during_plan_is_never_read_whole() {
         assert!(took < Duration::from_secs(30), "plan took {took:?}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// 3. A name that is not UTF-8 in a directory jailprov created
+// ---------------------------------------------------------------------------------------------
+
+/// An inhabitant drops a file named with bytes that are not UTF-8 into a directory jailprov
+/// created; the Jailfile then drops the directory. plan, apply and destroy keep the directory for
+/// the foreign file (as for any other), none of them fails, and the file survives all three.
+#[test]
+fn non_utf8_name_in_a_created_directory_is_foreign_and_kept() {
+    use std::os::unix::ffi::OsStrExt;
+    need_root!("non_utf8_name_in_a_created_directory_is_foreign_and_kept");
+    let jail = Workspace::new("jailprov-hostile-");
+    let with_dir = format!("root = \"{UNUSED_ROOT}\"\n\n[[dirs]]\npath = \"/data\"\n\n[[files]]\npath = \"/etc/motd\"\ncontent = \"hi\\n\"\n");
+    jail.write_jailfile(&with_dir);
+    jail.apply();
+    let planted = jail.at("/data").join(std::ffi::OsStr::from_bytes(b"bad-\xff\xfe-name"));
+    fs::write(&planted, "the inhabitant's").expect("plant a non-UTF-8 name");
+
+    jail.write_jailfile(&format!("root = \"{UNUSED_ROOT}\"\n\n[[files]]\npath = \"/etc/motd\"\ncontent = \"hi\\n\"\n"));
+    let plan = jail.run("plan", &[]).ok("plan with a non-UTF-8 name in a directory to delete");
+    assert!(!plan.stdout.contains("- dir"), "the directory is not deleted: {}", plan.describe());
+    jail.run("apply", &[]).ok("apply with a non-UTF-8 name in a directory to delete");
+    assert!(planted.exists(), "apply kept the foreign file");
+    let destroy = jail.run("destroy", &[]).ok("destroy with a non-UTF-8 name in a kept directory");
+    assert!(planted.exists(), "destroy kept the foreign file: {}", destroy.describe());
+    assert!(destroy.stdout.contains("/data"), "destroy names what it kept: {}", destroy.describe());
+}
