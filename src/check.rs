@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::io::{Read as _, Write as _};
+use std::os::unix::ffi::OsStrExt as _;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -22,7 +23,7 @@ use crate::apply;
 use crate::cli::{CheckArgs, CheckFormat};
 use crate::desired::{DesiredKind, DesiredNode, DesiredTree, SETID_BITS};
 use crate::host::HostFs;
-use crate::jail_root::{JailRoot, NodeKind, NodeStat};
+use crate::jail_root::{escaped, DirOpening, JailDir, JailRoot, NodeKind, NodeStat};
 use crate::lock::hash_text;
 use crate::mountinfo::JailMounts;
 use crate::plan::{self, Action, Change, Mounts, Plan, RecordedScan};
@@ -128,6 +129,7 @@ pub const CODES: &[(&str, &str)] = &[
     ("JP016", "an executable or library a non-root user can write"),
     ("JP017", "the jail root or an ancestor is not root-owned or is writable by others"),
     ("JP018", "a persistent mount of the Jailfile is not mounted, or one jailprov made is left over"),
+    ("JP019", "a subtree check could not inspect (unreadable, too deep, or another file system)"),
 ];
 
 /// Paths that lead to host secrets or the host's root once the jail mounts /proc or binds /etc.
@@ -192,7 +194,7 @@ pub fn audit(
     }
     let modified = verify_hashes(jail, state, &mut audit)?;
     drift(desired, mounts, jail, state, host, &modified, &mut audit)?;
-    walk(desired, jail, host, &mut audit)?;
+    walk(desired, mounts, state, jail, host, &mut audit)?;
     audit.findings.sort_by(|a, b| (a.severity, &a.path, a.code).cmp(&(b.severity, &b.path, b.code)));
     Ok(audit)
 }
@@ -343,164 +345,249 @@ fn drift(
     Ok(())
 }
 
-/// JP010-JP016: a walk of the whole jail, never following a symlink, staying on the root's
-/// file system (a mount inside the jail is not part of it).
-fn walk(desired: &DesiredTree, jail: &JailRoot, host: &HostFs, audit: &mut Audit) -> Result<()> {
-    let root = JailPath::root();
-    let root_stat = jail.stat(&root)?.context("the jail root is there")?;
-    let mut host_inodes: Option<BTreeMap<(u64, u64), String>> = None;
-    let mut stack = vec![(root.clone(), root_stat.clone(), 0usize)];
-    while let Some((path, stat, depth)) = stack.pop() {
-        inspect(desired, &path, &stat, jail, host, &mut host_inodes, audit);
-        if stat.kind != NodeKind::Dir || stat.dev != root_stat.dev || depth >= MAX_DEPTH {
-            continue;
-        }
-        let Ok(names) = jail.list(&path) else { continue };
-        let children: Vec<JailPath> = names
-            .iter()
-            .filter_map(|name| {
-                JailPath::parse(&format!("{}/{}", path.as_str().trim_end_matches('/'), name.to_str()?)).ok()
-            })
-            .collect();
-        // Siblings share one lookup of their directory (read-only: check writes nothing here).
-        let child_refs: Vec<&JailPath> = children.iter().collect();
-        let stats = jail.scan_stats(&child_refs);
-        for (child, child_stat) in children.into_iter().zip(stats).rev() {
-            if let Ok(Some(child_stat)) = child_stat {
-                stack.push((child, child_stat, depth + 1));
-            }
-        }
+/// JP010-JP016: a walk of the whole jail by directory fd and raw names (a name that is not
+/// UTF-8, or a directory deeper than `PATH_MAX`, is reached like any other), never following a
+/// symlink, staying on the root's file system. JP019: every subtree the walk could not inspect
+/// (unreadable, too deep, another file system the Jailfile does not mount there), so that no
+/// subtree is ever skipped silently.
+fn walk(
+    desired: &DesiredTree,
+    mounts: &Mounts,
+    state: &State,
+    jail: &JailRoot,
+    host: &HostFs,
+    audit: &mut Audit,
+) -> Result<()> {
+    let root_stat = jail.stat(&JailPath::root())?.context("the jail root is there")?;
+    let declared_mounts = mounts.wished.iter().map(|(target, _)| target).chain(state.mounts.iter()).cloned().collect();
+    let mut walker = Walker { desired, host, root_dev: root_stat.dev, declared_mounts, host_inodes: None, audit };
+    walker.inspect(b"/", &root_stat, || bail!("the jail root is not a symlink"));
+    match jail.root_dir() {
+        Ok(root) => walker.directory(&root, b"", 0),
+        Err(error) => walker.not_inspected(b"/", &format!("{error:#}")),
     }
     Ok(())
 }
 
-fn inspect(
-    desired: &DesiredTree,
-    path: &JailPath,
-    stat: &NodeStat,
-    jail: &JailRoot,
-    host: &HostFs,
-    host_inodes: &mut Option<BTreeMap<(u64, u64), String>>,
-    audit: &mut Audit,
-) {
-    let wanted = desired.nodes.get(path);
-    let text = path.as_str();
-    match stat.kind {
-        NodeKind::File => {
-            if stat.mode & SETID_BITS != 0 {
-                let bits = match (stat.mode & 0o4000 != 0, stat.mode & 0o2000 != 0) {
-                    (true, true) => "setuid and setgid",
-                    (true, false) => "setuid",
-                    _ => "setgid",
-                };
-                let declared = wanted.is_some_and(|node| node.mode & SETID_BITS == stat.mode & SETID_BITS);
-                let (severity, fix) = if declared {
-                    (Severity::Warning, "drop `setuid = true` from the Jailfile unless the jail needs it")
-                } else {
-                    (Severity::Error, "`chmod ug-s` it (`jailprov check --fix` does for managed files), or declare it with `setuid = true`")
-                };
-                audit.findings.push(finding(
-                    "JP010",
-                    severity,
-                    text,
-                    format!("{bits} file owned by uid {} (gid {})", stat.uid, stat.gid),
-                    fix,
-                ));
+/// The state of one audit walk.
+struct Walker<'a> {
+    desired: &'a DesiredTree,
+    host: &'a HostFs,
+    root_dev: u64,
+    /// Persistent mounts of the Jailfile or made by jailprov: their contents are not the jail's.
+    declared_mounts: BTreeSet<JailPath>,
+    host_inodes: Option<BTreeMap<(u64, u64), String>>,
+    audit: &'a mut Audit,
+}
+
+impl Walker<'_> {
+    /// Inspects every entry of `dir` (whose jail path is `path`, raw bytes, "" for the root) and
+    /// descends into its directories.
+    fn directory(&mut self, dir: &JailDir, path: &[u8], depth: usize) {
+        let names = match dir.names() {
+            Ok(names) => names,
+            Err(error) => return self.not_inspected(display_bytes(path), &format!("cannot list it: {error:#}")),
+        };
+        for name in names {
+            let mut child = Vec::with_capacity(path.len() + 1 + name.as_bytes().len());
+            child.extend_from_slice(path);
+            child.push(b'/');
+            child.extend_from_slice(name.as_bytes());
+            let stat = match dir.stat(&name) {
+                Ok(Some(stat)) => stat,
+                Ok(None) => continue, // removed since it was listed
+                Err(error) => {
+                    self.not_inspected(&child, &format!("{error:#}"));
+                    continue;
+                }
+            };
+            self.inspect(&child, &stat, || dir.read_link(&name));
+            if stat.kind != NodeKind::Dir {
+                continue;
             }
-            let executable = stat.mode & 0o111 != 0;
-            let name = path.file_name();
-            let library = name.ends_with(".so") || name.contains(".so.");
-            if (executable || library) && (stat.uid != 0 || stat.mode & 0o022 != 0) {
-                let who = if stat.uid != 0 {
-                    format!("its owner uid {}", stat.uid)
-                } else if stat.mode & 0o002 != 0 {
-                    "everyone".to_owned()
-                } else {
-                    format!("group {}", stat.gid)
-                };
-                let what = if library { "library" } else { "executable" };
-                audit.findings.push(finding(
-                    "JP016",
-                    Severity::Error,
-                    text,
-                    format!("{what} writable by {who} (mode {:04o}): whoever runs it runs their code", stat.mode),
-                    "make it root-owned and not group/world-writable (`jailprov check --fix` for managed files)",
-                ));
+            let declared = || {
+                std::str::from_utf8(&child)
+                    .ok()
+                    .and_then(|text| JailPath::parse(text).ok())
+                    .is_some_and(|path| self.declared_mounts.contains(&path))
+            };
+            if stat.dev != self.root_dev {
+                if !declared() {
+                    self.not_inspected(&child, "it is on another file system (a mount the Jailfile does not declare)");
+                }
+                continue;
             }
-            if stat.nlink > 1 {
-                let inodes = host_inodes.get_or_insert_with(|| host_inodes_of(desired, host));
-                if let Some(host_path) = inodes.get(&(stat.dev, stat.ino)) {
+            if depth + 1 >= MAX_DEPTH {
+                self.not_inspected(&child, &format!("it is more than {MAX_DEPTH} directories deep"));
+                continue;
+            }
+            match dir.open_dir(&name) {
+                Ok(DirOpening::Opened(sub)) => self.directory(&sub, &child, depth + 1),
+                Ok(DirOpening::Gone) => {}
+                Ok(DirOpening::MountPoint) => {
+                    if !declared() {
+                        self.not_inspected(&child, "it is a mount point the Jailfile does not declare");
+                    }
+                }
+                Ok(DirOpening::NotADirectory) => {
+                    self.not_inspected(&child, "it was replaced by something else while the jail was walked")
+                }
+                Err(error) => self.not_inspected(&child, &format!("{error:#}")),
+            }
+        }
+    }
+
+    /// JP019 for the subtree at `path` (raw bytes).
+    fn not_inspected(&mut self, path: &[u8], why: &str) {
+        self.audit.findings.push(finding(
+            "JP019",
+            Severity::Error,
+            &escaped(display_bytes(path)),
+            format!("check could not inspect this subtree: {why}; anything in it (a setuid file...) is unchecked"),
+            "look at it by hand, move it out of the jail, or make it readable; unmount a mount the Jailfile does not declare",
+        ));
+    }
+
+    /// The findings of one node at `path` (raw bytes); `read_link` gives a symlink's target.
+    fn inspect(&mut self, path: &[u8], stat: &NodeStat, read_link: impl FnOnce() -> Result<std::ffi::OsString>) {
+        // The Jailfile only names UTF-8 paths: a name that is not is never wanted.
+        let wanted = std::str::from_utf8(path)
+            .ok()
+            .and_then(|text| JailPath::parse(text).ok())
+            .and_then(|path| self.desired.nodes.get(&path));
+        let shown = escaped(path);
+        let text = shown.as_str();
+        let (desired, host, audit) = (self.desired, self.host, &mut *self.audit);
+        let host_inodes = &mut self.host_inodes;
+        match stat.kind {
+            NodeKind::File => {
+                if stat.mode & SETID_BITS != 0 {
+                    let bits = match (stat.mode & 0o4000 != 0, stat.mode & 0o2000 != 0) {
+                        (true, true) => "setuid and setgid",
+                        (true, false) => "setuid",
+                        _ => "setgid",
+                    };
+                    let declared = wanted.is_some_and(|node| node.mode & SETID_BITS == stat.mode & SETID_BITS);
+                    let (severity, fix) = if declared {
+                        (Severity::Warning, "drop `setuid = true` from the Jailfile unless the jail needs it")
+                    } else {
+                        (Severity::Error, "`chmod ug-s` it (`jailprov check --fix` does for managed files), or declare it with `setuid = true`")
+                    };
                     audit.findings.push(finding(
-                        "JP015",
+                        "JP010",
+                        severity,
+                        text,
+                        format!("{bits} file owned by uid {} (gid {})", stat.uid, stat.gid),
+                        fix,
+                    ));
+                }
+                let executable = stat.mode & 0o111 != 0;
+                let name = String::from_utf8_lossy(path.rsplit(|byte| *byte == b'/').next().unwrap_or_default());
+                let library = name.ends_with(".so") || name.contains(".so.");
+                if (executable || library) && (stat.uid != 0 || stat.mode & 0o022 != 0) {
+                    let who = if stat.uid != 0 {
+                        format!("its owner uid {}", stat.uid)
+                    } else if stat.mode & 0o002 != 0 {
+                        "everyone".to_owned()
+                    } else {
+                        format!("group {}", stat.gid)
+                    };
+                    let what = if library { "library" } else { "executable" };
+                    audit.findings.push(finding(
+                        "JP016",
                         Severity::Error,
                         text,
-                        format!("hard link to the host's {host_path}: a write in the jail changes the host"),
-                        "replace it with a copy (remove it and run `jailprov apply`)",
+                        format!("{what} writable by {who} (mode {:04o}): whoever runs it runs their code", stat.mode),
+                        "make it root-owned and not group/world-writable (`jailprov check --fix` for managed files)",
+                    ));
+                }
+                if stat.nlink > 1 {
+                    let inodes = host_inodes.get_or_insert_with(|| host_inodes_of(desired, host));
+                    if let Some(host_path) = inodes.get(&(stat.dev, stat.ino)) {
+                        audit.findings.push(finding(
+                            "JP015",
+                            Severity::Error,
+                            text,
+                            format!("hard link to the host's {host_path}: a write in the jail changes the host"),
+                            "replace it with a copy (remove it and run `jailprov apply`)",
+                        ));
+                    }
+                }
+            }
+            NodeKind::Dir => {
+                if stat.mode & 0o022 != 0 && stat.mode & 0o1000 == 0 {
+                    let (severity, who) = if stat.mode & 0o002 != 0 {
+                        (Severity::Error, "everyone")
+                    } else {
+                        (Severity::Warning, "its group")
+                    };
+                    audit.findings.push(finding(
+                        "JP011",
+                        severity,
+                        text,
+                        format!("directory writable by {who} without the sticky bit (mode {:04o})", stat.mode),
+                        "add the sticky bit (mode 1777 like /tmp) or drop group/other write",
                     ));
                 }
             }
-        }
-        NodeKind::Dir => {
-            if stat.mode & 0o022 != 0 && stat.mode & 0o1000 == 0 {
-                let (severity, who) = if stat.mode & 0o002 != 0 {
-                    (Severity::Error, "everyone")
-                } else {
-                    (Severity::Warning, "its group")
-                };
-                audit.findings.push(finding(
-                    "JP011",
-                    severity,
-                    text,
-                    format!("directory writable by {who} without the sticky bit (mode {:04o})", stat.mode),
-                    "add the sticky bit (mode 1777 like /tmp) or drop group/other write",
-                ));
-            }
-        }
-        NodeKind::CharDevice | NodeKind::BlockDevice => {
-            let declared = wanted.is_some_and(|node| match node.kind {
-                DesiredKind::Device { block, rdev } => {
-                    rdev == stat.rdev && block == (stat.kind == NodeKind::BlockDevice)
+            NodeKind::CharDevice | NodeKind::BlockDevice => {
+                let declared = wanted.is_some_and(|node| match node.kind {
+                    DesiredKind::Device { block, rdev } => {
+                        rdev == stat.rdev && block == (stat.kind == NodeKind::BlockDevice)
+                    }
+                    _ => false,
+                });
+                if !declared {
+                    audit.findings.push(finding(
+                        "JP012",
+                        Severity::Error,
+                        text,
+                        format!(
+                            "{} {}:{} not declared in the Jailfile's `devices`",
+                            stat.kind,
+                            nix::sys::stat::major(stat.rdev),
+                            nix::sys::stat::minor(stat.rdev)
+                        ),
+                        "remove it, or declare it in `devices`",
+                    ));
                 }
-                _ => false,
-            });
-            if !declared {
-                audit.findings.push(finding(
-                    "JP012",
-                    Severity::Error,
-                    text,
-                    format!(
-                        "{} {}:{} not declared in the Jailfile's `devices`",
-                        stat.kind,
-                        nix::sys::stat::major(stat.rdev),
-                        nix::sys::stat::minor(stat.rdev)
-                    ),
-                    "remove it, or declare it in `devices`",
-                ));
             }
-        }
-        NodeKind::Symlink => {
-            let Ok(target) = jail.read_link(path) else { return };
-            match symlink_destination(path, &target) {
-                None => audit.findings.push(finding(
-                    "JP013",
-                    Severity::Error,
-                    text,
-                    format!("symlink to {target} climbs above the jail root: seen from the host it leads out"),
-                    "point it inside the jail (fewer `..`), or remove it",
-                )),
-                Some(destination) if is_sensitive(&destination) => audit.findings.push(finding(
-                    "JP014",
-                    Severity::Error,
-                    text,
-                    format!(
-                        "symlink to {target}, a host-sensitive path: it reaches the host once /proc is mounted or /etc bound"
-                    ),
-                    "remove it or point it elsewhere",
-                )),
-                Some(_) => {}
+            NodeKind::Symlink => {
+                let Ok(target) = read_link() else { return };
+                let target = escaped(target.as_bytes());
+                // Lexically, on the shown text: escaping keeps every `/` and adds no `..`.
+                let Ok(link) = JailPath::parse(text) else { return };
+                match symlink_destination(&link, &target) {
+                    None => audit.findings.push(finding(
+                        "JP013",
+                        Severity::Error,
+                        text,
+                        format!("symlink to {target} climbs above the jail root: seen from the host it leads out"),
+                        "point it inside the jail (fewer `..`), or remove it",
+                    )),
+                    Some(destination) if is_sensitive(&destination) => audit.findings.push(finding(
+                        "JP014",
+                        Severity::Error,
+                        text,
+                        format!(
+                            "symlink to {target}, a host-sensitive path: it reaches the host once /proc is mounted or /etc bound"
+                        ),
+                        "remove it or point it elsewhere",
+                    )),
+                    Some(_) => {}
+                }
             }
+            NodeKind::Fifo | NodeKind::Socket => {}
         }
-        NodeKind::Fifo | NodeKind::Socket => {}
+    }
+}
+
+/// Raw path bytes as the walk shows them: "" is the root.
+fn display_bytes(path: &[u8]) -> &[u8] {
+    if path.is_empty() {
+        b"/"
+    } else {
+        path
     }
 }
 

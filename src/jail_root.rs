@@ -604,6 +604,14 @@ impl JailRoot {
         Ok(names)
     }
 
+    /// The jail root as a [`JailDir`], for a walk by directory fd (`jailprov check`).
+    pub fn root_dir(&self) -> Result<JailDir> {
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let fd = openat2(&self.fd, ".", OpenHow::new().flags(flags).resolve(beneath()))
+            .map_err(|errno| anyhow!("cannot open the jail root {}: {errno}", self.host.display()))?;
+        Ok(JailDir { fd })
+    }
+
     /// Creates a directory with exactly `mode` (set with fchmod after mkdirat: the umask plays
     /// no part) and owner. An existing directory just gets `mode` and owner; anything else at
     /// `path` is an error (a symlink: [`JailError::SymlinkInPath`]).
@@ -837,6 +845,61 @@ impl JailRoot {
             }
         }
         Ok(removed)
+    }
+}
+
+/// One directory of the jail held open for reading, for walks that must reach every name: a
+/// name that is not UTF-8, or a directory deeper than `PATH_MAX`, is reached through its parent's
+/// fd by its raw bytes, never through a path string. Read-only, never following a symlink.
+#[derive(Debug)]
+pub struct JailDir {
+    fd: OwnedFd,
+}
+
+/// What [`JailDir::open_dir`] found at a name.
+#[derive(Debug)]
+pub enum DirOpening {
+    Opened(JailDir),
+    /// Gone since it was listed.
+    Gone,
+    /// A mount point: walks stay on one file system.
+    MountPoint,
+    /// No longer a directory (replaced since it was listed, or a symlink now).
+    NotADirectory,
+}
+
+impl JailDir {
+    /// The names in it (no `.` and `..`), as raw bytes, unsorted.
+    pub fn names(&self) -> Result<Vec<CString>> {
+        read_names(&self.fd)
+    }
+
+    /// `lstat` of `name` in it; None when it is gone.
+    pub fn stat(&self, name: &CStr) -> Result<Option<NodeStat>> {
+        match fstatat(&self.fd, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(stat) => NodeStat::from_stat(&stat).map(Some),
+            Err(Errno::ENOENT) => Ok(None),
+            Err(errno) => bail!("cannot inspect it: {errno}"),
+        }
+    }
+
+    /// The target of the symlink `name`, as raw bytes.
+    pub fn read_link(&self, name: &CStr) -> Result<OsString> {
+        readlinkat(&self.fd, name).map_err(|errno| anyhow!("cannot read the symlink: {errno}"))
+    }
+
+    /// The directory `name` in it, opened without following a symlink and without crossing into
+    /// another mount.
+    pub fn open_dir(&self, name: &CStr) -> Result<DirOpening> {
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let how = OpenHow::new().flags(flags).resolve(beneath() | ResolveFlag::RESOLVE_NO_XDEV);
+        match openat2(&self.fd, name, how) {
+            Ok(fd) => Ok(DirOpening::Opened(JailDir { fd })),
+            Err(Errno::ENOENT) => Ok(DirOpening::Gone),
+            Err(Errno::EXDEV) => Ok(DirOpening::MountPoint),
+            Err(Errno::ELOOP | Errno::ENOTDIR) => Ok(DirOpening::NotADirectory),
+            Err(errno) => bail!("cannot open it: {errno}"),
+        }
     }
 }
 

@@ -149,3 +149,112 @@ fn non_utf8_name_in_a_created_directory_is_foreign_and_kept() {
     assert!(planted.exists(), "destroy kept the foreign file: {}", destroy.describe());
     assert!(destroy.stdout.contains("/data"), "destroy names what it kept: {}", destroy.describe());
 }
+
+// ---------------------------------------------------------------------------------------------
+// 2. check walks every subtree
+// ---------------------------------------------------------------------------------------------
+
+/// A root-owned setuid copy of a shell at `name` in the directory fd `dir`.
+fn setuid_file_at(dir: &std::os::fd::OwnedFd, name: &str) {
+    use nix::fcntl::{openat, OFlag};
+    use nix::sys::stat::Mode;
+    let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_CLOEXEC;
+    let fd = openat(dir, name, flags, Mode::from_bits_truncate(0o755)).expect("create the setuid file");
+    nix::sys::stat::fchmod(&fd, Mode::from_bits_truncate(0o4755)).expect("chmod u+s");
+}
+
+/// check's exit code and findings (code, path) of a run with `--format json`.
+fn check_findings(jail: &Workspace) -> (Run, Vec<(String, String)>) {
+    let run = jail.run("check", &["--format", "json"]);
+    let value: serde_json::Value =
+        serde_json::from_str(&run.stdout).unwrap_or_else(|error| panic!("check JSON: {error}: {}", run.describe()));
+    let findings = value["findings"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|item| {
+                    let field = |name: &str| item[name].as_str().unwrap_or_default().to_owned();
+                    (field("code"), field("path"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    (run, findings)
+}
+
+/// A setuid-root file inside a directory whose name is not UTF-8: check reports it (the name
+/// escaped) and exits non-zero, instead of skipping the whole directory and exiting 0.
+#[test]
+fn setuid_file_under_a_non_utf8_directory_name_is_reported() {
+    use std::os::unix::ffi::OsStrExt;
+    need_root!("setuid_file_under_a_non_utf8_directory_name_is_reported");
+    let jail = jail_with_content();
+    jail.apply();
+    let hidden = jail.at("/").join(std::ffi::OsStr::from_bytes(b"hid\xffden"));
+    fs::create_dir(&hidden).expect("mkdir a non-UTF-8 name");
+    let dir = nix::fcntl::open(
+        &hidden,
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY,
+        nix::sys::stat::Mode::empty(),
+    )
+    .expect("open it");
+    setuid_file_at(&dir, "sh");
+
+    let (run, findings) = check_findings(&jail);
+    assert_eq!(run.code, 1, "{}", run.describe());
+    assert!(
+        findings.contains(&("JP010".to_owned(), "/hid\\xffden/sh".to_owned())),
+        "the setuid file is reported, its directory's name escaped: {findings:?}"
+    );
+}
+
+/// A setuid-root file nested deeper than PATH_MAX (built with mkdirat/openat: no path string
+/// can reach it): check reports it and exits non-zero.
+#[test]
+fn setuid_file_deeper_than_path_max_is_reported() {
+    use nix::fcntl::{openat, OFlag};
+    use nix::sys::stat::{mkdirat, Mode};
+    need_root!("setuid_file_deeper_than_path_max_is_reported");
+    let jail = jail_with_content();
+    jail.apply();
+    let component = "d".repeat(200);
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let mut dir = nix::fcntl::open(&jail.root, flags, Mode::empty()).expect("open the jail root");
+    let levels = 24; // 24 * 201 bytes: past PATH_MAX (4096), far from the depth limit
+    for _ in 0..levels {
+        mkdirat(&dir, component.as_str(), Mode::from_bits_truncate(0o755)).expect("mkdirat");
+        dir = openat(&dir, component.as_str(), flags, Mode::empty()).expect("openat");
+    }
+    setuid_file_at(&dir, "sh");
+    let deep = format!("{}/sh", format!("/{component}").repeat(levels));
+    assert!(deep.len() > 4096);
+
+    let (run, findings) = check_findings(&jail);
+    assert_eq!(run.code, 1, "{}", run.describe());
+    assert!(
+        findings.contains(&("JP010".to_owned(), deep)),
+        "the setuid file deeper than PATH_MAX is reported: {:?}",
+        findings.iter().map(|(code, path)| (code, path.len())).collect::<Vec<_>>()
+    );
+}
+
+/// A tree deeper than check's depth limit: the subtree it does not descend into is an error
+/// finding (JP019), never a silent exit 0.
+#[test]
+fn subtree_past_the_depth_limit_is_an_error_finding() {
+    use nix::fcntl::{openat, OFlag};
+    use nix::sys::stat::{mkdirat, Mode};
+    need_root!("subtree_past_the_depth_limit_is_an_error_finding");
+    let jail = jail_with_content();
+    jail.apply();
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let mut dir = nix::fcntl::open(&jail.root, flags, Mode::empty()).expect("open the jail root");
+    for _ in 0..300 {
+        mkdirat(&dir, "d", Mode::from_bits_truncate(0o755)).expect("mkdirat");
+        dir = openat(&dir, "d", flags, Mode::empty()).expect("openat");
+    }
+    let (run, findings) = check_findings(&jail);
+    assert_eq!(run.code, 1, "{}", run.describe());
+    assert!(findings.iter().any(|(code, path)| code == "JP019" && path.starts_with("/d/d/")), "{findings:?}");
+}
