@@ -7,7 +7,6 @@
 #![allow(clippy::disallowed_methods)] // tests build fixtures and jails with plain fs calls
 
 use std::fs;
-#[allow(unused_imports)] // used by the tests of later items
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
@@ -257,4 +256,151 @@ fn subtree_past_the_depth_limit_is_an_error_finding() {
     let (run, findings) = check_findings(&jail);
     assert_eq!(run.code, 1, "{}", run.describe());
     assert!(findings.iter().any(|(code, path)| code == "JP019" && path.starts_with("/d/d/")), "{findings:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Files beside the jail
+// ---------------------------------------------------------------------------------------------
+
+/// `jailprov SUBCOMMAND` under `timeout 20`: exit 124 means it hung.
+fn run_with_timeout(workspace: &Workspace, subcommand: &str, extra: &[&str]) -> Run {
+    let plain = workspace.command(subcommand, extra);
+    let mut command = Command::new("timeout");
+    command.arg("20").arg(BIN).args(plain.get_args()).current_dir(&workspace.dir).stdin(std::process::Stdio::null());
+    output(command)
+}
+
+fn mkfifo(path: &Path) {
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o644)).expect("mkfifo");
+}
+
+/// A Jailfile path that is a FIFO (no writer ever comes): plan and check refuse it at once,
+/// naming it, instead of hanging on the open.
+#[test]
+fn jailfile_that_is_a_fifo_is_refused_without_hanging() {
+    need_root!("jailfile_that_is_a_fifo_is_refused_without_hanging");
+    let jail = Workspace::new("jailprov-hostile-");
+    mkfifo(&jail.jailfile);
+    for subcommand in ["plan", "check", "apply"] {
+        let run = run_with_timeout(&jail, subcommand, &[]).code(1, subcommand);
+        assert!(run.stderr.contains("is a FIFO, not a regular file"), "{subcommand}: {}", run.describe());
+        assert!(run.stderr.contains(&jail.jailfile.display().to_string()), "names it: {}", run.describe());
+    }
+}
+
+/// A Jailfile.lock that is a FIFO: plan refuses it instead of hanging.
+#[test]
+fn lock_that_is_a_fifo_is_refused_without_hanging() {
+    need_root!("lock_that_is_a_fifo_is_refused_without_hanging");
+    let jail = jail_with_content();
+    mkfifo(&jail.dir.join("Jailfile.lock"));
+    let run = run_with_timeout(&jail, "plan", &[]).code(1, "plan with a FIFO lock");
+    assert!(run.stderr.contains("the lock") && run.stderr.contains("is a FIFO"), "{}", run.describe());
+}
+
+/// A Jailfile of 5 MiB (valid TOML: one comment line) is refused with its size and the limit,
+/// not read into memory.
+#[test]
+fn jailfile_over_the_size_limit_is_refused() {
+    need_root!("jailfile_over_the_size_limit_is_refused");
+    let jail = Workspace::new("jailprov-hostile-");
+    let padding = format!("# {}\n", "x".repeat(5 * 1024 * 1024));
+    jail.write_jailfile(&format!("{padding}root = \"{UNUSED_ROOT}\"\n"));
+    let run = jail.run("plan", &[]).code(1, "plan of a 5 MiB Jailfile");
+    assert!(run.stderr.contains("more than the 4194304 bytes"), "{}", run.describe());
+}
+
+/// A state directory others can write (or another user owns) is refused before anything in it
+/// is read or written, naming it and what to do; nothing is applied.
+#[test]
+fn state_dir_writable_by_others_or_owned_by_another_user_is_refused() {
+    need_root!("state_dir_writable_by_others_or_owned_by_another_user_is_refused");
+    let jail = jail_with_content();
+    fs::create_dir(&jail.state).expect("mkdir state");
+    fs::set_permissions(&jail.state, fs::Permissions::from_mode(0o777)).expect("chmod 0777");
+    for subcommand in ["apply", "plan"] {
+        let run = jail.run(subcommand, &[]).code(1, &format!("{subcommand} with a 0777 state dir"));
+        assert!(
+            run.stderr.contains(&format!("the state directory {}", jail.state.display()))
+                && run.stderr.contains("chmod go-w")
+                && run.stderr.contains("--state-dir"),
+            "{subcommand}: {}",
+            run.describe()
+        );
+    }
+    assert!(!jail.at("/etc/motd").exists(), "nothing applied");
+
+    fs::set_permissions(&jail.state, fs::Permissions::from_mode(0o700)).expect("chmod 0700");
+    nix::unistd::chown(&jail.state, Some(nix::unistd::Uid::from_raw(65534)), None).expect("chown nobody");
+    let run = jail.run("apply", &[]).code(1, "apply with a state dir owned by nobody");
+    assert!(run.stderr.contains("owned by uid 65534"), "{}", run.describe());
+
+    // Its lock-cache subdirectory too.
+    nix::unistd::chown(&jail.state, Some(nix::unistd::Uid::from_raw(0)), None).expect("chown root");
+    jail.apply();
+    fs::set_permissions(&jail.state, fs::Permissions::from_mode(0o770)).expect("chmod 0770");
+    let run = jail.run("check", &[]).code(1, "check with a group-writable state dir");
+    assert!(run.stderr.contains(&format!("the state directory {}", jail.state.display())), "{}", run.describe());
+    fs::set_permissions(&jail.state, fs::Permissions::from_mode(0o700)).expect("chmod 0700");
+    let cache = jail.state.join("lock-cache");
+    fs::set_permissions(&cache, fs::Permissions::from_mode(0o777)).expect("chmod the cache 0777");
+    let run = jail.run("plan", &[]).code(1, "plan with a 0777 lock-cache");
+    assert!(run.stderr.contains(&format!("the state directory {}", cache.display())), "{}", run.describe());
+}
+
+/// Symlinks planted at the temporary names the state, intent and memo writers used to use
+/// (`NAME.tmp`, `NAME.memo.tmp`): apply and plan never write through them.
+#[test]
+fn symlink_planted_at_a_state_temp_name_is_never_followed() {
+    need_root!("symlink_planted_at_a_state_temp_name_is_never_followed");
+    let jail = jail_with_content();
+    fs::create_dir(&jail.state).expect("mkdir state");
+    fs::set_permissions(&jail.state, fs::Permissions::from_mode(0o700)).expect("chmod 0700");
+    let victim = jail.dir.join("victim");
+    fs::write(&victim, "the victim's bytes\n").expect("write the victim");
+    let store = jailprov::state::StateStore::for_root(&jail.state, &jail.root);
+    let with_tmp =
+        |path: &Path| path.with_file_name(format!("{}.tmp", path.file_name().expect("name").to_string_lossy()));
+    let planted =
+        [with_tmp(&store.state_file), with_tmp(&store.intent_file), store.memo_file.with_extension("memo.tmp")];
+    for link in &planted {
+        symlink(&victim, link).expect("plant a symlink");
+    }
+
+    jail.apply();
+    jail.run("plan", &[]).ok("a no-op plan writes the memo");
+    jail.run("plan", &[]).ok("a plan answered by the memo");
+    assert_eq!(fs::read_to_string(&victim).expect("the victim"), "the victim's bytes\n", "never written through");
+    for link in &planted {
+        assert!(fs::symlink_metadata(link).expect("still there").file_type().is_symlink(), "{}", link.display());
+    }
+    assert!(store.state_file.exists() && store.memo_file.exists(), "state and memo were written beside them");
+    let state = fs::symlink_metadata(&store.state_file).expect("state");
+    assert!(state.file_type().is_file() && state.mode() & 0o077 == 0, "a private regular file");
+}
+
+/// A saved plan owned by another user, or writable by others, is refused by `apply FILE`; the
+/// same plan owned by root with mode 0644 is applied.
+#[test]
+fn saved_plan_owned_by_nobody_or_writable_by_others_is_refused() {
+    need_root!("saved_plan_owned_by_nobody_or_writable_by_others_is_refused");
+    let jail = jail_with_content();
+    let saved = jail.dir.join("plan.json");
+    let saved_text = saved.display().to_string();
+    jail.run("plan", &["-o", &saved_text]).ok("plan -o");
+    fs::set_permissions(&saved, fs::Permissions::from_mode(0o644)).expect("chmod 0644");
+
+    nix::unistd::chown(&saved, Some(nix::unistd::Uid::from_raw(65534)), None).expect("chown nobody");
+    let run = jail.run("apply", &[&saved_text]).code(1, "apply of a plan owned by nobody");
+    assert!(run.stderr.contains("the saved plan") && run.stderr.contains("owned by uid 65534"), "{}", run.describe());
+
+    nix::unistd::chown(&saved, Some(nix::unistd::Uid::from_raw(0)), None).expect("chown root");
+    fs::set_permissions(&saved, fs::Permissions::from_mode(0o666)).expect("chmod 0666");
+    let run = jail.run("apply", &[&saved_text]).code(1, "apply of a plan anyone can write");
+    assert!(run.stderr.contains("mode 0666"), "{}", run.describe());
+    assert!(!jail.at("/etc/motd").exists(), "nothing applied");
+
+    fs::set_permissions(&saved, fs::Permissions::from_mode(0o644)).expect("chmod 0644");
+    jail.run("apply", &[&saved_text]).ok("apply of a private plan");
+    assert!(jail.at("/etc/motd").exists());
 }
