@@ -927,15 +927,18 @@ fn store_path(cache_file: &Path) -> PathBuf {
 /// forged cache could hide host drift). None when missing or not trusted.
 fn read_trusted(path: &Path) -> Option<Vec<u8>> {
     let file = open_trusted(path)?;
-    let mut bytes = Vec::with_capacity(usize::try_from(file.metadata().ok()?.len()).unwrap_or(0));
-    (&file).read_to_end(&mut bytes).ok()?;
-    Some(bytes)
+    crate::beside::read_bounded(&file, path, "the lock's hash cache", MAX_CACHE_SIZE).ok()
 }
 
-/// A cache file opened if we may trust it (see [`read_trusted`]).
+/// The largest cache file read: a hash record per host source (under a hundred bytes each), so
+/// a few MiB for the largest jails we measure; anything larger is not ours and is ignored.
+const MAX_CACHE_SIZE: u64 = 1024 * 1024 * 1024;
+
+/// A cache file opened if we may trust it (see [`read_trusted`]): a regular file (a FIFO is not
+/// waited on, a symlink not followed) of at most [`MAX_CACHE_SIZE`].
 fn open_trusted(path: &Path) -> Option<fs::File> {
-    let file = fs::File::open(path).ok()?;
-    let metadata = file.metadata().ok()?;
+    let (file, metadata) =
+        crate::beside::open_regular_nofollow(path, "the lock's hash cache", MAX_CACHE_SIZE).ok()??;
     let trusted =
         metadata.is_file() && metadata.uid() == nix::unistd::geteuid().as_raw() && metadata.mode() & 0o022 == 0;
     trusted.then_some(file)
@@ -954,12 +957,8 @@ fn load_store(path: &Path) -> SourceStore {
 /// Only the "fresh" key of a trusted cache (postcard keeps fields in order: the version and the
 /// key lead), so the no-op path does not decode the rest.
 fn peek_fresh(path: &Path) -> Option<[u8; 32]> {
-    let metadata = fs::symlink_metadata(path).ok()?;
-    if !metadata.is_file() || metadata.uid() != nix::unistd::geteuid().as_raw() || metadata.mode() & 0o022 != 0 {
-        return None;
-    }
     let mut head = Vec::with_capacity(64);
-    fs::File::open(path).ok()?.take(64).read_to_end(&mut head).ok()?;
+    open_trusted(path)?.take(64).read_to_end(&mut head).ok()?;
     let ((version, fresh), _) = postcard::take_from_bytes::<(u32, Option<[u8; 32]>)>(&head).ok()?;
     (version == CACHE_VERSION).then_some(fresh).flatten()
 }

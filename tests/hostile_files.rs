@@ -404,3 +404,24 @@ fn saved_plan_owned_by_nobody_or_writable_by_others_is_refused() {
     jail.run("apply", &[&saved_text]).ok("apply of a private plan");
     assert!(jail.at("/etc/motd").exists());
 }
+
+/// The lock's hash cache in the state directory replaced by a FIFO (say by an earlier run as
+/// another user): plan ignores it and hashes again instead of hanging on it.
+#[test]
+fn lock_cache_that_is_a_fifo_is_ignored_without_hanging() {
+    need_root!("lock_cache_that_is_a_fifo_is_ignored_without_hanging");
+    let jail = jail_with_content();
+    jail.apply();
+    let caches: Vec<_> = fs::read_dir(jail.state.join("lock-cache"))
+        .expect("the lock cache directory")
+        .map(|entry| entry.expect("entry").path())
+        .collect();
+    assert!(!caches.is_empty());
+    for cache in &caches {
+        fs::remove_file(cache).expect("remove a cache file");
+        mkfifo(cache);
+    }
+    fs::write(jail.at("/etc/motd"), "edited\n").expect("a change, so the plan is not answered by the memo");
+    let run = run_with_timeout(&jail, "plan", &["--detailed-exitcode"]);
+    assert_eq!(run.code, 2, "plan finishes with the change: {}", run.describe());
+}
