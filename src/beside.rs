@@ -4,9 +4,9 @@
 //! Any local user who owns part of such a path is an attacker: a Jailfile path swapped for a FIFO
 //! must not hang jailprov, nor a device or a multi-gigabyte file make it read forever; a record
 //! or a saved plan someone else can write could be forged into deleting host files; a symlink
-//! planted at a predictable temporary name must never be written through. So reads open the file
-//! `O_NONBLOCK` (a FIFO opens at once), check the opened fd is a regular file and read at most a
-//! stated size; writes go to a fresh `O_CREAT | O_EXCL | O_NOFOLLOW` temporary file with a random
+//! planted at a predictable temporary name must never be written through. So reads first hold the
+//! file by an `O_PATH` fd (which opens nothing), refuse anything but a regular file, reopen that
+//! very inode and read at most a stated size; writes go to a fresh `O_CREAT | O_EXCL | O_NOFOLLOW` temporary file with a random
 //! name, renamed into place; and the state directory must be owned by root (or by the invoking
 //! user) and writable by no one else.
 #![allow(clippy::disallowed_methods)] // writes only in the state directory and beside the Jailfile
@@ -18,13 +18,17 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
+use nix::sys::stat::{fstat, Mode};
+use std::os::fd::AsRawFd;
 
 /// How many fresh temporary names are tried before giving up (each collision is an `EEXIST`).
 const TEMP_ATTEMPTS: usize = 32;
 
 /// Opens `path` for reading (following a symlink: a Jailfile reached through a link the operator
-/// made is legitimate) and checks the opened file is a regular file of at most `limit` bytes.
+/// made is legitimate) if it is a regular file of at most `limit` bytes; anything else (a FIFO, a
+/// device, a socket) is refused without being opened.
 /// `what` names the file in errors ("the Jailfile"). Ok(None) when it does not exist.
 pub fn open_regular(path: &Path, what: &str, limit: u64) -> Result<Option<(File, Metadata)>> {
     open_checked(path, what, limit, OFlag::empty())
@@ -37,49 +41,56 @@ pub fn open_regular_nofollow(path: &Path, what: &str, limit: u64) -> Result<Opti
 }
 
 fn open_checked(path: &Path, what: &str, limit: u64, extra: OFlag) -> Result<Option<(File, Metadata)>> {
-    // O_NONBLOCK: a FIFO opens at once instead of waiting for a writer; O_NOCTTY: a terminal
-    // never becomes ours. Both are cleared once the fd is known to be a regular file.
-    let flags = libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC | extra.bits();
-    let file = match fs::OpenOptions::new().read(true).custom_flags(flags).open(path) {
-        Ok(file) => file,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(error) if error.raw_os_error() == Some(libc::ELOOP) => {
-            bail!("{what} {} is a symlink; jailprov writes this file itself and never follows one here", path.display())
-        }
-        Err(error) => return Err(error).with_context(|| format!("cannot open {what} {}", path.display())),
+    // First an O_PATH fd, which opens nothing: a device node is never opened (that can have side
+    // effects: a tape rewinds, a terminal hangs up) and a FIFO never waited on.
+    let holder = match open(path, OFlag::O_PATH | OFlag::O_CLOEXEC | extra, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Ok(None),
+        Err(errno) => bail!("cannot open {what} {}: {errno}", path.display()),
     };
-    let metadata = file.metadata().with_context(|| format!("cannot inspect {what} {}", path.display()))?;
-    if !metadata.file_type().is_file() {
-        bail!("{what} {} is {}, not a regular file; name a regular file", path.display(), kind_of(&metadata));
+    let held = fstat(&holder).with_context(|| format!("cannot inspect {what} {}", path.display()))?;
+    if held.st_mode & libc::S_IFMT == libc::S_IFLNK {
+        bail!("{what} {} is a symlink; jailprov writes this file itself and never follows one here", path.display());
     }
-    if metadata.len() > limit {
+    if held.st_mode & libc::S_IFMT != libc::S_IFREG {
+        bail!("{what} {} is {}, not a regular file; name a regular file", path.display(), kind_of(held.st_mode));
+    }
+    let size = u64::try_from(held.st_size).unwrap_or(0);
+    if size > limit {
         bail!(
-            "{what} {} is {} bytes, more than the {limit} bytes jailprov reads; is it the right file?",
-            path.display(),
-            metadata.len()
+            "{what} {} is {size} bytes, more than the {limit} bytes jailprov reads; is it the right file?",
+            path.display()
         );
     }
-    fcntl(&file, FcntlArg::F_SETFL(OFlag::empty()))
+    // That very inode, reopened for reading; without /proc, by name and checked to be the same.
+    let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+    let reopen = format!("/proc/self/fd/{}", holder.as_raw_fd());
+    let fd = match open(reopen.as_str(), flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => open(path, flags | extra, Mode::empty())
+            .map_err(|errno| anyhow::anyhow!("cannot open {what} {}: {errno}", path.display()))?,
+        Err(errno) => bail!("cannot open {what} {}: {errno}", path.display()),
+    };
+    let opened = fstat(&fd).with_context(|| format!("cannot inspect {what} {}", path.display()))?;
+    if (opened.st_dev, opened.st_ino) != (held.st_dev, held.st_ino) || opened.st_mode & libc::S_IFMT != libc::S_IFREG {
+        bail!("{what} {} was replaced while it was opened; try again", path.display());
+    }
+    fcntl(&fd, FcntlArg::F_SETFL(OFlag::empty()))
         .with_context(|| format!("cannot clear O_NONBLOCK on {what} {}", path.display()))?;
+    let file = File::from(fd);
+    let metadata = file.metadata().with_context(|| format!("cannot inspect {what} {}", path.display()))?;
     Ok(Some((file, metadata)))
 }
 
-/// "a FIFO", "a directory"... for errors.
-fn kind_of(metadata: &Metadata) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    let kind = metadata.file_type();
-    if kind.is_dir() {
-        "a directory"
-    } else if kind.is_fifo() {
-        "a FIFO"
-    } else if kind.is_socket() {
-        "a socket"
-    } else if kind.is_char_device() {
-        "a character device"
-    } else if kind.is_block_device() {
-        "a block device"
-    } else {
-        "not a regular file"
+/// "a FIFO", "a directory"... of an `st_mode`, for errors.
+fn kind_of(st_mode: u32) -> &'static str {
+    match st_mode & libc::S_IFMT {
+        libc::S_IFDIR => "a directory",
+        libc::S_IFIFO => "a FIFO",
+        libc::S_IFSOCK => "a socket",
+        libc::S_IFCHR => "a character device",
+        libc::S_IFBLK => "a block device",
+        _ => "not a regular file",
     }
 }
 
@@ -208,6 +219,8 @@ mod tests {
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
         let error = read_text(&fifo, "Jailfile", 1024).expect_err("a FIFO is refused");
         assert!(error.to_string().contains("is a FIFO, not a regular file"), "{error:#}");
+        let error = read_text(Path::new("/dev/null"), "Jailfile", 1024).expect_err("a device is refused");
+        assert!(error.to_string().contains("is a character device"), "{error:#}");
     }
 
     #[test]
