@@ -865,6 +865,21 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::disallowed_methods)] // the test's own fixture, outside every jail
+    fn a_file_longer_than_its_record_is_changed_without_being_hashed_whole() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("f"), "0123456789")?;
+        let jail = JailRoot::open(dir.path())?;
+        let expected = *blake3::hash(b"0123456789").as_bytes();
+        assert_eq!(content_hash(&jail, &path("/f"), 10)?, ContentHash::Whole(expected));
+        // A sparse terabyte where ten bytes were recorded: refused at the stat, not read.
+        std::fs::File::options().write(true).open(dir.path().join("f"))?.set_len(1 << 40)?;
+        let ContentHash::Changed(why) = content_hash(&jail, &path("/f"), 10)? else { panic!("not hashed whole") };
+        assert!(why.contains("more than the 10 expected"), "{why}");
+        Ok(())
+    }
+
+    #[test]
     fn every_code_is_listed_once() {
         let codes: BTreeSet<&str> = CODES.iter().map(|(code, _)| *code).collect();
         assert_eq!(codes.len(), CODES.len());
