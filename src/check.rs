@@ -209,14 +209,14 @@ fn verify_hashes(jail: &JailRoot, state: &State, audit: &mut Audit) -> Result<BT
         .map(|(path, managed)| (path, managed.hash, expected_size(managed)))
         .collect();
     // (path, recorded hash, what hashing it now found): None when it is not a regular file any
-    // more or cannot be read.
-    type Verified<'a> = (&'a JailPath, Option<[u8; 32]>, Option<ContentHash>);
+    // more, an error when it could not be read.
+    type Verified<'a> = (&'a JailPath, Option<[u8; 32]>, Option<Result<ContentHash>>);
     let results: Vec<Verified> = files
         .par_iter()
         .map(|(path, recorded, expected)| {
             // A path that is gone or no longer a regular file is the plan's finding (JP003).
             let is_file = matches!(jail.stat(path), Ok(Some(stat)) if stat.kind == NodeKind::File);
-            let now = if is_file && recorded.is_some() { content_hash(jail, path, *expected).ok() } else { None };
+            let now = (is_file && recorded.is_some()).then(|| content_hash(jail, path, *expected));
             (*path, *recorded, now)
         })
         .collect();
@@ -232,7 +232,7 @@ fn verify_hashes(jail: &JailRoot, state: &State, audit: &mut Audit) -> Result<BT
             )
         };
         match (recorded, now) {
-            (Some(recorded), Some(ContentHash::Whole(now))) => {
+            (Some(recorded), Some(Ok(ContentHash::Whole(now)))) => {
                 audit.verified += 1;
                 if recorded != now {
                     audit.findings.push(differs(format!(
@@ -243,12 +243,19 @@ fn verify_hashes(jail: &JailRoot, state: &State, audit: &mut Audit) -> Result<BT
                     modified.insert(path.clone());
                 }
             }
-            (Some(_), Some(ContentHash::Changed(why))) => {
+            (Some(_), Some(Ok(ContentHash::Changed(why)))) => {
                 audit.findings.push(differs(format!(
                     "content differs from what apply wrote: the file {why} (it was not hashed past that)"
                 )));
                 modified.insert(path.clone());
             }
+            (Some(_), Some(Err(error))) => audit.findings.push(finding(
+                "JP019",
+                Severity::Error,
+                path.as_str(),
+                format!("check could not read it to verify its content: {error:#}"),
+                "look at it by hand (a jail process may be replacing it), then run check again",
+            )),
             (None, _) => {
                 audit.findings.push(finding(
                     "JP002",

@@ -621,14 +621,14 @@ fn device_numbers(rdev: u64) -> String {
 }
 
 /// Compares a jail file with its host source byte for byte (sizes were equal when stat'ed).
-/// Both reads stop at `size` (+1 byte of the jail file to notice that it grew): a jail process
+/// Both reads stop at `size` + 1 byte (enough to notice that either grew): a jail process
 /// may swap in a file of any length between the stat and the read, and a file that is longer or
 /// shorter than `size` now is simply not the same content.
 fn same_content(jail: &JailRoot, path: &JailPath, host: &HostFs, source: &Path, size: u64) -> Result<bool> {
     let jail_file = jail.open_read(path)?;
     let mut in_jail = std::io::BufReader::with_capacity(64 * 1024, jail_file.take(size.saturating_add(1)));
     let host_file = host.open(source).with_context(|| format!("cannot read {} on the host", source.display()))?;
-    let mut on_host = std::io::BufReader::with_capacity(64 * 1024, host_file.take(size));
+    let mut on_host = std::io::BufReader::with_capacity(64 * 1024, host_file.take(size.saturating_add(1)));
     let mut left = [0u8; 64 * 1024];
     let mut right = [0u8; 64 * 1024];
     loop {
