@@ -129,7 +129,7 @@ pub const CODES: &[(&str, &str)] = &[
     ("JP016", "an executable or library a non-root user can write"),
     ("JP017", "the jail root or an ancestor is not root-owned or is writable by others"),
     ("JP018", "a persistent mount of the Jailfile is not mounted, or one jailprov made is left over"),
-    ("JP019", "a subtree check could not inspect (unreadable, too deep, or another file system)"),
+    ("JP019", "a subtree or managed file check could not inspect (unreadable, too deep, another file system)"),
 ];
 
 /// Paths that lead to host secrets or the host's root once the jail mounts /proc or binds /etc.
