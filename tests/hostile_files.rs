@@ -21,8 +21,8 @@ use cli::{output, Run, Workspace, BIN, UNUSED_ROOT};
 /// 1 TiB: reading it whole would take hours and any attempt to hold it fails at once.
 const TERABYTE: u64 = 1 << 40;
 
-/// The address-space limit the memory tests run jailprov under: a plan of a small jail fits in
-/// it many times over, a read of a terabyte (or a 1 MiB buffer per thread gone wild) does not.
+/// The address-space limit (1 GiB) the memory tests run jailprov under: a plan of a small jail
+/// fits in it with room for the thread stacks of a large machine; holding a terabyte does not.
 const ADDRESS_SPACE: &str = "--as=1073741824";
 
 /// A workspace whose Jailfile has one inline file, /etc/motd.
