@@ -344,7 +344,8 @@ fn read_saved_plan(file: &Path) -> Result<SavedPlan> {
     };
     if !jailprov::beside::trusted_owner(&metadata) {
         bail!(
-            "the saved plan {} is owned by uid {} with mode {:04o}: apply reads a plan only from a file owned by root or              you and writable by no one else (another user could have edited it); `chown` it and `chmod go-w` it, or plan again",
+            "the saved plan {} is owned by uid {} with mode {:04o}: apply reads a plan only from a file owned by root or \
+             you and writable by no one else (another user could have edited it); `chown` it and `chmod go-w` it, or plan again",
             file.display(),
             metadata.uid(),
             metadata.mode() & 0o7777
