@@ -9,7 +9,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
+use std::os::unix::ffi::OsStrExt as _;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -22,8 +23,8 @@ use crate::apply;
 use crate::cli::{CheckArgs, CheckFormat};
 use crate::desired::{DesiredKind, DesiredNode, DesiredTree, SETID_BITS};
 use crate::host::HostFs;
-use crate::jail_root::{JailRoot, NodeKind, NodeStat};
-use crate::lock::{hash_reader, hash_text};
+use crate::jail_root::{escaped, DirOpening, JailDir, JailRoot, NodeKind, NodeStat};
+use crate::lock::hash_text;
 use crate::mountinfo::JailMounts;
 use crate::plan::{self, Action, Change, Mounts, Plan, RecordedScan};
 use crate::state::{ManagedKind, State, StateStore};
@@ -33,17 +34,66 @@ use crate::tree::JailPath;
 const MAX_DEPTH: usize = 256;
 
 /// What apply records for a file it wrote: blake3 of the whole jail file (None for other kinds).
+/// The read stops one byte past the size the file should have: a file a jail process makes grow
+/// or swaps while it is hashed is an error (apply is then run again), never hashed forever.
 pub fn recorded_hash(jail: &JailRoot, node: &DesiredNode) -> Result<Option<[u8; 32]>> {
-    match node.kind {
-        DesiredKind::File { .. } | DesiredKind::Content { .. } => content_hash(jail, &node.path).map(Some),
-        _ => Ok(None),
+    let expected = match &node.kind {
+        DesiredKind::File { source_print, .. } => source_print.size,
+        DesiredKind::Content { bytes } => bytes.len() as u64,
+        _ => return Ok(None),
+    };
+    match content_hash(jail, &node.path, expected)? {
+        ContentHash::Whole(hash) => Ok(Some(hash)),
+        ContentHash::Changed(why) => bail!(
+            "{} in the jail {why} while apply recorded it (a jail process is writing it); run `jailprov apply` again",
+            node.path
+        ),
     }
 }
 
-/// blake3 of every byte of a regular file in the jail.
-pub fn content_hash(jail: &JailRoot, path: &JailPath) -> Result<[u8; 32]> {
-    let mut file = jail.open_read(path)?;
-    hash_reader(&mut file).with_context(|| format!("cannot read {path} in the jail"))
+/// What a bounded hash of a jail file found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContentHash {
+    /// blake3 of every byte, the file's stat the same before and after the read.
+    Whole([u8; 32]),
+    /// Why no whole hash could be taken: longer than it may be, or changed while it was read.
+    Changed(String),
+}
+
+/// blake3 of a regular file in the jail, reading at most `limit` + 1 bytes: a file longer than
+/// `limit` (at the stat, or grown since) or whose stat moved during the read is
+/// [`ContentHash::Changed`], however large a sparse file a jail process put there.
+pub fn content_hash(jail: &JailRoot, path: &JailPath, limit: u64) -> Result<ContentHash> {
+    let file = jail.open_read(path)?;
+    let cannot_read = || format!("cannot read {path} in the jail");
+    let before = file.metadata().with_context(cannot_read)?;
+    if before.len() > limit {
+        return Ok(ContentHash::Changed(format!("is {} bytes, more than the {limit} expected", before.len())));
+    }
+    let mut hasher = blake3::Hasher::new();
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut reader = (&file).take(limit.saturating_add(1));
+    let mut read_total: u64 = 0;
+    loop {
+        let read = reader.read(&mut buffer).with_context(cannot_read)?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
+        read_total += read as u64;
+    }
+    if read_total > limit {
+        return Ok(ContentHash::Changed(format!("grew past the {limit} bytes expected")));
+    }
+    let after = file.metadata().with_context(cannot_read)?;
+    let print = |metadata: &std::fs::Metadata| {
+        use std::os::unix::fs::MetadataExt;
+        (metadata.len(), metadata.mtime(), metadata.mtime_nsec(), metadata.ctime(), metadata.ctime_nsec())
+    };
+    if print(&before) != print(&after) || read_total != after.len() {
+        return Ok(ContentHash::Changed("changed".to_owned()));
+    }
+    Ok(ContentHash::Whole(*hasher.finalize().as_bytes()))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -79,6 +129,7 @@ pub const CODES: &[(&str, &str)] = &[
     ("JP016", "an executable or library a non-root user can write"),
     ("JP017", "the jail root or an ancestor is not root-owned or is writable by others"),
     ("JP018", "a persistent mount of the Jailfile is not mounted, or one jailprov made is left over"),
+    ("JP019", "a subtree or managed file check could not inspect (unreadable, too deep, another file system)"),
 ];
 
 /// Paths that lead to host secrets or the host's root once the jail mounts /proc or binds /etc.
@@ -143,7 +194,7 @@ pub fn audit(
     }
     let modified = verify_hashes(jail, state, &mut audit)?;
     drift(desired, mounts, jail, state, host, &modified, &mut audit)?;
-    walk(desired, jail, host, &mut audit)?;
+    walk(desired, mounts, state, jail, host, &mut audit)?;
     audit.findings.sort_by(|a, b| (a.severity, &a.path, a.code).cmp(&(b.severity, &b.path, b.code)));
     Ok(audit)
 }
@@ -151,43 +202,60 @@ pub fn audit(
 /// JP001/JP002: every managed file hashed in full; returns the paths whose content must be
 /// rewritten to match the record.
 fn verify_hashes(jail: &JailRoot, state: &State, audit: &mut Audit) -> Result<BTreeSet<JailPath>> {
-    let files: Vec<(&JailPath, Option<[u8; 32]>)> = state
+    let files: Vec<(&JailPath, Option<[u8; 32]>, u64)> = state
         .entries
         .iter()
         .filter(|(_, managed)| managed.kind == ManagedKind::File)
-        .map(|(path, managed)| (path, managed.hash))
+        .map(|(path, managed)| (path, managed.hash, expected_size(managed)))
         .collect();
-    // (path, recorded hash, hash now): None now when it is not a regular file any more.
-    type Verified<'a> = (&'a JailPath, Option<[u8; 32]>, Option<[u8; 32]>);
+    // (path, recorded hash, what hashing it now found): None when it is not a regular file any
+    // more, an error when it could not be read.
+    type Verified<'a> = (&'a JailPath, Option<[u8; 32]>, Option<Result<ContentHash>>);
     let results: Vec<Verified> = files
         .par_iter()
-        .map(|(path, recorded)| {
+        .map(|(path, recorded, expected)| {
             // A path that is gone or no longer a regular file is the plan's finding (JP003).
             let is_file = matches!(jail.stat(path), Ok(Some(stat)) if stat.kind == NodeKind::File);
-            let now = if is_file && recorded.is_some() { content_hash(jail, path).ok() } else { None };
-            (*path, *recorded, now.filter(|_| is_file))
+            let now = (is_file && recorded.is_some()).then(|| content_hash(jail, path, *expected));
+            (*path, *recorded, now)
         })
         .collect();
     let mut modified = BTreeSet::new();
     for (path, recorded, now) in results {
+        let differs = |message: String| {
+            finding(
+                "JP001",
+                Severity::Error,
+                path.as_str(),
+                message,
+                "`jailprov check --fix` (or apply) rewrites it from the Jailfile's source",
+            )
+        };
         match (recorded, now) {
-            (Some(recorded), Some(now)) => {
+            (Some(recorded), Some(Ok(ContentHash::Whole(now)))) => {
                 audit.verified += 1;
                 if recorded != now {
-                    audit.findings.push(finding(
-                        "JP001",
-                        Severity::Error,
-                        path.as_str(),
-                        format!(
-                            "content differs from what apply wrote ({} recorded, {} now)",
-                            short(&recorded),
-                            short(&now)
-                        ),
-                        "`jailprov check --fix` (or apply) rewrites it from the Jailfile's source",
-                    ));
+                    audit.findings.push(differs(format!(
+                        "content differs from what apply wrote ({} recorded, {} now)",
+                        short(&recorded),
+                        short(&now)
+                    )));
                     modified.insert(path.clone());
                 }
             }
+            (Some(_), Some(Ok(ContentHash::Changed(why)))) => {
+                audit.findings.push(differs(format!(
+                    "content differs from what apply wrote: the file {why} (it was not hashed past that)"
+                )));
+                modified.insert(path.clone());
+            }
+            (Some(_), Some(Err(error))) => audit.findings.push(finding(
+                "JP019",
+                Severity::Error,
+                path.as_str(),
+                format!("check could not read it to verify its content: {error:#}"),
+                "look at it by hand (a jail process may be replacing it), then run check again",
+            )),
             (None, _) => {
                 audit.findings.push(finding(
                     "JP002",
@@ -202,6 +270,12 @@ fn verify_hashes(jail: &JailRoot, state: &State, audit: &mut Audit) -> Result<BT
         }
     }
     Ok(modified)
+}
+
+/// How long a managed file may be: the size apply recorded; inline content is recorded without a
+/// stat, and no Jailfile holds more than [`crate::spec::MAX_JAILFILE_SIZE`].
+fn expected_size(managed: &crate::state::Managed) -> u64 {
+    managed.jail.map_or(crate::spec::MAX_JAILFILE_SIZE, |print| print.size)
 }
 
 fn short(hash: &[u8; 32]) -> String {
@@ -278,162 +352,249 @@ fn drift(
     Ok(())
 }
 
-/// JP010-JP016: a walk of the whole jail, never following a symlink, staying on the root's
-/// file system (a mount inside the jail is not part of it).
-fn walk(desired: &DesiredTree, jail: &JailRoot, host: &HostFs, audit: &mut Audit) -> Result<()> {
-    let root = JailPath::root();
-    let root_stat = jail.stat(&root)?.context("the jail root is there")?;
-    let mut host_inodes: Option<BTreeMap<(u64, u64), String>> = None;
-    let mut stack = vec![(root.clone(), root_stat.clone(), 0usize)];
-    while let Some((path, stat, depth)) = stack.pop() {
-        inspect(desired, &path, &stat, jail, host, &mut host_inodes, audit);
-        if stat.kind != NodeKind::Dir || stat.dev != root_stat.dev || depth >= MAX_DEPTH {
-            continue;
-        }
-        let Ok(names) = jail.list(&path) else { continue };
-        let children: Vec<JailPath> = names
-            .iter()
-            .filter_map(|name| JailPath::parse(&format!("{}/{name}", path.as_str().trim_end_matches('/'))).ok())
-            .collect();
-        // Siblings share one lookup of their directory (read-only: check writes nothing here).
-        let child_refs: Vec<&JailPath> = children.iter().collect();
-        let stats = jail.scan_stats(&child_refs);
-        for (child, child_stat) in children.into_iter().zip(stats).rev() {
-            if let Ok(Some(child_stat)) = child_stat {
-                stack.push((child, child_stat, depth + 1));
-            }
-        }
+/// JP010-JP016: a walk of the whole jail by directory fd and raw names (a name that is not
+/// UTF-8, or a directory deeper than `PATH_MAX`, is reached like any other), never following a
+/// symlink, staying on the root's file system. JP019: every subtree the walk could not inspect
+/// (unreadable, too deep, another file system the Jailfile does not mount there), so that no
+/// subtree is ever skipped silently.
+fn walk(
+    desired: &DesiredTree,
+    mounts: &Mounts,
+    state: &State,
+    jail: &JailRoot,
+    host: &HostFs,
+    audit: &mut Audit,
+) -> Result<()> {
+    let root_stat = jail.stat(&JailPath::root())?.context("the jail root is there")?;
+    let declared_mounts = mounts.wished.iter().map(|(target, _)| target).chain(state.mounts.iter()).cloned().collect();
+    let mut walker = Walker { desired, host, root_dev: root_stat.dev, declared_mounts, host_inodes: None, audit };
+    walker.inspect(b"/", &root_stat, || bail!("the jail root is not a symlink"));
+    match jail.root_dir() {
+        Ok(root) => walker.directory(&root, b"", 0),
+        Err(error) => walker.not_inspected(b"/", &format!("{error:#}")),
     }
     Ok(())
 }
 
-fn inspect(
-    desired: &DesiredTree,
-    path: &JailPath,
-    stat: &NodeStat,
-    jail: &JailRoot,
-    host: &HostFs,
-    host_inodes: &mut Option<BTreeMap<(u64, u64), String>>,
-    audit: &mut Audit,
-) {
-    let wanted = desired.nodes.get(path);
-    let text = path.as_str();
-    match stat.kind {
-        NodeKind::File => {
-            if stat.mode & SETID_BITS != 0 {
-                let bits = match (stat.mode & 0o4000 != 0, stat.mode & 0o2000 != 0) {
-                    (true, true) => "setuid and setgid",
-                    (true, false) => "setuid",
-                    _ => "setgid",
-                };
-                let declared = wanted.is_some_and(|node| node.mode & SETID_BITS == stat.mode & SETID_BITS);
-                let (severity, fix) = if declared {
-                    (Severity::Warning, "drop `setuid = true` from the Jailfile unless the jail needs it")
-                } else {
-                    (Severity::Error, "`chmod ug-s` it (`jailprov check --fix` does for managed files), or declare it with `setuid = true`")
-                };
-                audit.findings.push(finding(
-                    "JP010",
-                    severity,
-                    text,
-                    format!("{bits} file owned by uid {} (gid {})", stat.uid, stat.gid),
-                    fix,
-                ));
+/// The state of one audit walk.
+struct Walker<'a> {
+    desired: &'a DesiredTree,
+    host: &'a HostFs,
+    root_dev: u64,
+    /// Persistent mounts of the Jailfile or made by jailprov: their contents are not the jail's.
+    declared_mounts: BTreeSet<JailPath>,
+    host_inodes: Option<BTreeMap<(u64, u64), String>>,
+    audit: &'a mut Audit,
+}
+
+impl Walker<'_> {
+    /// Inspects every entry of `dir` (whose jail path is `path`, raw bytes, "" for the root) and
+    /// descends into its directories.
+    fn directory(&mut self, dir: &JailDir, path: &[u8], depth: usize) {
+        let names = match dir.names() {
+            Ok(names) => names,
+            Err(error) => return self.not_inspected(display_bytes(path), &format!("cannot list it: {error:#}")),
+        };
+        for name in names {
+            let mut child = Vec::with_capacity(path.len() + 1 + name.as_bytes().len());
+            child.extend_from_slice(path);
+            child.push(b'/');
+            child.extend_from_slice(name.as_bytes());
+            let stat = match dir.stat(&name) {
+                Ok(Some(stat)) => stat,
+                Ok(None) => continue, // removed since it was listed
+                Err(error) => {
+                    self.not_inspected(&child, &format!("{error:#}"));
+                    continue;
+                }
+            };
+            self.inspect(&child, &stat, || dir.read_link(&name));
+            if stat.kind != NodeKind::Dir {
+                continue;
             }
-            let executable = stat.mode & 0o111 != 0;
-            let name = path.file_name();
-            let library = name.ends_with(".so") || name.contains(".so.");
-            if (executable || library) && (stat.uid != 0 || stat.mode & 0o022 != 0) {
-                let who = if stat.uid != 0 {
-                    format!("its owner uid {}", stat.uid)
-                } else if stat.mode & 0o002 != 0 {
-                    "everyone".to_owned()
-                } else {
-                    format!("group {}", stat.gid)
-                };
-                let what = if library { "library" } else { "executable" };
-                audit.findings.push(finding(
-                    "JP016",
-                    Severity::Error,
-                    text,
-                    format!("{what} writable by {who} (mode {:04o}): whoever runs it runs their code", stat.mode),
-                    "make it root-owned and not group/world-writable (`jailprov check --fix` for managed files)",
-                ));
+            let declared = || {
+                std::str::from_utf8(&child)
+                    .ok()
+                    .and_then(|text| JailPath::parse(text).ok())
+                    .is_some_and(|path| self.declared_mounts.contains(&path))
+            };
+            if stat.dev != self.root_dev {
+                if !declared() {
+                    self.not_inspected(&child, "it is on another file system (a mount the Jailfile does not declare)");
+                }
+                continue;
             }
-            if stat.nlink > 1 {
-                let inodes = host_inodes.get_or_insert_with(|| host_inodes_of(desired, host));
-                if let Some(host_path) = inodes.get(&(stat.dev, stat.ino)) {
+            if depth + 1 >= MAX_DEPTH {
+                self.not_inspected(&child, &format!("it is more than {MAX_DEPTH} directories deep"));
+                continue;
+            }
+            match dir.open_dir(&name) {
+                Ok(DirOpening::Opened(sub)) => self.directory(&sub, &child, depth + 1),
+                Ok(DirOpening::Gone) => {}
+                Ok(DirOpening::MountPoint) => {
+                    if !declared() {
+                        self.not_inspected(&child, "it is a mount point the Jailfile does not declare");
+                    }
+                }
+                Ok(DirOpening::NotADirectory) => {
+                    self.not_inspected(&child, "it was replaced by something else while the jail was walked")
+                }
+                Err(error) => self.not_inspected(&child, &format!("{error:#}")),
+            }
+        }
+    }
+
+    /// JP019 for the subtree at `path` (raw bytes).
+    fn not_inspected(&mut self, path: &[u8], why: &str) {
+        self.audit.findings.push(finding(
+            "JP019",
+            Severity::Error,
+            &escaped(display_bytes(path)),
+            format!("check could not inspect this subtree: {why}; anything in it (a setuid file...) is unchecked"),
+            "look at it by hand, move it out of the jail, or make it readable; unmount a mount the Jailfile does not declare",
+        ));
+    }
+
+    /// The findings of one node at `path` (raw bytes); `read_link` gives a symlink's target.
+    fn inspect(&mut self, path: &[u8], stat: &NodeStat, read_link: impl FnOnce() -> Result<std::ffi::OsString>) {
+        // The Jailfile only names UTF-8 paths: a name that is not is never wanted.
+        let wanted = std::str::from_utf8(path)
+            .ok()
+            .and_then(|text| JailPath::parse(text).ok())
+            .and_then(|path| self.desired.nodes.get(&path));
+        let shown = escaped(path);
+        let text = shown.as_str();
+        let (desired, host, audit) = (self.desired, self.host, &mut *self.audit);
+        let host_inodes = &mut self.host_inodes;
+        match stat.kind {
+            NodeKind::File => {
+                if stat.mode & SETID_BITS != 0 {
+                    let bits = match (stat.mode & 0o4000 != 0, stat.mode & 0o2000 != 0) {
+                        (true, true) => "setuid and setgid",
+                        (true, false) => "setuid",
+                        _ => "setgid",
+                    };
+                    let declared = wanted.is_some_and(|node| node.mode & SETID_BITS == stat.mode & SETID_BITS);
+                    let (severity, fix) = if declared {
+                        (Severity::Warning, "drop `setuid = true` from the Jailfile unless the jail needs it")
+                    } else {
+                        (Severity::Error, "`chmod ug-s` it (`jailprov check --fix` does for managed files), or declare it with `setuid = true`")
+                    };
                     audit.findings.push(finding(
-                        "JP015",
+                        "JP010",
+                        severity,
+                        text,
+                        format!("{bits} file owned by uid {} (gid {})", stat.uid, stat.gid),
+                        fix,
+                    ));
+                }
+                let executable = stat.mode & 0o111 != 0;
+                let name = String::from_utf8_lossy(path.rsplit(|byte| *byte == b'/').next().unwrap_or_default());
+                let library = name.ends_with(".so") || name.contains(".so.");
+                if (executable || library) && (stat.uid != 0 || stat.mode & 0o022 != 0) {
+                    let who = if stat.uid != 0 {
+                        format!("its owner uid {}", stat.uid)
+                    } else if stat.mode & 0o002 != 0 {
+                        "everyone".to_owned()
+                    } else {
+                        format!("group {}", stat.gid)
+                    };
+                    let what = if library { "library" } else { "executable" };
+                    audit.findings.push(finding(
+                        "JP016",
                         Severity::Error,
                         text,
-                        format!("hard link to the host's {host_path}: a write in the jail changes the host"),
-                        "replace it with a copy (remove it and run `jailprov apply`)",
+                        format!("{what} writable by {who} (mode {:04o}): whoever runs it runs their code", stat.mode),
+                        "make it root-owned and not group/world-writable (`jailprov check --fix` for managed files)",
+                    ));
+                }
+                if stat.nlink > 1 {
+                    let inodes = host_inodes.get_or_insert_with(|| host_inodes_of(desired, host));
+                    if let Some(host_path) = inodes.get(&(stat.dev, stat.ino)) {
+                        audit.findings.push(finding(
+                            "JP015",
+                            Severity::Error,
+                            text,
+                            format!("hard link to the host's {host_path}: a write in the jail changes the host"),
+                            "replace it with a copy (remove it and run `jailprov apply`)",
+                        ));
+                    }
+                }
+            }
+            NodeKind::Dir => {
+                if stat.mode & 0o022 != 0 && stat.mode & 0o1000 == 0 {
+                    let (severity, who) = if stat.mode & 0o002 != 0 {
+                        (Severity::Error, "everyone")
+                    } else {
+                        (Severity::Warning, "its group")
+                    };
+                    audit.findings.push(finding(
+                        "JP011",
+                        severity,
+                        text,
+                        format!("directory writable by {who} without the sticky bit (mode {:04o})", stat.mode),
+                        "add the sticky bit (mode 1777 like /tmp) or drop group/other write",
                     ));
                 }
             }
-        }
-        NodeKind::Dir => {
-            if stat.mode & 0o022 != 0 && stat.mode & 0o1000 == 0 {
-                let (severity, who) = if stat.mode & 0o002 != 0 {
-                    (Severity::Error, "everyone")
-                } else {
-                    (Severity::Warning, "its group")
-                };
-                audit.findings.push(finding(
-                    "JP011",
-                    severity,
-                    text,
-                    format!("directory writable by {who} without the sticky bit (mode {:04o})", stat.mode),
-                    "add the sticky bit (mode 1777 like /tmp) or drop group/other write",
-                ));
-            }
-        }
-        NodeKind::CharDevice | NodeKind::BlockDevice => {
-            let declared = wanted.is_some_and(|node| match node.kind {
-                DesiredKind::Device { block, rdev } => {
-                    rdev == stat.rdev && block == (stat.kind == NodeKind::BlockDevice)
+            NodeKind::CharDevice | NodeKind::BlockDevice => {
+                let declared = wanted.is_some_and(|node| match node.kind {
+                    DesiredKind::Device { block, rdev } => {
+                        rdev == stat.rdev && block == (stat.kind == NodeKind::BlockDevice)
+                    }
+                    _ => false,
+                });
+                if !declared {
+                    audit.findings.push(finding(
+                        "JP012",
+                        Severity::Error,
+                        text,
+                        format!(
+                            "{} {}:{} not declared in the Jailfile's `devices`",
+                            stat.kind,
+                            nix::sys::stat::major(stat.rdev),
+                            nix::sys::stat::minor(stat.rdev)
+                        ),
+                        "remove it, or declare it in `devices`",
+                    ));
                 }
-                _ => false,
-            });
-            if !declared {
-                audit.findings.push(finding(
-                    "JP012",
-                    Severity::Error,
-                    text,
-                    format!(
-                        "{} {}:{} not declared in the Jailfile's `devices`",
-                        stat.kind,
-                        nix::sys::stat::major(stat.rdev),
-                        nix::sys::stat::minor(stat.rdev)
-                    ),
-                    "remove it, or declare it in `devices`",
-                ));
             }
-        }
-        NodeKind::Symlink => {
-            let Ok(target) = jail.read_link(path) else { return };
-            match symlink_destination(path, &target) {
-                None => audit.findings.push(finding(
-                    "JP013",
-                    Severity::Error,
-                    text,
-                    format!("symlink to {target} climbs above the jail root: seen from the host it leads out"),
-                    "point it inside the jail (fewer `..`), or remove it",
-                )),
-                Some(destination) if is_sensitive(&destination) => audit.findings.push(finding(
-                    "JP014",
-                    Severity::Error,
-                    text,
-                    format!(
-                        "symlink to {target}, a host-sensitive path: it reaches the host once /proc is mounted or /etc bound"
-                    ),
-                    "remove it or point it elsewhere",
-                )),
-                Some(_) => {}
+            NodeKind::Symlink => {
+                let Ok(target) = read_link() else { return };
+                let target = escaped(target.as_bytes());
+                // Lexically, on the shown text: escaping keeps every `/` and adds no `..`.
+                let Ok(link) = JailPath::parse(text) else { return };
+                match symlink_destination(&link, &target) {
+                    None => audit.findings.push(finding(
+                        "JP013",
+                        Severity::Error,
+                        text,
+                        format!("symlink to {target} climbs above the jail root: seen from the host it leads out"),
+                        "point it inside the jail (fewer `..`), or remove it",
+                    )),
+                    Some(destination) if is_sensitive(&destination) => audit.findings.push(finding(
+                        "JP014",
+                        Severity::Error,
+                        text,
+                        format!(
+                            "symlink to {target}, a host-sensitive path: it reaches the host once /proc is mounted or /etc bound"
+                        ),
+                        "remove it or point it elsewhere",
+                    )),
+                    Some(_) => {}
+                }
             }
+            NodeKind::Fifo | NodeKind::Socket => {}
         }
-        NodeKind::Fifo | NodeKind::Socket => {}
+    }
+}
+
+/// Raw path bytes as the walk shows them: "" is the root.
+fn display_bytes(path: &[u8]) -> &[u8] {
+    if path.is_empty() {
+        b"/"
+    } else {
+        path
     }
 }
 
@@ -709,6 +870,21 @@ mod tests {
         for harmless in ["/etc/shadowsocks", "/proc/self/status", "/usr/lib/x", "/rootfs", "/etc/passwd"] {
             assert!(!is_sensitive(harmless), "{harmless}");
         }
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // the test's own fixture, outside every jail
+    fn a_file_longer_than_its_record_is_changed_without_being_hashed_whole() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("f"), "0123456789")?;
+        let jail = JailRoot::open(dir.path())?;
+        let expected = *blake3::hash(b"0123456789").as_bytes();
+        assert_eq!(content_hash(&jail, &path("/f"), 10)?, ContentHash::Whole(expected));
+        // A sparse terabyte where ten bytes were recorded: refused at the stat, not read.
+        std::fs::File::options().write(true).open(dir.path().join("f"))?.set_len(1 << 40)?;
+        let ContentHash::Changed(why) = content_hash(&jail, &path("/f"), 10)? else { panic!("not hashed whole") };
+        assert!(why.contains("more than the 10 expected"), "{why}");
+        Ok(())
     }
 
     #[test]

@@ -70,7 +70,7 @@ fn prepare(spec: &Spec, host: HostFs, jailfile: &Path, state_dir: &Path) -> Resu
         (jail_side, desired)
     });
     let ((state, recorded), (desired, lock_facts)) = (jail_side?, desired?);
-    let source = std::fs::read_to_string(jailfile).with_context(|| format!("cannot read {}", jailfile.display()))?;
+    let source = jailprov::beside::read_text(jailfile, "Jailfile", jailprov::spec::MAX_JAILFILE_SIZE)?;
     Ok(Prepared {
         root: spec.root.clone(),
         // What the Jailfile says, not how it is written: a reformatted Jailfile (line endings,
@@ -266,8 +266,7 @@ impl MemoContext {
     fn of(spec: &Spec, args: &PlanArgs) -> Result<Option<MemoContext>> {
         let Some(jail) = open_jail_if_present(&spec.root)? else { return Ok(None) };
         let store = StateStore::for_root(&args.state.state_dir, &spec.root);
-        let source = std::fs::read_to_string(&args.jailfile.file)
-            .with_context(|| format!("cannot read {}", args.jailfile.file.display()))?;
+        let source = jailprov::beside::read_text(&args.jailfile.file, "Jailfile", jailprov::spec::MAX_JAILFILE_SIZE)?;
         let key = memo::Key::now(
             &args.jailfile.file,
             &lock::jailfile_digest(&source)?,
@@ -337,9 +336,29 @@ pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
     print(&format!("\nApply complete: {}.\n", render::outcome(&outcome)))
 }
 
+/// The largest saved plan read: a plan of a 50,000-path jail with its diffs is a few tens of MiB.
+const MAX_SAVED_PLAN_SIZE: u64 = 256 * 1024 * 1024;
+
+/// A saved plan decides what apply deletes: it is read only from a regular file owned by root or
+/// the invoking user that no one else can write (one another user could edit is theirs to forge).
 fn read_saved_plan(file: &Path) -> Result<SavedPlan> {
+    use std::os::unix::fs::MetadataExt;
+    let what = "the saved plan";
+    let Some((opened, metadata)) = jailprov::beside::open_regular(file, what, MAX_SAVED_PLAN_SIZE)? else {
+        bail!("cannot read the saved plan {}: it does not exist", file.display());
+    };
+    if !jailprov::beside::trusted_owner(&metadata) {
+        bail!(
+            "the saved plan {} is owned by uid {} with mode {:04o}: apply reads a plan only from a file owned by root or \
+             you and writable by no one else (another user could have edited it); `chown` it and `chmod go-w` it, or plan again",
+            file.display(),
+            metadata.uid(),
+            metadata.mode() & 0o7777
+        );
+    }
+    let bytes = jailprov::beside::read_bounded(&opened, file, what, MAX_SAVED_PLAN_SIZE)?;
     let text =
-        std::fs::read_to_string(file).with_context(|| format!("cannot read the saved plan {}", file.display()))?;
+        String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("the saved plan {} is not UTF-8", file.display()))?;
     let saved: SavedPlan = serde_json::from_str(&text)
         .with_context(|| format!("{} is not a plan saved by `jailprov plan -o`", file.display()))?;
     if saved.format_version != "1" {
@@ -433,7 +452,8 @@ pub fn destroy(args: &DestroyArgs) -> Result<ExitCode> {
         }
         text.push_str(&format!("Kept {} and what jailprov did not create in it:\n", root.display()));
         for name in leftovers {
-            let path = format!("/{name}");
+            use std::os::unix::ffi::OsStrExt;
+            let path = format!("/{}", jailprov::jail_root::escaped(name.as_bytes()));
             let note = if plan.kept.iter().any(|kept| kept.as_str() == path) {
                 " (created by jailprov, kept: holds files jailprov did not create)"
             } else {

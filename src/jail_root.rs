@@ -661,23 +661,28 @@ impl JailRoot {
         Ok(File::from(fd))
     }
 
-    /// Names in a directory (no `.` and `..`), sorted. A name that is not UTF-8 (which no
-    /// `JailPath` can name) is an error rather than silently skipped.
-    pub fn list(&self, path: &JailPath) -> Result<Vec<String>> {
+    /// Names in a directory (no `.` and `..`), sorted, as the raw bytes they are: a jail process
+    /// may create a name that is not UTF-8 (which no `JailPath` can name), and callers must see
+    /// it (as something foreign) rather than fail on it or miss it.
+    pub fn list(&self, path: &JailPath) -> Result<Vec<OsString>> {
         self.list_inner(path).with_context(|| self.failure("list", path))
     }
 
-    fn list_inner(&self, path: &JailPath) -> Result<Vec<String>> {
+    fn list_inner(&self, path: &JailPath) -> Result<Vec<OsString>> {
+        use std::os::unix::ffi::OsStringExt;
         let Some(fd) = self.lookup_dir(path, OFlag::O_RDONLY)? else { bail!("it does not exist") };
-        let mut names = Vec::new();
-        for name in read_names(&fd)? {
-            match name.into_string() {
-                Ok(name) => names.push(name),
-                Err(error) => bail!("it holds a name that is not UTF-8: {:?}", error.into_cstring()),
-            }
-        }
+        let mut names: Vec<OsString> =
+            read_names(&fd)?.into_iter().map(|name| OsString::from_vec(name.into_bytes())).collect();
         names.sort();
         Ok(names)
+    }
+
+    /// The jail root as a [`JailDir`], for a walk by directory fd (`jailprov check`).
+    pub fn root_dir(&self) -> Result<JailDir> {
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let fd = openat2(&self.fd, ".", OpenHow::new().flags(flags).resolve(beneath()))
+            .map_err(|errno| anyhow!("cannot open the jail root {}: {errno}", self.host.display()))?;
+        Ok(JailDir { fd })
     }
 
     /// Creates a directory with exactly `mode` (set with fchmod after mkdirat: the umask plays
@@ -960,6 +965,81 @@ impl JailRoot {
     }
 }
 
+/// One directory of the jail held open for reading, for walks that must reach every name: a
+/// name that is not UTF-8, or a directory deeper than `PATH_MAX`, is reached through its parent's
+/// fd by its raw bytes, never through a path string. Read-only, never following a symlink.
+#[derive(Debug)]
+pub struct JailDir {
+    fd: OwnedFd,
+}
+
+/// What [`JailDir::open_dir`] found at a name.
+#[derive(Debug)]
+pub enum DirOpening {
+    Opened(JailDir),
+    /// Gone since it was listed.
+    Gone,
+    /// A mount point: walks stay on one file system.
+    MountPoint,
+    /// No longer a directory (replaced since it was listed, or a symlink now).
+    NotADirectory,
+}
+
+impl JailDir {
+    /// The names in it (no `.` and `..`), as raw bytes, unsorted.
+    pub fn names(&self) -> Result<Vec<CString>> {
+        read_names(&self.fd)
+    }
+
+    /// `lstat` of `name` in it; None when it is gone.
+    pub fn stat(&self, name: &CStr) -> Result<Option<NodeStat>> {
+        match fstatat(&self.fd, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(stat) => NodeStat::from_stat(&stat).map(Some),
+            Err(Errno::ENOENT) => Ok(None),
+            Err(errno) => bail!("cannot inspect it: {errno}"),
+        }
+    }
+
+    /// The target of the symlink `name`, as raw bytes.
+    pub fn read_link(&self, name: &CStr) -> Result<OsString> {
+        readlinkat(&self.fd, name).map_err(|errno| anyhow!("cannot read the symlink: {errno}"))
+    }
+
+    /// The directory `name` in it, opened without following a symlink and without crossing into
+    /// another mount.
+    pub fn open_dir(&self, name: &CStr) -> Result<DirOpening> {
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let how = OpenHow::new().flags(flags).resolve(beneath() | ResolveFlag::RESOLVE_NO_XDEV);
+        match openat2(&self.fd, name, how) {
+            Ok(fd) => Ok(DirOpening::Opened(JailDir { fd })),
+            Err(Errno::ENOENT) => Ok(DirOpening::Gone),
+            Err(Errno::EXDEV) => Ok(DirOpening::MountPoint),
+            Err(Errno::ELOOP | Errno::ENOTDIR) => Ok(DirOpening::NotADirectory),
+            Err(errno) => bail!("cannot open it: {errno}"),
+        }
+    }
+}
+
+/// A name or path from the jail as text to show: UTF-8 as it is, every byte that is not valid
+/// UTF-8 as `\xNN`, control characters escaped (a newline in a name must not forge a line of
+/// output), and a backslash doubled so that the escapes stay unambiguous.
+pub fn escaped(bytes: &[u8]) -> String {
+    let mut text = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for character in chunk.valid().chars() {
+            match character {
+                '\\' => text.push_str("\\\\"),
+                character if character.is_control() => text.extend(character.escape_default()),
+                character => text.push(character),
+            }
+        }
+        for byte in chunk.invalid() {
+            text.push_str(&format!("\\x{byte:02x}"));
+        }
+    }
+    text
+}
+
 fn name_cstring(name: &str) -> Result<CString> {
     CString::new(name).map_err(|_| anyhow!("a name cannot hold a NUL byte"))
 }
@@ -1147,7 +1227,12 @@ mod tests {
     }
 
     fn temp_names(jail: &JailRoot, dir: &str) -> Result<Vec<String>> {
-        Ok(jail.list(&jp(dir))?.into_iter().filter(|name| name.starts_with(TEMP_PREFIX)).collect())
+        Ok(jail
+            .list(&jp(dir))?
+            .into_iter()
+            .filter_map(|name| name.into_string().ok())
+            .filter(|name| name.starts_with(TEMP_PREFIX))
+            .collect())
     }
 
     /// Runs `body` on a thread of its own after `unshare(flags)`: a private umask (CLONE_FS) or
@@ -1460,6 +1545,20 @@ mod tests {
     }
 
     #[test]
+    fn list_returns_a_non_utf8_name_and_escaped_shows_it() -> Result<()> {
+        use std::os::unix::ffi::OsStrExt;
+        let scene = scene()?;
+        let name = std::ffi::OsStr::from_bytes(b"a\xffb\n");
+        fs::create_dir(scene.jail_dir.join("d"))?;
+        fs::write(scene.jail_dir.join("d").join(name), "x")?;
+        let jail = &scene.jail;
+        assert_eq!(jail.list(&jp("/d"))?, vec![name.to_owned()], "listed, not an error");
+        assert_eq!(escaped(name.as_bytes()), "a\\xffb\\n");
+        assert_eq!(escaped("\\é".as_bytes()), "\\\\é");
+        Ok(())
+    }
+
+    #[test]
     fn stat_list_read_link_and_open_read() -> Result<()> {
         let scene = scene()?;
         let jail = &scene.jail;
@@ -1679,7 +1778,7 @@ mod tests {
         let before = snapshot(&scene.outside)?;
         jail.remove_tree(&jp("/opt/app"))?;
         assert_eq!(jail.stat(&jp("/opt/app"))?, None);
-        assert_eq!(jail.list(&jp("/opt"))?, Vec::<String>::new());
+        assert_eq!(jail.list(&jp("/opt"))?, Vec::<OsString>::new());
         assert_eq!(snapshot(&scene.outside)?, before, "the host side changed");
         jail.remove_tree(&jp("/opt/app"))?;
         jail.remove_tree(&jp("/missing/app"))?;

@@ -1,6 +1,7 @@
 //! jailprov: turns a Jailfile.toml into a working chroot jail (library half; `main.rs` is the CLI).
 
 pub mod apply;
+pub mod beside;
 pub mod check;
 pub mod cli;
 pub mod closure;

@@ -927,15 +927,18 @@ fn store_path(cache_file: &Path) -> PathBuf {
 /// forged cache could hide host drift). None when missing or not trusted.
 fn read_trusted(path: &Path) -> Option<Vec<u8>> {
     let file = open_trusted(path)?;
-    let mut bytes = Vec::with_capacity(usize::try_from(file.metadata().ok()?.len()).unwrap_or(0));
-    (&file).read_to_end(&mut bytes).ok()?;
-    Some(bytes)
+    crate::beside::read_bounded(&file, path, "the lock's hash cache", MAX_CACHE_SIZE).ok()
 }
 
-/// A cache file opened if we may trust it (see [`read_trusted`]).
+/// The largest cache file read: a hash record per host source (under a hundred bytes each), so
+/// a few MiB for the largest jails we measure; anything larger is not ours and is ignored.
+const MAX_CACHE_SIZE: u64 = 1024 * 1024 * 1024;
+
+/// A cache file opened if we may trust it (see [`read_trusted`]): a regular file (a FIFO is not
+/// waited on, a symlink not followed) of at most [`MAX_CACHE_SIZE`].
 fn open_trusted(path: &Path) -> Option<fs::File> {
-    let file = fs::File::open(path).ok()?;
-    let metadata = file.metadata().ok()?;
+    let (file, metadata) =
+        crate::beside::open_regular_nofollow(path, "the lock's hash cache", MAX_CACHE_SIZE).ok()??;
     let trusted =
         metadata.is_file() && metadata.uid() == nix::unistd::geteuid().as_raw() && metadata.mode() & 0o022 == 0;
     trusted.then_some(file)
@@ -954,12 +957,8 @@ fn load_store(path: &Path) -> SourceStore {
 /// Only the "fresh" key of a trusted cache (postcard keeps fields in order: the version and the
 /// key lead), so the no-op path does not decode the rest.
 fn peek_fresh(path: &Path) -> Option<[u8; 32]> {
-    let metadata = fs::symlink_metadata(path).ok()?;
-    if !metadata.is_file() || metadata.uid() != nix::unistd::geteuid().as_raw() || metadata.mode() & 0o022 != 0 {
-        return None;
-    }
     let mut head = Vec::with_capacity(64);
-    fs::File::open(path).ok()?.take(64).read_to_end(&mut head).ok()?;
+    open_trusted(path)?.take(64).read_to_end(&mut head).ok()?;
     let ((version, fresh), _) = postcard::take_from_bytes::<(u32, Option<[u8; 32]>)>(&head).ok()?;
     (version == CACHE_VERSION).then_some(fresh).flatten()
 }
@@ -970,6 +969,10 @@ fn save_cache_file(path: &Path, bytes: Result<Vec<u8>>) {
     let result = (|| -> Result<()> {
         let bytes = bytes?;
         let dir = path.parent().context("the cache path has a parent")?;
+        if let Some(state_dir) = dir.parent() {
+            crate::beside::check_state_dir(state_dir)?;
+        }
+        crate::beside::check_state_dir(dir)?;
         if !dir.exists() {
             fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
             fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
@@ -1009,15 +1012,8 @@ fn write_atomically_with(
     durability: Durability,
     fill: impl FnOnce(&fs::File, &Path) -> Result<()>,
 ) -> Result<fs::File> {
-    let name = path.file_name().context("a file name")?.to_string_lossy().into_owned();
-    let temporary = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode_of(mode)
-        .open(&temporary)
-        .with_context(|| format!("cannot write {}", temporary.display()))?;
+    // A random name, O_EXCL | O_NOFOLLOW: a link planted beside the lock is never written through.
+    let (file, temporary) = crate::beside::create_temp_beside(path, mode)?;
     let written = fill(&file, &temporary).and_then(|()| match durability {
         Durability::Synced => file.sync_all().with_context(|| format!("cannot write {}", temporary.display())),
         Durability::Unsynced => Ok(()),
@@ -1028,16 +1024,6 @@ fn write_atomically_with(
     }
     fs::rename(&temporary, path).with_context(|| format!("cannot move {} into place", path.display()))?;
     Ok(file)
-}
-
-trait OpenMode {
-    fn mode_of(&mut self, mode: u32) -> &mut Self;
-}
-
-impl OpenMode for fs::OpenOptions {
-    fn mode_of(&mut self, mode: u32) -> &mut Self {
-        std::os::unix::fs::OpenOptionsExt::mode(self, mode)
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1923,8 +1909,7 @@ impl Reviewing<'_> {
 
 fn review_by_route(inputs: &Inputs, mode: Mode) -> Result<(Review, Route)> {
     let lock_path = lock_path(inputs.jailfile);
-    let source =
-        fs::read_to_string(inputs.jailfile).with_context(|| format!("cannot read {}", inputs.jailfile.display()))?;
+    let source = crate::beside::read_text(inputs.jailfile, "Jailfile", crate::spec::MAX_JAILFILE_SIZE)?;
     let jailfile = jailfile_digest(&source)?;
     let cache_file = cache_path(inputs.state_dir, &lock_path);
     let lock_stat = fs::metadata(&lock_path).ok().map(|metadata| StatPrint::of(&metadata));
@@ -1967,17 +1952,20 @@ fn review_by_route(inputs: &Inputs, mode: Mode) -> Result<(Review, Route)> {
 
 /// The lock's text and the stat print of the file it was read from (taken before reading: a
 /// change while reading moves the stat past it); None when there is no lock.
+/// A FIFO, device or socket at the lock's path is refused (never waited on), and so is a lock
+/// past [`MAX_LOCK_SIZE`].
 fn read_lock(path: &Path) -> Result<Option<(String, StatPrint)>> {
-    let mut file = match fs::File::open(path) {
-        Ok(file) => file,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(error) => return Err(error).with_context(|| format!("cannot read {}", path.display())),
-    };
-    let stat = StatPrint::of(&file.metadata().with_context(|| format!("cannot read {}", path.display()))?);
-    let mut text = String::with_capacity(usize::try_from(stat.size).unwrap_or(0) + 1);
-    file.read_to_string(&mut text).with_context(|| format!("cannot read {}", path.display()))?;
+    let Some((file, metadata)) = crate::beside::open_regular(path, "the lock", MAX_LOCK_SIZE)? else { return Ok(None) };
+    let stat = StatPrint::of(&metadata);
+    let bytes = crate::beside::read_bounded(&file, path, "the lock", MAX_LOCK_SIZE)?;
+    let text = String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("the lock {} is not UTF-8", path.display()))?;
     Ok(Some((text, stat)))
 }
+
+/// The largest lock read: one line per jail path of a few hundred bytes, so a jail of 500,000
+/// paths (ten times the largest we measure) stays well below it, while a lock swapped for a huge
+/// file is refused instead of read into memory.
+const MAX_LOCK_SIZE: u64 = 256 * 1024 * 1024;
 
 /// The whole review: every line of the old lock parsed, every line of the new one built and
 /// compared. Taken without a memo of the lock file as it is (first run, a lock checked out or
@@ -2180,7 +2168,8 @@ impl<'m> OldLock<'m> {
     /// None when the file is not what the memo describes: another stat print, a header that
     /// does not parse, lines that do not add up to its size.
     fn open(path: &Path, memo: &'m Memo) -> Option<OldLock<'m>> {
-        let file = fs::File::open(path).ok()?;
+        // Never blocks on a FIFO; anything odd there leaves it to the full review's errors.
+        let (file, _) = crate::beside::open_regular(path, "the lock", MAX_LOCK_SIZE).ok()??;
         if StatPrint::of(&file.metadata().ok()?) != memo.lock_stat {
             return None;
         }

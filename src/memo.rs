@@ -17,7 +17,7 @@ use std::ffi::OsStr;
 use std::fs;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -153,15 +153,16 @@ pub fn record(file: &Path, key: Key, warnings: Vec<String>, host: &HostFs, jail:
     }
 }
 
+/// The largest memo read: one stat digest per jail and host path, a few MiB for 50,000 paths.
+const MAX_MEMO_SIZE: u64 = 1024 * 1024 * 1024;
+
+/// Through a fresh temporary file (random name, `O_EXCL | O_NOFOLLOW`: never a planted link),
+/// renamed over the memo.
 fn write(file: &Path, memo: &Memo) -> Result<()> {
-    let temporary = file.with_extension("memo.tmp");
-    let out = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temporary)
-        .with_context(|| format!("cannot write {}", temporary.display()))?;
+    if let Some(dir) = file.parent() {
+        crate::beside::check_state_dir(dir)?;
+    }
+    let (out, temporary) = crate::beside::create_temp_beside(file, 0o600)?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, out);
     out.write_all(MAGIC).with_context(|| format!("cannot write {}", temporary.display()))?;
     let out = postcard::to_io(memo, out).context("serializing the plan memo")?;
@@ -169,7 +170,7 @@ fn write(file: &Path, memo: &Memo) -> Result<()> {
         .map_err(|error| error.into_error())
         .with_context(|| format!("cannot write {}", temporary.display()))?;
     // No fsync: a memo torn by a crash does not decode, and is then only not used.
-    fs::rename(&temporary, file).with_context(|| format!("cannot move {} into place", file.display()))
+    crate::beside::rename_into_place(&temporary, file)
 }
 
 /// Whether the memo in `file` vouches for "no changes" now: Some(the warnings to say again),
@@ -193,11 +194,12 @@ pub fn answers(file: &Path, key: &Key, jail: &JailRoot) -> Option<Vec<String>> {
 
 /// The memo, if there is one only this user could have written.
 fn load(file: &Path) -> Option<Memo> {
-    let metadata = fs::symlink_metadata(file).ok()?;
-    if !metadata.is_file() || metadata.uid() != nix::unistd::geteuid().as_raw() || metadata.mode() & 0o022 != 0 {
+    // Checked on the opened file (a regular file, not through a link, bounded like a record).
+    let (opened, metadata) = crate::beside::open_regular_nofollow(file, "the plan memo", MAX_MEMO_SIZE).ok()??;
+    if metadata.uid() != nix::unistd::geteuid().as_raw() || metadata.mode() & 0o022 != 0 {
         return None;
     }
-    let bytes = fs::read(file).ok()?;
+    let bytes = crate::beside::read_bounded(&opened, file, "the plan memo", MAX_MEMO_SIZE).ok()?;
     postcard::from_bytes(bytes.strip_prefix(MAGIC)?).ok()
 }
 

@@ -588,7 +588,8 @@ fn compare(
                 managed.jail == Some(print_of(actual)) && managed.source.as_ref() == Some(source_print)
             });
             if !vouched {
-                if actual.size != source_print.size || !same_content(jail, &node.path, host, source)? {
+                if actual.size != source_print.size || !same_content(jail, &node.path, host, source, source_print.size)?
+                {
                     comparison.what.push("content".into());
                 } else {
                     comparison.verified_by_content = true;
@@ -596,7 +597,9 @@ fn compare(
             }
         }
         DesiredKind::Content { bytes } => {
-            let current = read_small(jail, &node.path, actual.size)?;
+            // Held whole only up to the diff size, or the Jailfile's own content when longer.
+            let limit = (DIFF_LIMIT * 16).max(bytes.len() as u64);
+            let current = read_small(jail, &node.path, actual.size, limit)?;
             if current.as_deref() != Some(bytes.as_slice()) {
                 comparison.what.push("content".into());
                 comparison.diff = current.and_then(|current| unified_diff(&node.path, &current, bytes));
@@ -632,33 +635,51 @@ fn device_numbers(rdev: u64) -> String {
     format!("{}:{}", nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev))
 }
 
-/// Compares a jail file with its host source byte for byte (sizes already equal).
-fn same_content(jail: &JailRoot, path: &JailPath, host: &HostFs, source: &Path) -> Result<bool> {
-    let mut in_jail = std::io::BufReader::with_capacity(64 * 1024, jail.open_read(path)?);
+/// Compares a jail file with its host source byte for byte (sizes were equal when stat'ed).
+/// Both reads stop at `size` + 1 byte (enough to notice that either grew): a jail process
+/// may swap in a file of any length between the stat and the read, and a file that is longer or
+/// shorter than `size` now is simply not the same content.
+fn same_content(jail: &JailRoot, path: &JailPath, host: &HostFs, source: &Path, size: u64) -> Result<bool> {
+    let jail_file = jail.open_read(path)?;
+    let mut in_jail = std::io::BufReader::with_capacity(64 * 1024, jail_file.take(size.saturating_add(1)));
     let host_file = host.open(source).with_context(|| format!("cannot read {} on the host", source.display()))?;
-    let mut on_host = std::io::BufReader::with_capacity(64 * 1024, host_file);
+    let mut on_host = std::io::BufReader::with_capacity(64 * 1024, host_file.take(size.saturating_add(1)));
     let mut left = [0u8; 64 * 1024];
     let mut right = [0u8; 64 * 1024];
     loop {
         let read = on_host.read(&mut left).with_context(|| format!("cannot read {}", source.display()))?;
         if read == 0 {
-            // Same size checked before: the jail file must end here too.
+            // The jail file must end here too.
             return Ok(in_jail.read(&mut right[..1]).with_context(|| format!("cannot read {path}"))? == 0);
         }
-        in_jail.read_exact(&mut right[..read]).with_context(|| format!("cannot read {path} in the jail"))?;
+        match in_jail.read_exact(&mut right[..read]) {
+            Ok(()) => {}
+            // Shorter than its source now: truncated since the stat.
+            Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
+            Err(error) => return Err(error).with_context(|| format!("cannot read {path} in the jail")),
+        }
         if left[..read] != right[..read] {
             return Ok(false);
         }
     }
 }
 
-/// The jail file's bytes when it is small enough to hold and diff.
-fn read_small(jail: &JailRoot, path: &JailPath, size: u64) -> Result<Option<Vec<u8>>> {
-    if size > DIFF_LIMIT * 16 {
+/// The jail file's bytes when it holds at most `limit` bytes; None when it is longer, at the
+/// stat or while being read. The read stops at `limit` + 1 bytes whatever the earlier stat said:
+/// a jail process flipping the file between 10 bytes and a 1 TiB sparse file must not make plan
+/// read (and hold) a terabyte.
+fn read_small(jail: &JailRoot, path: &JailPath, size: u64, limit: u64) -> Result<Option<Vec<u8>>> {
+    if size > limit {
         return Ok(None);
     }
-    let mut bytes = Vec::with_capacity(size as usize);
-    jail.open_read(path)?.read_to_end(&mut bytes).with_context(|| format!("cannot read {path} in the jail"))?;
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    jail.open_read(path)?
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {path} in the jail"))?;
+    if bytes.len() as u64 > limit {
+        return Ok(None);
+    }
     Ok(Some(bytes))
 }
 
@@ -715,9 +736,11 @@ fn deletions(desired: &DesiredTree, context: &Judge, plan: &mut Plan) -> Result<
         if actual.kind == NodeKind::Dir {
             // Children come first (deepest first): a child kept for its foreign files keeps
             // its parent too.
+            // A name that is not UTF-8 is no path jailprov ever created: foreign.
             let foreign = jail.list(path)?.into_iter().any(|name| {
-                JailPath::parse(&format!("{}/{name}", path.as_str()))
-                    .map_or(true, |child| !candidates.contains(&child) || plan.kept.contains(&child))
+                name.to_str()
+                    .and_then(|name| JailPath::parse(&format!("{}/{name}", path.as_str())).ok())
+                    .is_none_or(|child| !candidates.contains(&child) || plan.kept.contains(&child))
             });
             if foreign {
                 plan.kept.push((*path).clone());

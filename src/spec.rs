@@ -4,11 +4,10 @@
 //! `Spec` exists only when the Jailfile has none.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use globset::{Glob, GlobBuilder, GlobMatcher, GlobSet, GlobSetBuilder};
 use toml::Spanned;
 
@@ -236,11 +235,15 @@ const SAFE_CHARACTER_DEVICES: &[(u64, u64, &str)] = &[
     (5, 2, "/dev/ptmx"),
 ];
 
+/// The largest Jailfile read: a hand-written Jailfile is a few KiB, and one generated with
+/// thousands of entries and inline files stays well below this. Past it, the file is taken for a
+/// mistake (a log, a device, a path swapped by someone else) rather than read into memory.
+pub const MAX_JAILFILE_SIZE: u64 = 4 * 1024 * 1024;
+
 /// Reads and validates a Jailfile. Problems in it come back as a [`JailfileErrors`] (downcast
 /// the anyhow error to print or test them); a file that cannot be read is a plain error.
 pub fn load(jailfile: &Path, root_override: Option<&Path>, host: &HostFs) -> Result<Spec> {
-    let source =
-        fs::read_to_string(jailfile).with_context(|| format!("cannot read Jailfile {}", jailfile.display()))?;
+    let source = crate::beside::read_text(jailfile, "Jailfile", MAX_JAILFILE_SIZE)?;
     let parsed: Jailfile = match toml::from_str(&source) {
         Ok(parsed) => parsed,
         Err(error) => {

@@ -10,8 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -171,14 +170,8 @@ impl StateStore {
     }
 
     fn load_record(&self, root: &Path) -> Result<State> {
-        let bytes = match fs::read(&self.state_file) {
-            Ok(bytes) => bytes,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(State::empty(root)),
-            Err(error) => {
-                return Err(error).with_context(|| format!("cannot read the state file {}", self.state_file.display()))
-            }
-        };
-        check_private(&self.state_file)?;
+        self.check_dir()?;
+        let Some(bytes) = read_private(&self.state_file, "the state file")? else { return Ok(State::empty(root)) };
         let corrupt = || format!("the state file {} is corrupt", self.state_file.display());
         let body = bytes
             .strip_prefix(MAGIC)
@@ -232,12 +225,7 @@ impl StateStore {
     }
 
     fn load_intent(&self) -> Result<Option<BTreeSet<JailPath>>> {
-        let bytes = match fs::read(&self.intent_file) {
-            Ok(bytes) => bytes,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(error) => return Err(error).with_context(|| format!("cannot read {}", self.intent_file.display())),
-        };
-        check_private(&self.intent_file)?;
+        let Some(bytes) = read_private(&self.intent_file, "the intent file")? else { return Ok(None) };
         let body = bytes
             .strip_prefix(INTENT_MAGIC)
             .with_context(|| format!("{} is not a jailprov intent file", self.intent_file.display()))?;
@@ -260,23 +248,20 @@ impl StateStore {
     }
 
     /// Writes `bytes` to `path` in the state directory: temporary file, fsync, rename.
+    /// The temporary file has a random name and is created `O_EXCL | O_NOFOLLOW`: a symlink
+    /// planted at any name in the directory is never written through.
     fn write_private(&self, path: &Path, bytes: &[u8]) -> Result<()> {
         let dir = path.parent().unwrap_or(Path::new("/"));
         create_private_dir(dir)?;
-        let name = path.file_name().context("a state file name")?.to_string_lossy().into_owned();
-        let temporary = path.with_file_name(format!("{name}.tmp"));
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode_private()
-            .open(&temporary)
-            .with_context(|| format!("cannot write {}", temporary.display()))?;
-        file.write_all(bytes)
-            .and_then(|()| file.sync_all())
-            .with_context(|| format!("cannot write {}", temporary.display()))?;
-        fs::rename(&temporary, path).with_context(|| format!("cannot move {} into place", path.display()))?;
-        Ok(())
+        crate::beside::write_atomically(path, bytes, 0o600, true)
+    }
+
+    /// The state directory, refused when another user owns it or can write it (checked before
+    /// anything in it is read or written).
+    fn check_dir(&self) -> Result<()> {
+        let dir = self.state_file.parent().unwrap_or(Path::new("/"));
+        crate::beside::check_state_dir(dir)?;
+        crate::beside::check_state_dir(&dir.join("lock-cache"))
     }
 
     /// Removes the state of a destroyed jail.
@@ -296,11 +281,13 @@ impl StateStore {
         let dir = self.lock_file.parent().unwrap_or(Path::new("/"));
         create_private_dir(dir)?;
         let started = Instant::now();
+        // O_NOFOLLOW | O_NONBLOCK: never a planted symlink, never waiting on a FIFO.
         let mut file = fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(false)
             .mode_private()
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
             .open(&self.lock_file)
             .with_context(|| format!("cannot open the lock {}", self.lock_file.display()))?;
         loop {
@@ -377,18 +364,32 @@ impl PrivateMode for fs::OpenOptions {
     }
 }
 
+/// Creates the state directory (0700) when missing; an existing one must be private
+/// ([`crate::beside::check_state_dir`]).
 fn create_private_dir(dir: &Path) -> Result<()> {
     if !dir.exists() {
         fs::create_dir_all(dir).with_context(|| format!("cannot create the state directory {}", dir.display()))?;
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
             .with_context(|| format!("cannot restrict {}", dir.display()))?;
     }
-    Ok(())
+    crate::beside::check_state_dir(dir)
+}
+
+/// The largest state or intent file read: a jail of 50,000 paths records a few MiB, so this
+/// leaves room for jails a hundred times larger while a record swapped for something huge is
+/// refused rather than read into memory.
+const MAX_RECORD_SIZE: u64 = 1024 * 1024 * 1024;
+
+/// The bytes of a record in the state directory (a regular file, never through a symlink, at most
+/// [`MAX_RECORD_SIZE`], owned by us and writable by no one else); None when there is none.
+fn read_private(path: &Path, what: &str) -> Result<Option<Vec<u8>>> {
+    let Some((file, _)) = crate::beside::open_regular_nofollow(path, what, MAX_RECORD_SIZE)? else { return Ok(None) };
+    check_private(path, &file.metadata().with_context(|| format!("cannot inspect {}", path.display()))?)?;
+    crate::beside::read_bounded(&file, path, what, MAX_RECORD_SIZE).map(Some)
 }
 
 /// A state file others can write could be forged into deleting host files: refuse it.
-fn check_private(path: &Path) -> Result<()> {
-    let metadata = fs::metadata(path).with_context(|| format!("cannot inspect {}", path.display()))?;
+fn check_private(path: &Path, metadata: &fs::Metadata) -> Result<()> {
     let euid = nix::unistd::geteuid().as_raw();
     if metadata.uid() != euid || metadata.mode() & 0o022 != 0 {
         bail!(
@@ -408,6 +409,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 #[allow(clippy::disallowed_methods)] // tests build their fixtures with plain fs calls
 mod tests {
     use super::*;
+    use std::io::Write;
 
     #[test]
     fn state_round_trips_and_refuses_another_root() {
