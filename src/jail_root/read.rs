@@ -16,7 +16,7 @@ use crate::tree::JailPath;
 
 impl JailRoot {
     /// lstat of a jail path; `Ok(None)` when it (or a parent) does not exist. A parent that is a
-    /// symlink or not a directory is a [`JailError`], not a `None`.
+    /// symlink or not a directory is a [`JailError`](super::JailError), not a `None`.
     pub fn stat(&self, path: &JailPath) -> Result<Option<NodeStat>> {
         self.stat_inner(path).with_context(|| self.failure("stat", path))
     }
