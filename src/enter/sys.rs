@@ -107,6 +107,9 @@ pub trait Sys: MountSys {
     /// clone3 into new namespaces, fork-like (the child returns `Fork::Child`). The child waits
     /// in [`Sys::wait_for_release`] until the parent calls [`Sys::release_child`].
     fn clone_into_namespaces(&self, namespaces: CloneFlags) -> Result<Fork>;
+    /// Writes the id maps of the child just cloned. The real kernel finds it through its pidfd,
+    /// never through `child` alone: in a /proc of another PID namespace that number is another
+    /// process's (`child` only names it in messages).
     fn write_id_maps(&self, child: Pid, maps: &IdMaps) -> Result<()>;
     fn release_child(&self) -> Result<()>;
     fn wait_for_release(&self) -> Result<()>;
@@ -244,10 +247,67 @@ fn fsconfig(fs: &OwnedFd, command: libc::c_uint, key: Option<&CStr>, value: Opti
     Errno::result(result).map(drop)
 }
 
-/// The system calls themselves. Holds the parent/child synchronisation pipe of one clone.
+/// The pid of the process `pidfd` names, as the mounted /proc numbers it (`Pid:` of its fdinfo):
+/// `None` when that process is not visible in this /proc (it belongs to another PID namespace).
+fn pid_in_this_proc(pidfd: &OwnedFd) -> Result<Option<i32>> {
+    let path = format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd());
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!("cannot read {path}: the /proc mounted here is not one of jailprov's own PID namespace; {PROC_ADVICE}")
+    })?;
+    let pid = text
+        .lines()
+        .find_map(|line| line.strip_prefix("Pid:"))
+        .and_then(|value| value.trim().parse::<i32>().ok())
+        .filter(|pid| *pid > 0);
+    Ok(pid)
+}
+
+/// What to do when /proc cannot show jailprov's own children.
+const PROC_ADVICE: &str =
+    "mount a /proc of jailprov's own PID namespace (for `unshare --pid --fork`, add --mount-proc)";
+
+/// An fd on /proc/PID of the child `pidfd` names, checked to be that child's: the number comes
+/// from the pidfd as this /proc sees it, and the child is still alive once the directory is open
+/// (an unreaped child keeps its number, so the directory cannot be another process's).
+fn open_proc_directory_of(pidfd: &OwnedFd, child: Pid) -> Result<OwnedFd> {
+    use nix::fcntl::OFlag;
+    let Some(pid) = pid_in_this_proc(pidfd)? else {
+        bail!(
+            "the jail's first process (pid {child} for jailprov) is not visible in /proc: /proc belongs to another PID namespace, and jailprov writes only the id maps of a process it created; {PROC_ADVICE}"
+        );
+    };
+    let path = format!("/proc/{pid}");
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let directory = nix::fcntl::open(path.as_str(), flags, nix::sys::stat::Mode::empty())
+        .with_context(|| format!("cannot open {path}, the jail's first process"))?;
+    // SAFETY: pidfd_send_signal(int pidfd, int sig, siginfo_t *info, uint flags) with signal 0
+    // only checks that the process exists; no siginfo is passed.
+    let alive = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), 0, std::ptr::null::<u8>(), 0) };
+    Errno::result(alive)
+        .with_context(|| format!("the jail's first process ended before its id maps were written ({path})"))?;
+    Ok(directory)
+}
+
+/// Writes `text` to the file `name` of the /proc/PID directory `directory`, never following a link.
+fn write_proc_file(directory: &OwnedFd, name: &str, text: &str) -> Result<()> {
+    use nix::fcntl::OFlag;
+    let flags = OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let file = nix::fcntl::openat(directory, name, flags, nix::sys::stat::Mode::empty())
+        .with_context(|| format!("cannot open {name} of the jail's first process"))?;
+    let written = nix::unistd::write(&file, text.as_bytes())
+        .with_context(|| format!("cannot write {:?} to {name} of the jail's first process", text.trim_end()))?;
+    if written != text.len() {
+        bail!("short write of {:?} to {name} of the jail's first process", text.trim_end());
+    }
+    Ok(())
+}
+
+/// The system calls themselves. Holds the parent/child synchronisation pipe of one clone, and
+/// in the parent the pidfd of the child it created.
 #[derive(Default)]
 pub struct RealSys {
     release: RefCell<Option<OwnedFd>>,
+    child: RefCell<Option<OwnedFd>>,
 }
 
 fn forwarded_and_child() -> SigSet {
@@ -319,10 +379,17 @@ impl Sys for RealSys {
 
     fn clone_into_namespaces(&self, namespaces: CloneFlags) -> Result<Fork> {
         let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
-        let args =
-            CloneArgs { flags: namespaces.bits() as u64, exit_signal: libc::SIGCHLD as u64, ..CloneArgs::default() };
+        // The pidfd names the child itself: its pid number may name another process in a /proc
+        // of another PID namespace (see `write_id_maps`).
+        let mut pidfd: RawFd = -1;
+        let args = CloneArgs {
+            flags: namespaces.bits() as u64 | libc::CLONE_PIDFD as u64,
+            pidfd: &mut pidfd as *mut RawFd as u64,
+            exit_signal: libc::SIGCHLD as u64,
+            ..CloneArgs::default()
+        };
         // SAFETY: clone3 without CLONE_VM and without a stack is fork(): the child gets a copy of
-        // this (single-threaded) process and returns 0 here. `args` lives for the call.
+        // this (single-threaded) process and returns 0 here. `args` and `pidfd` live for the call.
         let result =
             unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) };
         match Errno::result(result) {
@@ -334,6 +401,8 @@ impl Sys for RealSys {
             Ok(pid) => {
                 drop(read);
                 *self.release.borrow_mut() = Some(write);
+                // SAFETY: with CLONE_PIDFD the kernel stored a new descriptor, owned by nobody else.
+                *self.child.borrow_mut() = Some(unsafe { OwnedFd::from_raw_fd(pidfd) });
                 Ok(Fork::Parent(Pid::from_raw(pid as i32)))
             }
             Err(errno @ (Errno::EPERM | Errno::ENOSPC | Errno::EUSERS))
@@ -348,16 +417,22 @@ impl Sys for RealSys {
     }
 
     fn write_id_maps(&self, child: Pid, maps: &IdMaps) -> Result<()> {
-        let write = |name: &str, text: String| -> Result<()> {
-            let path = format!("/proc/{child}/{name}");
-            #[allow(clippy::disallowed_methods)] // the child's /proc files, outside every jail
-            std::fs::write(&path, text.as_bytes()).with_context(|| format!("cannot write {text:?} to {path}"))
-        };
+        let pidfd = self.child.borrow();
+        let pidfd = pidfd.as_ref().context("write_id_maps without a clone")?;
+        let directory = open_proc_directory_of(pidfd, child)?;
         if maps.deny_setgroups {
-            write("setgroups", "deny".into())?;
+            write_proc_file(&directory, "setgroups", "deny")?;
         }
-        write("uid_map", format!("{} {} {}\n", maps.uid.inside, maps.uid.outside, maps.uid.count))?;
-        write("gid_map", format!("{} {} {}\n", maps.gid.inside, maps.gid.outside, maps.gid.count))
+        write_proc_file(
+            &directory,
+            "uid_map",
+            &format!("{} {} {}\n", maps.uid.inside, maps.uid.outside, maps.uid.count),
+        )?;
+        write_proc_file(
+            &directory,
+            "gid_map",
+            &format!("{} {} {}\n", maps.gid.inside, maps.gid.outside, maps.gid.count),
+        )
     }
 
     fn release_child(&self) -> Result<()> {
