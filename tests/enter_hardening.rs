@@ -8,11 +8,12 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 #[macro_use]
 mod cli;
-use cli::{output, Workspace, UNUSED_ROOT};
+use cli::{output, Run, Workspace, UNUSED_ROOT};
 
 /// A jail with bash and a few tools, /proc mounted, `files` (static test programs) installed and
 /// `enter` as its `[enter]` table.
@@ -82,6 +83,29 @@ impl Jail {
         command.arg("--").args(args);
         command
     }
+
+    fn enter(&self, args: &[&str]) -> Run {
+        output(self.enter_command(args))
+    }
+}
+
+/// Builds `source` into a static `dir/name`; `None` (the caller skips, saying so) without gcc
+/// or a static libc.
+fn build_static(dir: &Path, name: &str, source: &str) -> Option<PathBuf> {
+    let source_path = dir.join(format!("{name}.c"));
+    fs::write(&source_path, source).expect("write the C source");
+    let binary = dir.join(name);
+    let gcc = Command::new("gcc").arg("-static").arg("-O2").arg("-o").arg(&binary).arg(&source_path).output().ok()?;
+    if !gcc.status.success() {
+        eprintln!("gcc -static failed: {}", String::from_utf8_lossy(&gcc.stderr));
+        return None;
+    }
+    Some(binary)
+}
+
+/// The `[[files]]` entry installing `binary` as /usr/bin/NAME.
+fn installed(binary: &Path, name: &str) -> String {
+    format!("[[files]]\nsrc = \"{}\"\ndest = \"/usr/bin/{name}\"\nmode = \"0755\"\n", binary.display())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -105,4 +129,59 @@ fn enter_works_under_unshare_pid_fork() {
     assert_eq!(lines.first().copied(), Some("0"), "{}", run.describe());
     let map: Vec<&str> = lines.get(1).map(|line| line.split_whitespace().collect()).unwrap_or_default();
     assert_eq!(map, ["0", "1610612736", "65536"], "the unprivileged mapping: {}", run.describe());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Seccomp
+// ---------------------------------------------------------------------------------------------
+
+/// Calls each system call Docker's default profile refuses, with harmless arguments, and prints
+/// `name errno` for each (0: it was not refused).
+const DOCKER_DENIALS_C: &str = r#"
+#include <errno.h>
+#include <stdio.h>
+#include <sys/personality.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+static void report(const char *name, long result) {
+    printf("%s %d\n", name, result < 0 ? errno : 0);
+}
+int main(void) {
+    char buffer[8] = {0};
+    report("perf_event_open", syscall(SYS_perf_event_open, buffer, 0, -1, -1, 0));
+    report("userfaultfd", syscall(SYS_userfaultfd, 0));
+    report("io_uring_setup", syscall(SYS_io_uring_setup, 1, buffer));
+    report("keyctl", syscall(SYS_keyctl, 0, 0, 0, 0, 0));
+    report("bpf", syscall(SYS_bpf, 0, buffer, 0));
+    report("process_vm_readv", syscall(SYS_process_vm_readv, getpid(), NULL, 0, NULL, 0, 0));
+    report("kcmp", syscall(SYS_kcmp, getpid(), getpid(), 0, 0, 0));
+    report("personality(0x0400000)", personality(0x0400000));
+    /* The query Docker allows: answers the current persona. */
+    report("personality(0xffffffff)", personality(0xffffffff));
+    return 0;
+}
+"#;
+
+#[test]
+fn seccomp_denies_what_dockers_default_denies_in_the_jail() {
+    need_root!("seccomp_denies_what_dockers_default_denies_in_the_jail");
+    let build = tempfile::tempdir().expect("tempdir");
+    let Some(program) = build_static(build.path(), "denials", DOCKER_DENIALS_C) else {
+        eprintln!("SKIPPED seccomp_denies_what_dockers_default_denies_in_the_jail: gcc -static is missing");
+        return;
+    };
+    // Root in the jail: the filter, not a missing capability, is what must refuse.
+    let jail = Jail::new(&jailfile("user = \"root\"", &installed(&program, "denials")));
+    let run = jail.enter(&["/usr/bin/denials"]).code(0, "the denials program");
+    let errnos: Vec<(&str, i32)> = run
+        .stdout
+        .lines()
+        .filter_map(|line| line.rsplit_once(' '))
+        .map(|(name, errno)| (name, errno.parse().unwrap_or(-1)))
+        .collect();
+    assert_eq!(errnos.len(), 9, "{}", run.describe());
+    for (name, errno) in &errnos {
+        let expected = if *name == "personality(0xffffffff)" { 0 } else { nix::libc::EPERM };
+        assert_eq!(*errno, expected, "{name}: {}", run.describe());
+    }
 }
