@@ -185,3 +185,61 @@ fn seccomp_denies_what_dockers_default_denies_in_the_jail() {
         assert_eq!(*errno, expected, "{name}: {}", run.describe());
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The jail's PID 1
+// ---------------------------------------------------------------------------------------------
+
+/// Attacks PID 1 from inside: prints its capability lines, then whether ptrace can attach to it
+/// and whether its memory opens (`name errno`, 0: the attack worked).
+const ATTACK_INIT_C: &str = r#"
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ptrace.h>
+#include <unistd.h>
+int main(void) {
+    char line[256];
+    FILE *status = fopen("/proc/1/status", "r");
+    if (!status) { perror("/proc/1/status"); return 2; }
+    while (fgets(line, sizeof line, status))
+        if (!strncmp(line, "CapEff:", 7) || !strncmp(line, "CapPrm:", 7) || !strncmp(line, "CapBnd:", 7)
+            || !strncmp(line, "CapInh:", 7) || !strncmp(line, "CapAmb:", 7))
+            fputs(line, stdout);
+    fclose(status);
+    long attached = ptrace(PTRACE_SEIZE, 1, 0, 0);
+    printf("ptrace %d\n", attached < 0 ? errno : 0);
+    int memory = open("/proc/1/mem", O_RDWR);
+    printf("mem %d\n", memory < 0 ? errno : 0);
+    return 0;
+}
+"#;
+
+/// The jail's PID 1 outlives the setup and sits beside the command: with its capabilities (or
+/// dumpable, as root of the same uid) it was a way to the host for whoever could ptrace it.
+#[test]
+fn the_jail_s_pid_1_keeps_no_capability_and_cannot_be_ptraced() {
+    need_root!("the_jail_s_pid_1_keeps_no_capability_and_cannot_be_ptraced");
+    let build = tempfile::tempdir().expect("tempdir");
+    let Some(program) = build_static(build.path(), "attack-init", ATTACK_INIT_C) else {
+        eprintln!("SKIPPED the_jail_s_pid_1_keeps_no_capability_and_cannot_be_ptraced: gcc -static is missing");
+        return;
+    };
+    // Root in the jail, the same uid as PID 1, and no seccomp: only PID 1's own state defends it.
+    let jail = Jail::new(&jailfile("user = \"root\"\nseccomp = false", &installed(&program, "attack-init")));
+    let run = jail.enter(&["/usr/bin/attack-init"]).code(0, "the attack on PID 1");
+    for set in ["CapEff", "CapPrm", "CapBnd", "CapInh", "CapAmb"] {
+        assert!(run.stdout.contains(&format!("{set}:\t0000000000000000\n")), "{set} of PID 1: {}", run.describe());
+    }
+    assert!(run.stdout.contains(&format!("ptrace {}\n", nix::libc::EPERM)), "ptrace PID 1: {}", run.describe());
+    assert!(run.stdout.contains(&format!("mem {}\n", nix::libc::EACCES)), "open /proc/1/mem: {}", run.describe());
+    // A jail user of another uid: PID 1 takes that uid, so without CAP_KILL it still passes on
+    // the signals it gets (here one the command sends it).
+    let jail = Jail::new(&jailfile("user = \"jailer\"", ""));
+    let script = "ls -ln /proc/1/status; trap 'echo forwarded; exit 0' TERM; kill -TERM 1; \
+                  for i in 1 2 3 4 5 6 7 8 9 10; do sleep 0.2; done; echo lost";
+    let run = jail.enter(&["/usr/bin/bash", "-c", script]).code(0, "PID 1 of a jailer jail");
+    assert!(run.stdout.contains(" 0 0 "), "non-dumpable: PID 1's /proc files are root's: {}", run.describe());
+    assert!(run.stdout.contains("forwarded\n"), "PID 1 passed SIGTERM on: {}", run.describe());
+}

@@ -337,7 +337,9 @@ pub fn prepare_jail(sys: &impl Sys, plan: &EnterPlan) -> Result<()> {
 
 /// Steps 5-7 in the command's process; returns the exit code only when the command cannot run.
 pub fn exec_command(sys: &impl Sys, plan: &EnterPlan) -> i32 {
-    match drop_privileges(sys, plan).and_then(|()| clean_process(sys, plan)) {
+    // The command runs only once the jail's PID 1 has dropped its own privileges.
+    let ready = drop_privileges(sys, plan).and_then(|()| sys.wait_for_init());
+    match ready.and_then(|()| clean_process(sys, plan)) {
         Ok(()) => exec(sys, plan),
         Err(error) => {
             eprintln!("jailprov enter: error: {error:#}");

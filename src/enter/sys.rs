@@ -151,6 +151,15 @@ pub trait Sys: MountSys {
     fn is_executable_file(&self, path: &str) -> bool;
     /// Replaces the process; returns only on failure.
     fn execve(&self, path: &CStr, argv: &[CString], env: &[CString]) -> ExecFailure;
+
+    // The jail's PID 1 once the command is forked.
+    /// PR_SET_DUMPABLE 0: /proc/PID/* becomes root's, and no process without CAP_SYS_PTRACE
+    /// can ptrace it or open its memory.
+    fn set_non_dumpable(&self) -> Result<()>;
+    /// Lets the command's process (waiting in [`Sys::wait_for_init`]) go on to exec.
+    fn release_command(&self) -> Result<()>;
+    /// In the command's process: waits until PID 1 has dropped its own privileges.
+    fn wait_for_init(&self) -> Result<()>;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -308,6 +317,8 @@ fn write_proc_file(directory: &OwnedFd, name: &str, text: &str) -> Result<()> {
 pub struct RealSys {
     release: RefCell<Option<OwnedFd>>,
     child: RefCell<Option<OwnedFd>>,
+    /// The pipe between the jail's PID 1 (writer) and the command's process (reader).
+    command_gate: RefCell<Option<OwnedFd>>,
 }
 
 fn forwarded_and_child() -> SigSet {
@@ -457,10 +468,17 @@ impl Sys for RealSys {
     }
 
     fn fork(&self) -> Result<Fork> {
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
         // SAFETY: the process is single-threaded here (the jail's PID 1, right after clone3).
         match unsafe { nix::unistd::fork() }.context("cannot fork")? {
-            nix::unistd::ForkResult::Parent { child } => Ok(Fork::Parent(child)),
-            nix::unistd::ForkResult::Child => Ok(Fork::Child),
+            nix::unistd::ForkResult::Parent { child } => {
+                *self.command_gate.borrow_mut() = Some(write);
+                Ok(Fork::Parent(child))
+            }
+            nix::unistd::ForkResult::Child => {
+                *self.command_gate.borrow_mut() = Some(read);
+                Ok(Fork::Child)
+            }
         }
     }
 
@@ -665,6 +683,31 @@ impl Sys for RealSys {
             Ok(never) => match never {},
         }
     }
+
+    fn set_non_dumpable(&self) -> Result<()> {
+        nix::sys::prctl::set_dumpable(false).context("cannot set PR_SET_DUMPABLE 0")
+    }
+
+    fn release_command(&self) -> Result<()> {
+        let taken = self.command_gate.borrow_mut().take();
+        let write = taken.context("release_command without a fork")?;
+        nix::unistd::write(&write, b"1").context("cannot release the command's process")?;
+        Ok(())
+    }
+
+    fn wait_for_init(&self) -> Result<()> {
+        let taken = self.command_gate.borrow_mut().take();
+        let read = taken.context("wait_for_init without a fork")?;
+        let mut byte = [0u8; 1];
+        loop {
+            match nix::unistd::read(&read, &mut byte) {
+                Ok(1) => return Ok(()),
+                Ok(_) => bail!("the jail's PID 1 ended before it dropped its privileges"),
+                Err(Errno::EINTR) => continue,
+                Err(errno) => bail!("cannot wait for the jail's PID 1: {errno}"),
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -852,6 +895,15 @@ impl Sys for Recorder {
     fn execve(&self, path: &CStr, argv: &[CString], env: &[CString]) -> ExecFailure {
         let _ = self.record("execve", format!("{path:?} {argv:?} {env:?}"));
         ExecFailure { errno: Errno::ENOENT }
+    }
+    fn set_non_dumpable(&self) -> Result<()> {
+        self.record("set_non_dumpable", String::new())
+    }
+    fn release_command(&self) -> Result<()> {
+        self.record("release_command", String::new())
+    }
+    fn wait_for_init(&self) -> Result<()> {
+        self.record("wait_for_init", String::new())
     }
 }
 

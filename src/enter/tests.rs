@@ -305,3 +305,32 @@ fn an_unapplied_jail_is_refused_with_the_command_to_run() {
     assert!(format!("{error:#}").contains("has not been applied"), "{error:#}");
     let _ = Path::new("/");
 }
+
+#[test]
+fn the_jail_s_pid_1_is_bare_before_the_command_may_exec() -> Result<()> {
+    let fixture = fixture(JAILFILE)?;
+    let plan = plan(&fixture.spec, &[], &root_caller(), &[])?;
+    // The clone answers "child" (PID 1), its fork "parent": the recorder walks PID 1's own side.
+    let sys = recorder(&fixture, &[Fork::Child, Fork::Parent(Pid::from_raw(7))]);
+    assert_eq!(run(&sys, &plan, None)?, Side::Child(0));
+    assert_order(
+        &sys,
+        &[
+            "pivot_root",
+            "fork",
+            "drop_bounding_set keep=[]",
+            "set_groups []",
+            "set_ids 1000 1000",
+            "die_with_parent",
+            "set_capabilities keep=[]",
+            "set_non_dumpable",
+            "release_command",
+            "supervise 7 reap_all=true",
+        ],
+    );
+    // And the command's process execs only after PID 1 released it.
+    let sys = recorder(&fixture, &[Fork::Child, Fork::Child]);
+    run(&sys, &plan, None)?;
+    assert_order(&sys, &["fork", "set_no_new_privs", "wait_for_init", "close_fds_above_stderr", "execve"]);
+    Ok(())
+}
