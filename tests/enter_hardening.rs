@@ -243,3 +243,119 @@ fn the_jail_s_pid_1_keeps_no_capability_and_cannot_be_ptraced() {
     assert!(run.stdout.contains(" 0 0 "), "non-dumpable: PID 1's /proc files are root's: {}", run.describe());
     assert!(run.stdout.contains("forwarded\n"), "PID 1 passed SIGTERM on: {}", run.describe());
 }
+
+// ---------------------------------------------------------------------------------------------
+// The caller's terminal
+// ---------------------------------------------------------------------------------------------
+
+/// Types "x" into its terminal with TIOCSTI, then prints what session and terminal it has:
+/// `tiocsti ERRNO`, `session SID PID`, `tty MAJOR:MINOR` (of /proc/self/stat's tty_nr, 0:0 for
+/// none); exits 3.
+const TERMINAL_PROBE_C: &str = r#"
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+int main(void) {
+    char byte = 'x';
+    int typed = ioctl(0, TIOCSTI, &byte);
+    printf("tiocsti %d\n", typed < 0 ? errno : 0);
+    printf("session %d %d\n", (int)getsid(0), (int)getpid());
+    char stat[1024] = {0};
+    FILE *file = fopen("/proc/self/stat", "r");
+    if (!file || !fgets(stat, sizeof stat, file)) { perror("/proc/self/stat"); return 2; }
+    int tty = 0;
+    char *after = strrchr(stat, ')');
+    if (!after || sscanf(after + 2, "%*c %*d %*d %*d %d", &tty) != 1) { puts("no tty_nr"); return 2; }
+    printf("tty %u:%u\n", (tty >> 8) & 0xfff, (tty & 0xff) | ((tty >> 12) & 0xfff00));
+    fflush(stdout);
+    return 3;
+}
+"#;
+
+/// Reads whatever is waiting on `fd` now, without blocking.
+fn read_available(fd: &std::os::fd::OwnedFd) -> String {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    fcntl(fd, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).expect("O_NONBLOCK");
+    let mut text = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while let Ok(count) = nix::unistd::read(fd, &mut buffer) {
+        if count == 0 {
+            break;
+        }
+        text.extend_from_slice(&buffer[..count]);
+    }
+    String::from_utf8_lossy(&text).into_owned()
+}
+
+/// A command in the jail sharing the caller's terminal types into it with TIOCSTI: the bytes
+/// run in the caller's shell once jailprov exits (seccomp off here: the defence is the jail's
+/// own pty and session, whatever the filter says).
+#[test]
+fn a_command_in_the_jail_cannot_type_into_the_caller_s_terminal() {
+    need_root!("a_command_in_the_jail_cannot_type_into_the_caller_s_terminal");
+    use std::os::unix::process::CommandExt;
+    let build = tempfile::tempdir().expect("tempdir");
+    let Some(program) = build_static(build.path(), "probe", TERMINAL_PROBE_C) else {
+        eprintln!("SKIPPED a_command_in_the_jail_cannot_type_into_the_caller_s_terminal: gcc -static is missing");
+        return;
+    };
+    let jail = Jail::new(&jailfile("user = \"jailer\"\nseccomp = false", &installed(&program, "probe")));
+    // The caller's terminal: a pty whose slave is jailprov's stdin, stdout and controlling terminal.
+    let caller = nix::pty::openpty(None, None).expect("openpty");
+    let caller_tty = nix::sys::stat::fstat(&caller.slave).expect("fstat the slave").st_rdev;
+    let caller_tty = format!("{}:{}", nix::libc::major(caller_tty), nix::libc::minor(caller_tty));
+    let before = nix::sys::termios::tcgetattr(&caller.slave).expect("tcgetattr");
+    let mut command = jail.enter_command(&["/usr/bin/probe"]);
+    command
+        .stdin(caller.slave.try_clone().expect("dup the slave"))
+        .stdout(caller.slave.try_clone().expect("dup the slave"))
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: setsid and ioctl are async-signal-safe; this runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            nix::unistd::setsid()?;
+            if nix::libc::ioctl(0, nix::libc::TIOCSCTTY, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let finished = command.output().expect("jailprov runs");
+    let shown = read_available(&caller.master).replace('\r', "");
+    let describe = format!("{shown}\n--- stderr:\n{}", String::from_utf8_lossy(&finished.stderr));
+    assert_eq!(finished.status.code(), Some(3), "the command's exit code: {describe}");
+    // jailprov put the caller's terminal in raw mode while it relayed, and gave it back.
+    let after = nix::sys::termios::tcgetattr(&caller.slave).expect("tcgetattr");
+    assert_eq!((after.local_flags, after.input_flags), (before.local_flags, before.input_flags), "{describe}");
+    // What the caller's shell would read next: nothing the jail typed. (Non-canonical first: a
+    // canonical terminal holds back a line without its newline.)
+    let mut settings = nix::sys::termios::tcgetattr(&caller.slave).expect("tcgetattr");
+    nix::sys::termios::cfmakeraw(&mut settings);
+    nix::sys::termios::tcsetattr(&caller.slave, nix::sys::termios::SetArg::TCSANOW, &settings).expect("tcsetattr");
+    let typed = read_available(&caller.slave);
+    assert!(!typed.contains('x'), "the jail typed {typed:?} into the caller's terminal: {describe}");
+    let line = |key: &str| shown.lines().find_map(|line| line.strip_prefix(key)).map(str::to_owned).unwrap_or_default();
+    // The command leads a session of its own (inside the caller's session is not even visible).
+    let session_line = line("session ");
+    let session: Vec<&str> = session_line.split(' ').collect();
+    assert!(session.len() == 2 && session[0] == session[1] && session[0] != "0", "{describe}");
+    // Its controlling terminal is a terminal, and not the caller's.
+    let tty = line("tty ");
+    assert!(!tty.is_empty() && tty != "0:0" && tty != caller_tty, "tty {tty} vs the caller's {caller_tty}: {describe}");
+}
+
+#[test]
+fn without_a_terminal_pipes_and_exit_codes_pass_through() {
+    need_root!("without_a_terminal_pipes_and_exit_codes_pass_through");
+    let jail = Jail::new(&jailfile("user = \"jailer\"", ""));
+    let mut command = jail.enter_command(&["/usr/bin/bash", "-c", "read line; echo \"got $line\"; exit 7"]);
+    command.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
+    let mut child = command.spawn().expect("jailprov runs");
+    use std::io::Write;
+    child.stdin.take().expect("piped stdin").write_all(b"hello\n").expect("write stdin");
+    let finished = child.wait_with_output().expect("jailprov ends");
+    assert_eq!(String::from_utf8_lossy(&finished.stdout), "got hello\n");
+    assert_eq!(finished.status.code(), Some(7));
+}

@@ -19,7 +19,8 @@ use crate::enter::{exec_command, prepare_jail, EnterPlan, EXIT_SETUP_FAILED};
 
 /// Runs in the first process of the new namespaces; returns the code it must exit with.
 pub fn run(sys: &impl Sys, plan: &EnterPlan) -> i32 {
-    if let Err(error) = prepare_jail(sys, plan) {
+    // Out of the caller's session (and onto the jail's pty) before anything else.
+    if let Err(error) = sys.leave_caller_session().and_then(|()| prepare_jail(sys, plan)) {
         eprintln!("jailprov enter: error: {error:#}");
         return EXIT_SETUP_FAILED;
     }

@@ -68,8 +68,8 @@ pub struct ExecFailure {
     pub errno: Errno,
 }
 
-/// Signals the supervisors pass on to the command when someone sends them (not the terminal:
-/// it already signals the whole foreground process group, the command included).
+/// Signals the supervisors pass on to the command, whoever sends them (the terminal included:
+/// the command runs in a session of its own, out of reach of the caller's terminal).
 pub const FORWARDED_SIGNALS: &[Signal] = &[
     Signal::SIGTERM,
     Signal::SIGINT,
@@ -160,6 +160,19 @@ pub trait Sys: MountSys {
     fn release_command(&self) -> Result<()>;
     /// In the command's process: waits until PID 1 has dropped its own privileges.
     fn wait_for_init(&self) -> Result<()>;
+
+    // The terminal and the session.
+    /// jailprov's side, before the clone: when its stdin is a terminal, opens a pty pair for
+    /// the jail (see [`crate::enter::terminal`]); returns whether it did.
+    fn open_terminal(&self) -> Result<bool>;
+    /// In the jail's PID 1: a new session, without the caller's terminal; with a pty, its
+    /// slave becomes stdin, stdout and stderr (and the master is closed).
+    fn leave_caller_session(&self) -> Result<()>;
+    /// In the command's process: a session of its own, whose controlling terminal is the
+    /// jail's pty when there is one.
+    fn start_session(&self) -> Result<()>;
+    /// jailprov's side with a pty: relays the caller's terminal until `child` ends.
+    fn relay_terminal(&self, child: Pid) -> Result<Ended>;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -319,6 +332,10 @@ pub struct RealSys {
     child: RefCell<Option<OwnedFd>>,
     /// The pipe between the jail's PID 1 (writer) and the command's process (reader).
     command_gate: RefCell<Option<OwnedFd>>,
+    /// The jail's pty (master, slave), from `open_terminal` until each side takes its end.
+    terminal: RefCell<Option<(OwnedFd, OwnedFd)>>,
+    /// Whether the jail has a pty of its own (so the command makes it its terminal).
+    has_terminal: std::cell::Cell<bool>,
 }
 
 fn forwarded_and_child() -> SigSet {
@@ -514,11 +531,10 @@ impl Sys for RealSys {
                         Err(errno) => bail!("cannot wait for the command: {errno}"),
                     }
                 }
-            } else if info.si_code == libc::SI_USER || info.si_code == libc::SI_QUEUE {
-                // The terminal's signals (SI_KERNEL) reach the command's process group directly.
-                if let Ok(signal) = Signal::try_from(signal) {
-                    let _ = kill(child, signal);
-                }
+            } else if let Ok(signal) = Signal::try_from(signal) {
+                // The command has a session of its own: even the terminal's signals (^C on the
+                // caller's terminal) reach it only through here.
+                let _ = kill(child, signal);
             }
         }
     }
@@ -708,6 +724,43 @@ impl Sys for RealSys {
             }
         }
     }
+
+    fn open_terminal(&self) -> Result<bool> {
+        let pair = super::terminal::open_pair()?;
+        self.has_terminal.set(pair.is_some());
+        *self.terminal.borrow_mut() = pair;
+        Ok(self.has_terminal.get())
+    }
+
+    fn leave_caller_session(&self) -> Result<()> {
+        nix::unistd::setsid().context("cannot start a new session for the jail")?;
+        if let Some((master, slave)) = self.terminal.borrow_mut().take() {
+            drop(master);
+            for target in 0..=2 {
+                // SAFETY: dup2 onto stdin/stdout/stderr, which this process owns; `slave` lives.
+                Errno::result(unsafe { libc::dup2(slave.as_raw_fd(), target) })
+                    .context("cannot make the jail's pty stdin, stdout and stderr")?;
+            }
+        }
+        Ok(())
+    }
+
+    fn start_session(&self) -> Result<()> {
+        nix::unistd::setsid().context("cannot start the command's session")?;
+        if self.has_terminal.get() {
+            // SAFETY: TIOCSCTTY with argument 0 takes no pointer.
+            Errno::result(unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) })
+                .context("cannot make the jail's pty the command's controlling terminal")?;
+        }
+        Ok(())
+    }
+
+    fn relay_terminal(&self, child: Pid) -> Result<Ended> {
+        let (master, slave) = self.terminal.borrow_mut().take().context("relay_terminal without a pty")?;
+        // Only the jail holds the slave now: the master reads EIO once the jail is gone.
+        drop(slave);
+        super::terminal::relay(master, child)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -728,6 +781,8 @@ pub struct Recorder {
     pub executables: Vec<String>,
     /// A directory whose fd `bind_root_onto_itself` returns (the "jail" of the test).
     pub root: std::path::PathBuf,
+    /// What `open_terminal` answers (stdin a terminal).
+    pub terminal: bool,
 }
 
 #[cfg(test)]
@@ -740,6 +795,7 @@ impl Recorder {
             failing: Vec::new(),
             executables: Vec::new(),
             root: root.to_path_buf(),
+            terminal: false,
         }
     }
 
@@ -904,6 +960,20 @@ impl Sys for Recorder {
     }
     fn wait_for_init(&self) -> Result<()> {
         self.record("wait_for_init", String::new())
+    }
+    fn open_terminal(&self) -> Result<bool> {
+        self.record("open_terminal", String::new())?;
+        Ok(self.terminal)
+    }
+    fn leave_caller_session(&self) -> Result<()> {
+        self.record("leave_caller_session", String::new())
+    }
+    fn start_session(&self) -> Result<()> {
+        self.record("start_session", String::new())
+    }
+    fn relay_terminal(&self, child: Pid) -> Result<Ended> {
+        self.record("relay_terminal", child.to_string())?;
+        Ok(self.ended)
     }
 }
 
