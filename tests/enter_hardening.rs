@@ -131,6 +131,35 @@ fn enter_works_under_unshare_pid_fork() {
     assert_eq!(map, ["0", "1610612736", "65536"], "the unprivileged mapping: {}", run.describe());
 }
 
+/// A /proc of another PID namespace (here a child namespace's, mounted in jailprov's mount
+/// namespace): the child's number there, if any, is not jailprov's to guess. jailprov refuses,
+/// saying what to mount, and writes no map.
+#[test]
+fn enter_refuses_a_proc_of_another_pid_namespace() {
+    need_root!("enter_refuses_a_proc_of_another_pid_namespace");
+    let enter = "user = \"root\"\nnamespaces = [\"mount\", \"pid\", \"user\"]";
+    let jail = Jail::new(&jailfile(enter, ""));
+    let jailprov: Vec<String> = std::iter::once(cli::BIN.to_owned())
+        .chain(
+            jail.enter_command(&["/usr/bin/cat", "/proc/self/uid_map"])
+                .get_args()
+                .map(|arg| format!("'{}'", arg.to_string_lossy())),
+        )
+        .collect();
+    // A private mount namespace where a process of a new PID namespace mounts its own /proc.
+    let script = format!(
+        "unshare --pid --fork sh -c 'mount -t proc proc /proc; sleep 3' & \
+         while [ -e /proc/self/fdinfo ]; do sleep 0.05; done; {}; echo \"exit $?\"; wait",
+        jailprov.join(" ")
+    );
+    let mut command = Command::new("unshare");
+    command.args(["--mount", "--propagation", "private", "sh", "-c", &script]).current_dir(&jail.dir);
+    command.stdin(std::process::Stdio::null());
+    let run = output(command);
+    assert!(run.stdout.contains("exit 125"), "{}", run.describe());
+    assert!(run.stderr.contains("mount a /proc of jailprov's own PID namespace"), "{}", run.describe());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Seccomp
 // ---------------------------------------------------------------------------------------------

@@ -276,12 +276,16 @@ fn pid_in_this_proc(pidfd: &OwnedFd) -> Result<Option<i32>> {
     let text = std::fs::read_to_string(&path).with_context(|| {
         format!("cannot read {path}: the /proc mounted here is not one of jailprov's own PID namespace; {PROC_ADVICE}")
     })?;
-    let pid = text
-        .lines()
+    Ok(pid_of_fdinfo(&text))
+}
+
+/// The `Pid:` of a pidfd's fdinfo; `None` for -1 (not visible in this /proc, or ended), 0
+/// (older kernels' "not in this namespace") or no such line.
+fn pid_of_fdinfo(text: &str) -> Option<i32> {
+    text.lines()
         .find_map(|line| line.strip_prefix("Pid:"))
         .and_then(|value| value.trim().parse::<i32>().ok())
-        .filter(|pid| *pid > 0);
-    Ok(pid)
+        .filter(|pid| *pid > 0)
 }
 
 /// What to do when /proc cannot show jailprov's own children.
@@ -982,4 +986,17 @@ fn sorted(set: &CapsHashSet) -> String {
     let mut names: Vec<String> = set.iter().map(Capability::to_string).collect();
     names.sort();
     format!("[{}]", names.join(","))
+}
+
+#[cfg(test)]
+mod fdinfo_tests {
+    use super::pid_of_fdinfo;
+
+    #[test]
+    fn a_child_not_visible_in_this_proc_has_no_pid() {
+        assert_eq!(pid_of_fdinfo("pos:\t0\nflags:\t02000002\nPid:\t4242\nNSpid:\t4242\t1\n"), Some(4242));
+        assert_eq!(pid_of_fdinfo("pos:\t0\nPid:\t-1\n"), None);
+        assert_eq!(pid_of_fdinfo("pos:\t0\nPid:\t0\n"), None);
+        assert_eq!(pid_of_fdinfo("pos:\t0\nflags:\t02000002\n"), None);
+    }
 }
