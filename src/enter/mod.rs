@@ -20,6 +20,7 @@
 
 pub mod caps;
 pub mod cgroup;
+pub mod id_maps;
 pub mod init;
 pub mod mounts;
 pub mod seccomp;
