@@ -8,7 +8,7 @@
 //! userfaultfd, io_uring, ptrace and reading another process's memory, file handles
 //! (open_by_handle_at reaches any inode of a mounted file system), loading kernels or modules,
 //! the clock, swap, reboot, NUMA policy, I/O ports, personalities other than the few Docker
-//! allows, and the TIOCSTI ioctl (typing into the controlling terminal of whoever started
+//! allows, the socket families Docker refuses (AF_ALG, AF_VSOCK...), and the TIOCSTI ioctl (typing into the controlling terminal of whoever started
 //! jailprov). Beyond Docker: process_vm_readv/writev and name_to_handle_at, which Docker now
 //! allows. The x32 ABI numbers of the same calls are denied too: they are the same architecture
 //! to seccomp.
@@ -206,6 +206,27 @@ fn clone_rules() -> Result<Vec<SeccompRule>> {
         .collect()
 }
 
+/// Socket address families Docker's default profile refuses: DECnet, Econet, ATM SVC, IrDA,
+/// WAN pipe, ISDN, CAIF, AF_ALG (the kernel crypto API), AF_VSOCK (the hypervisor), and every
+/// family from 46 on (none existed when the profile was written: new code, least audited).
+pub const DENIED_SOCKET_FAMILIES: &[u64] = &[12, 19, 20, 23, 25, 34, 37, 38, 40];
+/// The first socket family number Docker's profile does not know.
+pub const FIRST_UNKNOWN_SOCKET_FAMILY: u64 = 46;
+
+/// socket with a denied family: one rule per family, one for the unknown ones.
+fn socket_rules() -> Result<Vec<SeccompRule>> {
+    let family = |op: SeccompCmpOp, value: u64| -> Result<SeccompRule> {
+        let condition =
+            SeccompCondition::new(0, SeccompCmpArgLen::Dword, op, value).context("building a socket condition")?;
+        SeccompRule::new(vec![condition]).context("building a socket rule")
+    };
+    DENIED_SOCKET_FAMILIES
+        .iter()
+        .map(|value| family(SeccompCmpOp::Eq, *value))
+        .chain(std::iter::once(family(SeccompCmpOp::Ge, FIRST_UNKNOWN_SOCKET_FAMILY)))
+        .collect()
+}
+
 /// personality with a persona Docker does not allow: one rule, "differs from every allowed one".
 /// Compared as 32 bits, the unsigned int the kernel reads.
 fn personality_rules() -> Result<Vec<SeccompRule>> {
@@ -236,6 +257,7 @@ pub fn rule_table() -> Result<BTreeMap<i64, Vec<SeccompRule>>> {
     rules.insert(libc::SYS_ioctl, tiocsti_rules()?);
     rules.insert(libc::SYS_clone, clone_rules()?);
     rules.insert(libc::SYS_personality, personality_rules()?);
+    rules.insert(libc::SYS_socket, socket_rules()?);
     #[cfg(target_arch = "x86_64")]
     {
         // The x32 ABI: the same calls at number | X32_SYSCALL_BIT, a few at their own numbers.
@@ -406,8 +428,9 @@ mod tests {
         assert_eq!(table.get(&135).map(Vec::len), Some(1), "personality: one rule, any persona but Docker's");
         assert_eq!(table.get(&56).map(Vec::len), Some(CLONE_NAMESPACE_FLAGS.len()), "clone with a namespace flag");
         assert_eq!(table.get(&16).map(Vec::len), Some(1), "ioctl TIOCSTI");
+        assert_eq!(table.get(&41).map(Vec::len), Some(10), "socket: Docker's nine families and 46 on");
         // Docker's allowed calls stay allowed.
-        for (name, number) in [("read", 0), ("execve", 59), ("socket", 41), ("prctl", 157), ("seccomp", 317)] {
+        for (name, number) in [("read", 0), ("execve", 59), ("prctl", 157), ("seccomp", 317)] {
             assert!(!table.contains_key(&number), "{name} must stay allowed");
         }
     }
@@ -441,6 +464,13 @@ mod tests {
                 call("getpid", libc::getpid() as i64);
                 call("personality READ_IMPLIES_EXEC", libc::personality(0x0400000) as i64);
                 call("personality query", libc::personality(0xffff_ffff) as i64);
+                call("socket AF_VSOCK", libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM, 0) as i64);
+                call("socket AF_ALG", libc::socket(libc::AF_ALG, libc::SOCK_SEQPACKET, 0) as i64);
+                let unix = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+                call("socket AF_UNIX", unix as i64);
+                if unix >= 0 {
+                    libc::close(unix);
+                }
                 call("perf_event_open", libc::syscall(libc::SYS_perf_event_open, 0, 0, -1, -1, 0));
                 // Were the filter broken, these would fork the test process: the child leaves at once.
                 let flags = (libc::CLONE_NEWUSER | libc::SIGCHLD) as libc::c_ulong;
@@ -466,8 +496,10 @@ mod tests {
         .expect("the seccomp thread does not panic")
         .expect("the filter installs");
         for (name, result, errno) in &outcome {
-            let denied =
-                !matches!(name.as_str(), "getpid" | "ioctl FIONREAD" | "thread" | "clone3" | "personality query");
+            let denied = !matches!(
+                name.as_str(),
+                "getpid" | "ioctl FIONREAD" | "thread" | "clone3" | "personality query" | "socket AF_UNIX"
+            );
             if name == "clone3" {
                 assert_eq!((*result, *errno), (-1, libc::ENOSYS), "clone3 must look absent");
             } else if name == "thread" {
