@@ -20,7 +20,7 @@ use cli::{output, Run, Workspace, UNUSED_ROOT};
 fn jailfile(enter: &str, files: &str) -> String {
     format!(
         r#"root = "{UNUSED_ROOT}"
-binaries = ["bash", "cat", "id", "ls", "readlink", "sleep"]
+binaries = ["bash", "cat", "id", "ls", "readlink", "sleep", "stty"]
 exclude = ["/usr/share/doc/**", "/usr/share/man/**"]
 devices = ["/dev/null", "/dev/zero"]
 
@@ -324,7 +324,6 @@ fn read_available(fd: &std::os::fd::OwnedFd) -> String {
 #[test]
 fn a_command_in_the_jail_cannot_type_into_the_caller_s_terminal() {
     need_root!("a_command_in_the_jail_cannot_type_into_the_caller_s_terminal");
-    use std::os::unix::process::CommandExt;
     let build = tempfile::tempdir().expect("tempdir");
     let Some(program) = build_static(build.path(), "probe", TERMINAL_PROBE_C) else {
         eprintln!("SKIPPED a_command_in_the_jail_cannot_type_into_the_caller_s_terminal: gcc -static is missing");
@@ -332,26 +331,10 @@ fn a_command_in_the_jail_cannot_type_into_the_caller_s_terminal() {
     };
     let jail = Jail::new(&jailfile("user = \"jailer\"\nseccomp = false", &installed(&program, "probe")));
     // The caller's terminal: a pty whose slave is jailprov's stdin, stdout and controlling terminal.
-    let caller = nix::pty::openpty(None, None).expect("openpty");
+    let (child, caller, before) = enter_on_a_terminal(&jail, &["/usr/bin/probe"], 24, 80);
     let caller_tty = nix::sys::stat::fstat(&caller.slave).expect("fstat the slave").st_rdev;
     let caller_tty = format!("{}:{}", nix::libc::major(caller_tty), nix::libc::minor(caller_tty));
-    let before = nix::sys::termios::tcgetattr(&caller.slave).expect("tcgetattr");
-    let mut command = jail.enter_command(&["/usr/bin/probe"]);
-    command
-        .stdin(caller.slave.try_clone().expect("dup the slave"))
-        .stdout(caller.slave.try_clone().expect("dup the slave"))
-        .stderr(std::process::Stdio::piped());
-    // SAFETY: setsid and ioctl are async-signal-safe; this runs between fork and exec.
-    unsafe {
-        command.pre_exec(|| {
-            nix::unistd::setsid()?;
-            if nix::libc::ioctl(0, nix::libc::TIOCSCTTY, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let finished = command.output().expect("jailprov runs");
+    let finished = child.wait_with_output().expect("jailprov runs");
     let shown = read_available(&caller.master).replace('\r', "");
     let describe = format!("{shown}\n--- stderr:\n{}", String::from_utf8_lossy(&finished.stderr));
     assert_eq!(finished.status.code(), Some(3), "the command's exit code: {describe}");
@@ -387,4 +370,66 @@ fn without_a_terminal_pipes_and_exit_codes_pass_through() {
     let finished = child.wait_with_output().expect("jailprov ends");
     assert_eq!(String::from_utf8_lossy(&finished.stdout), "got hello\n");
     assert_eq!(finished.status.code(), Some(7));
+}
+
+/// jailprov `enter -- ARGS` on a fresh caller terminal (a pty of `rows` x `columns` whose slave
+/// is its stdin, stdout and controlling terminal); returns the running jailprov, the pty and
+/// the pty's settings before jailprov started.
+fn enter_on_a_terminal(
+    jail: &Jail,
+    args: &[&str],
+    rows: u16,
+    columns: u16,
+) -> (std::process::Child, nix::pty::OpenptyResult, nix::sys::termios::Termios) {
+    use std::os::unix::process::CommandExt;
+    let size = nix::pty::Winsize { ws_row: rows, ws_col: columns, ws_xpixel: 0, ws_ypixel: 0 };
+    let caller = nix::pty::openpty(Some(&size), None).expect("openpty");
+    let mut command = jail.enter_command(args);
+    command
+        .stdin(caller.slave.try_clone().expect("dup the slave"))
+        .stdout(caller.slave.try_clone().expect("dup the slave"))
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: setsid and ioctl are async-signal-safe; this runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            nix::unistd::setsid()?;
+            if nix::libc::ioctl(0, nix::libc::TIOCSCTTY, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let before = nix::sys::termios::tcgetattr(&caller.slave).expect("tcgetattr");
+    (command.spawn().expect("jailprov runs"), caller, before)
+}
+
+/// The jail's pty has the caller's window size, and a signal that ends the command (sent to
+/// jailprov, passed on) still gives the caller back a terminal in its own settings.
+#[test]
+fn the_jail_s_pty_has_the_caller_s_size_and_a_signal_leaves_the_terminal_as_it_was() {
+    need_root!("the_jail_s_pty_has_the_caller_s_size_and_a_signal_leaves_the_terminal_as_it_was");
+    let jail = Jail::new(&jailfile("user = \"jailer\"", ""));
+    let (child, caller, _) = enter_on_a_terminal(&jail, &["/usr/bin/stty", "size"], 33, 101);
+    let finished = child.wait_with_output().expect("jailprov ends");
+    let shown = read_available(&caller.master);
+    assert_eq!(finished.status.code(), Some(0), "{shown} {}", String::from_utf8_lossy(&finished.stderr));
+    assert!(shown.contains("33 101"), "the jail's pty size: {shown:?}");
+
+    let (mut child, caller, before) =
+        enter_on_a_terminal(&jail, &["/usr/bin/bash", "-c", "echo ready; exec /usr/bin/sleep 30"], 24, 80);
+    let started = std::time::Instant::now();
+    let mut shown = String::new();
+    while !shown.contains("ready") && started.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        shown.push_str(&read_available(&caller.master));
+    }
+    assert!(shown.contains("ready"), "{shown:?}");
+    let raw = nix::sys::termios::tcgetattr(&caller.slave).expect("tcgetattr");
+    assert!(!raw.local_flags.contains(nix::sys::termios::LocalFlags::ICANON), "raw while relaying");
+    let jailprov = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(jailprov, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM jailprov");
+    let status = child.wait().expect("jailprov ends");
+    assert_eq!(status.code(), Some(128 + 15), "the command ended by the SIGTERM passed on");
+    let after = nix::sys::termios::tcgetattr(&caller.slave).expect("tcgetattr");
+    assert_eq!((after.local_flags, after.input_flags), (before.local_flags, before.input_flags));
 }
