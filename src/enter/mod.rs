@@ -2,13 +2,16 @@
 //!
 //! Three processes, each with its own steps below:
 //!
-//! - **jailprov** (on the host) reads the Jailfile, creates the namespaces with clone3, writes
-//!   the user namespace's id maps and the cgroup, releases the child, then waits for it,
-//!   passing on the signals it is sent; its exit code is the command's;
-//! - **the jail's PID 1** ([`init`]) builds the mount table (steps 1-3), sets the hostname and
-//!   brings up `lo` (step 4), forks the command's process, then reaps and forwards signals;
-//! - **the command's process** drops every privilege (step 5), cleans its environment and file
-//!   descriptors (step 6) and execs the command (step 7).
+//! - **jailprov** (on the host) reads the Jailfile, opens a pty for the jail when its stdin is
+//!   a terminal ([`terminal`]), creates the namespaces with clone3, writes the user namespace's
+//!   id maps (through the child's pidfd) and the cgroup, releases the child, then waits for it,
+//!   passing on the signals it is sent (and relaying the pty); its exit code is the command's;
+//! - **the jail's PID 1** ([`init`]) leaves the caller's session, builds the mount table
+//!   (steps 1-3), sets the hostname and brings up `lo` (step 4), forks the command's process,
+//!   drops every privilege of its own, then reaps and forwards signals;
+//! - **the command's process** drops every privilege (step 5), waits for PID 1 to be bare,
+//!   starts a session of its own (the jail's pty as its terminal), cleans its environment and
+//!   file descriptors (step 6) and execs the command (step 7).
 //!
 //! Exit codes: the command's own, 128+N when signal N ended it; 125 when jailprov could not set
 //! up the jail (the message starts with `jailprov enter:`), 126 when the command cannot be
@@ -17,10 +20,12 @@
 
 pub mod caps;
 pub mod cgroup;
+pub mod id_maps;
 pub mod init;
 pub mod mounts;
 pub mod seccomp;
 pub mod sys;
+pub mod terminal;
 
 use std::collections::BTreeSet;
 use std::ffi::CString;
@@ -319,6 +324,9 @@ pub enum Side {
 pub fn run(sys: &impl Sys, plan: &EnterPlan, cgroup: Option<&Cgroup>) -> Result<Side> {
     // Signals arrive through sigwait in the supervisors; the command's process unblocks them.
     sys.block_signals()?;
+    // The jail's own terminal when the caller's stdin is one: what the jail does to its
+    // terminal (TIOCSTI, TIOCLINUX) then reaches only that pty.
+    let terminal = sys.open_terminal()?;
     // 1 and 4. The namespaces (mount, pid, uts, ipc, net, user as asked), all in one clone3: the
     // child is PID 1 of the new PID namespace.
     let child = match sys.clone_into_namespaces(plan.namespaces)? {
@@ -331,7 +339,8 @@ pub fn run(sys: &impl Sys, plan: &EnterPlan, cgroup: Option<&Cgroup>) -> Result<
         let _ = nix::sys::wait::waitpid(child, None);
         return Err(error);
     }
-    Ok(Side::Jailprov(sys.supervise(child, false)?.code()))
+    let ended = if terminal { sys.relay_terminal(child)? } else { sys.supervise(child, false)? };
+    Ok(Side::Jailprov(ended.code()))
 }
 
 /// Writes the child's id maps, puts it in the cgroup, and lets it go on.
@@ -383,7 +392,12 @@ pub fn prepare_jail(sys: &impl Sys, plan: &EnterPlan) -> Result<()> {
 
 /// Steps 5-7 in the command's process; returns the exit code only when the command cannot run.
 pub fn exec_command(sys: &impl Sys, plan: &EnterPlan) -> i32 {
-    match drop_privileges(sys, plan).and_then(|()| clean_process(sys, plan)) {
+    // The command runs only once the jail's PID 1 has dropped its own privileges.
+    let ready = drop_privileges(sys, plan).and_then(|()| sys.wait_for_init());
+    // A session of its own: the caller's terminal is not its controlling terminal (the jail's
+    // pty is, when there is one).
+    let ready = ready.and_then(|()| sys.start_session());
+    match ready.and_then(|()| clean_process(sys, plan)) {
         Ok(()) => exec(sys, plan),
         Err(error) => {
             eprintln!("jailprov enter: error: {error:#}");

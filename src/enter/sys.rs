@@ -68,8 +68,8 @@ pub struct ExecFailure {
     pub errno: Errno,
 }
 
-/// Signals the supervisors pass on to the command when someone sends them (not the terminal:
-/// it already signals the whole foreground process group, the command included).
+/// Signals the supervisors pass on to the command, whoever sends them (the terminal included:
+/// the command runs in a session of its own, out of reach of the caller's terminal).
 pub const FORWARDED_SIGNALS: &[Signal] = &[
     Signal::SIGTERM,
     Signal::SIGINT,
@@ -113,6 +113,9 @@ pub trait Sys: MountSys {
     /// clone3 into new namespaces, fork-like (the child returns `Fork::Child`). The child waits
     /// in [`Sys::wait_for_release`] until the parent calls [`Sys::release_child`].
     fn clone_into_namespaces(&self, namespaces: CloneFlags) -> Result<Fork>;
+    /// Writes the id maps of the child just cloned. The real kernel finds it through its pidfd,
+    /// never through `child` alone: in a /proc of another PID namespace that number is another
+    /// process's (`child` only names it in messages).
     fn write_id_maps(&self, child: Pid, maps: &IdMaps) -> Result<()>;
     fn release_child(&self) -> Result<()>;
     fn wait_for_release(&self) -> Result<()>;
@@ -154,6 +157,28 @@ pub trait Sys: MountSys {
     fn is_executable_file(&self, path: &str) -> bool;
     /// Replaces the process; returns only on failure.
     fn execve(&self, path: &CStr, argv: &[CString], env: &[CString]) -> ExecFailure;
+
+    // The jail's PID 1 once the command is forked.
+    /// PR_SET_DUMPABLE 0: /proc/PID/* becomes root's, and no process without CAP_SYS_PTRACE
+    /// can ptrace it or open its memory.
+    fn set_non_dumpable(&self) -> Result<()>;
+    /// Lets the command's process (waiting in [`Sys::wait_for_init`]) go on to exec.
+    fn release_command(&self) -> Result<()>;
+    /// In the command's process: waits until PID 1 has dropped its own privileges.
+    fn wait_for_init(&self) -> Result<()>;
+
+    // The terminal and the session.
+    /// jailprov's side, before the clone: when its stdin is a terminal, opens a pty pair for
+    /// the jail (see [`crate::enter::terminal`]); returns whether it did.
+    fn open_terminal(&self) -> Result<bool>;
+    /// In the jail's PID 1: a new session, without the caller's terminal; with a pty, its
+    /// slave becomes stdin, stdout and stderr (and the master is closed).
+    fn leave_caller_session(&self) -> Result<()>;
+    /// In the command's process: a session of its own, whose controlling terminal is the
+    /// jail's pty when there is one.
+    fn start_session(&self) -> Result<()>;
+    /// jailprov's side with a pty: relays the caller's terminal until `child` ends.
+    fn relay_terminal(&self, child: Pid) -> Result<Ended>;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -250,10 +275,18 @@ fn fsconfig(fs: &OwnedFd, command: libc::c_uint, key: Option<&CStr>, value: Opti
     Errno::result(result).map(drop)
 }
 
-/// The system calls themselves. Holds the parent/child synchronisation pipe of one clone.
+/// The system calls themselves. Holds the parent/child synchronisation pipe of one clone, and
+/// in the parent the pidfd of the child it created.
 #[derive(Default)]
 pub struct RealSys {
     release: RefCell<Option<OwnedFd>>,
+    child: RefCell<Option<OwnedFd>>,
+    /// The pipe between the jail's PID 1 (writer) and the command's process (reader).
+    command_gate: RefCell<Option<OwnedFd>>,
+    /// The jail's pty (master, slave), from `open_terminal` until each side takes its end.
+    terminal: RefCell<Option<(OwnedFd, OwnedFd)>>,
+    /// Whether the jail has a pty of its own (so the command makes it its terminal).
+    has_terminal: std::cell::Cell<bool>,
 }
 
 fn forwarded_and_child() -> SigSet {
@@ -342,10 +375,17 @@ impl Sys for RealSys {
 
     fn clone_into_namespaces(&self, namespaces: CloneFlags) -> Result<Fork> {
         let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
-        let args =
-            CloneArgs { flags: namespaces.bits() as u64, exit_signal: libc::SIGCHLD as u64, ..CloneArgs::default() };
+        // The pidfd names the child itself: its pid number may name another process in a /proc
+        // of another PID namespace (see `write_id_maps`).
+        let mut pidfd: RawFd = -1;
+        let args = CloneArgs {
+            flags: namespaces.bits() as u64 | libc::CLONE_PIDFD as u64,
+            pidfd: &mut pidfd as *mut RawFd as u64,
+            exit_signal: libc::SIGCHLD as u64,
+            ..CloneArgs::default()
+        };
         // SAFETY: clone3 without CLONE_VM and without a stack is fork(): the child gets a copy of
-        // this (single-threaded) process and returns 0 here. `args` lives for the call.
+        // this (single-threaded) process and returns 0 here. `args` and `pidfd` live for the call.
         let result =
             unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) };
         match Errno::result(result) {
@@ -357,6 +397,8 @@ impl Sys for RealSys {
             Ok(pid) => {
                 drop(read);
                 *self.release.borrow_mut() = Some(write);
+                // SAFETY: with CLONE_PIDFD the kernel stored a new descriptor, owned by nobody else.
+                *self.child.borrow_mut() = Some(unsafe { OwnedFd::from_raw_fd(pidfd) });
                 Ok(Fork::Parent(Pid::from_raw(pid as i32)))
             }
             Err(errno @ (Errno::EPERM | Errno::ENOSPC | Errno::EUSERS))
@@ -371,16 +413,9 @@ impl Sys for RealSys {
     }
 
     fn write_id_maps(&self, child: Pid, maps: &IdMaps) -> Result<()> {
-        let write = |name: &str, text: String| -> Result<()> {
-            let path = format!("/proc/{child}/{name}");
-            #[allow(clippy::disallowed_methods)] // the child's /proc files, outside every jail
-            std::fs::write(&path, text.as_bytes()).with_context(|| format!("cannot write {text:?} to {path}"))
-        };
-        if maps.deny_setgroups {
-            write("setgroups", "deny".into())?;
-        }
-        write("uid_map", format!("{} {} {}\n", maps.uid.inside, maps.uid.outside, maps.uid.count))?;
-        write("gid_map", format!("{} {} {}\n", maps.gid.inside, maps.gid.outside, maps.gid.count))
+        let pidfd = self.child.borrow();
+        let pidfd = pidfd.as_ref().context("write_id_maps without a clone")?;
+        super::id_maps::write(pidfd, child, maps)
     }
 
     fn release_child(&self) -> Result<()> {
@@ -405,10 +440,17 @@ impl Sys for RealSys {
     }
 
     fn fork(&self) -> Result<Fork> {
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
         // SAFETY: the process is single-threaded here (the jail's PID 1, right after clone3).
         match unsafe { nix::unistd::fork() }.context("cannot fork")? {
-            nix::unistd::ForkResult::Parent { child } => Ok(Fork::Parent(child)),
-            nix::unistd::ForkResult::Child => Ok(Fork::Child),
+            nix::unistd::ForkResult::Parent { child } => {
+                *self.command_gate.borrow_mut() = Some(write);
+                Ok(Fork::Parent(child))
+            }
+            nix::unistd::ForkResult::Child => {
+                *self.command_gate.borrow_mut() = Some(read);
+                Ok(Fork::Child)
+            }
         }
     }
 
@@ -444,11 +486,10 @@ impl Sys for RealSys {
                         Err(errno) => bail!("cannot wait for the command: {errno}"),
                     }
                 }
-            } else if info.si_code == libc::SI_USER || info.si_code == libc::SI_QUEUE {
-                // The terminal's signals (SI_KERNEL) reach the command's process group directly.
-                if let Ok(signal) = Signal::try_from(signal) {
-                    let _ = kill(child, signal);
-                }
+            } else if let Ok(signal) = Signal::try_from(signal) {
+                // The command has a session of its own: even the terminal's signals (^C on the
+                // caller's terminal) reach it only through here.
+                let _ = kill(child, signal);
             }
         }
     }
@@ -613,6 +654,68 @@ impl Sys for RealSys {
             Ok(never) => match never {},
         }
     }
+
+    fn set_non_dumpable(&self) -> Result<()> {
+        nix::sys::prctl::set_dumpable(false).context("cannot set PR_SET_DUMPABLE 0")
+    }
+
+    fn release_command(&self) -> Result<()> {
+        let taken = self.command_gate.borrow_mut().take();
+        let write = taken.context("release_command without a fork")?;
+        nix::unistd::write(&write, b"1").context("cannot release the command's process")?;
+        Ok(())
+    }
+
+    fn wait_for_init(&self) -> Result<()> {
+        let taken = self.command_gate.borrow_mut().take();
+        let read = taken.context("wait_for_init without a fork")?;
+        let mut byte = [0u8; 1];
+        loop {
+            match nix::unistd::read(&read, &mut byte) {
+                Ok(1) => return Ok(()),
+                Ok(_) => bail!("the jail's PID 1 ended before it dropped its privileges"),
+                Err(Errno::EINTR) => continue,
+                Err(errno) => bail!("cannot wait for the jail's PID 1: {errno}"),
+            }
+        }
+    }
+
+    fn open_terminal(&self) -> Result<bool> {
+        let pair = super::terminal::open_pair()?;
+        self.has_terminal.set(pair.is_some());
+        *self.terminal.borrow_mut() = pair;
+        Ok(self.has_terminal.get())
+    }
+
+    fn leave_caller_session(&self) -> Result<()> {
+        nix::unistd::setsid().context("cannot start a new session for the jail")?;
+        if let Some((master, slave)) = self.terminal.borrow_mut().take() {
+            drop(master);
+            for target in 0..=2 {
+                // SAFETY: dup2 onto stdin/stdout/stderr, which this process owns; `slave` lives.
+                Errno::result(unsafe { libc::dup2(slave.as_raw_fd(), target) })
+                    .context("cannot make the jail's pty stdin, stdout and stderr")?;
+            }
+        }
+        Ok(())
+    }
+
+    fn start_session(&self) -> Result<()> {
+        nix::unistd::setsid().context("cannot start the command's session")?;
+        if self.has_terminal.get() {
+            // SAFETY: TIOCSCTTY with argument 0 takes no pointer.
+            Errno::result(unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) })
+                .context("cannot make the jail's pty the command's controlling terminal")?;
+        }
+        Ok(())
+    }
+
+    fn relay_terminal(&self, child: Pid) -> Result<Ended> {
+        let (master, slave) = self.terminal.borrow_mut().take().context("relay_terminal without a pty")?;
+        // Only the jail holds the slave now: the master reads EIO once the jail is gone.
+        drop(slave);
+        super::terminal::relay(master, child)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -633,6 +736,8 @@ pub struct Recorder {
     pub executables: Vec<String>,
     /// A directory whose fd `bind_root_onto_itself` returns (the "jail" of the test).
     pub root: std::path::PathBuf,
+    /// What `open_terminal` answers (stdin a terminal).
+    pub terminal: bool,
 }
 
 #[cfg(test)]
@@ -645,6 +750,7 @@ impl Recorder {
             failing: Vec::new(),
             executables: Vec::new(),
             root: root.to_path_buf(),
+            terminal: false,
         }
     }
 
@@ -811,6 +917,29 @@ impl Sys for Recorder {
     fn execve(&self, path: &CStr, argv: &[CString], env: &[CString]) -> ExecFailure {
         let _ = self.record("execve", format!("{path:?} {argv:?} {env:?}"));
         ExecFailure { errno: Errno::ENOENT }
+    }
+    fn set_non_dumpable(&self) -> Result<()> {
+        self.record("set_non_dumpable", String::new())
+    }
+    fn release_command(&self) -> Result<()> {
+        self.record("release_command", String::new())
+    }
+    fn wait_for_init(&self) -> Result<()> {
+        self.record("wait_for_init", String::new())
+    }
+    fn open_terminal(&self) -> Result<bool> {
+        self.record("open_terminal", String::new())?;
+        Ok(self.terminal)
+    }
+    fn leave_caller_session(&self) -> Result<()> {
+        self.record("leave_caller_session", String::new())
+    }
+    fn start_session(&self) -> Result<()> {
+        self.record("start_session", String::new())
+    }
+    fn relay_terminal(&self, child: Pid) -> Result<Ended> {
+        self.record("relay_terminal", child.to_string())?;
+        Ok(self.ended)
     }
 }
 

@@ -266,7 +266,8 @@ fn jailprov_writes_the_id_maps_then_releases_and_reports_the_command_s_signal() 
         &["block_signals", "clone_into_namespaces", "write_id_maps 4242", "release_child", "supervise 4242"],
     );
     assert!(sys.position("make_mounts_private").is_none(), "jailprov itself mounts nothing");
-    assert!(sys.lines()[1].contains("CLONE_NEWUSER"), "{:#?}", sys.lines());
+    let clone = sys.position("clone_into_namespaces").map(|index| sys.lines()[index].clone()).unwrap_or_default();
+    assert!(clone.contains("CLONE_NEWUSER"), "{:#?}", sys.lines());
     Ok(())
 }
 
@@ -412,6 +413,35 @@ fn the_root_is_made_read_only_after_the_writable_places_and_devices_and_proc_is_
 }
 
 #[test]
+fn the_jail_s_pid_1_is_bare_before_the_command_may_exec() -> Result<()> {
+    let fixture = fixture(JAILFILE)?;
+    let plan = plan(&fixture.spec, &[], &root_caller(), &[])?;
+    // The clone answers "child" (PID 1), its fork "parent": the recorder walks PID 1's own side.
+    let sys = recorder(&fixture, &[Fork::Child, Fork::Parent(Pid::from_raw(7))]);
+    assert_eq!(run(&sys, &plan, None)?, Side::Child(0));
+    assert_order(
+        &sys,
+        &[
+            "pivot_root",
+            "fork",
+            "drop_bounding_set keep=[]",
+            "set_groups []",
+            "set_ids 1000 1000",
+            "die_with_parent",
+            "set_capabilities keep=[]",
+            "set_non_dumpable",
+            "release_command",
+            "supervise 7 reap_all=true",
+        ],
+    );
+    // And the command's process execs only after PID 1 released it.
+    let sys = recorder(&fixture, &[Fork::Child, Fork::Child]);
+    run(&sys, &plan, None)?;
+    assert_order(&sys, &["fork", "set_no_new_privs", "wait_for_init", "close_fds_above_stderr", "execve"]);
+    Ok(())
+}
+
+#[test]
 fn sysfs_with_the_host_network_in_a_user_namespace_is_refused_before_anything_starts() -> Result<()> {
     let sysfs = "[[mounts]]\nkind = \"sysfs\"\ntarget = \"/sys\"\n";
     let default = fixture(&format!("root = \"/srv/jails/unit\"\n{sysfs}\n[enter]\nnetwork = \"host\"\n"))?;
@@ -434,4 +464,22 @@ fn a_writable_jail_root_is_refused_with_what_to_declare_instead() {
     let message = format!("{error:#}");
     assert!(message.contains("dirs[0].writable") && message.contains("the jail root cannot be writable"), "{message}");
     assert!(message.contains("each with `writable = true`"), "{message}");
+}
+
+#[test]
+fn with_a_terminal_the_jail_gets_its_own_pty_and_session() -> Result<()> {
+    let fixture = fixture(JAILFILE)?;
+    let plan = plan(&fixture.spec, &[], &root_caller(), &[])?;
+    // jailprov's side: the pty before the clone, then the relay instead of the plain supervisor.
+    let mut sys = recorder(&fixture, &[Fork::Parent(Pid::from_raw(9))]);
+    sys.terminal = true;
+    assert_eq!(run(&sys, &plan, None)?, Side::Jailprov(0));
+    assert_order(&sys, &["open_terminal", "clone_into_namespaces", "release_child", "relay_terminal 9"]);
+    assert!(sys.position("supervise").is_none(), "{:#?}", sys.lines());
+    // PID 1 leaves the caller's session first; the command starts its own before it execs.
+    let sys = recorder(&fixture, &[Fork::Child, Fork::Child]);
+    run(&sys, &plan, None)?;
+    assert_order(&sys, &["clone_into_namespaces", "leave_caller_session", "make_mounts_private", "fork"]);
+    assert_order(&sys, &["fork", "wait_for_init", "start_session", "execve"]);
+    Ok(())
 }
