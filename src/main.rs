@@ -1,10 +1,10 @@
 //! jailprov's command line: parse arguments, run one command, print errors once, exit 0/1/2.
 
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
 use clap::Parser;
 
 /// mimalloc: a plan of a 50,000-path jail makes a few hundred thousand small allocations across
@@ -12,11 +12,13 @@ use clap::Parser;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use jailprov::cli::{Cli, ClosureArgs, ClosureFormat, Command, JailfileArgs, WhyArgs};
+use jailprov::cli::{Cli, ClosureArgs, ClosureFormat, Command, EnterArgs, JailfileArgs, WhyArgs};
 use jailprov::closure;
 use jailprov::diagnostics::JailfileErrors;
 use jailprov::host::HostFs;
+use jailprov::jail_root::JailRoot;
 use jailprov::spec::{self, Spec};
+use jailprov::state::StateStore;
 use jailprov::tree::JailPath;
 use jailprov::{jailfile, render};
 
@@ -52,7 +54,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Plan(args) => commands::plan(&args),
         Command::Apply(args) => commands::apply(&args),
         Command::Destroy(args) => commands::destroy(&args),
-        Command::Enter(args) => jailprov::enter::command(&args),
+        Command::Enter(args) => enter(&args),
         Command::Lock(args) => jailprov::lock::command(&args),
         Command::Check(args) => jailprov::check::command(&args),
     }
@@ -109,4 +111,51 @@ fn why(args: &WhyArgs) -> Result<ExitCode> {
     };
     let jailfile_name = PathBuf::from(&args.jailfile.file).display().to_string();
     print(&render::why_text(&closure, &chain, &jailfile_name, declared))
+}
+
+/// `jailprov enter`: checks the jail is applied (the record is read here, so that `enter` itself
+/// needs nothing of the state layer), then runs the command in it.
+fn enter(args: &EnterArgs) -> Result<ExitCode> {
+    let spec = load_spec(&args.jailfile, &HostFs::real())?;
+    if !args.unsafe_root {
+        jailprov::root_safety::check(&spec.root)?;
+    }
+    check_applied(&spec.root, &args.state.state_dir)?;
+    jailprov::enter::run_in_jail(&spec, &args.command)
+}
+
+/// The jail root must exist and be applied: a record of what jailprov put there, or (when the
+/// record is not readable, as for a rootless caller) at least a non-empty root.
+fn check_applied(root: &Path, state_dir: &Path) -> Result<()> {
+    let missing = || format!("the jail {} has not been applied; run `jailprov apply` first", root.display());
+    let jail = match JailRoot::open(root) {
+        Ok(jail) => jail,
+        Err(_) if std::fs::symlink_metadata(root).is_err() => bail!("{}", missing()),
+        Err(error) => return Err(error),
+    };
+    let store = StateStore::for_root(state_dir, root);
+    match store.load(root) {
+        Ok(state) if state.entries.is_empty() => bail!("{}", missing()),
+        Ok(_) => Ok(()),
+        Err(_) if jail.list(&JailPath::root())?.is_empty() => bail!("{}", missing()),
+        // The record is root's; an unprivileged caller checks what it can see.
+        Err(_) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_applied;
+
+    #[test]
+    fn an_unapplied_jail_is_refused_with_the_command_to_run() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().join("jail");
+        let error = check_applied(&root, &tmp.path().join("state")).expect_err("no jail");
+        assert!(format!("{error:#}").contains("run `jailprov apply` first"), "{error:#}");
+        #[allow(clippy::disallowed_methods)] // the test's own empty root, not a jail yet
+        std::fs::create_dir(&root).expect("mkdir");
+        let error = check_applied(&root, &tmp.path().join("state")).expect_err("an empty root");
+        assert!(format!("{error:#}").contains("has not been applied"), "{error:#}");
+    }
 }

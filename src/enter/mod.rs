@@ -29,7 +29,7 @@ pub mod terminal;
 
 use std::collections::BTreeSet;
 use std::ffi::CString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use ::caps::CapsHashSet;
@@ -37,13 +37,9 @@ use anyhow::{bail, Result};
 use nix::sched::CloneFlags;
 use nix::unistd::Pid;
 
-use crate::cli::EnterArgs;
-use crate::host::HostFs;
 use crate::jail_root::JailRoot;
 use crate::jailfile::{MountKind, Namespace, NetworkMode};
-use crate::spec::{self, Spec};
-use crate::state::StateStore;
-use crate::tree::JailPath;
+use crate::spec::Spec;
 use cgroup::{Cgroup, LimitsPlan};
 use mounts::MountOp;
 use sys::{Fork, IdMaps, IdRange, RealSys, Sys};
@@ -240,14 +236,9 @@ fn clone_flag(namespace: Namespace) -> CloneFlags {
     }
 }
 
-/// `jailprov enter`: checks the jail is applied, then runs the command in it.
-pub fn command(args: &EnterArgs) -> Result<ExitCode> {
-    let host = HostFs::real();
-    let spec = spec::load(&args.jailfile.file, args.jailfile.root.as_deref(), &host)?;
-    if !args.unsafe_root {
-        crate::root_safety::check(&spec.root)?;
-    }
-    check_applied(&spec.root, &args.state.state_dir)?;
+/// `jailprov enter` once the caller has checked the jail is applied: runs `command` (the
+/// Jailfile's `[enter].command` when empty) in the jail and returns its exit code.
+pub fn run_in_jail(spec: &Spec, command: &[String]) -> Result<ExitCode> {
     let caller = Caller {
         uid: nix::unistd::geteuid().as_raw(),
         gid: nix::unistd::getegid().as_raw(),
@@ -261,7 +252,7 @@ pub fn command(args: &EnterArgs) -> Result<ExitCode> {
         (0, false) => cgroup::probe(&needed).map_or((None, Vec::new()), |(base, found)| (Some(base), found)),
         _ => (None, Vec::new()),
     };
-    let plan = plan(&spec, &args.command, &caller, &controllers)?;
+    let plan = plan(spec, command, &caller, &controllers)?;
     for warning in &plan.warnings {
         eprintln!("jailprov enter: warning: {warning}");
     }
@@ -291,25 +282,6 @@ fn term_of_a_terminal() -> Option<String> {
     use std::io::IsTerminal;
     let tty = std::io::stdin().is_terminal() || std::io::stdout().is_terminal() || std::io::stderr().is_terminal();
     tty.then(|| std::env::var("TERM").ok()).flatten()
-}
-
-/// The jail root must exist and be applied: a record of what jailprov put there, or (when the
-/// record is not readable, as for a rootless caller) at least a non-empty root.
-fn check_applied(root: &Path, state_dir: &Path) -> Result<()> {
-    let missing = || format!("the jail {} has not been applied; run `jailprov apply` first", root.display());
-    let jail = match JailRoot::open(root) {
-        Ok(jail) => jail,
-        Err(_) if std::fs::symlink_metadata(root).is_err() => bail!("{}", missing()),
-        Err(error) => return Err(error),
-    };
-    let store = StateStore::for_root(state_dir, root);
-    match store.load(root) {
-        Ok(state) if state.entries.is_empty() => bail!("{}", missing()),
-        Ok(_) => Ok(()),
-        Err(_) if jail.list(&JailPath::root())?.is_empty() => bail!("{}", missing()),
-        // The record is root's; an unprivileged caller checks what it can see.
-        Err(_) => Ok(()),
-    }
 }
 
 /// Which process returns from [`run`]: jailprov with the command's exit code, or a child of it

@@ -1,8 +1,6 @@
 //! The plan `enter` makes, and the order of its steps, checked against the recording Sys.
 #![allow(clippy::disallowed_methods)] // tests build fixture jails with plain fs calls
 
-use std::path::Path;
-
 use anyhow::Result;
 use nix::sched::CloneFlags;
 use nix::sys::resource::Resource;
@@ -10,6 +8,8 @@ use nix::unistd::Pid;
 
 use super::sys::{Ended, Fork, IdMaps, IdRange, Recorder};
 use super::*;
+use crate::host::HostFs;
+use crate::spec;
 
 const JAILFILE: &str = r#"
 root = "/srv/jails/unit"
@@ -296,18 +296,6 @@ fn a_bare_command_name_is_found_in_the_jail_s_path() -> Result<()> {
     assert_eq!(exec_command(&sys, &plan), EXIT_NOT_FOUND);
     assert!(sys.position("execve").is_none());
     Ok(())
-}
-
-#[test]
-fn an_unapplied_jail_is_refused_with_the_command_to_run() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let root = tmp.path().join("jail");
-    let error = check_applied(&root, &tmp.path().join("state")).expect_err("no jail");
-    assert!(format!("{error:#}").contains("run `jailprov apply` first"), "{error:#}");
-    std::fs::create_dir(&root).expect("mkdir");
-    let error = check_applied(&root, &tmp.path().join("state")).expect_err("an empty root");
-    assert!(format!("{error:#}").contains("has not been applied"), "{error:#}");
-    let _ = Path::new("/");
 }
 
 /// A jail root user, a writable dir, a device and proc: every kind of step of the mount plan.
