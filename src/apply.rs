@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use crate::desired::{DesiredKind, DesiredNode, DesiredTree, StatPrint};
 use crate::enter::sys::RealSys;
 use crate::host::HostFs;
-use crate::jail_root::{ChangedUnderfoot, JailRoot, NodeKind};
+use crate::jail_root::{ChangedUnderfoot, JailRoot, NodeKind, NodeStat};
 use crate::plan::{print_of, Action, Change, Plan};
 use crate::state::{Managed, ManagedKind, State, StateStore};
 use crate::tree::JailPath;
@@ -164,15 +164,21 @@ pub fn apply(
     Ok(outcome)
 }
 
-/// Makes the node; for a file, returns the blake3 of the bytes written (hashed as they are
-/// copied, so that recording it reads nothing again).
-fn create(jail: &JailRoot, host: &HostFs, node: &DesiredNode) -> Result<Option<[u8; 32]>> {
+/// A file apply has just written: the blake3 of the bytes (hashed as they were copied, so that
+/// recording it reads nothing again) and its stat, taken through the written file's fd.
+struct Written {
+    hash: [u8; 32],
+    stat: NodeStat,
+}
+
+/// Makes the node; for a file, returns what was written.
+fn create(jail: &JailRoot, host: &HostFs, node: &DesiredNode) -> Result<Option<Written>> {
     match &node.kind {
         DesiredKind::Dir => jail.mkdir(&node.path, node.mode, node.uid, node.gid).map(|()| None),
         DesiredKind::File { source, source_print } => copy_file(jail, host, node, source, source_print).map(Some),
         DesiredKind::Content { bytes } => {
-            jail.write_file(&node.path, &mut bytes.as_slice(), node.mode, node.uid, node.gid, None)?;
-            Ok(Some(*blake3::hash(bytes).as_bytes()))
+            let stat = jail.write_file(&node.path, &mut bytes.as_slice(), node.mode, node.uid, node.gid, None)?;
+            Ok(Some(Written { hash: *blake3::hash(bytes).as_bytes(), stat }))
         }
         DesiredKind::Symlink { target } => jail.symlink(&node.path, target, node.uid, node.gid).map(|()| None),
         DesiredKind::Device { block, rdev } => {
@@ -196,7 +202,7 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
-fn copy_file(jail: &JailRoot, host: &HostFs, node: &DesiredNode, source: &Path, print: &StatPrint) -> Result<[u8; 32]> {
+fn copy_file(jail: &JailRoot, host: &HostFs, node: &DesiredNode, source: &Path, print: &StatPrint) -> Result<Written> {
     // Whoever can write where the source lies may have swapped it (or a directory above it)
     // for a symlink since the plan: a final symlink is never followed, a FIFO never waited on,
     // and a file reached through a swapped directory is another inode, which the print catches.
@@ -212,13 +218,13 @@ fn copy_file(jail: &JailRoot, host: &HostFs, node: &DesiredNode, source: &Path, 
     // The copy keeps the host file's modification time, as `cp -p` would.
     let mtime = i128::from(metadata.mtime()) * 1_000_000_000 + i128::from(metadata.mtime_nsec());
     let mut hashing = Hashing { inner: file, hasher: blake3::Hasher::new() };
-    jail.write_file(&node.path, &mut hashing, node.mode, node.uid, node.gid, Some(mtime))?;
-    Ok(*hashing.hasher.finalize().as_bytes())
+    let stat = jail.write_file(&node.path, &mut hashing, node.mode, node.uid, node.gid, Some(mtime))?;
+    Ok(Written { hash: *hashing.hasher.finalize().as_bytes(), stat })
 }
 
 /// Rewrites content/target/device when they differ (returning what `create` does); otherwise
 /// only mode and owner, of the very node the plan saw (None: the content was not written).
-fn update(jail: &JailRoot, host: &HostFs, node: &DesiredNode, change: &Change) -> Result<Option<[u8; 32]>> {
+fn update(jail: &JailRoot, host: &HostFs, node: &DesiredNode, change: &Change) -> Result<Option<Written>> {
     let rewrite =
         change.what.iter().any(|item| item == "content" || item.starts_with("target ") || item.starts_with("device "));
     if rewrite {
@@ -253,15 +259,23 @@ fn remove_whatever(jail: &JailRoot, path: &JailPath) -> Result<()> {
 }
 
 /// Records a path as managed, with the stats that let the next plan skip reading it, and the
-/// hash of a file's content: `written` when apply just wrote it, else read from the jail.
+/// hash of a file's content: from `written` when apply just wrote it (a file a jail process
+/// renamed over it since is then another inode, which the next plan reads and replaces), else
+/// read from the jail.
 fn record(
     jail: &JailRoot,
     node: &DesiredNode,
     state: &mut State,
     created: bool,
-    written: Option<[u8; 32]>,
+    written: Option<Written>,
 ) -> Result<()> {
-    let stat = jail.stat(&node.path)?.with_context(|| format!("{} vanished right after it was written", node.path))?;
+    let (stat, written) = match written {
+        Some(Written { hash, stat }) => (stat, Some(hash)),
+        None => (
+            jail.stat(&node.path)?.with_context(|| format!("{} vanished right after it was written", node.path))?,
+            None,
+        ),
+    };
     let (jail_print, source) = match &node.kind {
         DesiredKind::File { source_print, .. } => (Some(print_of(&stat)), Some(*source_print)),
         _ => (None, None),

@@ -304,6 +304,28 @@ fn replaces_every_kind_atomically_and_removes_them() -> Result<()> {
     Ok(())
 }
 
+/// What apply records is the stat write_file returns: it must be what the next plan's scan
+/// sees of an untouched file (or every no-op plan would read every file again), and it must not
+/// be what a jail process renamed over the path since (or plan would vouch for that file).
+#[test]
+fn write_file_returns_the_written_files_stat_not_whatever_is_at_the_path_later() -> Result<()> {
+    let scene = scene()?;
+    let jail = &scene.jail;
+    jail.mkdir(&jp("/home"), 0o1777, 0, 0)?;
+    let written = jail.write_file(&jp("/home/motd"), &mut &b"jailprov\n"[..], 0o644, 0, 0, Some(1_000_000_000))?;
+    let scanned = jail.stat(&jp("/home/motd"))?.context("missing")?;
+    assert_eq!(
+        (written.ino, written.size, written.mtime_ns, written.ctime_ns),
+        (scanned.ino, scanned.size, scanned.mtime_ns, scanned.ctime_ns),
+        "taken after the rename, through the fd"
+    );
+    fs::write(scene.jail_dir.join("home/evil"), b"attacker\n")?;
+    fs::rename(scene.jail_dir.join("home/evil"), scene.jail_dir.join("home/motd"))?;
+    let swapped = jail.stat(&jp("/home/motd"))?.context("missing")?;
+    assert_ne!(written.ino, swapped.ino, "the returned stat stays the written file's");
+    Ok(())
+}
+
 #[test]
 fn write_file_replaces_a_planted_symlink_instead_of_writing_through_it() -> Result<()> {
     let scene = scene()?;
@@ -357,8 +379,12 @@ fn every_operation_refuses_a_parent_replaced_by_a_symlink() -> Result<()> {
         let outcomes: Vec<(&str, &str, Result<()>)> = vec![
             ("mkdir", "/usr/new", jail.mkdir(&jp("/usr/new"), 0o755, 0, 0)),
             ("mkdir", "/usr/sub/new", jail.mkdir(&jp("/usr/sub/new"), 0o755, 0, 0)),
-            ("write_file", "/usr/new", jail.write_file(&jp("/usr/new"), &mut &b"x"[..], 0o644, 0, 0, None)),
-            ("write_file", "/usr/secret", jail.write_file(&jp("/usr/secret"), &mut &b"x"[..], 0o644, 0, 0, None)),
+            ("write_file", "/usr/new", jail.write_file(&jp("/usr/new"), &mut &b"x"[..], 0o644, 0, 0, None).map(drop)),
+            (
+                "write_file",
+                "/usr/secret",
+                jail.write_file(&jp("/usr/secret"), &mut &b"x"[..], 0o644, 0, 0, None).map(drop),
+            ),
             ("symlink", "/usr/link", jail.symlink(&jp("/usr/link"), "x", 0, 0)),
             ("mknod", "/usr/null", jail.mknod(&jp("/usr/null"), NodeKind::CharDevice, makedev(1, 3), 0o666, 0, 0)),
             ("set_attributes", "/usr/secret", jail.set_attributes_now(&jp("/usr/secret"), 0o777, 1000, 1000)),
@@ -719,7 +745,7 @@ fn racing_a_parent_against_a_symlink_never_reaches_outside() -> Result<()> {
         round += 1;
         let name = format!("/usr/f{round}");
         match scene.jail.write_file(&jp(&name), &mut &b"x"[..], 0o644, 0, 0, None) {
-            Ok(()) => written += 1,
+            Ok(_) => written += 1,
             Err(error) if symlink_in_path(&error).is_some() => refused += 1,
             Err(error) => return Err(error),
         }

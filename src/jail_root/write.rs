@@ -242,7 +242,8 @@ impl JailRoot {
     /// jailprov at any moment leaves the old or the new file, plus possibly a temporary. There
     /// is no fsync per file (it tripled the time of a large apply): [`JailRoot::sync`] flushes
     /// the whole file system once, before apply records its work. A directory at `path` is an
-    /// error (see [`JailRoot::remove_tree`]).
+    /// error (see [`JailRoot::remove_tree`]). Returns the written file's stat, taken through its
+    /// fd: what apply records, never whatever a jail process renamed over `path` since.
     pub fn write_file(
         &self,
         path: &JailPath,
@@ -251,7 +252,7 @@ impl JailRoot {
         uid: u32,
         gid: u32,
         mtime_ns: Option<i128>,
-    ) -> Result<()> {
+    ) -> Result<NodeStat> {
         self.write_file_inner(path, contents, mode, uid, gid, mtime_ns).with_context(|| self.failure("write", path))
     }
 
@@ -263,7 +264,7 @@ impl JailRoot {
         uid: u32,
         gid: u32,
         mtime_ns: Option<i128>,
-    ) -> Result<()> {
+    ) -> Result<NodeStat> {
         let mode = permissions(mode)?;
         let mtime = mtime_ns.map(timespec_of).transpose()?;
         let (parent, name) = self.parent_of(path)?;
@@ -284,7 +285,11 @@ impl JailRoot {
         if written.is_err() {
             discard_temp(&parent, &temp);
         }
-        written
+        written?;
+        // The stat of the file written, through its fd and after the rename (which changes its
+        // ctime): a jail process may already have put another file at `path`.
+        let stat = fstat(&file).map_err(|errno| anyhow!("cannot inspect the written file: {errno}"))?;
+        NodeStat::from_stat(&stat)
     }
 
     /// Creates (or atomically replaces, via a temporary name and renameat) a symlink whose text
