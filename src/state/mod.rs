@@ -21,6 +21,8 @@ use serde::{Deserialize, Serialize};
 use crate::desired::{DesiredKind, StatPrint};
 use crate::tree::JailPath;
 
+pub mod content_hash;
+
 /// Where state lives unless `--state-dir` says otherwise.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/jailprov";
 
