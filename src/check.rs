@@ -747,7 +747,7 @@ pub fn command(args: &CheckArgs) -> Result<ExitCode> {
     if metadata.file_type().is_symlink() {
         bail!("the jail root {} is a symlink; name the real directory", root.display());
     }
-    let (desired, _) = crate::lock::desired_with_facts(&spec, &host)?;
+    let (desired, _) = crate::desired::desired_with_facts(&spec, &host)?;
     let mounts = Mounts::of(&spec.mounts, JailMounts::read(&root)?);
     let store = StateStore::for_root(&args.state.state_dir, &root);
     let jail = JailRoot::open(&root)?;

@@ -9,8 +9,8 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use jailprov::apply::{self, Outcome};
-use jailprov::cli::{ApplyArgs, DestroyArgs, JailfileArgs, PlanArgs, PlanFormat};
-use jailprov::desired::DesiredTree;
+use jailprov::cli::{ApplyArgs, DestroyArgs, JailfileArgs, LockArgs, PlanArgs, PlanFormat};
+use jailprov::desired::{self, ClosureFacts, DesiredTree};
 use jailprov::host::HostFs;
 use jailprov::jail_root::JailRoot;
 use jailprov::lock;
@@ -41,7 +41,7 @@ struct Prepared {
     mounts: Mounts,
     jail: Option<JailRoot>,
     /// What Jailfile.lock needs from the closure (src/lock.rs).
-    lock_facts: lock::ClosureFacts,
+    lock_facts: ClosureFacts,
 }
 
 /// Computes everything a plan needs from an already loaded Spec (loaded once per command).
@@ -64,7 +64,7 @@ fn prepare(spec: &Spec, host: HostFs, jailfile: &Path, state_dir: &Path) -> Resu
         });
         let desired = {
             let _t = jailprov::timings::phase("host side (closure+desired)");
-            lock::desired_with_facts(spec, &host)
+            desired::desired_with_facts(spec, &host)
         };
         let jail_side = jail_side.join().unwrap_or_else(|_| Err(anyhow::anyhow!("reading the state record panicked")));
         (jail_side, desired)
@@ -410,6 +410,32 @@ fn confirm(plan: &Plan, root: &Path, jailfile: &Path) -> Result<bool> {
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer).context("reading the answer")?;
     Ok(answer.trim() == "yes")
+}
+
+/// `jailprov lock`: writes Jailfile.lock, or says it is up to date, or what changed.
+pub fn lock(args: &LockArgs) -> Result<ExitCode> {
+    let host = HostFs::real();
+    let spec = jailprov::spec::load(&args.jailfile.file, args.jailfile.root.as_deref(), &host)?;
+    let (desired, facts) = desired::desired_with_facts(&spec, &host)?;
+    let inputs = lock::Inputs {
+        jailfile: &args.jailfile.file,
+        desired: &desired,
+        facts: &facts,
+        host: &host,
+        state_dir: &args.state.state_dir,
+    };
+    let review = lock::review(&inputs, lock::Mode::Deliberate)?;
+    let name = review.lock_path.display();
+    let text = if !review.existed {
+        format!("Wrote {name}: {} entries.\n", review.entries)
+    } else if !review.wrote {
+        format!("{name} is up to date ({} entries).\n", review.entries)
+    } else {
+        format!("{}\nUpdated {name}.\n", lock::diff_closures_text(&review.comparison))
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn destroy(args: &DestroyArgs) -> Result<ExitCode> {

@@ -25,18 +25,15 @@ use std::fs;
 use std::io::{Read, Seek, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use rustc_hash::FxHashMap as HashMap;
 use serde::{Deserialize, Serialize};
 
-use crate::closure::{Closure, EntryKind};
-use crate::desired::{DesiredKind, DesiredNode, DesiredTree};
+use crate::closure::EntryKind;
+use crate::desired::{ClosureFacts, DesiredKind, DesiredNode, DesiredTree, Facts};
 use crate::host::{HostFs, StatPrint};
-use crate::spec::{FileSpec, HostSource, Spec};
-use crate::tree::JailPath;
 
 /// The lock format this jailprov writes and reads.
 pub const LOCK_VERSION: u32 = 1;
@@ -353,86 +350,6 @@ fn glibc_version(host: &HostFs, libc: &Path) -> Option<String> {
         }
     }
     best.map(|(_, version)| version)
-}
-
-// ---------------------------------------------------------------------------------------------
-// What the closure knows that the desired tree does not
-// ---------------------------------------------------------------------------------------------
-
-/// The closure's kind, sonames and "needed by" of each path, kept before the desired tree takes
-/// the closure apart. Plain `[[files]]` files and directories (possibly tens of thousands) are
-/// left out: their kind follows from the desired tree and their reason is one Jailfile key.
-#[derive(Debug, Clone, Default)]
-pub struct ClosureFacts {
-    /// Sorted like the desired tree, so that a walk of its nodes meets the facts in order.
-    facts: BTreeMap<JailPath, Facts>,
-}
-
-#[derive(Debug, Clone)]
-struct Facts {
-    kind: EntryKind,
-    /// For symlinks: the link on the host.
-    source: Option<String>,
-    sonames: Vec<String>,
-    needed_by: Vec<String>,
-}
-
-impl ClosureFacts {
-    /// The facts of `closure`; a Jailfile key among the needers is named by what it declares
-    /// (`binaries "bash"`, not `binaries[0]`), so that moving an entry within the Jailfile does
-    /// not rewrite every line of the lock that it brings.
-    pub fn of(closure: &Closure, spec: &Spec) -> ClosureFacts {
-        let labels = declaration_labels(spec);
-        let label = |needer: &String| labels.get(needer.as_str()).cloned().unwrap_or_else(|| needer.clone());
-        let facts = closure
-            .entries
-            .values()
-            .filter(|entry| !matches!(entry.kind, EntryKind::File | EntryKind::Dir))
-            .map(|entry| {
-                let facts = Facts {
-                    kind: entry.kind,
-                    source: match entry.kind {
-                        EntryKind::Symlink => entry.source.as_ref().map(|source| source.to_string_lossy().into_owned()),
-                        _ => None,
-                    },
-                    sonames: entry.sonames.iter().cloned().collect(),
-                    needed_by: {
-                        let mut needed_by: Vec<String> = entry.needed_by.iter().map(label).collect();
-                        needed_by.sort();
-                        needed_by.dedup();
-                        needed_by
-                    },
-                };
-                (entry.path.clone(), facts)
-            })
-            .collect();
-        ClosureFacts { facts }
-    }
-}
-
-/// Jailfile keys whose index shifts when entries move, named by what they declare instead.
-fn declaration_labels(spec: &Spec) -> HashMap<&str, String> {
-    let mut labels: HashMap<&str, String> = HashMap::default();
-    for binary in &spec.binaries {
-        labels.insert(&binary.key, format!("binaries {:?}", binary.declared));
-    }
-    for device in &spec.devices {
-        labels.insert(&device.key, format!("devices {:?}", device.path.as_str()));
-    }
-    for file in &spec.files {
-        match file {
-            FileSpec::Host { key, source: HostSource::Path(path), .. } => {
-                labels.insert(key, format!("files {:?}", path.display().to_string()));
-            }
-            FileSpec::Host { key, source: HostSource::Glob { pattern, .. }, .. } => {
-                labels.insert(key, format!("files {pattern:?}"));
-            }
-            FileSpec::Inline { key, path, .. } => {
-                labels.insert(key, format!("files {:?}", path.as_str()));
-            }
-        }
-    }
-    labels
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2607,45 +2524,6 @@ pub fn note(review: &Review) {
 // `jailprov lock`
 // ---------------------------------------------------------------------------------------------
 
-/// The desired tree of a Jailfile and the closure facts the lock needs.
-pub fn desired_with_facts(spec: &crate::spec::Spec, host: &HostFs) -> Result<(DesiredTree, ClosureFacts)> {
-    let closure = {
-        let _t = crate::timings::phase("closure compute");
-        crate::closure::compute(spec, host)?
-    };
-    let facts = {
-        let _t = crate::timings::phase("closure facts");
-        ClosureFacts::of(&closure, spec)
-    };
-    let _t = crate::timings::phase("desired build");
-    Ok((crate::desired::build(closure, host)?, facts))
-}
-
-pub fn command(args: &crate::cli::LockArgs) -> Result<ExitCode> {
-    let host = HostFs::real();
-    let spec = crate::spec::load(&args.jailfile.file, args.jailfile.root.as_deref(), &host)?;
-    let (desired, facts) = desired_with_facts(&spec, &host)?;
-    let inputs = Inputs {
-        jailfile: &args.jailfile.file,
-        desired: &desired,
-        facts: &facts,
-        host: &host,
-        state_dir: &args.state.state_dir,
-    };
-    let review = review(&inputs, Mode::Deliberate)?;
-    let name = review.lock_path.display();
-    let text = if !review.existed {
-        format!("Wrote {name}: {} entries.\n", review.entries)
-    } else if !review.wrote {
-        format!("{name} is up to date ({} entries).\n", review.entries)
-    } else {
-        format!("{}\nUpdated {name}.\n", diff_closures_text(&review.comparison))
-    };
-    let mut stdout = std::io::stdout().lock();
-    stdout.write_all(text.as_bytes())?;
-    Ok(ExitCode::SUCCESS)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2668,19 +2546,7 @@ mod tests {
     }
 
     #[test]
-    fn needers_are_named_by_what_they_declare_and_changes_by_what_moved() {
-        let jailfile = tempfile::NamedTempFile::new().expect("tempfile");
-        fs::write(
-            jailfile.path(),
-            "root = \"/srv/jails/labels\"\nbinaries = [\"ls\", \"cat\"]\ndevices = [\"/dev/null\"]\n\
-             [[files]]\npath = \"/etc/motd\"\ncontent = \"hi\\n\"\n",
-        )
-        .expect("write");
-        let spec = crate::spec::load(jailfile.path(), None, &HostFs::real()).expect("a valid Jailfile");
-        let labels = declaration_labels(&spec);
-        assert_eq!(labels.get("binaries[1]").map(String::as_str), Some("binaries \"cat\""));
-        assert_eq!(labels.get("devices[0]").map(String::as_str), Some("devices \"/dev/null\""));
-        assert_eq!(labels.get("files[0]").map(String::as_str), Some("files \"/etc/motd\""));
+    fn changes_of_needers_are_named_by_what_moved() {
         let list = |items: &[&str]| items.iter().map(|item| (*item).to_owned()).collect::<Vec<_>>();
         assert_eq!(set_change(&list(&["/usr/bin/ls"]), &list(&["/usr/bin/head", "/usr/bin/ls"])), "+/usr/bin/head");
         assert_eq!(set_change(&list(&["a", "b"]), &list(&["b", "c"])), "+c -a");
@@ -2835,6 +2701,7 @@ mod tests {
 #[cfg(test)]
 mod incremental_tests {
     use super::*;
+    use crate::tree::JailPath;
 
     /// A host sysroot (with a dpkg database), a Jailfile and a state directory in one tempdir,
     /// and the desired tree and closure facts a test edits between reviews.

@@ -53,7 +53,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Apply(args) => commands::apply(&args),
         Command::Destroy(args) => commands::destroy(&args),
         Command::Enter(args) => jailprov::enter::command(&args),
-        Command::Lock(args) => jailprov::lock::command(&args),
+        Command::Lock(args) => commands::lock(&args),
         Command::Check(args) => jailprov::check::command(&args),
     }
 }
