@@ -14,9 +14,8 @@ use jailprov::desired::{self, ClosureFacts, DesiredTree};
 use jailprov::host::HostFs;
 use jailprov::jail_root::JailRoot;
 use jailprov::lock;
-use jailprov::memo;
 use jailprov::mountinfo::JailMounts;
-use jailprov::plan::{self, Change, Mounts, Plan, RecordedScan};
+use jailprov::plan::{self, memo, Change, Mounts, Plan, RecordedScan};
 use jailprov::render;
 use jailprov::root_safety;
 use jailprov::spec::Spec;
@@ -438,6 +437,13 @@ pub fn lock(args: &LockArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Removes the record of a destroyed jail, and the plan memo beside it (the memo's key, taken
+/// on the record's stat, would not answer for the jail anyway: this only leaves no stale file).
+fn forget_jail(store: &StateStore) -> Result<()> {
+    memo::forget(&store.memo_file);
+    store.remove()
+}
+
 pub fn destroy(args: &DestroyArgs) -> Result<ExitCode> {
     let host = HostFs::real();
     let root = load_spec(&args.jailfile, &host)?.root;
@@ -448,7 +454,7 @@ pub fn destroy(args: &DestroyArgs) -> Result<ExitCode> {
     let _lock = store.lock(Duration::from_secs(args.lock_timeout))?;
     let mut state = store.load(&root)?;
     let Some(jail) = open_jail_if_present(&root)? else {
-        store.remove()?;
+        forget_jail(&store)?;
         return print(&format!("Nothing to destroy: {} does not exist.\n", root.display()));
     };
     let nothing = DesiredTree::default();
@@ -469,12 +475,12 @@ pub fn destroy(args: &DestroyArgs) -> Result<ExitCode> {
         drop(jail);
         #[allow(clippy::disallowed_methods)] // the empty root itself, from outside the jail
         std::fs::remove_dir(&root).with_context(|| format!("cannot remove the empty jail root {}", root.display()))?;
-        store.remove()?;
+        forget_jail(&store)?;
         text.push_str(&format!("Removed the empty jail root {}.\n", root.display()));
     } else {
         if state.entries.is_empty() && state.mounts.is_empty() {
             // Nothing left that jailprov manages: no record either.
-            store.remove()?;
+            forget_jail(&store)?;
         }
         text.push_str(&format!("Kept {} and what jailprov did not create in it:\n", root.display()));
         for name in leftovers {

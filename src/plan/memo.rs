@@ -233,7 +233,7 @@ fn jail_digest_now(blob: &[u8], jail: &JailRoot) -> Option<[u8; 32]> {
         .map(|path| std::str::from_utf8(path).ok().and_then(|path| JailPath::parse(path).ok()))
         .collect::<Option<_>>()?;
     let refs: Vec<&JailPath> = paths.iter().collect();
-    let stats = crate::plan::stat_jail_paths(jail, &refs).ok()?;
+    let stats = super::stat_jail_paths(jail, &refs).ok()?;
     Some(jail_digest(&stats))
 }
 
