@@ -24,10 +24,10 @@ use crate::cli::{CheckArgs, CheckFormat};
 use crate::desired::{DesiredKind, DesiredTree, SETID_BITS};
 use crate::host::HostFs;
 use crate::jail_root::{escaped, DirOpening, JailDir, JailRoot, NodeKind, NodeStat};
-use crate::lock::hash_text;
 use crate::mountinfo::JailMounts;
 use crate::plan::{self, Action, Change, Mounts, Plan, RecordedScan};
 use crate::state::content_hash::{content_hash, ContentHash};
+use crate::state::lock::hash_text;
 use crate::state::{ManagedKind, State, StateStore};
 use crate::tree::JailPath;
 

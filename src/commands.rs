@@ -13,12 +13,12 @@ use jailprov::cli::{ApplyArgs, DestroyArgs, JailfileArgs, LockArgs, PlanArgs, Pl
 use jailprov::desired::{self, ClosureFacts, DesiredTree};
 use jailprov::host::HostFs;
 use jailprov::jail_root::JailRoot;
-use jailprov::lock;
 use jailprov::mountinfo::JailMounts;
 use jailprov::plan::{self, memo, Change, Mounts, Plan, RecordedScan};
 use jailprov::render;
 use jailprov::root_safety;
 use jailprov::spec::Spec;
+use jailprov::state::lock;
 use jailprov::state::{State, StateStore};
 
 use crate::{load_spec, print};

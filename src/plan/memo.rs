@@ -74,7 +74,7 @@ impl Key {
         Key {
             program: Seen::of(&fs::metadata("/proc/self/exe")),
             cpu: cpu_as_the_loader_sees_it(),
-            lock: Seen::of(&fs::symlink_metadata(crate::lock::lock_path(&jailfile))),
+            lock: Seen::of(&fs::symlink_metadata(crate::state::lock::lock_path(&jailfile))),
             jailfile,
             jailfile_digest: jailfile_digest.to_owned(),
             root: root.to_path_buf(),

@@ -22,6 +22,7 @@ use crate::desired::{DesiredKind, StatPrint};
 use crate::tree::JailPath;
 
 pub mod content_hash;
+pub mod lock;
 
 /// Where state lives unless `--state-dir` says otherwise.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/jailprov";
