@@ -9,22 +9,17 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::Path;
-use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::apply;
-use crate::cli::{CheckArgs, CheckFormat};
 use crate::desired::{DesiredKind, DesiredTree, SETID_BITS};
 use crate::host::HostFs;
 use crate::jail_root::{escaped, DirOpening, JailDir, JailRoot, NodeKind, NodeStat};
-use crate::mountinfo::JailMounts;
 use crate::plan::{self, Action, Change, Mounts, Plan, RecordedScan};
 use crate::state::content_hash::{content_hash, ContentHash};
 use crate::state::lock::hash_text;
@@ -737,47 +732,6 @@ pub fn json(audit: &Audit, repair: Option<&Repair>, root: &Path) -> String {
 }
 
 /// `jailprov check [--fix] [--format json]`: exit 1 when any finding is an error.
-pub fn command(args: &CheckArgs) -> Result<ExitCode> {
-    let host = HostFs::real();
-    let spec = crate::spec::load(&args.jailfile.file, args.jailfile.root.as_deref(), &host)?;
-    let root = spec.root.clone();
-    let Ok(metadata) = std::fs::symlink_metadata(&root) else {
-        bail!("{} does not exist: nothing to check (run `jailprov apply` first)", root.display());
-    };
-    if metadata.file_type().is_symlink() {
-        bail!("the jail root {} is a symlink; name the real directory", root.display());
-    }
-    let (desired, _) = crate::desired::desired_with_facts(&spec, &host)?;
-    let mounts = Mounts::of(&spec.mounts, JailMounts::read(&root)?);
-    let store = StateStore::for_root(&args.state.state_dir, &root);
-    let jail = JailRoot::open(&root)?;
-    let audit_now = || -> Result<(State, Audit)> {
-        let state = store.load(&root)?;
-        let audit = audit(&desired, &mounts, &jail, &state, &host, &root)?;
-        Ok((state, audit))
-    };
-    let mut repair = None;
-    let found = if args.fix {
-        if !args.unsafe_root {
-            crate::root_safety::check(&root)?;
-        }
-        let _lock = store.lock(Duration::from_secs(args.lock_timeout))?;
-        let (mut state, found) = audit_now()?;
-        repair = Some(fix(&desired, &mounts, &jail, &mut state, &store, &host, &found)?);
-        audit_now()?.1
-    } else {
-        audit_now()?.1
-    };
-    let text = match args.format {
-        CheckFormat::Text => text(&found, repair.as_ref(), &root),
-        CheckFormat::Json => json(&found, repair.as_ref(), &root),
-    };
-    let mut stdout = std::io::stdout().lock();
-    stdout.write_all(text.as_bytes())?;
-    stdout.flush()?;
-    Ok(if found.errors() > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,8 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use jailprov::apply::{self, Outcome};
-use jailprov::cli::{ApplyArgs, DestroyArgs, JailfileArgs, LockArgs, PlanArgs, PlanFormat};
+use jailprov::check;
+use jailprov::cli::{ApplyArgs, CheckArgs, CheckFormat, DestroyArgs, JailfileArgs, LockArgs, PlanArgs, PlanFormat};
 use jailprov::desired::{self, ClosureFacts, DesiredTree};
 use jailprov::host::HostFs;
 use jailprov::jail_root::JailRoot;
@@ -442,6 +443,48 @@ pub fn lock(args: &LockArgs) -> Result<ExitCode> {
 fn forget_jail(store: &StateStore) -> Result<()> {
     memo::forget(&store.memo_file);
     store.remove()
+}
+
+/// `jailprov check`: audits the jail, and with `--fix` repairs it and audits it again.
+pub fn check(args: &CheckArgs) -> Result<ExitCode> {
+    let host = HostFs::real();
+    let spec = jailprov::spec::load(&args.jailfile.file, args.jailfile.root.as_deref(), &host)?;
+    let root = spec.root.clone();
+    let Ok(metadata) = std::fs::symlink_metadata(&root) else {
+        bail!("{} does not exist: nothing to check (run `jailprov apply` first)", root.display());
+    };
+    if metadata.file_type().is_symlink() {
+        bail!("the jail root {} is a symlink; name the real directory", root.display());
+    }
+    let (desired, _) = desired::desired_with_facts(&spec, &host)?;
+    let mounts = Mounts::of(&spec.mounts, JailMounts::read(&root)?);
+    let store = StateStore::for_root(&args.state.state_dir, &root);
+    let jail = JailRoot::open(&root)?;
+    let audit_now = || -> Result<(State, check::Audit)> {
+        let state = store.load(&root)?;
+        let audit = check::audit(&desired, &mounts, &jail, &state, &host, &root)?;
+        Ok((state, audit))
+    };
+    let mut repair = None;
+    let found = if args.fix {
+        if !args.unsafe_root {
+            root_safety::check(&root)?;
+        }
+        let _lock = store.lock(Duration::from_secs(args.lock_timeout))?;
+        let (mut state, found) = audit_now()?;
+        repair = Some(check::fix(&desired, &mounts, &jail, &mut state, &store, &host, &found)?);
+        audit_now()?.1
+    } else {
+        audit_now()?.1
+    };
+    let text = match args.format {
+        CheckFormat::Text => check::text(&found, repair.as_ref(), &root),
+        CheckFormat::Json => check::json(&found, repair.as_ref(), &root),
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()?;
+    Ok(if found.errors() > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
 pub fn destroy(args: &DestroyArgs) -> Result<ExitCode> {

@@ -54,7 +54,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Destroy(args) => commands::destroy(&args),
         Command::Enter(args) => jailprov::enter::command(&args),
         Command::Lock(args) => commands::lock(&args),
-        Command::Check(args) => jailprov::check::command(&args),
+        Command::Check(args) => commands::check(&args),
     }
 }
 
