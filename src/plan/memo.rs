@@ -1,7 +1,7 @@
 //! The memo of a no-op plan: every host and jail path it looked at, so the next plan can tell by stats alone that nothing moved.
 //!
 //! A plan is a function of the Jailfile, of what it looked at on the host (every stat, every
-//! file read: [`HostFs::observing`]), of what it stat'ed in the jail ([`JailScan`]), of the
+//! file read: [`HostFs::observing`]), of what it stat'ed in the jail ([`JailScan`](super::JailScan)), of the
 //! record, of the mounts and of jailprov itself. When a full plan finds nothing to do and the
 //! lock fresh, all of these are written down here. The next plan re-stats exactly those paths;
 //! when every stat, the record, the lock, the mounts and the binary are as they were, its

@@ -125,7 +125,7 @@ pub(super) fn too_many_changed(changed: usize, lines: usize) -> bool {
 
 /// Reviews a lock from the lines whose digest differs from the memo's: the old ones read and
 /// parsed, the new ones built, those compared; the other lines are what they were, and a new
-/// lock file takes them from the old one as they stand. The same answer as [`review_full`],
+/// lock file takes them from the old one as they stand. The same answer as `review::review_full`,
 /// byte for byte, for a fraction of the work. Ok(None) when the lock file is not what the memo
 /// describes: the full review decides then.
 pub(super) fn review_incremental(reviewing: &Reviewing, cache: &mut Cache) -> Result<Option<Review>> {
@@ -276,7 +276,7 @@ pub(super) fn review_incremental(reviewing: &Reviewing, cache: &mut Cache) -> Re
 }
 
 /// The package of every line of the old lock whose content key one of `entries` has, the later
-/// line's for two of one key, as [`review_full`] finds them: the lines whose source tag is one
+/// line's for two of one key, as `review::review_full` finds them: the lines whose source tag is one
 /// of these entries' sources' are read, and those whose source is one of them recorded. None for
 /// a line that does not parse.
 fn recorded_packages(old: &OldLock, entries: &[LockEntry]) -> Option<HashMap<OwnedContentKey, Option<String>>> {

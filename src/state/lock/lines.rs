@@ -6,7 +6,7 @@ use crate::desired::{ClosureFacts, DesiredKind, DesiredNode, DesiredTree, Facts}
 use crate::host::{HostFs, StatPrint};
 
 /// The key the line digests are computed with. Change its context string whenever what
-/// [`entry_of`] reads or how a [`LockEntry`] is written changes: a memo of the old meaning must
+/// [`entry_of`](super::entries::entry_of) reads or how a [`LockEntry`](super::format::LockEntry) is written changes: a memo of the old meaning must
 /// then match nothing.
 fn line_digest_key() -> &'static [u8; 32] {
     static KEY: std::sync::LazyLock<[u8; 32]> =
@@ -15,14 +15,14 @@ fn line_digest_key() -> &'static [u8; 32] {
 }
 
 /// The desired nodes in lock order, each written out once as the bytes its lock line is made of
-/// ([`node_bytes`]: everything [`entry_of`] reads for it, the host source's stat print standing
+/// ([`node_bytes`]: everything [`entry_of`](super::entries::entry_of) reads for it, the host source's stat print standing
 /// in for its content hash). The fresh key hashes all of them in one go, on every plan; the line
 /// digests hash them one by one, only when the lock is not found fresh.
 pub(super) struct DesiredLines<'a> {
     pub(super) nodes: Vec<&'a DesiredNode>,
     /// The nodes' bytes, one buffer per thread's share of them.
     shares: Vec<NodeBytes>,
-    /// The first node that copies a libc.so.6 ([`host_fingerprint`] takes its glibc).
+    /// The first node that copies a libc.so.6 ([`host_fingerprint`](super::format::host_fingerprint) takes its glibc).
     pub(super) libc: Option<usize>,
     digests: std::sync::OnceLock<Vec<u128>>,
 }
