@@ -40,7 +40,7 @@ struct Prepared {
     /// The persistent mount wishes, and what is mounted in the jail now.
     mounts: Mounts,
     jail: Option<JailRoot>,
-    /// What Jailfile.lock needs from the closure (src/lock.rs).
+    /// What Jailfile.lock needs from the closure (src/state/lock/).
     lock_facts: ClosureFacts,
 }
 

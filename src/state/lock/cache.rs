@@ -50,9 +50,10 @@ pub(super) struct SourceHash {
 }
 
 /// What jailprov knows of the lock file's lines without reading them: while the lock file has
-/// `lock_stat`, its entry line number i is exactly what [`entry_of`](super::entries::entry_of) gives for a desired node
-/// of digest `lines[i].digest` (see [`DesiredLines::digests`](super::lines::DesiredLines::digests)), with the package a full review would
-/// give it, written as [`write_lock_text`](super::format::write_lock_text) writes it.
+/// `lock_stat`, its entry line number i is exactly what [`entry_of`](super::entries::entry_of)
+/// gives for a desired node of digest `lines[i].digest` (see
+/// [`DesiredLines::digests`](super::lines::DesiredLines::digests)), with the package a full review
+/// would give it, written as [`write_lock_text`](super::format::write_lock_text) writes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Memo {
     pub(super) lock_stat: StatPrint,

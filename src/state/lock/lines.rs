@@ -6,8 +6,8 @@ use crate::desired::{ClosureFacts, DesiredKind, DesiredNode, DesiredTree, Facts}
 use crate::host::{HostFs, StatPrint};
 
 /// The key the line digests are computed with. Change its context string whenever what
-/// [`entry_of`](super::entries::entry_of) reads or how a [`LockEntry`](super::format::LockEntry) is written changes: a memo of the old meaning must
-/// then match nothing.
+/// [`entry_of`](super::entries::entry_of) reads or how a [`LockEntry`](super::format::LockEntry) is
+/// written changes: a memo of the old meaning must then match nothing.
 fn line_digest_key() -> &'static [u8; 32] {
     static KEY: std::sync::LazyLock<[u8; 32]> =
         std::sync::LazyLock::new(|| blake3::derive_key("jailprov Jailfile.lock entry line, format 1", b""));
@@ -15,9 +15,9 @@ fn line_digest_key() -> &'static [u8; 32] {
 }
 
 /// The desired nodes in lock order, each written out once as the bytes its lock line is made of
-/// ([`node_bytes`]: everything [`entry_of`](super::entries::entry_of) reads for it, the host source's stat print standing
-/// in for its content hash). The fresh key hashes all of them in one go, on every plan; the line
-/// digests hash them one by one, only when the lock is not found fresh.
+/// ([`node_bytes`]: everything [`entry_of`](super::entries::entry_of) reads for it, the host
+/// source's stat print standing in for its content hash). The fresh key hashes all of them in one
+/// go, on every plan; the line digests hash them one by one, only when the lock is not found fresh.
 pub(super) struct DesiredLines<'a> {
     pub(super) nodes: Vec<&'a DesiredNode>,
     /// The nodes' bytes, one buffer per thread's share of them.

@@ -146,8 +146,9 @@ impl Reviewing<'_> {
         }
     }
 
-    /// The memo of a lock file of `lock_stat` whose text is `text`, of these entries (the
-    /// current digests' nodes'); None if the text is not one [`write_lock_text`](super::format::write_lock_text) writes.
+    /// The memo of a lock file of `lock_stat` whose text is `text`, of these entries (the current
+    /// digests' nodes'); None if the text is not one
+    /// [`write_lock_text`](super::format::write_lock_text) writes.
     fn memo_of(&self, lock_stat: StatPrint, text: &str, entries: &[LockEntry]) -> Option<Memo> {
         let lengths = entry_lengths(text)?;
         if lengths.len() != self.lines.len() || entries.len() != self.lines.len() {
