@@ -11,7 +11,6 @@ use anyhow::{Context, Result};
 use rustc_hash::FxHashMap as HashMap;
 use serde::{Deserialize, Serialize};
 
-use super::packages::DatabasePrint;
 use crate::host::StatPrint;
 
 /// Two files per lock in `<state dir>/lock-cache`, both written atomically:
@@ -165,6 +164,9 @@ fn decode_memo_line(record: &[u8; MEMO_LINE_SIZE]) -> Option<MemoLine> {
         source_tag: u32::from_le_bytes(*source_tag),
     })
 }
+
+/// The dpkg database the package answers of a store hold for (see [`dpkg_database_print`](super::packages::dpkg_database_print)).
+pub(super) type DatabasePrint = (StatPrint, StatPrint);
 
 /// The store's postcard head; the records follow it.
 #[derive(Debug, Serialize, Deserialize)]

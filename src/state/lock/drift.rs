@@ -3,10 +3,9 @@
 
 use std::fmt::Write as _;
 
-use super::format::{HostFingerprint, Lock, LockEntry, HASH_ALGORITHM};
-use super::review::Review;
-use anyhow::{Context, Result};
 use serde::Serialize;
+
+use super::format::{HostFingerprint, Lock, LockEntry, HASH_ALGORITHM};
 
 /// One path whose entry differs (None: absent on that side).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -303,42 +302,4 @@ fn diff_closures_line(difference: &Difference) -> String {
         let _ = write!(line, ", {}", signed_size(delta));
     }
     line
-}
-
-/// The plan's "host drift" section (empty when there is none), shown before the jail changes.
-pub fn drift_text(review: &Review) -> String {
-    let drift = review.host_drift();
-    let mut text = String::new();
-    if drift.is_empty() {
-        return text;
-    }
-    let name = review.lock_path.file_name().map_or_else(String::new, |name| name.to_string_lossy().into_owned());
-    let _ = writeln!(text, "The host no longer gives what {name} records:\n");
-    for item in &drift {
-        let _ = writeln!(text, "  {}", item.line());
-    }
-    if review.wrote {
-        let _ = writeln!(text, "\n{name} was updated: review it (git diff) and commit it; `--locked` refuses drift.");
-    }
-    text.push('\n');
-    text
-}
-
-/// The plan JSON with `"host_drift": [{"path","what"}...]` added.
-pub fn plan_json_with_drift(plan_json: &str, review: &Review) -> Result<String> {
-    let mut value: serde_json::Value = serde_json::from_str(plan_json).context("re-reading the plan JSON")?;
-    if let Some(fields) = value.as_object_mut() {
-        fields.insert("host_drift".into(), serde_json::to_value(review.host_drift())?);
-    }
-    let mut text = serde_json::to_string_pretty(&value)?;
-    text.push('\n');
-    Ok(text)
-}
-
-/// A line on stderr when plan or apply wrote the lock.
-pub fn note(review: &Review) {
-    if review.wrote {
-        let verb = if review.existed { "updated" } else { "wrote" };
-        eprintln!("jailprov: {verb} {} ({} entries)", review.lock_path.display(), review.entries);
-    }
 }

@@ -6,11 +6,12 @@ use std::io::Read;
 use anyhow::{Context, Result};
 use rayon::prelude::*;
 
-use super::cache::{source_key, KnownHashes, SourceHash, SourceKey};
-use super::format::{LockEntry, HASH_ALGORITHM};
 use crate::closure::EntryKind;
 use crate::desired::{ClosureFacts, DesiredKind, DesiredNode, DesiredTree};
 use crate::host::HostFs;
+
+use super::cache::{source_key, KnownHashes, SourceHash, SourceKey};
+use super::format::{LockEntry, HASH_ALGORITHM};
 
 /// blake3 of a whole file.
 pub fn hash_reader(reader: &mut dyn Read) -> std::io::Result<[u8; 32]> {

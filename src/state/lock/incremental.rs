@@ -8,6 +8,9 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use rustc_hash::FxHashMap as HashMap;
 
+use crate::desired::DesiredNode;
+use crate::host::StatPrint;
+
 use super::cache::{
     save_cache_file, source_tag, Cache, KnownHashes, LazyStore, Memo, MemoLine, SourceHash, SourceStore, RECENT_LIMIT,
 };
@@ -19,8 +22,6 @@ use super::format::{
 };
 use super::packages::{OwnedContentKey, PackageAnswers};
 use super::review::{Mode, OldLockMoved, Review, Reviewing, MAX_LOCK_SIZE};
-use crate::desired::DesiredNode;
-use crate::host::StatPrint;
 
 /// How much of the lock file is read for its header (a header jailprov writes is a few hundred
 /// bytes; one that does not fit is not jailprov's, and the full review reads it).

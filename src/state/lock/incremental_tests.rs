@@ -10,6 +10,7 @@ use anyhow::Result;
 use crate::closure::EntryKind;
 use crate::desired::{ClosureFacts, DesiredKind, DesiredNode, DesiredTree, Facts};
 use crate::host::{HostFs, StatPrint};
+use crate::tree::JailPath;
 
 use super::cache::{
     cache_path, load_cache, load_store, store_path, Cache, LazyStore, Memo, MemoLine, SourceHash, SourceKey,
@@ -20,7 +21,6 @@ use super::format::{lock_path, Lock};
 use super::incremental::{matched_lines, too_many_changed};
 use super::lines::{desired_lines, line_digest, node_bytes, share_bytes};
 use super::review::{review_by_route, Inputs, Mode, Review, Route};
-use crate::tree::JailPath;
 
 /// A host sysroot (with a dpkg database), a Jailfile and a state directory in one tempdir,
 /// and the desired tree and closure facts a test edits between reviews.

@@ -1,9 +1,10 @@
 //! Line digests: what each lock line is made of, condensed, so a review finds the lines that
 //! changed without building them; and the key of a lock found fresh.
 
-use super::format::{os_release, LOCK_VERSION};
 use crate::desired::{ClosureFacts, DesiredKind, DesiredNode, DesiredTree, Facts};
 use crate::host::{HostFs, StatPrint};
+
+use super::format::{os_release, LOCK_VERSION};
 
 /// The key the line digests are computed with. Change its context string whenever what
 /// [`entry_of`](super::entries::entry_of) reads or how a [`LockEntry`](super::format::LockEntry) is

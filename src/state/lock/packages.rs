@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use rustc_hash::FxHashMap as HashMap;
 
-use super::cache::{source_key, LazyStore, SourceKey};
-use super::format::LockEntry;
 use crate::host::{HostFs, StatPrint};
+
+use super::cache::{source_key, DatabasePrint, LazyStore, SourceKey};
+use super::format::LockEntry;
 
 /// A host source and what the lock says it holds (hash, symlink text).
 type ContentKey<'a> = (&'a str, Option<&'a str>, Option<&'a str>);
@@ -88,9 +89,6 @@ pub(super) fn dpkg_packages(host: &HostFs, paths: &[&str]) -> HashMap<String, St
     }
     found
 }
-
-/// The dpkg database the package answers of a store hold for (see [`dpkg_database_print`]).
-pub(super) type DatabasePrint = (StatPrint, StatPrint);
 
 /// The stat prints that change whenever dpkg installs, upgrades or removes a package.
 pub(super) fn dpkg_database_print(host: &HostFs) -> Option<DatabasePrint> {

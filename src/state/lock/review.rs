@@ -1,12 +1,16 @@
 //! Reviewing the lock during plan, apply and `jailprov lock`: the routes to an answer (fresh
-//! key, incremental, full) and the full review.
+//! key, incremental, full), the full review, and what a review found as plan and apply show it.
 
+use std::fmt::Write as _;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use rayon::prelude::*;
+
+use crate::desired::{ClosureFacts, DesiredKind, DesiredTree};
+use crate::host::{HostFs, StatPrint};
 
 use super::cache::{
     cache_path, load_cache, peek_fresh, save_cache_file, source_tag, store_path, write_atomically_with, Cache,
@@ -21,8 +25,6 @@ use super::format::{
 use super::incremental::review_incremental;
 use super::lines::{desired_lines, fresh_key, DesiredLines};
 use super::packages::{content_key, packages_by_content, PackageAnswers};
-use crate::desired::{ClosureFacts, DesiredKind, DesiredTree};
-use crate::host::{HostFs, StatPrint};
 
 /// What plan and apply have at hand.
 pub struct Inputs<'a> {
@@ -394,4 +396,44 @@ fn review_full(reviewing: &Reviewing, mut cache: Cache) -> Result<Review> {
         wrote,
         entries: new.entries.len(),
     })
+}
+
+// What a review found, as plan and apply show it
+
+/// The plan's "host drift" section (empty when there is none), shown before the jail changes.
+pub fn drift_text(review: &Review) -> String {
+    let drift = review.host_drift();
+    let mut text = String::new();
+    if drift.is_empty() {
+        return text;
+    }
+    let name = review.lock_path.file_name().map_or_else(String::new, |name| name.to_string_lossy().into_owned());
+    let _ = writeln!(text, "The host no longer gives what {name} records:\n");
+    for item in &drift {
+        let _ = writeln!(text, "  {}", item.line());
+    }
+    if review.wrote {
+        let _ = writeln!(text, "\n{name} was updated: review it (git diff) and commit it; `--locked` refuses drift.");
+    }
+    text.push('\n');
+    text
+}
+
+/// The plan JSON with `"host_drift": [{"path","what"}...]` added.
+pub fn plan_json_with_drift(plan_json: &str, review: &Review) -> Result<String> {
+    let mut value: serde_json::Value = serde_json::from_str(plan_json).context("re-reading the plan JSON")?;
+    if let Some(fields) = value.as_object_mut() {
+        fields.insert("host_drift".into(), serde_json::to_value(review.host_drift())?);
+    }
+    let mut text = serde_json::to_string_pretty(&value)?;
+    text.push('\n');
+    Ok(text)
+}
+
+/// A line on stderr when plan or apply wrote the lock.
+pub fn note(review: &Review) {
+    if review.wrote {
+        let verb = if review.existed { "updated" } else { "wrote" };
+        eprintln!("jailprov: {verb} {} ({} entries)", review.lock_path.display(), review.entries);
+    }
 }

@@ -3,10 +3,11 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::host::HostFs;
+
 use super::drift::{compare, diff_closures_text, human_size, set_change, signed_size, Drift};
 use super::format::{glibc_version, jailfile_digest, lock_path, HostFingerprint, Lock, LockEntry, LOCK_VERSION};
 use super::packages::{dpkg_database_print, dpkg_packages};
-use crate::host::HostFs;
 
 /// A sysroot with a two-package dpkg database: libfoo1 installed (listing its library under
 /// /lib, as Debian 12 packages still do), bar only configured-away.
