@@ -2,6 +2,10 @@
 //!
 //! Reads the host only to learn modes, sizes and device numbers of what the closure brings;
 //! never touches the jail.
+//!
+//! [`desired_with_facts`] runs the closure and this build for a Jailfile, keeping beside the tree
+//! the closure's facts Jailfile.lock records ([`ClosureFacts`]: kinds, sonames, needers), which the
+//! tree no longer holds.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -254,12 +258,12 @@ pub fn desired_with_facts(spec: &Spec, host: &HostFs) -> Result<(DesiredTree, Cl
 #[derive(Debug, Clone, Default)]
 pub struct ClosureFacts {
     /// Sorted like the desired tree, so that a walk of its nodes meets the facts in order.
-    pub(crate) facts: BTreeMap<JailPath, Facts>,
+    pub(crate) facts: BTreeMap<JailPath, PathFacts>,
 }
 
 /// What the closure knows of one path.
 #[derive(Debug, Clone)]
-pub(crate) struct Facts {
+pub(crate) struct PathFacts {
     pub(crate) kind: EntryKind,
     /// For symlinks: the link on the host.
     pub(crate) source: Option<String>,
@@ -279,7 +283,7 @@ impl ClosureFacts {
             .values()
             .filter(|entry| !matches!(entry.kind, EntryKind::File | EntryKind::Dir))
             .map(|entry| {
-                let facts = Facts {
+                let facts = PathFacts {
                     kind: entry.kind,
                     source: match entry.kind {
                         EntryKind::Symlink => entry.source.as_ref().map(|source| source.to_string_lossy().into_owned()),

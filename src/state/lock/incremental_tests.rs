@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 
 use crate::closure::EntryKind;
-use crate::desired::{ClosureFacts, DesiredKind, DesiredNode, DesiredTree, Facts};
+use crate::desired::{ClosureFacts, DesiredKind, DesiredNode, DesiredTree, PathFacts};
 use crate::host::{HostFs, StatPrint};
 use crate::tree::JailPath;
 
@@ -164,7 +164,7 @@ impl Bench {
     fn set_facts(&mut self, jail: &str, kind: EntryKind, source: Option<&str>, sonames: &[&str], needed_by: &[&str]) {
         let owned = |items: &[&str]| items.iter().map(|item| (*item).to_owned()).collect();
         let facts =
-            Facts { kind, source: source.map(str::to_owned), sonames: owned(sonames), needed_by: owned(needed_by) };
+            PathFacts { kind, source: source.map(str::to_owned), sonames: owned(sonames), needed_by: owned(needed_by) };
         self.facts.facts.insert(path(jail), facts);
     }
 

@@ -1,7 +1,7 @@
 //! Line digests: what each lock line is made of, condensed, so a review finds the lines that
 //! changed without building them; and the key of a lock found fresh.
 
-use crate::desired::{ClosureFacts, DesiredKind, DesiredNode, DesiredTree, Facts};
+use crate::desired::{ClosureFacts, DesiredKind, DesiredNode, DesiredTree, PathFacts};
 use crate::host::{HostFs, StatPrint};
 
 use super::format::{os_release, LOCK_VERSION};
@@ -116,7 +116,7 @@ pub(super) fn line_digest(bytes: &[u8]) -> u128 {
 /// A node and its closure facts as bytes, every variable-length field length-prefixed so that
 /// no two nodes give the same bytes. Kept short (most nodes fit two blake3 blocks): a host
 /// source named like its jail path is not written twice, times that fit 64 bits take 64.
-pub(super) fn node_bytes(node: &DesiredNode, facts: Option<&Facts>, bytes: &mut Vec<u8>) {
+pub(super) fn node_bytes(node: &DesiredNode, facts: Option<&PathFacts>, bytes: &mut Vec<u8>) {
     fn field(bytes: &mut Vec<u8>, value: &[u8]) {
         // No path or list item reaches 4 GiB.
         bytes.extend_from_slice(&u32::try_from(value.len()).unwrap_or(u32::MAX).to_le_bytes());
