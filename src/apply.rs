@@ -283,7 +283,7 @@ fn record(
     // What `jailprov check` verifies every byte of the file against (src/check.rs).
     let hash = match written {
         Some(hash) => Some(hash),
-        None => crate::check::recorded_hash(jail, node)?,
+        None => crate::state::content_hash::recorded_hash(jail, node)?,
     };
     state.entries.insert(
         node.path.clone(),

@@ -9,92 +9,25 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::io::{Read as _, Write as _};
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::Path;
-use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::apply;
-use crate::cli::{CheckArgs, CheckFormat};
-use crate::desired::{DesiredKind, DesiredNode, DesiredTree, SETID_BITS};
+use crate::desired::{DesiredKind, DesiredTree, SETID_BITS};
 use crate::host::HostFs;
 use crate::jail_root::{escaped, DirOpening, JailDir, JailRoot, NodeKind, NodeStat};
-use crate::lock::hash_text;
-use crate::mountinfo::JailMounts;
 use crate::plan::{self, Action, Change, Mounts, Plan, RecordedScan};
+use crate::state::content_hash::{content_hash, ContentHash};
+use crate::state::lock::hash_text;
 use crate::state::{ManagedKind, State, StateStore};
 use crate::tree::JailPath;
 
 /// How deep the walk descends; a jail process could build an absurdly deep tree.
 const MAX_DEPTH: usize = 256;
-
-/// What apply records for a file it wrote: blake3 of the whole jail file (None for other kinds).
-/// The read stops one byte past the size the file should have: a file a jail process makes grow
-/// or swaps while it is hashed is an error (apply is then run again), never hashed forever.
-pub fn recorded_hash(jail: &JailRoot, node: &DesiredNode) -> Result<Option<[u8; 32]>> {
-    let expected = match &node.kind {
-        DesiredKind::File { source_print, .. } => source_print.size,
-        DesiredKind::Content { bytes } => bytes.len() as u64,
-        _ => return Ok(None),
-    };
-    match content_hash(jail, &node.path, expected)? {
-        ContentHash::Whole(hash) => Ok(Some(hash)),
-        ContentHash::Changed(why) => bail!(
-            "{} in the jail {why} while apply recorded it (a jail process is writing it); run `jailprov apply` again",
-            node.path
-        ),
-    }
-}
-
-/// What a bounded hash of a jail file found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ContentHash {
-    /// blake3 of every byte, the file's stat the same before and after the read.
-    Whole([u8; 32]),
-    /// Why no whole hash could be taken: longer than it may be, or changed while it was read.
-    Changed(String),
-}
-
-/// blake3 of a regular file in the jail, reading at most `limit` + 1 bytes: a file longer than
-/// `limit` (at the stat, or grown since) or whose stat moved during the read is
-/// [`ContentHash::Changed`], however large a sparse file a jail process put there.
-pub fn content_hash(jail: &JailRoot, path: &JailPath, limit: u64) -> Result<ContentHash> {
-    let file = jail.open_read(path)?;
-    let cannot_read = || format!("cannot read {path} in the jail");
-    let before = file.metadata().with_context(cannot_read)?;
-    if before.len() > limit {
-        return Ok(ContentHash::Changed(format!("is {} bytes, more than the {limit} expected", before.len())));
-    }
-    let mut hasher = blake3::Hasher::new();
-    let mut buffer = vec![0u8; 64 * 1024];
-    let mut reader = (&file).take(limit.saturating_add(1));
-    let mut read_total: u64 = 0;
-    loop {
-        let read = reader.read(&mut buffer).with_context(cannot_read)?;
-        if read == 0 {
-            break;
-        }
-        hasher.update(&buffer[..read]);
-        read_total += read as u64;
-    }
-    if read_total > limit {
-        return Ok(ContentHash::Changed(format!("grew past the {limit} bytes expected")));
-    }
-    let after = file.metadata().with_context(cannot_read)?;
-    let print = |metadata: &std::fs::Metadata| {
-        use std::os::unix::fs::MetadataExt;
-        (metadata.len(), metadata.mtime(), metadata.mtime_nsec(), metadata.ctime(), metadata.ctime_nsec())
-    };
-    if print(&before) != print(&after) || read_total != after.len() {
-        return Ok(ContentHash::Changed("changed".to_owned()));
-    }
-    Ok(ContentHash::Whole(*hasher.finalize().as_bytes()))
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -799,47 +732,6 @@ pub fn json(audit: &Audit, repair: Option<&Repair>, root: &Path) -> String {
 }
 
 /// `jailprov check [--fix] [--format json]`: exit 1 when any finding is an error.
-pub fn command(args: &CheckArgs) -> Result<ExitCode> {
-    let host = HostFs::real();
-    let spec = crate::spec::load(&args.jailfile.file, args.jailfile.root.as_deref(), &host)?;
-    let root = spec.root.clone();
-    let Ok(metadata) = std::fs::symlink_metadata(&root) else {
-        bail!("{} does not exist: nothing to check (run `jailprov apply` first)", root.display());
-    };
-    if metadata.file_type().is_symlink() {
-        bail!("the jail root {} is a symlink; name the real directory", root.display());
-    }
-    let (desired, _) = crate::lock::desired_with_facts(&spec, &host)?;
-    let mounts = Mounts::of(&spec.mounts, JailMounts::read(&root)?);
-    let store = StateStore::for_root(&args.state.state_dir, &root);
-    let jail = JailRoot::open(&root)?;
-    let audit_now = || -> Result<(State, Audit)> {
-        let state = store.load(&root)?;
-        let audit = audit(&desired, &mounts, &jail, &state, &host, &root)?;
-        Ok((state, audit))
-    };
-    let mut repair = None;
-    let found = if args.fix {
-        if !args.unsafe_root {
-            crate::root_safety::check(&root)?;
-        }
-        let _lock = store.lock(Duration::from_secs(args.lock_timeout))?;
-        let (mut state, found) = audit_now()?;
-        repair = Some(fix(&desired, &mounts, &jail, &mut state, &store, &host, &found)?);
-        audit_now()?.1
-    } else {
-        audit_now()?.1
-    };
-    let text = match args.format {
-        CheckFormat::Text => text(&found, repair.as_ref(), &root),
-        CheckFormat::Json => json(&found, repair.as_ref(), &root),
-    };
-    let mut stdout = std::io::stdout().lock();
-    stdout.write_all(text.as_bytes())?;
-    stdout.flush()?;
-    Ok(if found.errors() > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -870,21 +762,6 @@ mod tests {
         for harmless in ["/etc/shadowsocks", "/proc/self/status", "/usr/lib/x", "/rootfs", "/etc/passwd"] {
             assert!(!is_sensitive(harmless), "{harmless}");
         }
-    }
-
-    #[test]
-    #[allow(clippy::disallowed_methods)] // the test's own fixture, outside every jail
-    fn a_file_longer_than_its_record_is_changed_without_being_hashed_whole() -> Result<()> {
-        let dir = tempfile::tempdir()?;
-        std::fs::write(dir.path().join("f"), "0123456789")?;
-        let jail = JailRoot::open(dir.path())?;
-        let expected = *blake3::hash(b"0123456789").as_bytes();
-        assert_eq!(content_hash(&jail, &path("/f"), 10)?, ContentHash::Whole(expected));
-        // A sparse terabyte where ten bytes were recorded: refused at the stat, not read.
-        std::fs::File::options().write(true).open(dir.path().join("f"))?.set_len(1 << 40)?;
-        let ContentHash::Changed(why) = content_hash(&jail, &path("/f"), 10)? else { panic!("not hashed whole") };
-        assert!(why.contains("more than the 10 expected"), "{why}");
-        Ok(())
     }
 
     #[test]

@@ -9,17 +9,17 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use jailprov::apply::{self, Outcome};
-use jailprov::cli::{ApplyArgs, DestroyArgs, JailfileArgs, PlanArgs, PlanFormat};
-use jailprov::desired::DesiredTree;
+use jailprov::check;
+use jailprov::cli::{ApplyArgs, CheckArgs, CheckFormat, DestroyArgs, JailfileArgs, LockArgs, PlanArgs, PlanFormat};
+use jailprov::desired::{self, ClosureFacts, DesiredTree};
 use jailprov::host::HostFs;
 use jailprov::jail_root::JailRoot;
-use jailprov::lock;
-use jailprov::memo;
 use jailprov::mountinfo::JailMounts;
-use jailprov::plan::{self, Change, Mounts, Plan, RecordedScan};
+use jailprov::plan::{self, memo, Change, Mounts, Plan, RecordedScan};
 use jailprov::render;
 use jailprov::root_safety;
 use jailprov::spec::Spec;
+use jailprov::state::lock;
 use jailprov::state::{State, StateStore};
 
 use crate::{load_spec, print};
@@ -40,8 +40,8 @@ struct Prepared {
     /// The persistent mount wishes, and what is mounted in the jail now.
     mounts: Mounts,
     jail: Option<JailRoot>,
-    /// What Jailfile.lock needs from the closure (src/lock.rs).
-    lock_facts: lock::ClosureFacts,
+    /// What Jailfile.lock needs from the closure (src/state/lock/).
+    lock_facts: ClosureFacts,
 }
 
 /// Computes everything a plan needs from an already loaded Spec (loaded once per command).
@@ -64,7 +64,7 @@ fn prepare(spec: &Spec, host: HostFs, jailfile: &Path, state_dir: &Path) -> Resu
         });
         let desired = {
             let _t = jailprov::timings::phase("host side (closure+desired)");
-            lock::desired_with_facts(spec, &host)
+            desired::desired_with_facts(spec, &host)
         };
         let jail_side = jail_side.join().unwrap_or_else(|_| Err(anyhow::anyhow!("reading the state record panicked")));
         (jail_side, desired)
@@ -412,6 +412,81 @@ fn confirm(plan: &Plan, root: &Path, jailfile: &Path) -> Result<bool> {
     Ok(answer.trim() == "yes")
 }
 
+/// `jailprov lock`: writes Jailfile.lock, or says it is up to date, or what changed.
+pub fn lock(args: &LockArgs) -> Result<ExitCode> {
+    let host = HostFs::real();
+    let spec = jailprov::spec::load(&args.jailfile.file, args.jailfile.root.as_deref(), &host)?;
+    let (desired, facts) = desired::desired_with_facts(&spec, &host)?;
+    let inputs = lock::Inputs {
+        jailfile: &args.jailfile.file,
+        desired: &desired,
+        facts: &facts,
+        host: &host,
+        state_dir: &args.state.state_dir,
+    };
+    let review = lock::review(&inputs, lock::Mode::Deliberate)?;
+    let name = review.lock_path.display();
+    let text = if !review.existed {
+        format!("Wrote {name}: {} entries.\n", review.entries)
+    } else if !review.wrote {
+        format!("{name} is up to date ({} entries).\n", review.entries)
+    } else {
+        format!("{}\nUpdated {name}.\n", lock::diff_closures_text(&review.comparison))
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Removes the record of a destroyed jail, and the plan memo beside it (the memo's key, taken
+/// on the record's stat, would not answer for the jail anyway: this only leaves no stale file).
+fn forget_jail(store: &StateStore) -> Result<()> {
+    memo::forget(&store.memo_file);
+    store.remove()
+}
+
+/// `jailprov check`: audits the jail, and with `--fix` repairs it and audits it again.
+pub fn check(args: &CheckArgs) -> Result<ExitCode> {
+    let host = HostFs::real();
+    let spec = jailprov::spec::load(&args.jailfile.file, args.jailfile.root.as_deref(), &host)?;
+    let root = spec.root.clone();
+    let Ok(metadata) = std::fs::symlink_metadata(&root) else {
+        bail!("{} does not exist: nothing to check (run `jailprov apply` first)", root.display());
+    };
+    if metadata.file_type().is_symlink() {
+        bail!("the jail root {} is a symlink; name the real directory", root.display());
+    }
+    let (desired, _) = desired::desired_with_facts(&spec, &host)?;
+    let mounts = Mounts::of(&spec.mounts, JailMounts::read(&root)?);
+    let store = StateStore::for_root(&args.state.state_dir, &root);
+    let jail = JailRoot::open(&root)?;
+    let audit_now = || -> Result<(State, check::Audit)> {
+        let state = store.load(&root)?;
+        let audit = check::audit(&desired, &mounts, &jail, &state, &host, &root)?;
+        Ok((state, audit))
+    };
+    let mut repair = None;
+    let found = if args.fix {
+        if !args.unsafe_root {
+            root_safety::check(&root)?;
+        }
+        let _lock = store.lock(Duration::from_secs(args.lock_timeout))?;
+        let (mut state, found) = audit_now()?;
+        repair = Some(check::fix(&desired, &mounts, &jail, &mut state, &store, &host, &found)?);
+        audit_now()?.1
+    } else {
+        audit_now()?.1
+    };
+    let text = match args.format {
+        CheckFormat::Text => check::text(&found, repair.as_ref(), &root),
+        CheckFormat::Json => check::json(&found, repair.as_ref(), &root),
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()?;
+    Ok(if found.errors() > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
 pub fn destroy(args: &DestroyArgs) -> Result<ExitCode> {
     let host = HostFs::real();
     let root = load_spec(&args.jailfile, &host)?.root;
@@ -422,7 +497,7 @@ pub fn destroy(args: &DestroyArgs) -> Result<ExitCode> {
     let _lock = store.lock(Duration::from_secs(args.lock_timeout))?;
     let mut state = store.load(&root)?;
     let Some(jail) = open_jail_if_present(&root)? else {
-        store.remove()?;
+        forget_jail(&store)?;
         return print(&format!("Nothing to destroy: {} does not exist.\n", root.display()));
     };
     let nothing = DesiredTree::default();
@@ -443,12 +518,12 @@ pub fn destroy(args: &DestroyArgs) -> Result<ExitCode> {
         drop(jail);
         #[allow(clippy::disallowed_methods)] // the empty root itself, from outside the jail
         std::fs::remove_dir(&root).with_context(|| format!("cannot remove the empty jail root {}", root.display()))?;
-        store.remove()?;
+        forget_jail(&store)?;
         text.push_str(&format!("Removed the empty jail root {}.\n", root.display()));
     } else {
         if state.entries.is_empty() && state.mounts.is_empty() {
             // Nothing left that jailprov manages: no record either.
-            store.remove()?;
+            forget_jail(&store)?;
         }
         text.push_str(&format!("Kept {} and what jailprov did not create in it:\n", root.display()));
         for name in leftovers {

@@ -2,6 +2,10 @@
 //!
 //! Reads the host only to learn modes, sizes and device numbers of what the closure brings;
 //! never touches the jail.
+//!
+//! [`desired_with_facts`] runs the closure and this build for a Jailfile, keeping beside the tree
+//! the closure's facts Jailfile.lock records ([`ClosureFacts`]: kinds, sonames, needers), which the
+//! tree no longer holds.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -9,9 +13,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::closure::{Closure, Entry, EntryKind};
 use crate::host::HostFs;
+use crate::spec::{FileSpec, HostSource, Spec};
 use crate::tree::JailPath;
 
 /// Set-user-ID and set-group-ID bits, stripped from copied files unless the entry keeps them.
@@ -230,6 +236,99 @@ fn refuse_paths_under_symlinks(nodes: &BTreeMap<JailPath, DesiredNode>) -> Resul
     Ok(())
 }
 
+// What the closure knows that the desired tree does not, for the lock
+
+/// The desired tree of a Jailfile and the closure facts the lock needs.
+pub fn desired_with_facts(spec: &Spec, host: &HostFs) -> Result<(DesiredTree, ClosureFacts)> {
+    let closure = {
+        let _t = crate::timings::phase("closure compute");
+        crate::closure::compute(spec, host)?
+    };
+    let facts = {
+        let _t = crate::timings::phase("closure facts");
+        ClosureFacts::of(&closure, spec)
+    };
+    let _t = crate::timings::phase("desired build");
+    Ok((build(closure, host)?, facts))
+}
+
+/// The closure's kind, sonames and "needed by" of each path, kept before the desired tree takes
+/// the closure apart. Plain `[[files]]` files and directories (possibly tens of thousands) are
+/// left out: their kind follows from the desired tree and their reason is one Jailfile key.
+#[derive(Debug, Clone, Default)]
+pub struct ClosureFacts {
+    /// Sorted like the desired tree, so that a walk of its nodes meets the facts in order.
+    pub(crate) facts: BTreeMap<JailPath, PathFacts>,
+}
+
+/// What the closure knows of one path.
+#[derive(Debug, Clone)]
+pub(crate) struct PathFacts {
+    pub(crate) kind: EntryKind,
+    /// For symlinks: the link on the host.
+    pub(crate) source: Option<String>,
+    pub(crate) sonames: Vec<String>,
+    pub(crate) needed_by: Vec<String>,
+}
+
+impl ClosureFacts {
+    /// The facts of `closure`; a Jailfile key among the needers is named by what it declares
+    /// (`binaries "bash"`, not `binaries[0]`), so that moving an entry within the Jailfile does
+    /// not rewrite every line of the lock that it brings.
+    pub fn of(closure: &Closure, spec: &Spec) -> ClosureFacts {
+        let labels = declaration_labels(spec);
+        let label = |needer: &String| labels.get(needer.as_str()).cloned().unwrap_or_else(|| needer.clone());
+        let facts = closure
+            .entries
+            .values()
+            .filter(|entry| !matches!(entry.kind, EntryKind::File | EntryKind::Dir))
+            .map(|entry| {
+                let facts = PathFacts {
+                    kind: entry.kind,
+                    source: match entry.kind {
+                        EntryKind::Symlink => entry.source.as_ref().map(|source| source.to_string_lossy().into_owned()),
+                        _ => None,
+                    },
+                    sonames: entry.sonames.iter().cloned().collect(),
+                    needed_by: {
+                        let mut needed_by: Vec<String> = entry.needed_by.iter().map(label).collect();
+                        needed_by.sort();
+                        needed_by.dedup();
+                        needed_by
+                    },
+                };
+                (entry.path.clone(), facts)
+            })
+            .collect();
+        ClosureFacts { facts }
+    }
+}
+
+/// Jailfile keys whose index shifts when entries move, named by what they declare instead.
+fn declaration_labels(spec: &Spec) -> HashMap<&str, String> {
+    let mut labels: HashMap<&str, String> = HashMap::default();
+    for binary in &spec.binaries {
+        labels.insert(&binary.key, format!("binaries {:?}", binary.declared));
+    }
+    for device in &spec.devices {
+        labels.insert(&device.key, format!("devices {:?}", device.path.as_str()));
+    }
+    for file in &spec.files {
+        match file {
+            FileSpec::Host { key, source: HostSource::Path(path), .. } => {
+                labels.insert(key, format!("files {:?}", path.display().to_string()));
+            }
+            FileSpec::Host { key, source: HostSource::Glob { pattern, .. }, .. } => {
+                labels.insert(key, format!("files {pattern:?}"));
+            }
+            FileSpec::Inline { key, path, .. } => {
+                labels.insert(key, format!("files {:?}", path.as_str()));
+            }
+        }
+    }
+    labels
+}
+
 #[cfg(test)]
 #[allow(clippy::disallowed_methods)] // tests build their fixtures with plain fs calls
 mod tests {
@@ -248,6 +347,22 @@ mod tests {
             content: None,
             source_stat: None,
         }
+    }
+
+    #[test]
+    fn needers_are_named_by_what_they_declare() {
+        let jailfile = tempfile::NamedTempFile::new().expect("tempfile");
+        std::fs::write(
+            jailfile.path(),
+            "root = \"/srv/jails/labels\"\nbinaries = [\"ls\", \"cat\"]\ndevices = [\"/dev/null\"]\n\
+             [[files]]\npath = \"/etc/motd\"\ncontent = \"hi\\n\"\n",
+        )
+        .expect("write");
+        let spec = crate::spec::load(jailfile.path(), None, &HostFs::real()).expect("a valid Jailfile");
+        let labels = declaration_labels(&spec);
+        assert_eq!(labels.get("binaries[1]").map(String::as_str), Some("binaries \"cat\""));
+        assert_eq!(labels.get("devices[0]").map(String::as_str), Some("devices \"/dev/null\""));
+        assert_eq!(labels.get("files[0]").map(String::as_str), Some("files \"/etc/motd\""));
     }
 
     #[test]

@@ -11,8 +11,6 @@ pub mod enter;
 pub mod host;
 pub mod jail_root;
 pub mod jailfile;
-pub mod lock;
-pub mod memo;
 pub mod mountinfo;
 pub mod plan;
 pub mod render;

@@ -55,8 +55,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Apply(args) => commands::apply(&args),
         Command::Destroy(args) => commands::destroy(&args),
         Command::Enter(args) => enter(&args),
-        Command::Lock(args) => jailprov::lock::command(&args),
-        Command::Check(args) => jailprov::check::command(&args),
+        Command::Lock(args) => commands::lock(&args),
+        Command::Check(args) => commands::check(&args),
     }
 }
 

@@ -254,3 +254,35 @@ fn a_persistent_mount_taken_off_by_hand_is_planned() {
     nix::mount::umount2(&jail.at("/scratch"), nix::mount::MntFlags::MNT_DETACH).expect("unmount by hand");
     jail.assert_planned("mount taken off by hand", "+   mount    /scratch");
 }
+
+/// The plan memos in the state directory.
+fn memo_files(jail: &Jail) -> Vec<PathBuf> {
+    let entries = fs::read_dir(&jail.state).expect("the state directory");
+    let paths = entries.map(|entry| entry.expect("a state directory entry").path());
+    paths.filter(|path| path.extension().is_some_and(|extension| extension == "memo")).collect()
+}
+
+/// Destroy takes the jail's plan memo with it; and a memo left behind (put back by hand) cannot
+/// answer for the jail made again after the destroy: its key holds the record's stat and the
+/// stats of the jail paths, which all moved.
+#[test]
+fn destroy_forgets_the_memo_and_an_old_memo_cannot_answer_after_it() {
+    need_root!("destroy_forgets_the_memo_and_an_old_memo_cannot_answer_after_it");
+    let jail = Jail::new();
+    jail.settle("before destroy");
+    let memos = memo_files(&jail);
+    assert_eq!(memos.len(), 1, "the no-op plan wrote one memo: {memos:?}");
+    let old_memo = fs::read(&memos[0]).expect("read the memo");
+
+    jail.run("destroy", &[]).ok("destroy");
+    assert_eq!(memo_files(&jail), Vec::<PathBuf>::new(), "destroy leaves no plan memo behind");
+
+    fs::write(&memos[0], &old_memo).expect("put the old memo back");
+    fs::set_permissions(&memos[0], fs::Permissions::from_mode(0o600)).expect("chmod the memo");
+    jail.assert_planned("a destroyed jail, its old memo put back", "+   file");
+    jail.apply();
+    fs::write(&memos[0], &old_memo).expect("put the old memo back again");
+    let (run, answered) = jail.plan(&["--detailed-exitcode"]);
+    run.ok("the jail made again");
+    assert!(!answered, "the memo of the destroyed jail must not answer for the one made again");
+}

@@ -21,6 +21,9 @@ use serde::{Deserialize, Serialize};
 use crate::desired::{DesiredKind, StatPrint};
 use crate::tree::JailPath;
 
+pub mod content_hash;
+pub mod lock;
+
 /// Where state lives unless `--state-dir` says otherwise.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/jailprov";
 
@@ -131,7 +134,8 @@ where
 pub struct StateStore {
     pub state_file: PathBuf,
     pub lock_file: PathBuf,
-    /// The memo of the last no-op plan (src/memo.rs).
+    /// The memo of the last no-op plan (src/plan/memo.rs): named here, beside the record it is
+    /// keyed on, but written, read and forgotten by the plan alone.
     pub memo_file: PathBuf,
     /// Written when an apply starts, removed when it has recorded everything: the paths it is
     /// about to create (a few lines, where rewriting the whole record would cost a 50,000-path
@@ -266,7 +270,6 @@ impl StateStore {
 
     /// Removes the state of a destroyed jail.
     pub fn remove(&self) -> Result<()> {
-        crate::memo::forget(&self.memo_file);
         self.finish()?;
         match fs::remove_file(&self.state_file) {
             Err(error) if error.kind() != std::io::ErrorKind::NotFound => {

@@ -1,7 +1,7 @@
 //! The memo of a no-op plan: every host and jail path it looked at, so the next plan can tell by stats alone that nothing moved.
 //!
 //! A plan is a function of the Jailfile, of what it looked at on the host (every stat, every
-//! file read: [`HostFs::observing`]), of what it stat'ed in the jail ([`JailScan`]), of the
+//! file read: [`HostFs::observing`]), of what it stat'ed in the jail ([`JailScan`](super::JailScan)), of the
 //! record, of the mounts and of jailprov itself. When a full plan finds nothing to do and the
 //! lock fresh, all of these are written down here. The next plan re-stats exactly those paths;
 //! when every stat, the record, the lock, the mounts and the binary are as they were, its
@@ -74,7 +74,7 @@ impl Key {
         Key {
             program: Seen::of(&fs::metadata("/proc/self/exe")),
             cpu: cpu_as_the_loader_sees_it(),
-            lock: Seen::of(&fs::symlink_metadata(crate::lock::lock_path(&jailfile))),
+            lock: Seen::of(&fs::symlink_metadata(crate::state::lock::lock_path(&jailfile))),
             jailfile,
             jailfile_digest: jailfile_digest.to_owned(),
             root: root.to_path_buf(),
@@ -233,7 +233,7 @@ fn jail_digest_now(blob: &[u8], jail: &JailRoot) -> Option<[u8; 32]> {
         .map(|path| std::str::from_utf8(path).ok().and_then(|path| JailPath::parse(path).ok()))
         .collect::<Option<_>>()?;
     let refs: Vec<&JailPath> = paths.iter().collect();
-    let stats = crate::plan::stat_jail_paths(jail, &refs).ok()?;
+    let stats = super::stat_jail_paths(jail, &refs).ok()?;
     Some(jail_digest(&stats))
 }
 

@@ -21,6 +21,8 @@ use crate::spec::MountSpec;
 use crate::state::{Managed, State};
 use crate::tree::JailPath;
 
+pub mod memo;
+
 /// Inline and generated files up to this size get a unified diff in the plan.
 const DIFF_LIMIT: u64 = 64 * 1024;
 
@@ -244,7 +246,7 @@ pub fn compute(
 /// Every jail path a plan stat'ed (the recorded ones and the desired ones, sorted, each once)
 /// with what it found: all a plan knows of the jail besides the record (content is read only
 /// when a stat differs from the record, and a rewrite changes the stat).
-pub type JailScan = crate::memo::JailScanPrint;
+pub type JailScan = memo::JailScanPrint;
 
 /// The plan, and (with `want_scan`) the jail scan it was judged on.
 #[allow(clippy::too_many_arguments)]

@@ -1,0 +1,439 @@
+//! Reviewing the lock during plan, apply and `jailprov lock`: the routes to an answer (fresh
+//! key, incremental, full), the full review, and what a review found as plan and apply show it.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use rayon::prelude::*;
+
+use crate::desired::{ClosureFacts, DesiredKind, DesiredTree};
+use crate::host::{HostFs, StatPrint};
+
+use super::cache::{
+    cache_path, load_cache, peek_fresh, save_cache_file, source_tag, store_path, write_atomically_with, Cache,
+    Durability, GlibcSeen, KnownHashes, LazyStore, Memo, MemoLine, SourceKey, SourceStore,
+};
+use super::drift::{compare, Comparison, Drift};
+use super::entries::{entry_of, hash_sources};
+use super::format::{
+    entry_lengths, fingerprint_with, glibc_version, jailfile_digest, lock_path, HostFingerprint, Lock, LockEntry,
+    LOCK_VERSION,
+};
+use super::incremental::review_incremental;
+use super::lines::{desired_lines, fresh_key, DesiredLines};
+use super::packages::{content_key, packages_by_content, PackageAnswers};
+
+/// What plan and apply have at hand.
+pub struct Inputs<'a> {
+    pub jailfile: &'a Path,
+    pub desired: &'a DesiredTree,
+    pub facts: &'a ClosureFacts,
+    pub host: &'a HostFs,
+    pub state_dir: &'a Path,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// plan and apply: write the lock when it is missing or stale.
+    Refresh,
+    /// `--locked`: any difference is an error; nothing is written.
+    Locked,
+    /// `jailprov lock`: recompute everything (no fast path), write when anything differs.
+    Deliberate,
+}
+
+/// What a review found and did.
+#[derive(Debug, Clone)]
+pub struct Review {
+    pub lock_path: PathBuf,
+    /// The lock existed before (so the comparison means something).
+    pub existed: bool,
+    pub comparison: Comparison,
+    /// The lock was (re)written.
+    pub wrote: bool,
+    pub entries: usize,
+}
+
+impl Review {
+    pub fn host_drift(&self) -> Vec<Drift> {
+        if self.existed {
+            self.comparison.host_drift()
+        } else {
+            Vec::new()
+        }
+    }
+}
+
+/// How a review reached its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Route {
+    /// Nothing moved since the lock was last found fresh.
+    Fresh,
+    /// Only the lines whose digest changed since the memo were looked at.
+    Incremental,
+    /// The whole lock was parsed and every line compared.
+    Full,
+}
+
+/// Compares the lock with what the host gives now, writes it when missing or stale (in
+/// `Refresh` and `Deliberate` modes), refuses any difference in `Locked` mode.
+pub fn review(inputs: &Inputs, mode: Mode) -> Result<Review> {
+    review_by_route(inputs, mode).map(|(review, _)| review)
+}
+
+/// What every route of a review works from, computed once.
+pub(super) struct Reviewing<'a> {
+    pub(super) inputs: &'a Inputs<'a>,
+    pub(super) mode: Mode,
+    pub(super) lock_path: PathBuf,
+    /// The normalized Jailfile's digest.
+    pub(super) jailfile: String,
+    /// The desired nodes and their line digests, in lock order.
+    pub(super) lines: DesiredLines<'a>,
+    pub(super) fresh_key: [u8; 32],
+    pub(super) cache_file: PathBuf,
+    pub(super) store_file: PathBuf,
+}
+
+/// The old lock file changed while an incremental review copied lines from it.
+#[derive(Debug)]
+pub(super) struct OldLockMoved;
+
+impl std::fmt::Display for OldLockMoved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the lock file changed while it was read")
+    }
+}
+
+impl std::error::Error for OldLockMoved {}
+
+impl Reviewing<'_> {
+    /// The review of a lock that needs no change.
+    pub(super) fn unchanged(&self, comparison: Comparison) -> Review {
+        let entries = self.lines.len();
+        Review { lock_path: self.lock_path.clone(), existed: true, comparison, wrote: false, entries }
+    }
+
+    fn no_lock_error(&self) -> anyhow::Error {
+        anyhow::anyhow!(
+            "--locked: {} does not exist; run `jailprov lock -f {}` and commit it",
+            self.lock_path.display(),
+            self.inputs.jailfile.display()
+        )
+    }
+
+    pub(super) fn locked_error(&self, comparison: &Comparison) -> anyhow::Error {
+        anyhow::anyhow!(
+            "--locked: what the host gives differs from {}; nothing was changed:\n  {}\nrun `jailprov lock` to accept it, review and commit the lock",
+            self.lock_path.display(),
+            comparison.lines().join("\n  ")
+        )
+    }
+
+    /// Writes the lock through `fill`; returns the file written. Ok(None) when plan or apply
+    /// cannot (a read-only checkout: they still work, with a warning); `jailprov lock` must
+    /// write. [`OldLockMoved`] is returned as an error whatever the mode: the caller reviews
+    /// again.
+    pub(super) fn write_lock(&self, fill: impl FnOnce(&fs::File, &Path) -> Result<()>) -> Result<Option<fs::File>> {
+        match write_atomically_with(&self.lock_path, 0o644, Durability::Synced, fill) {
+            Ok(file) => Ok(Some(file)),
+            Err(error) if error.is::<OldLockMoved>() || self.mode == Mode::Deliberate => Err(error),
+            Err(error) => {
+                eprintln!("warning: {error:#}; {} stays as it was", self.lock_path.display());
+                Ok(None)
+            }
+        }
+    }
+
+    /// The memo of a lock file of `lock_stat` whose text is `text`, of these entries (the current
+    /// digests' nodes'); None if the text is not one
+    /// [`write_lock_text`](super::format::write_lock_text) writes.
+    fn memo_of(&self, lock_stat: StatPrint, text: &str, entries: &[LockEntry]) -> Option<Memo> {
+        let lengths = entry_lengths(text)?;
+        if lengths.len() != self.lines.len() || entries.len() != self.lines.len() {
+            return None;
+        }
+        let tags: Vec<u32> = entries.par_iter().map(|entry| source_tag(entry.source.as_deref())).collect();
+        let lines = self
+            .lines
+            .digests()
+            .iter()
+            .zip(lengths)
+            .zip(tags)
+            .map(|((digest, length), source_tag)| MemoLine { digest: *digest, length, source_tag })
+            .collect();
+        Some(Memo { lock_stat, lines })
+    }
+
+    /// The host fingerprint, glibc's version read from libc.so.6 unless the cache has it for
+    /// the file's stat print.
+    pub(super) fn fingerprint(&self, cache: &mut Cache) -> HostFingerprint {
+        let libc = self.lines.libc.map(|index| &self.lines.nodes[index].kind);
+        let glibc = match libc {
+            Some(DesiredKind::File { source, source_print }) => {
+                let libc = source.as_os_str().as_encoded_bytes();
+                let version = match &cache.glibc {
+                    Some(seen) if seen.libc == libc && seen.print == *source_print => seen.version.clone(),
+                    _ => {
+                        let version = glibc_version(self.inputs.host, source);
+                        let seen = GlibcSeen { libc: libc.to_vec(), print: *source_print, version: version.clone() };
+                        cache.glibc = Some(seen);
+                        version
+                    }
+                };
+                version.unwrap_or_else(|| "unknown".to_owned())
+            }
+            _ => "none".to_owned(),
+        };
+        fingerprint_with(self.inputs.host, glibc)
+    }
+
+    /// The fresh key and memo (made by `memo` from the lock's stat print) of the lock file
+    /// just written. Only while the lock's path still names the file written (`written`, its stat taken
+    /// through it): another jailprov may have put its own there since, which this review
+    /// knows nothing of.
+    pub(super) fn remember_written(
+        &self,
+        cache: &mut Cache,
+        written: &fs::File,
+        memo: impl FnOnce(StatPrint) -> Option<Memo>,
+    ) {
+        let ours = written.metadata().ok().map(|metadata| StatPrint::of(&metadata));
+        let in_place = fs::metadata(&self.lock_path).ok().map(|metadata| StatPrint::of(&metadata));
+        let lock_stat = ours.filter(|_| ours == in_place);
+        cache.fresh =
+            lock_stat.map(|lock_stat| fresh_key(&self.lines, &self.jailfile, Some(lock_stat), self.inputs.host));
+        cache.memo = lock_stat.and_then(memo);
+    }
+}
+
+pub(super) fn review_by_route(inputs: &Inputs, mode: Mode) -> Result<(Review, Route)> {
+    let lock_path = lock_path(inputs.jailfile);
+    let source = crate::beside::read_text(inputs.jailfile, "Jailfile", crate::spec::MAX_JAILFILE_SIZE)?;
+    let jailfile = jailfile_digest(&source)?;
+    let cache_file = cache_path(inputs.state_dir, &lock_path);
+    let lock_stat = fs::metadata(&lock_path).ok().map(|metadata| StatPrint::of(&metadata));
+    let lines = {
+        let _t = crate::timings::phase("lock: node bytes, fresh key");
+        let lines = desired_lines(inputs.desired, inputs.facts);
+        let fresh_key = fresh_key(&lines, &jailfile, lock_stat, inputs.host);
+        (lines, fresh_key)
+    };
+    let (lines, fresh_key) = lines;
+    let reviewing = Reviewing {
+        inputs,
+        mode,
+        store_file: store_path(&cache_file),
+        lock_path,
+        jailfile,
+        lines,
+        fresh_key,
+        cache_file,
+    };
+    if mode != Mode::Deliberate && lock_stat.is_some() && peek_fresh(&reviewing.cache_file) == Some(fresh_key) {
+        // The entry count is not known without reading the lock; nothing shows it when
+        // nothing was written.
+        let review = Review { entries: 0, ..reviewing.unchanged(Comparison::default()) };
+        return Ok((review, Route::Fresh));
+    }
+    let mut cache = {
+        let _t = crate::timings::phase("lock: cache load");
+        load_cache(&reviewing.cache_file)
+    };
+    // `jailprov lock` recomputes everything, on purpose.
+    let memo_matches = cache.memo.as_ref().is_some_and(|memo| Some(memo.lock_stat) == lock_stat);
+    if mode != Mode::Deliberate && memo_matches {
+        if let Some(review) = review_incremental(&reviewing, &mut cache)? {
+            return Ok((review, Route::Incremental));
+        }
+    }
+    review_full(&reviewing, cache).map(|review| (review, Route::Full))
+}
+
+/// The lock's text and the stat print of the file it was read from (taken before reading: a
+/// change while reading moves the stat past it); None when there is no lock.
+/// A FIFO, device or socket at the lock's path is refused (never waited on), and so is a lock
+/// past [`MAX_LOCK_SIZE`].
+fn read_lock(path: &Path) -> Result<Option<(String, StatPrint)>> {
+    let Some((file, metadata)) = crate::beside::open_regular(path, "the lock", MAX_LOCK_SIZE)? else { return Ok(None) };
+    let stat = StatPrint::of(&metadata);
+    let bytes = crate::beside::read_bounded(&file, path, "the lock", MAX_LOCK_SIZE)?;
+    let text = String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("the lock {} is not UTF-8", path.display()))?;
+    Ok(Some((text, stat)))
+}
+
+/// The largest lock read: one line per jail path of a few hundred bytes, so a jail of 500,000
+/// paths (ten times the largest we measure) stays well below it, while a lock swapped for a huge
+/// file is refused instead of read into memory.
+pub(super) const MAX_LOCK_SIZE: u64 = 256 * 1024 * 1024;
+
+/// The whole review: every line of the old lock parsed, every line of the new one built and
+/// compared. Taken without a memo of the lock file as it is (first run, a lock checked out or
+/// edited by hand), and by `jailprov lock`.
+fn review_full(reviewing: &Reviewing, mut cache: Cache) -> Result<Review> {
+    let inputs = reviewing.inputs;
+    let lazy_store = LazyStore::new(&reviewing.store_file);
+    let store = lazy_store.whole();
+    let _t = crate::timings::phase("lock: old lock parse");
+    let old_text = read_lock(&reviewing.lock_path)?;
+    let old = match &old_text {
+        Some((text, _)) => Some(Lock::parse(text, &reviewing.lock_path)?),
+        None => None,
+    };
+    if old.is_none() && reviewing.mode == Mode::Locked {
+        return Err(reviewing.no_lock_error());
+    }
+    drop(_t);
+    let _t = crate::timings::phase("lock: hashes, entries, compare");
+    let nodes = &reviewing.lines.nodes;
+    let hashed = hash_sources(nodes, inputs.host, &KnownHashes::new(&cache.recent, &lazy_store))?;
+    let mut new = Lock {
+        version: LOCK_VERSION,
+        jailfile: reviewing.jailfile.clone(),
+        host: reviewing.fingerprint(&mut cache),
+        entries: nodes
+            .par_iter()
+            .zip(&hashed)
+            .map(|(node, hashed)| entry_of(node, inputs.facts, hashed.as_ref().map(|hashed| &hashed.source.hash)))
+            .collect(),
+    };
+    let comparison = match &old {
+        Some(old) => compare(old, &new),
+        None => Comparison::default(),
+    };
+    // Every source's hash goes to the store, which keeps the jail's sources only.
+    let keep: rustc_hash::FxHashSet<SourceKey> = hashed.iter().flatten().map(|hashed| hashed.source.key).collect();
+    let files = hashed.iter().flatten().map(|hashed| hashed.source);
+    cache.recent.clear();
+    if let (Some(old), Some((old_text, old_stat))) = (&old, &old_text) {
+        if comparison.is_empty() {
+            // The memo vouches for the lines as a rewrite would write them, packages included;
+            // a lock that reads the same but is written otherwise (by hand) gets none, and the
+            // next review is a full one again.
+            let packages = packages_by_content(old.entries.iter());
+            for entry in &mut new.entries {
+                entry.package = content_key(entry).and_then(|key| packages.get(&key)).cloned().flatten().cloned();
+            }
+            let as_written = new.to_text()? == *old_text;
+            cache.memo = as_written.then(|| reviewing.memo_of(*old_stat, old_text, &new.entries)).flatten();
+            cache.fresh = Some(reviewing.fresh_key);
+            drop(_t);
+            let _t = crate::timings::phase("lock: save cache");
+            save_cache_file(&reviewing.store_file, SourceStore::encode(files, store.packages(), store.database, &keep));
+            save_cache_file(&reviewing.cache_file, cache.encode());
+            return Ok(reviewing.unchanged(comparison));
+        }
+    }
+    if reviewing.mode == Mode::Locked {
+        // The cache still learned the hashes; it never vouches for a stale lock.
+        cache.fresh = None;
+        cache.memo = None;
+        save_cache_file(&reviewing.store_file, SourceStore::encode(files, store.packages(), store.database, &keep));
+        save_cache_file(&reviewing.cache_file, cache.encode());
+        return Err(reviewing.locked_error(&comparison));
+    }
+    // A file the old lock already had, from the same source with the same content, keeps the
+    // package it was found in; the dpkg database (hundreds of list files) is searched only for
+    // the rest, and not at all when there is no rest.
+    drop(_t);
+    let _t = crate::timings::phase("lock: packages");
+    let known = packages_by_content(old.iter().flat_map(|old| &old.entries));
+    let reused: Vec<Option<Option<String>>> = new
+        .entries
+        .iter()
+        .map(|entry| content_key(entry).and_then(|key| known.get(&key)).map(|package| package.cloned()))
+        .collect();
+    let unknown: Vec<&str> = new
+        .entries
+        .iter()
+        .zip(&reused)
+        .filter(|(_, reused)| reused.is_none())
+        .filter_map(|(entry, _)| entry.source.as_deref())
+        .collect();
+    let mut answers = PackageAnswers::new(inputs.host, &lazy_store);
+    answers.look_up(inputs.host, &unknown);
+    let found: Vec<Option<String>> = new
+        .entries
+        .iter()
+        .zip(reused)
+        .map(|(entry, reused)| match reused {
+            Some(package) => package,
+            None => entry.source.as_deref().and_then(|source| answers.get(source)).map(str::to_owned),
+        })
+        .collect();
+    for (entry, package) in new.entries.iter_mut().zip(found) {
+        entry.package = package;
+    }
+    // Compared again now that the new side has its package versions, for `jailprov lock`'s
+    // "3.0.15 → 3.0.17" lines (packages never make a difference by themselves).
+    let reported = match &old {
+        Some(old) => compare(old, &new),
+        None => comparison,
+    };
+    drop(_t);
+    let _t = crate::timings::phase("lock: write lock and cache");
+    let text = new.to_text()?;
+    let written = reviewing.write_lock(|mut file, temporary| {
+        file.write_all(text.as_bytes()).with_context(|| format!("cannot write {}", temporary.display()))
+    })?;
+    match &written {
+        Some(file) => {
+            reviewing.remember_written(&mut cache, file, |lock_stat| reviewing.memo_of(lock_stat, &text, &new.entries))
+        }
+        None => cache.memo = None,
+    }
+    let wrote = written.is_some();
+    let (database, packages) = answers.into_store_packages();
+    save_cache_file(&reviewing.store_file, SourceStore::encode(files, packages, database, &keep));
+    save_cache_file(&reviewing.cache_file, cache.encode());
+    Ok(Review {
+        lock_path: reviewing.lock_path.clone(),
+        existed: old.is_some(),
+        comparison: reported,
+        wrote,
+        entries: new.entries.len(),
+    })
+}
+
+// What a review found, as plan and apply show it
+
+/// The plan's "host drift" section (empty when there is none), shown before the jail changes.
+pub fn drift_text(review: &Review) -> String {
+    let drift = review.host_drift();
+    let mut text = String::new();
+    if drift.is_empty() {
+        return text;
+    }
+    let name = review.lock_path.file_name().map_or_else(String::new, |name| name.to_string_lossy().into_owned());
+    let _ = writeln!(text, "The host no longer gives what {name} records:\n");
+    for item in &drift {
+        let _ = writeln!(text, "  {}", item.line());
+    }
+    if review.wrote {
+        let _ = writeln!(text, "\n{name} was updated: review it (git diff) and commit it; `--locked` refuses drift.");
+    }
+    text.push('\n');
+    text
+}
+
+/// The plan JSON with `"host_drift": [{"path","what"}...]` added.
+pub fn plan_json_with_drift(plan_json: &str, review: &Review) -> Result<String> {
+    let mut value: serde_json::Value = serde_json::from_str(plan_json).context("re-reading the plan JSON")?;
+    if let Some(fields) = value.as_object_mut() {
+        fields.insert("host_drift".into(), serde_json::to_value(review.host_drift())?);
+    }
+    let mut text = serde_json::to_string_pretty(&value)?;
+    text.push('\n');
+    Ok(text)
+}
+
+/// A line on stderr when plan or apply wrote the lock.
+pub fn note(review: &Review) {
+    if review.wrote {
+        let verb = if review.existed { "updated" } else { "wrote" };
+        eprintln!("jailprov: {verb} {} ({} entries)", review.lock_path.display(), review.entries);
+    }
+}
