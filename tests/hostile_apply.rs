@@ -303,3 +303,79 @@ fn plan_saved_without_the_nodes_it_saw_still_applies() {
     cli::output(command).ok("apply PLAN saved without `seen`");
     assert_eq!(fs::metadata(work.at("/home/u/shared")).expect("stat").mode() & 0o7777, 0o2770);
 }
+
+// ---------------------------------------------------------------------------------------------
+// 5. What an inhabitant leaves in the jail neither stops apply nor gets deleted with a tree
+// ---------------------------------------------------------------------------------------------
+
+/// A managed symlink, then a managed directory in the user's home.
+fn link_and_dir_jailfile(data: &str) -> String {
+    format!(
+        r#"root = "{UNUSED_ROOT}"
+
+[[users]]
+name = "u"
+uid = {USER}
+gid = {USER}
+home = "/home/u"
+
+[[files]]
+path = "/home/u/motd"
+content = "hello\n"
+
+{data}
+"#
+    )
+}
+
+#[test]
+fn managed_symlink_pointed_at_a_non_utf8_name_is_replaced_not_a_dead_end() {
+    need_root!("managed_symlink_pointed_at_a_non_utf8_name_is_replaced_not_a_dead_end");
+    use std::os::unix::ffi::OsStrExt;
+    let work = Workspace::new("jailprov-hostile-");
+    // A binary brings the host's usr-merge links (/lib -> usr/lib...), managed symlinks.
+    work.write_jailfile(&format!("binaries = [\"true\"]\n{}", link_and_dir_jailfile("")));
+    work.apply();
+    let lib = work.at("/lib");
+    let Ok(target) = fs::read_link(&lib) else {
+        eprintln!("SKIPPED managed_symlink_pointed_at_a_non_utf8_name_is_replaced_not_a_dead_end: no /lib link (host without usr-merge)");
+        return;
+    };
+    // Jail root re-points it at a name that is not UTF-8.
+    fs::remove_file(&lib).expect("remove the link");
+    symlink(std::ffi::OsStr::from_bytes(b"usr/li\xffb"), &lib).expect("re-point it");
+    let plan = work.run("plan", &[]);
+    assert_eq!(plan.code, 0, "plan must not stop at a non-UTF-8 target: {}", plan.describe());
+    let expected = format!("target usr/li\\xffb -> {}", target.display());
+    assert!(plan.stdout.contains(&expected), "{expected}: {}", plan.describe());
+    work.apply();
+    assert_eq!(fs::read_link(&lib).expect("readlink"), target);
+}
+
+#[test]
+fn directory_to_be_replaced_keeps_what_the_user_put_in_it() {
+    need_root!("directory_to_be_replaced_keeps_what_the_user_put_in_it");
+    let work = Workspace::new("jailprov-hostile-");
+    work.write_jailfile(&link_and_dir_jailfile(
+        "[[dirs]]\npath = \"/home/u/data\"\n\n[[dirs]]\npath = \"/home/u/data/sub\"\n",
+    ));
+    work.apply();
+    let mine = work.at("/home/u/data/sub/mine.txt");
+    fs::write(&mine, "the user's own work\n").expect("the user's file");
+    // The Jailfile now wants a file where jailprov had made the directory.
+    work.write_jailfile(&link_and_dir_jailfile("[[files]]\npath = \"/home/u/data\"\ncontent = \"now a file\\n\"\n"));
+    let plan = work.run("plan", &[]);
+    assert!(
+        plan.stdout.contains("holds what jailprov did not create (/home/u/data/sub/mine.txt)")
+            || plan.stderr.contains("holds what jailprov did not create (/home/u/data/sub/mine.txt)"),
+        "{}",
+        plan.describe()
+    );
+    let apply = work.run("apply", &[]);
+    assert_ne!(apply.code, 0, "apply must refuse: {}", apply.describe());
+    assert_eq!(fs::read_to_string(&mine).expect("the user's file is still there"), "the user's own work\n");
+    // Once the user moves it away, the replacement goes through.
+    fs::remove_file(&mine).expect("the user moves it away");
+    work.apply();
+    assert_eq!(fs::read_to_string(work.at("/home/u/data")).expect("now a file"), "now a file\n");
+}

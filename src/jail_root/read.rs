@@ -79,11 +79,11 @@ impl JailRoot {
     }
 
     /// The text of a symlink, exactly as stored.
-    pub fn read_link(&self, path: &JailPath) -> Result<String> {
+    pub fn read_link(&self, path: &JailPath) -> Result<OsString> {
         self.read_link_inner(path).with_context(|| self.failure("read the symlink", path))
     }
 
-    fn read_link_inner(&self, path: &JailPath) -> Result<String> {
+    fn read_link_inner(&self, path: &JailPath) -> Result<OsString> {
         let (parent, name) = self.parent_of(path)?;
         let target: OsString = match readlinkat(&parent, name) {
             Ok(target) => target,
@@ -91,7 +91,9 @@ impl JailRoot {
             Err(Errno::ENOENT) => bail!("it does not exist"),
             Err(errno) => bail!("{errno}"),
         };
-        target.into_string().map_err(|target| anyhow!("its target {target:?} is not UTF-8"))
+        // Raw bytes: a jail process may point a managed link at a name that is not UTF-8, which
+        // is then simply another target (never an error that would stop plan and apply).
+        Ok(target)
     }
 
     /// Opens a regular file for reading; anything else (symlink, device, FIFO...) is an error and

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -14,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::desired::{DesiredKind, DesiredNode, DesiredTree, StatPrint};
 use crate::host::HostFs;
-use crate::jail_root::{JailError, JailRoot, NodeIdentity, NodeKind, NodeStat};
+use crate::jail_root::{escaped, JailError, JailRoot, NodeIdentity, NodeKind, NodeStat};
 use crate::jailfile::MountKind;
 use crate::mountinfo::JailMounts;
 use crate::spec::MountSpec;
@@ -426,7 +427,22 @@ fn judge(node: &DesiredNode, actual: Option<NodeStat>, recorded: Option<&Managed
     if !same_kind(&node.kind, actual.kind) {
         let what = vec![format!("{} -> {}", kind_label(actual.kind), node.kind.label())];
         if recorded.is_some_and(|managed| managed.created) || pending || adopt {
-            return Ok(Verdict::Change(change(Action::Replace, node, what)));
+            // Replacing a directory removes its whole tree: only when all of it is jailprov's.
+            let foreign = match jail {
+                Some(jail) if actual.kind == NodeKind::Dir => foreign_inside(jail, &node.path, state)?,
+                _ => Vec::new(),
+            };
+            if foreign.is_empty() {
+                return Ok(Verdict::Change(change(Action::Replace, node, what)));
+            }
+            return Ok(Verdict::Conflict(Conflict {
+                path: node.path.clone(),
+                reason: format!(
+                    "the directory here must become a {}, but it holds what jailprov did not create ({}); move that away first",
+                    node.kind.label(),
+                    foreign.join(", ")
+                ),
+            }));
         }
         return Ok(Verdict::Conflict(Conflict {
             path: node.path.clone(),
@@ -460,6 +476,36 @@ fn judge(node: &DesiredNode, actual: Option<NodeStat>, recorded: Option<&Managed
         path: node.path.clone(),
         reason: format!("not created by jailprov and differs ({})", comparison.what.join(", ")),
     }))
+}
+
+/// How many foreign paths a conflict names before it stops looking.
+const FOREIGN_SHOWN: usize = 5;
+
+/// What the directory `dir` holds, at any depth, that jailprov did not create (the first few,
+/// escaped for display): a replacement would delete it with the tree. A name that is not UTF-8
+/// is no path jailprov ever created.
+fn foreign_inside(jail: &JailRoot, dir: &JailPath, state: &State) -> Result<Vec<String>> {
+    let mut foreign = Vec::new();
+    let mut to_visit = vec![dir.clone()];
+    while let Some(current) = to_visit.pop() {
+        for name in jail.list(&current)? {
+            let child = name.to_str().and_then(|name| JailPath::parse(&format!("{}/{name}", current.as_str())).ok());
+            match child {
+                Some(child) if state.created(&child) => {
+                    if jail.stat(&child)?.is_some_and(|stat| stat.kind == NodeKind::Dir) {
+                        to_visit.push(child);
+                    }
+                }
+                _ => {
+                    foreign.push(format!("{}/{}", current.as_str().trim_end_matches('/'), escaped(name.as_bytes())));
+                    if foreign.len() == FOREIGN_SHOWN {
+                        return Ok(foreign);
+                    }
+                }
+            }
+        }
+    }
+    Ok(foreign)
 }
 
 fn change(action: Action, node: &DesiredNode, what: Vec<String>) -> Change {
@@ -609,8 +655,8 @@ fn compare(
         }
         DesiredKind::Symlink { target } => {
             let current = jail.read_link(&node.path)?;
-            if &current != target {
-                comparison.what.push(format!("target {current} -> {target}"));
+            if current.as_bytes() != target.as_bytes() {
+                comparison.what.push(format!("target {} -> {target}", escaped(current.as_bytes())));
             }
         }
         DesiredKind::Device { rdev, .. } => {
