@@ -8,6 +8,7 @@ pub mod elf;
 pub mod ld_cache;
 pub mod loader;
 pub mod nss;
+pub mod origin;
 pub mod platform;
 pub mod script;
 
@@ -28,6 +29,7 @@ use crate::spec::{Attributes, Exclude, FileSpec, HostSource, Spec};
 use crate::tree::JailPath;
 use elf::ElfIdent;
 use loader::{LoadResult, Loader, MissingLibrary};
+pub use origin::{Declaration, Origin};
 
 /// What a path in the jail is, and so how it gets there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -89,9 +91,10 @@ pub struct Entry {
     /// For libraries: the DT_NEEDED names it was loaded as.
     #[serde(skip_serializing_if = "BTreeSet::is_empty")]
     pub sonames: BTreeSet<String>,
-    /// Jail paths of the entries that need it, or the Jailfile key that declares it (sorted,
-    /// each once).
-    pub needed_by: Vec<String>,
+    /// Why it is in the jail (sorted by how each shows, each once); listed as `needed_by`,
+    /// each text once.
+    #[serde(rename = "needed_by", serialize_with = "names_shown_once")]
+    pub origins: Vec<Origin>,
     /// Overrides from the Jailfile (mode, owner, group, setuid).
     #[serde(skip)]
     pub attributes: Attributes,
@@ -122,6 +125,17 @@ pub struct Closure {
     pub warnings: Vec<String>,
 }
 
+impl Entry {
+    /// Its origins as lists show them: each text once.
+    pub fn needers(&self) -> impl Iterator<Item = &Origin> {
+        origin::shown_once(&self.origins)
+    }
+}
+
+fn names_shown_once<S: serde::Serializer>(origins: &[Origin], serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_seq(origin::shown_once(origins).map(|origin| origin.name()))
+}
+
 fn entries_as_list<S: serde::Serializer>(
     entries: &BTreeMap<JailPath, Box<Entry>>,
     serializer: S,
@@ -140,8 +154,9 @@ struct ProgramFacts {
     canonical: PathBuf,
     ident: Option<ElfIdent>,
     load: Option<LoadResult>,
-    /// For a script: its interpreter programs (the `#!` path, and what `env` runs).
-    interpreters: Vec<ProgramFacts>,
+    /// For a script: the `#!` interpreter, and the program `#!/usr/bin/env NAME` runs.
+    shebang: Option<Box<ProgramFacts>>,
+    env_program: Option<Box<ProgramFacts>>,
 }
 
 /// The closure of a validated Jailfile on this host (its loader rules and ld.so.cache); the
@@ -187,7 +202,7 @@ pub fn build(spec: &Spec, loader: &Loader) -> Result<Closure> {
                 let facts = facts.with_context(|| {
                     format!("{} ({} = {:?})", binary.host_path.display(), binary.key, binary.declared)
                 })?;
-                builder.add_program(&facts, EntryKind::Binary, &binary.key)?;
+                builder.add_program(&facts, EntryKind::Binary, Origin::Declared(Declaration::binary(binary)))?;
                 next += 1;
             }
         }
@@ -201,28 +216,29 @@ pub fn build(spec: &Spec, loader: &Loader) -> Result<Closure> {
     }
     drop(_t);
     let _t = crate::timings::phase("closure: their ELF loads");
-    let loads: Vec<(String, Result<ProgramFacts>)> = elf_files
-        .par_iter()
-        .map(|(host_path, needed_by)| (needed_by.clone(), analyze_program(loader, host_path, &search_path, 0)))
+    let loads: Vec<(JailPath, Result<ProgramFacts>)> = elf_files
+        .into_par_iter()
+        .map(|(host_path, jail_path)| (jail_path, analyze_program(loader, &host_path, &search_path, 0)))
         .collect();
-    for (needed_by, facts) in loads {
-        builder.add_dependencies(&facts?, &needed_by)?;
+    for (jail_path, facts) in loads {
+        builder.add_dependencies(&facts?, &jail_path)?;
     }
 
     drop(_t);
     let _t = crate::timings::phase("closure: the rest, sorted");
     for device in &spec.devices {
         let source = Some(PathBuf::from(device.path.as_str()));
-        builder.add(device.path.clone(), EntryKind::Device, source, &device.key).attributes =
+        let origin = Origin::Declared(Declaration::device(device));
+        builder.add(device.path.clone(), EntryKind::Device, source, origin).attributes =
             Attributes { mode: device.mode, owner: Some(device.owner), group: Some(device.group), keep_setuid: false };
     }
     for dir in &spec.dirs {
-        builder.add(dir.path.clone(), EntryKind::Dir, None, &dir.key).attributes =
+        builder.add(dir.path.clone(), EntryKind::Dir, None, Origin::Declared(Declaration::dir(dir))).attributes =
             Attributes { mode: Some(dir.mode), owner: Some(dir.owner), group: Some(dir.group), keep_setuid: false };
     }
     for mount in &spec.mounts {
         if !builder.entries.contains_key(&mount.target) {
-            builder.add(mount.target.clone(), EntryKind::Dir, None, &format!("{}.target", mount.key));
+            builder.add(mount.target.clone(), EntryKind::Dir, None, Origin::MountTarget(Declaration::mount(mount)));
         }
     }
     builder.add_accounts(spec);
@@ -252,7 +268,8 @@ fn analyze_program(loader: &Loader, named: &Path, search_path: &[String], depth:
         canonical: canonical.clone(),
         ident: None,
         load: None,
-        interpreters: Vec::new(),
+        shebang: None,
+        env_program: None,
     };
     if let Some(info) = loader.elf(&canonical)? {
         facts.ident = Some(info.ident);
@@ -270,10 +287,11 @@ fn analyze_program(loader: &Loader, named: &Path, search_path: &[String], depth:
     if depth >= MAX_SCRIPT_DEPTH {
         bail!("{}: `#!` interpreters nest more than {MAX_SCRIPT_DEPTH} levels deep", named.display());
     }
-    for program in script::programs_run_by(&shebang, host, search_path)
-        .with_context(|| format!("{}: its `#!` line", named.display()))?
-    {
-        facts.interpreters.push(analyze_program(loader, &program, search_path, depth + 1)?);
+    let programs = script::programs_run_by(&shebang, host, search_path)
+        .with_context(|| format!("{}: its `#!` line", named.display()))?;
+    facts.shebang = Some(Box::new(analyze_program(loader, &programs.interpreter, search_path, depth + 1)?));
+    if let Some(program) = &programs.env_program {
+        facts.env_program = Some(Box::new(analyze_program(loader, program, search_path, depth + 1)?));
     }
     Ok(facts)
 }
@@ -306,11 +324,11 @@ pub struct Builder<'a> {
     missing: Vec<MissingLibrary>,
 }
 
-/// Records that `needed_by` needs `entry` (needers are deduplicated in `finish`; most repeats are
-/// the same needer in a row).
-fn note_need(entry: &mut Entry, needed_by: &str) {
-    if entry.needed_by.last().map(String::as_str) != Some(needed_by) {
-        entry.needed_by.push(needed_by.to_owned());
+/// Records one more reason for `entry` (origins are deduplicated in `finish`; most repeats are
+/// the same origin in a row).
+fn note_need(entry: &mut Entry, origin: Origin) {
+    if entry.origins.last() != Some(&origin) {
+        entry.origins.push(origin);
     }
 }
 
@@ -324,15 +342,15 @@ impl Builder<'_> {
         self.entries.contains_key(path)
     }
 
-    /// The closure, sorted by path, each entry's needers sorted and unique.
+    /// The closure, sorted by path, each entry's origins sorted and unique.
     fn finish(mut self) -> Closure {
         let mut sorted: Vec<(JailPath, Box<Entry>)> = self.entries.into_iter().collect();
         sorted.par_sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
         self.closure.entries = sorted
             .into_iter()
             .map(|(path, mut entry)| {
-                entry.needed_by.sort_unstable();
-                entry.needed_by.dedup();
+                entry.origins.sort_unstable_by(Origin::listing_order);
+                entry.origins.dedup();
                 (path, entry)
             })
             .collect();
@@ -344,7 +362,7 @@ impl Builder<'_> {
     }
 
     /// Adds (or merges into) the entry at `path`.
-    pub fn add(&mut self, path: JailPath, kind: EntryKind, source: Option<PathBuf>, needed_by: &str) -> &mut Entry {
+    pub fn add(&mut self, path: JailPath, kind: EntryKind, source: Option<PathBuf>, origin: Origin) -> &mut Entry {
         let entry = match self.entries.entry(path) {
             std::collections::hash_map::Entry::Occupied(occupied) => occupied.into_mut(),
             std::collections::hash_map::Entry::Vacant(vacant) => {
@@ -355,7 +373,7 @@ impl Builder<'_> {
                     source,
                     target: None,
                     sonames: BTreeSet::new(),
-                    needed_by: Vec::new(),
+                    origins: Vec::new(),
                     attributes: Attributes::default(),
                     content: None,
                     source_stat: None,
@@ -366,13 +384,13 @@ impl Builder<'_> {
         if kind < entry.kind && entry.kind != EntryKind::Symlink {
             entry.kind = kind;
         }
-        note_need(entry, needed_by);
+        note_need(entry, origin);
         entry
     }
 
     /// Places a host path at the same jail path: every symlink on the way (with its text) and
     /// the final file. Returns the canonical jail path.
-    pub fn add_host_path(&mut self, host_path: &Path, kind: EntryKind, needed_by: &str) -> Result<JailPath> {
+    pub fn add_host_path(&mut self, host_path: &Path, kind: EntryKind, origin: Origin) -> Result<JailPath> {
         let known = match self.resolved.get(host_path.as_os_str()) {
             Some(known) => known.clone(),
             None => {
@@ -383,15 +401,15 @@ impl Builder<'_> {
             }
         };
         let path = &known.path;
-        self.add_placed_links(&known.links, needed_by);
+        self.add_links_on_the_way(&known.links, path, &origin);
         if let Some(entry) = self.entries.get_mut(path) {
             // Already placed: only record who else needs it (the common case for libc & co).
             if kind < entry.kind && entry.kind != EntryKind::Symlink {
                 entry.kind = kind;
             }
-            note_need(entry, needed_by);
+            note_need(entry, origin);
         } else {
-            self.add(path.clone(), kind, Some(PathBuf::from(path.as_str())), needed_by);
+            self.add(path.clone(), kind, Some(PathBuf::from(path.as_str())), origin);
         }
         Ok(path.clone())
     }
@@ -401,60 +419,63 @@ impl Builder<'_> {
         self.resolved.get(host_path.as_os_str()).map(|known| &known.path)
     }
 
-    fn add_links(&mut self, links: &[Link], needed_by: &str) -> Result<()> {
-        let placed =
-            links.iter().map(|link| Ok((jail_path_of(&link.path)?, link.clone()))).collect::<Result<Vec<_>>>()?;
-        self.add_placed_links(&placed, needed_by);
-        Ok(())
+    /// The symlinks met on the way to `to`, there for the same reason as `to`.
+    fn add_links_on_the_way(&mut self, links: &[(JailPath, Link)], to: &JailPath, reason: &Origin) {
+        if !links.is_empty() {
+            let origin = Origin::Link { to: to.clone(), reason: Box::new(reason.clone()) };
+            self.add_placed_links(links, &origin);
+        }
     }
 
-    fn add_placed_links(&mut self, links: &[(JailPath, Link)], needed_by: &str) {
+    fn add_placed_links(&mut self, links: &[(JailPath, Link)], origin: &Origin) {
         for (path, link) in links {
             if let Some(entry) = self.entries.get_mut(path).filter(|entry| entry.kind == EntryKind::Symlink) {
-                note_need(entry, needed_by);
+                note_need(entry, origin.clone());
                 continue;
             }
-            let entry = self.add(path.clone(), EntryKind::Symlink, Some(link.path.clone()), needed_by);
+            let entry = self.add(path.clone(), EntryKind::Symlink, Some(link.path.clone()), origin.clone());
             entry.kind = EntryKind::Symlink;
             entry.target = Some(link.target.clone());
         }
     }
 
     /// A program and everything it loads.
-    fn add_program(&mut self, facts: &ProgramFacts, kind: EntryKind, needed_by: &str) -> Result<JailPath> {
-        self.add_links(&facts.links, needed_by)?;
-        let path = jail_path_of(&facts.canonical)?;
-        self.add(path.clone(), kind, Some(facts.canonical.clone()), needed_by);
-        self.resolved
-            .insert(facts.named.as_os_str().to_owned(), Arc::new(Placement::new(&facts.links, &facts.canonical)?));
-        self.add_dependencies(facts, path.as_str())?;
+    fn add_program(&mut self, facts: &ProgramFacts, kind: EntryKind, origin: Origin) -> Result<JailPath> {
+        let placement = Placement::new(&facts.links, &facts.canonical)?;
+        let path = placement.path.clone();
+        self.add_links_on_the_way(&placement.links, &path, &origin);
+        self.add(path.clone(), kind, Some(facts.canonical.clone()), origin);
+        self.resolved.insert(facts.named.as_os_str().to_owned(), Arc::new(placement));
+        self.add_dependencies(facts, &path)?;
         Ok(path)
     }
 
-    /// What a program loads, needed by `needed_by` (its own jail path, or a Jailfile key).
-    fn add_dependencies(&mut self, facts: &ProgramFacts, needed_by: &str) -> Result<()> {
+    /// What a program loads or runs, needed by the program at `jail_path` (a `[[files]]` copy
+    /// moved by `dest` when its host path is not in the jail).
+    fn add_dependencies(&mut self, facts: &ProgramFacts, jail_path: &JailPath) -> Result<()> {
         let own = jail_path_of(&facts.canonical)?;
-        let requester = if self.entries.contains_key(&own) { own.as_str().to_owned() } else { needed_by.to_owned() };
+        let requester = if self.entries.contains_key(&own) { own } else { jail_path.clone() };
         if let Some(load) = &facts.load {
             self.add_load(load, &requester, EntryKind::Library)?;
         }
-        for interpreter in &facts.interpreters {
-            self.add_program(interpreter, EntryKind::ScriptInterpreter, &requester)?;
+        if let Some(interpreter) = &facts.shebang {
+            self.add_program(interpreter, EntryKind::ScriptInterpreter, Origin::Shebang { of: requester.clone() })?;
+        }
+        if let Some(program) = &facts.env_program {
+            self.add_program(program, EntryKind::ScriptInterpreter, Origin::Env { of: requester.clone() })?;
         }
         Ok(())
     }
 
     /// Places the objects of one load, each needed by the (canonical) object that asked for it.
-    pub fn add_load(&mut self, load: &LoadResult, root: &str, kind: EntryKind) -> Result<()> {
+    pub fn add_load(&mut self, load: &LoadResult, root: &JailPath, kind: EntryKind) -> Result<()> {
         if let Some(interpreter) = &load.interpreter {
-            self.add_host_path(interpreter, EntryKind::Interpreter, root)?;
+            self.add_host_path(interpreter, EntryKind::Interpreter, Origin::Interpreter { of: root.clone() })?;
         }
         for object in &load.objects {
-            let requester = match self.placed(&object.needed_by) {
-                Some(path) => path.as_str().to_owned(),
-                None => root.to_owned(),
-            };
-            let path = self.add_host_path(&object.path, kind, &requester)?;
+            let by = self.placed(&object.needed_by).unwrap_or(root).clone();
+            let origin = Origin::Needed { by, soname: object.name.clone() };
+            let path = self.add_host_path(&object.path, kind, origin)?;
             if let Some(entry) = self.entries.get_mut(&path) {
                 if !entry.sonames.contains(&object.name) {
                     entry.sonames.insert(object.name.clone());
@@ -469,11 +490,12 @@ impl Builder<'_> {
         &mut self,
         file: &FileSpec,
         exclude: &Exclude,
-        elf_files: &mut Vec<(PathBuf, String)>,
+        elf_files: &mut Vec<(PathBuf, JailPath)>,
     ) -> Result<()> {
+        let origin = Origin::Declared(Declaration::file(file));
         match file {
-            FileSpec::Inline { key, path, content, attributes } => {
-                let entry = self.add(path.clone(), EntryKind::Content, None, key);
+            FileSpec::Inline { path, content, attributes, .. } => {
+                let entry = self.add(path.clone(), EntryKind::Content, None, origin);
                 entry.kind = EntryKind::Content;
                 entry.content = Some(content.clone());
                 entry.attributes = attributes.clone();
@@ -487,7 +509,8 @@ impl Builder<'_> {
                 let found = expand_source(self.host, source, dest.as_ref(), exclude, &mut pruned)?;
                 // Grow once: rehashing moves every entry again.
                 self.entries.reserve(found.iter().map(Vec::len).sum());
-                let copy = CopySource { key, attributes, exclude, moved_tree, walked_tree: walked_tree.as_deref() };
+                let walked_tree = walked_tree.as_deref();
+                let copy = CopySource { key, origin: &origin, attributes, exclude, moved_tree, walked_tree };
                 // Batch by batch, each freed (and its memory reused) as soon as it is placed.
                 for batch in found {
                     for found in batch {
@@ -521,8 +544,8 @@ impl Builder<'_> {
     }
 
     /// One host path of a `[[files]]` source placed at `jail_path`.
-    fn add_copied(&mut self, found: Found, copy: &CopySource, elf_files: &mut Vec<(PathBuf, String)>) -> Result<()> {
-        let CopySource { key, attributes, exclude, moved_tree, walked_tree } = *copy;
+    fn add_copied(&mut self, found: Found, copy: &CopySource, elf_files: &mut Vec<(PathBuf, JailPath)>) -> Result<()> {
+        let CopySource { key, origin, attributes, exclude, moved_tree, walked_tree } = *copy;
         let Found { host_path: source, jail_path, stat } = found;
         let host_path = source.as_path();
         if stat.is(nix::libc::S_IFLNK) {
@@ -530,7 +553,7 @@ impl Builder<'_> {
                 .host
                 .read_link(host_path)
                 .with_context(|| format!("cannot read symlink {}", host_path.display()))?;
-            let entry = self.add(jail_path.clone(), EntryKind::Symlink, Some(host_path.to_path_buf()), key);
+            let entry = self.add(jail_path.clone(), EntryKind::Symlink, Some(host_path.to_path_buf()), origin.clone());
             entry.kind = EntryKind::Symlink;
             entry.target = Some(target.to_string_lossy().into_owned());
             // Bring what the link points at (CA certificate farms, /etc/localtime...).
@@ -562,15 +585,16 @@ impl Builder<'_> {
                 ));
                 return Ok(());
             }
+            let link_target = Origin::LinkTarget { link: jail_path };
             match self.host.symlink_metadata(&resolved.path) {
                 Ok(target_metadata) if target_metadata.is_file() => {
-                    let target_path = self.add_host_path(&resolved.path, EntryKind::File, jail_path.as_str())?;
+                    let target_path = self.add_host_path(&resolved.path, EntryKind::File, link_target)?;
                     if self.is_elf(&resolved.path)? {
-                        elf_files.push((resolved.path.clone(), target_path.as_str().to_owned()));
+                        elf_files.push((resolved.path.clone(), target_path));
                     }
                 }
                 Ok(target_metadata) if target_metadata.is_dir() => {
-                    self.add_host_path(&resolved.path, EntryKind::Dir, jail_path.as_str())?;
+                    self.add_host_path(&resolved.path, EntryKind::Dir, link_target)?;
                 }
                 _ => self.warn(format!(
                     "{key}: {} is a dangling symlink on the host; it is copied as it is",
@@ -578,14 +602,14 @@ impl Builder<'_> {
                 )),
             }
         } else if stat.is(nix::libc::S_IFDIR) {
-            let entry = self.add(jail_path, EntryKind::Dir, Some(source), key);
+            let entry = self.add(jail_path, EntryKind::Dir, Some(source), origin.clone());
             entry.attributes = Attributes { mode: None, ..attributes.clone() };
             entry.source_stat = Some((stat.print, stat.mode & 0o7777));
         } else if stat.is(nix::libc::S_IFREG) {
             if may_be_loaded(host_path, stat.mode) && self.is_elf(host_path)? {
-                elf_files.push((host_path.to_path_buf(), jail_path.as_str().to_owned()));
+                elf_files.push((host_path.to_path_buf(), jail_path.clone()));
             }
-            let entry = self.add(jail_path, EntryKind::File, Some(source), key);
+            let entry = self.add(jail_path, EntryKind::File, Some(source), origin.clone());
             entry.attributes = attributes.clone();
             entry.source_stat = Some((stat.print, stat.mode & 0o7777));
         } else {
@@ -604,7 +628,7 @@ impl Builder<'_> {
                 self.warn(format!("{path} comes from [[files]]; [[users]]/[[groups]] do not rewrite it"));
                 continue;
             }
-            let entry = self.add(path, EntryKind::Generated, None, "users/groups");
+            let entry = self.add(path, EntryKind::Generated, None, Origin::Accounts);
             entry.content = Some(content);
             entry.attributes.mode = Some(0o644);
         }
@@ -612,10 +636,9 @@ impl Builder<'_> {
             if user.home.is_root() {
                 continue;
             }
-            let key = format!("users.{}.home", user.name);
             // A [[dirs]] entry for the same path is explicit and wins over the home default.
             let declared = self.entries.contains_key(&user.home);
-            let entry = self.add(user.home.clone(), EntryKind::Dir, None, &key);
+            let entry = self.add(user.home.clone(), EntryKind::Dir, None, Origin::Home { user: user.name.clone() });
             if !declared {
                 entry.attributes =
                     Attributes { mode: Some(0o750), owner: Some(user.uid), group: Some(user.gid), keep_setuid: false };
@@ -636,7 +659,12 @@ impl Builder<'_> {
             let target_dir = jail_path_of(&resolved.path)?;
             let used = self.entries.keys().any(|path| path.starts_with(&target_dir) && path != &target_dir);
             if used {
-                self.add_links(&resolved.links, "usr-merge layout of the host")?;
+                let links = resolved
+                    .links
+                    .iter()
+                    .map(|link| Ok((jail_path_of(&link.path)?, link.clone())))
+                    .collect::<Result<Vec<_>>>()?;
+                self.add_placed_links(&links, &Origin::UsrMerge);
             }
         }
         Ok(())
@@ -671,14 +699,13 @@ impl Builder<'_> {
     /// every entry is needed by a kept entry or declared by the Jailfile.
     fn drop_orphans(&mut self) {
         loop {
-            let kept: std::collections::HashSet<String> =
-                self.entries.keys().map(|path| path.as_str().to_owned()).collect();
+            let kept: std::collections::HashSet<JailPath> = self.entries.keys().cloned().collect();
             let mut orphans = Vec::new();
             for entry in self.entries.values_mut() {
-                // A needer that is a path must still be in the jail; other needers are
-                // declarations (Jailfile keys, generated files' reasons) and always stay.
-                entry.needed_by.retain(|needer| !needer.starts_with('/') || kept.contains(needer));
-                if entry.needed_by.is_empty() {
+                // An origin that hangs on an entry goes with it; declarations (Jailfile entries,
+                // generated files' reasons) always stay.
+                entry.origins.retain(|origin| origin.needer().is_none_or(|needer| kept.contains(needer)));
+                if entry.origins.is_empty() {
                     orphans.push(entry.path.clone());
                 }
             }
@@ -828,6 +855,7 @@ fn may_be_loaded(path: &Path, mode: u32) -> bool {
 #[derive(Clone, Copy)]
 struct CopySource<'a> {
     key: &'a str,
+    origin: &'a Origin,
     attributes: &'a Attributes,
     exclude: &'a Exclude,
     /// The source tree's base when `dest` moves it elsewhere in the jail.
@@ -959,33 +987,46 @@ impl Closure {
         None
     }
 
-    /// The shortest chain from a Jailfile declaration to `path`: the path first, the
-    /// declaring key last.
-    pub fn why(&self, path: &JailPath) -> Option<Vec<String>> {
+    /// The shortest chain from a Jailfile declaration (or a reason of jailprov's own) to
+    /// `path`: the entries from `path` on, each needed by the next, and the origin of the last.
+    pub fn why(&self, path: &JailPath) -> Option<Why<'_>> {
         let start = self.lookup(path)?;
-        let mut previous: HashMap<String, String> = HashMap::default();
-        let mut queue = std::collections::VecDeque::from([start.path.as_str().to_owned()]);
-        while let Some(current) = queue.pop_front() {
-            let Some(entry) = JailPath::parse(&current).ok().and_then(|path| self.entries.get(&path)) else {
-                // Not a path: a Jailfile key, the start of the chain.
-                let mut chain = vec![current.clone()];
-                let mut link = current;
-                while let Some(next) = previous.get(&link) {
-                    chain.push(next.clone());
-                    link = next.clone();
+        // Each origin reached, by how it shows, with the entry it was reached from.
+        let mut previous: HashMap<std::borrow::Cow<'_, str>, &Entry> = HashMap::default();
+        let mut queue = std::collections::VecDeque::from([start]);
+        while let Some(entry) = queue.pop_front() {
+            for origin in &entry.origins {
+                let name = origin.name();
+                if previous.contains_key(&name) || name == start.path.as_str() {
+                    continue;
                 }
-                chain.reverse();
-                return Some(chain);
-            };
-            for parent in &entry.needed_by {
-                if !previous.contains_key(parent) && parent != start.path.as_str() {
-                    previous.insert(parent.clone(), current.clone());
-                    queue.push_back(parent.clone());
+                previous.insert(name, entry);
+                match origin.needer().and_then(|needer| self.entries.get(needer)) {
+                    Some(needer) => queue.push_back(needer),
+                    // Breadth first: the first origin that hangs on no entry ends a shortest chain.
+                    None => {
+                        let mut entries = vec![entry];
+                        while let Some(next) = previous.get(entries[entries.len() - 1].path.as_str()) {
+                            entries.push(next);
+                        }
+                        entries.reverse();
+                        return Some(Why { entries, origin: origin.reason() });
+                    }
                 }
             }
         }
         None
     }
+}
+
+/// Why a path is in the jail: the path's entry first, each entry needed by the next, and why
+/// the last one is there.
+#[derive(Debug)]
+pub struct Why<'a> {
+    pub entries: Vec<&'a Entry>,
+    /// A Jailfile declaration, a reason of jailprov's own, or (when the entry it hangs on is not
+    /// in the jail) the origin the chain stops at.
+    pub origin: &'a Origin,
 }
 
 /// Normalises "a/./b/../c" without touching the disk; `None` if it climbs above the root.
