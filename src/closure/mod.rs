@@ -30,7 +30,8 @@ use crate::spec::{Attributes, Exclude, FileSpec, HostSource, Spec};
 use crate::tree::JailPath;
 use elf::ElfIdent;
 use loader::{LoadResult, Loader, MissingLibrary};
-pub use origin::{Declaration, Origin};
+use origin::Declaration;
+pub use origin::Origin;
 use walk::{expand_source, may_be_loaded, source_base, Found};
 
 /// What a path in the jail is, and so how it gets there.
@@ -307,9 +308,13 @@ struct Placement {
 
 impl Placement {
     fn new(links: &[Link], canonical: &Path) -> Result<Placement> {
-        let links = links.iter().map(|link| Ok((jail_path_of(&link.path)?, link.clone()))).collect::<Result<_>>()?;
-        Ok(Placement { links, path: jail_path_of(canonical)? })
+        Ok(Placement { links: links_in_the_jail(links)?, path: jail_path_of(canonical)? })
     }
+}
+
+/// Host symlinks, each with the jail path it lands at.
+fn links_in_the_jail(links: &[Link]) -> Result<Vec<(JailPath, Link)>> {
+    links.iter().map(|link| Ok((jail_path_of(&link.path)?, link.clone()))).collect()
 }
 
 /// Accumulates entries; keeps the canonical jail path of every host path it has placed.
@@ -661,12 +666,7 @@ impl Builder<'_> {
             let target_dir = jail_path_of(&resolved.path)?;
             let used = self.entries.keys().any(|path| path.starts_with(&target_dir) && path != &target_dir);
             if used {
-                let links = resolved
-                    .links
-                    .iter()
-                    .map(|link| Ok((jail_path_of(&link.path)?, link.clone())))
-                    .collect::<Result<Vec<_>>>()?;
-                self.add_placed_links(&links, &Origin::UsrMerge);
+                self.add_placed_links(&links_in_the_jail(&resolved.links)?, &Origin::UsrMerge);
             }
         }
         Ok(())
