@@ -13,11 +13,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
-use rustc_hash::FxHashMap as HashMap;
 
-use crate::closure::{Closure, Entry, EntryKind};
+use crate::closure::{Closure, Entry, EntryKind, Origin};
 use crate::host::HostFs;
-use crate::spec::{FileSpec, HostSource, Spec};
+use crate::spec::Spec;
 use crate::tree::JailPath;
 
 /// Set-user-ID and set-group-ID bits, stripped from copied files unless the entry keeps them.
@@ -246,7 +245,7 @@ pub fn desired_with_facts(spec: &Spec, host: &HostFs) -> Result<(DesiredTree, Cl
     };
     let facts = {
         let _t = crate::timings::phase("closure facts");
-        ClosureFacts::of(&closure, spec)
+        ClosureFacts::of(&closure)
     };
     let _t = crate::timings::phase("desired build");
     Ok((build(closure, host)?, facts))
@@ -272,12 +271,10 @@ pub(crate) struct PathFacts {
 }
 
 impl ClosureFacts {
-    /// The facts of `closure`; a Jailfile key among the needers is named by what it declares
+    /// The facts of `closure`; a Jailfile entry among the needers is named by what it declares
     /// (`binaries "bash"`, not `binaries[0]`), so that moving an entry within the Jailfile does
-    /// not rewrite every line of the lock that it brings.
-    pub fn of(closure: &Closure, spec: &Spec) -> ClosureFacts {
-        let labels = declaration_labels(spec);
-        let label = |needer: &String| labels.get(needer.as_str()).cloned().unwrap_or_else(|| needer.clone());
+    /// not rewrite every line of the lock that it brings (see [`Origin::lasting_name`]).
+    pub fn of(closure: &Closure) -> ClosureFacts {
         let facts = closure
             .entries
             .values()
@@ -291,7 +288,7 @@ impl ClosureFacts {
                     },
                     sonames: entry.sonames.iter().cloned().collect(),
                     needed_by: {
-                        let mut needed_by: Vec<String> = entry.needed_by.iter().map(label).collect();
+                        let mut needed_by: Vec<String> = entry.origins.iter().map(Origin::lasting_name).collect();
                         needed_by.sort();
                         needed_by.dedup();
                         needed_by
@@ -302,31 +299,6 @@ impl ClosureFacts {
             .collect();
         ClosureFacts { facts }
     }
-}
-
-/// Jailfile keys whose index shifts when entries move, named by what they declare instead.
-fn declaration_labels(spec: &Spec) -> HashMap<&str, String> {
-    let mut labels: HashMap<&str, String> = HashMap::default();
-    for binary in &spec.binaries {
-        labels.insert(&binary.key, format!("binaries {:?}", binary.declared));
-    }
-    for device in &spec.devices {
-        labels.insert(&device.key, format!("devices {:?}", device.path.as_str()));
-    }
-    for file in &spec.files {
-        match file {
-            FileSpec::Host { key, source: HostSource::Path(path), .. } => {
-                labels.insert(key, format!("files {:?}", path.display().to_string()));
-            }
-            FileSpec::Host { key, source: HostSource::Glob { pattern, .. }, .. } => {
-                labels.insert(key, format!("files {pattern:?}"));
-            }
-            FileSpec::Inline { key, path, .. } => {
-                labels.insert(key, format!("files {:?}", path.as_str()));
-            }
-        }
-    }
-    labels
 }
 
 #[cfg(test)]
@@ -342,7 +314,7 @@ mod tests {
             source: source.map(PathBuf::from),
             target: None,
             sonames: Default::default(),
-            needed_by: vec!["test".into()],
+            origins: vec![Origin::Accounts],
             attributes: Attributes::default(),
             content: None,
             source_stat: None,
@@ -355,14 +327,28 @@ mod tests {
         std::fs::write(
             jailfile.path(),
             "root = \"/srv/jails/labels\"\nbinaries = [\"ls\", \"cat\"]\ndevices = [\"/dev/null\"]\n\
-             [[files]]\npath = \"/etc/motd\"\ncontent = \"hi\\n\"\n",
+             [[files]]\npath = \"/etc/motd\"\ncontent = \"hi\\n\"\n[[files]]\nsrc = \"/etc/hosts\"\n",
         )
         .expect("write");
-        let spec = crate::spec::load(jailfile.path(), None, &HostFs::real()).expect("a valid Jailfile");
-        let labels = declaration_labels(&spec);
-        assert_eq!(labels.get("binaries[1]").map(String::as_str), Some("binaries \"cat\""));
-        assert_eq!(labels.get("devices[0]").map(String::as_str), Some("devices \"/dev/null\""));
-        assert_eq!(labels.get("files[0]").map(String::as_str), Some("files \"/etc/motd\""));
+        let host = HostFs::real();
+        let spec = crate::spec::load(jailfile.path(), None, &host).expect("a valid Jailfile");
+        let closure = crate::closure::compute(&spec, &host).expect("a closure");
+        let facts = ClosureFacts::of(&closure);
+        let needers = |path: &str| facts.facts[&JailPath::parse(path).expect("valid")].needed_by.clone();
+        assert_eq!(needers("/dev/null"), ["devices \"/dev/null\""]);
+        assert_eq!(needers("/etc/motd"), ["files \"/etc/motd\""]);
+        let cat = &closure
+            .entries
+            .values()
+            .find(|entry| entry.kind == EntryKind::Binary && entry.path.as_str().ends_with("/cat"));
+        let cat = cat.expect("cat is a binary of the jail");
+        assert_eq!(needers(cat.path.as_str()), ["binaries \"cat\""]);
+        // Plain [[files]] files are left to the desired tree; their needer is named the same way.
+        let hosts = closure.entries.values().find(|entry| entry.path.as_str() == "/etc/hosts").expect("brought");
+        assert_eq!(hosts.origins.iter().map(Origin::lasting_name).collect::<Vec<_>>(), ["files \"/etc/hosts\""]);
+        let by_index: Vec<&String> =
+            facts.facts.values().flat_map(|fact| &fact.needed_by).filter(|needer| needer.contains('[')).collect();
+        assert!(by_index.is_empty(), "no lock needer names an entry by its index: {by_index:?}");
     }
 
     #[test]

@@ -103,14 +103,11 @@ fn why(args: &WhyArgs) -> Result<ExitCode> {
     let spec = load_spec(&args.jailfile, &host)?;
     let closure = closure::compute(&spec, &host)?;
     let path = JailPath::from_host(&args.path).map_err(|error| anyhow!("{}: {error}", args.path.display()))?;
-    let Some(chain) = closure.why(&path) else {
+    let Some(why) = closure.why(&path) else {
         return Err(anyhow!("{path} is not in the jail described by {}", args.jailfile.file.display()));
     };
-    let declared = |key: &str| {
-        spec.binaries.iter().find(|binary| binary.key == key).map(|binary| format!("{:?}", binary.declared))
-    };
     let jailfile_name = PathBuf::from(&args.jailfile.file).display().to_string();
-    print(&render::why_text(&closure, &chain, &jailfile_name, declared))
+    print(&render::why_text(&why, &jailfile_name))
 }
 
 /// `jailprov enter`: checks the jail is applied (the record is read here, so that `enter` itself

@@ -3,7 +3,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use crate::closure::{Closure, EntryKind};
+use crate::closure::origin::Section;
+use crate::closure::{Closure, Entry, EntryKind, Origin, Why};
 use crate::tree::JailPath;
 
 /// One line per path: kind, path (and link text or sonames), and what needs it.
@@ -15,18 +16,19 @@ pub fn closure_text(closure: &Closure) -> String {
         if let Some(target) = &entry.target {
             let _ = write!(shown, " -> {target}");
         }
-        let _ = writeln!(text, "{:<18} {:<width$}  {}", entry.kind.label(), shown, needers(&entry.needed_by));
+        let _ = writeln!(text, "{:<18} {:<width$}  {}", entry.kind.label(), shown, needers(entry));
     }
     text.push_str(&summary(closure));
     text
 }
 
 /// The first few needers and how many more (libc is needed by every program).
-fn needers(needed_by: &[String]) -> String {
+fn needers(entry: &Entry) -> String {
     const SHOWN: usize = 3;
-    let mut text = needed_by.iter().take(SHOWN).map(String::as_str).collect::<Vec<_>>().join(", ");
-    if needed_by.len() > SHOWN {
-        let _ = write!(text, " (+{} more)", needed_by.len() - SHOWN);
+    let needers: Vec<String> = entry.needers().map(Origin::to_string).collect();
+    let mut text = needers.iter().take(SHOWN).map(String::as_str).collect::<Vec<_>>().join(", ");
+    if needers.len() > SHOWN {
+        let _ = write!(text, " (+{} more)", needers.len() - SHOWN);
     }
     text
 }
@@ -58,72 +60,61 @@ pub fn closure_json(closure: &Closure) -> String {
 
 /// The dependency tree under each Jailfile declaration; a path shown once, later as "(above)".
 pub fn closure_tree(closure: &Closure) -> String {
-    let mut children: BTreeMap<&str, Vec<&JailPath>> = BTreeMap::new();
+    // What hangs on each entry, and on each origin that hangs on none (the roots).
+    let mut below_entries: BTreeMap<&JailPath, Vec<&JailPath>> = BTreeMap::new();
+    let mut below_roots: BTreeMap<(bool, String), Vec<&JailPath>> = BTreeMap::new();
     for entry in closure.entries.values() {
         if entry.kind == EntryKind::Symlink {
             continue;
         }
-        for parent in &entry.needed_by {
-            children.entry(parent.as_str()).or_default().push(&entry.path);
+        for origin in entry.needers() {
+            match origin.needer() {
+                Some(needer) => below_entries.entry(needer).or_default().push(&entry.path),
+                // Binaries first, then the other declarations and reasons.
+                None => {
+                    let is_binary = origin.declaration().is_some_and(|declared| declared.section == Section::Binaries);
+                    below_roots.entry((!is_binary, origin.to_string())).or_default().push(&entry.path);
+                }
+            }
         }
     }
-    let mut roots: Vec<&str> = children.keys().copied().filter(|key| !key.starts_with('/')).collect();
-    roots.sort_by_key(|key| (!key.starts_with("binaries"), *key));
     let mut text = String::new();
     let mut shown = BTreeSet::new();
-    for root in roots {
+    for ((_, root), children) in &below_roots {
         let _ = writeln!(text, "{root}");
-        tree_lines(closure, &children, root, 1, &mut shown, &mut text);
+        tree_lines(closure, &below_entries, children, 1, &mut shown, &mut text);
     }
     text
 }
 
 fn tree_lines<'a>(
     closure: &Closure,
-    children: &BTreeMap<&str, Vec<&'a JailPath>>,
-    parent: &str,
+    below_entries: &BTreeMap<&JailPath, Vec<&'a JailPath>>,
+    children: &[&'a JailPath],
     depth: usize,
     shown: &mut BTreeSet<&'a JailPath>,
     text: &mut String,
 ) {
-    for child in children.get(parent).map(Vec::as_slice).unwrap_or_default() {
+    for child in children {
         let kind = closure.entries.get(*child).map_or("", |entry| entry.kind.label());
         let first_time = shown.insert(*child);
         let _ = writeln!(text, "{}{} ({kind}){}", "  ".repeat(depth), child, if first_time { "" } else { " (above)" });
         if first_time {
-            tree_lines(closure, children, child.as_str(), depth + 1, shown, text);
+            let grandchildren = below_entries.get(*child).map(Vec::as_slice).unwrap_or_default();
+            tree_lines(closure, below_entries, grandchildren, depth + 1, shown, text);
         }
     }
 }
 
-/// Whether a needer names a Jailfile key (`binaries[0]`, `mounts[1].target`, `users.app.home`).
-fn is_jailfile_key(needer: &str) -> bool {
-    needer.contains('[') || needer.starts_with("users.")
-}
-
 /// `why` output: the path, then each entry that needs the previous one, ending at the Jailfile.
-pub fn why_text(
-    closure: &Closure,
-    chain: &[String],
-    jailfile: &str,
-    declared: impl Fn(&str) -> Option<String>,
-) -> String {
+pub fn why_text(why: &Why, jailfile: &str) -> String {
     let mut text = String::new();
-    for (index, step) in chain.iter().enumerate() {
-        let entry = JailPath::parse(step).ok().and_then(|path| closure.entries.get(&path));
-        let described = match entry {
-            Some(entry) => {
-                let sonames: Vec<&str> = entry.sonames.iter().map(String::as_str).collect();
-                let soname = if sonames.is_empty() { String::new() } else { format!(" as {}", sonames.join(", ")) };
-                format!("{} ({}{soname})", step, entry.kind.label())
-            }
-            None => match declared(step) {
-                Some(value) => format!("{step} = {value} in {jailfile}"),
-                None if is_jailfile_key(step) => format!("{step} in {jailfile}"),
-                // A reason rather than a key: "usr-merge layout of the host", "users/groups".
-                None => step.clone(),
-            },
-        };
+    let entries = why.entries.iter().map(|entry| {
+        let sonames: Vec<&str> = entry.sonames.iter().map(String::as_str).collect();
+        let soname = if sonames.is_empty() { String::new() } else { format!(" as {}", sonames.join(", ")) };
+        format!("{} ({}{soname})", entry.path, entry.kind.label())
+    });
+    for (index, described) in entries.chain(std::iter::once(described_origin(why.origin, jailfile))).enumerate() {
         if index == 0 {
             let _ = writeln!(text, "{described}");
         } else {
@@ -131,6 +122,20 @@ pub fn why_text(
         }
     }
     text
+}
+
+/// The end of a why-chain: a binary with what it names, another Jailfile key, or a reason of
+/// jailprov's own ("usr-merge layout of the host", "users/groups").
+fn described_origin(origin: &Origin, jailfile: &str) -> String {
+    let declared_binary = origin
+        .declaration()
+        .filter(|declaration| declaration.section == Section::Binaries)
+        .and_then(|declaration| declaration.declares.as_ref());
+    match declared_binary {
+        Some(declared) => format!("{origin} = {declared:?} in {jailfile}"),
+        None if origin.is_jailfile_key() => format!("{origin} in {jailfile}"),
+        None => origin.to_string(),
+    }
 }
 
 /// A plan for people, in the spirit of Terraform: markers, what changes, diffs, a closing line.

@@ -614,6 +614,23 @@ fn excluded_library_leaves_no_orphaned_dependencies() {
 }
 
 #[test]
+fn excluded_library_takes_what_only_it_needed_along() {
+    let (work, selinux) = ls_with_selinux_excluded();
+    let listing = work.listing();
+    let pcre = listing.entries.iter().find(|entry| entry.sonames.iter().any(|soname| soname.starts_with("libpcre2-8")));
+    assert!(pcre.is_none(), "only {selinux} needed libpcre2-8: {pcre:#?}");
+    let paths = listing.paths();
+    for entry in &listing.entries {
+        let gone: Vec<&String> = entry
+            .needed_by
+            .iter()
+            .filter(|needer| needer.starts_with('/') && !paths.contains(&needer.as_str()))
+            .collect();
+        assert!(gone.is_empty(), "{} is needed by paths not in the jail: {gone:?}", entry.path);
+    }
+}
+
+#[test]
 fn symlink_inside_a_dest_tree_brings_no_copy_at_the_host_path() {
     let work = Workdir::new();
     work.write("tree/a/b.txt", "b\n");

@@ -1,21 +1,23 @@
 //! The closure: every host file the jail needs, found the way glibc's loader would find it.
 //!
 //! Input is a validated [`Spec`]; output is a [`Closure`], a map from jail path to [`Entry`]
-//! (what it is, which host file it comes from, and which entries need it). Nothing is executed:
-//! ELF files are read with goblin, scripts by their `#!` line, NSS modules from nsswitch.conf.
+//! (what it is, which host file it comes from, and why it is there: its typed [`Origin`]s).
+//! Nothing is executed: ELF files are read with goblin, scripts by their `#!` line, NSS modules
+//! from nsswitch.conf; `[[files]]` trees are walked in `walk`.
 
 pub mod elf;
 pub mod ld_cache;
 pub mod loader;
 pub mod nss;
+pub mod origin;
 pub mod platform;
 pub mod script;
+mod walk;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use rustc_hash::FxHashMap as HashMap;
 use std::fmt::Write as _;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -23,11 +25,14 @@ use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::host::{HostFs, Link, Look, StatPrint, BINARY_SEARCH_PATH};
+use crate::host::{HostFs, Link, StatPrint, BINARY_SEARCH_PATH};
 use crate::spec::{Attributes, Exclude, FileSpec, HostSource, Spec};
 use crate::tree::JailPath;
 use elf::ElfIdent;
 use loader::{LoadResult, Loader, MissingLibrary};
+use origin::Declaration;
+pub use origin::Origin;
+use walk::{expand_source, may_be_loaded, source_base, Found};
 
 /// What a path in the jail is, and so how it gets there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -89,9 +94,10 @@ pub struct Entry {
     /// For libraries: the DT_NEEDED names it was loaded as.
     #[serde(skip_serializing_if = "BTreeSet::is_empty")]
     pub sonames: BTreeSet<String>,
-    /// Jail paths of the entries that need it, or the Jailfile key that declares it (sorted,
-    /// each once).
-    pub needed_by: Vec<String>,
+    /// Why it is in the jail (sorted by how each shows, each once); listed as `needed_by`,
+    /// each text once.
+    #[serde(rename = "needed_by", serialize_with = "names_shown_once")]
+    pub origins: Vec<Origin>,
     /// Overrides from the Jailfile (mode, owner, group, setuid).
     #[serde(skip)]
     pub attributes: Attributes,
@@ -122,6 +128,17 @@ pub struct Closure {
     pub warnings: Vec<String>,
 }
 
+impl Entry {
+    /// Its origins as lists show them: each text once.
+    pub fn needers(&self) -> impl Iterator<Item = &Origin> {
+        origin::shown_once(&self.origins)
+    }
+}
+
+fn names_shown_once<S: serde::Serializer>(origins: &[Origin], serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_seq(origin::shown_once(origins).map(|origin| origin.name()))
+}
+
 fn entries_as_list<S: serde::Serializer>(
     entries: &BTreeMap<JailPath, Box<Entry>>,
     serializer: S,
@@ -140,8 +157,9 @@ struct ProgramFacts {
     canonical: PathBuf,
     ident: Option<ElfIdent>,
     load: Option<LoadResult>,
-    /// For a script: its interpreter programs (the `#!` path, and what `env` runs).
-    interpreters: Vec<ProgramFacts>,
+    /// For a script: the `#!` interpreter, and the program `#!/usr/bin/env NAME` runs.
+    shebang: Option<Box<ProgramFacts>>,
+    env_program: Option<Box<ProgramFacts>>,
 }
 
 /// The closure of a validated Jailfile on this host (its loader rules and ld.so.cache); the
@@ -187,7 +205,7 @@ pub fn build(spec: &Spec, loader: &Loader) -> Result<Closure> {
                 let facts = facts.with_context(|| {
                     format!("{} ({} = {:?})", binary.host_path.display(), binary.key, binary.declared)
                 })?;
-                builder.add_program(&facts, EntryKind::Binary, &binary.key)?;
+                builder.add_program(&facts, EntryKind::Binary, Origin::Declared(Declaration::binary(binary)))?;
                 next += 1;
             }
         }
@@ -201,28 +219,29 @@ pub fn build(spec: &Spec, loader: &Loader) -> Result<Closure> {
     }
     drop(_t);
     let _t = crate::timings::phase("closure: their ELF loads");
-    let loads: Vec<(String, Result<ProgramFacts>)> = elf_files
-        .par_iter()
-        .map(|(host_path, needed_by)| (needed_by.clone(), analyze_program(loader, host_path, &search_path, 0)))
+    let loads: Vec<(JailPath, Result<ProgramFacts>)> = elf_files
+        .into_par_iter()
+        .map(|(host_path, jail_path)| (jail_path, analyze_program(loader, &host_path, &search_path, 0)))
         .collect();
-    for (needed_by, facts) in loads {
-        builder.add_dependencies(&facts?, &needed_by)?;
+    for (jail_path, facts) in loads {
+        builder.add_dependencies(&facts?, &jail_path)?;
     }
 
     drop(_t);
     let _t = crate::timings::phase("closure: the rest, sorted");
     for device in &spec.devices {
         let source = Some(PathBuf::from(device.path.as_str()));
-        builder.add(device.path.clone(), EntryKind::Device, source, &device.key).attributes =
+        let origin = Origin::Declared(Declaration::device(device));
+        builder.add(device.path.clone(), EntryKind::Device, source, origin).attributes =
             Attributes { mode: device.mode, owner: Some(device.owner), group: Some(device.group), keep_setuid: false };
     }
     for dir in &spec.dirs {
-        builder.add(dir.path.clone(), EntryKind::Dir, None, &dir.key).attributes =
+        builder.add(dir.path.clone(), EntryKind::Dir, None, Origin::Declared(Declaration::dir(dir))).attributes =
             Attributes { mode: Some(dir.mode), owner: Some(dir.owner), group: Some(dir.group), keep_setuid: false };
     }
     for mount in &spec.mounts {
         if !builder.entries.contains_key(&mount.target) {
-            builder.add(mount.target.clone(), EntryKind::Dir, None, &format!("{}.target", mount.key));
+            builder.add(mount.target.clone(), EntryKind::Dir, None, Origin::MountTarget(Declaration::mount(mount)));
         }
     }
     builder.add_accounts(spec);
@@ -252,7 +271,8 @@ fn analyze_program(loader: &Loader, named: &Path, search_path: &[String], depth:
         canonical: canonical.clone(),
         ident: None,
         load: None,
-        interpreters: Vec::new(),
+        shebang: None,
+        env_program: None,
     };
     if let Some(info) = loader.elf(&canonical)? {
         facts.ident = Some(info.ident);
@@ -270,10 +290,11 @@ fn analyze_program(loader: &Loader, named: &Path, search_path: &[String], depth:
     if depth >= MAX_SCRIPT_DEPTH {
         bail!("{}: `#!` interpreters nest more than {MAX_SCRIPT_DEPTH} levels deep", named.display());
     }
-    for program in script::programs_run_by(&shebang, host, search_path)
-        .with_context(|| format!("{}: its `#!` line", named.display()))?
-    {
-        facts.interpreters.push(analyze_program(loader, &program, search_path, depth + 1)?);
+    let programs = script::programs_run_by(&shebang, host, search_path)
+        .with_context(|| format!("{}: its `#!` line", named.display()))?;
+    facts.shebang = Some(Box::new(analyze_program(loader, &programs.interpreter, search_path, depth + 1)?));
+    if let Some(program) = &programs.env_program {
+        facts.env_program = Some(Box::new(analyze_program(loader, program, search_path, depth + 1)?));
     }
     Ok(facts)
 }
@@ -287,9 +308,13 @@ struct Placement {
 
 impl Placement {
     fn new(links: &[Link], canonical: &Path) -> Result<Placement> {
-        let links = links.iter().map(|link| Ok((jail_path_of(&link.path)?, link.clone()))).collect::<Result<_>>()?;
-        Ok(Placement { links, path: jail_path_of(canonical)? })
+        Ok(Placement { links: links_in_the_jail(links)?, path: jail_path_of(canonical)? })
     }
+}
+
+/// Host symlinks, each with the jail path it lands at.
+fn links_in_the_jail(links: &[Link]) -> Result<Vec<(JailPath, Link)>> {
+    links.iter().map(|link| Ok((jail_path_of(&link.path)?, link.clone()))).collect()
 }
 
 /// Accumulates entries; keeps the canonical jail path of every host path it has placed.
@@ -306,11 +331,11 @@ pub struct Builder<'a> {
     missing: Vec<MissingLibrary>,
 }
 
-/// Records that `needed_by` needs `entry` (needers are deduplicated in `finish`; most repeats are
-/// the same needer in a row).
-fn note_need(entry: &mut Entry, needed_by: &str) {
-    if entry.needed_by.last().map(String::as_str) != Some(needed_by) {
-        entry.needed_by.push(needed_by.to_owned());
+/// Records one more reason for `entry` (origins are deduplicated in `finish`; most repeats are
+/// the same origin in a row).
+fn note_need(entry: &mut Entry, origin: Origin) {
+    if entry.origins.last() != Some(&origin) {
+        entry.origins.push(origin);
     }
 }
 
@@ -324,15 +349,15 @@ impl Builder<'_> {
         self.entries.contains_key(path)
     }
 
-    /// The closure, sorted by path, each entry's needers sorted and unique.
+    /// The closure, sorted by path, each entry's origins sorted and unique.
     fn finish(mut self) -> Closure {
         let mut sorted: Vec<(JailPath, Box<Entry>)> = self.entries.into_iter().collect();
         sorted.par_sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
         self.closure.entries = sorted
             .into_iter()
             .map(|(path, mut entry)| {
-                entry.needed_by.sort_unstable();
-                entry.needed_by.dedup();
+                entry.origins.sort_unstable_by(Origin::listing_order);
+                entry.origins.dedup();
                 (path, entry)
             })
             .collect();
@@ -344,7 +369,7 @@ impl Builder<'_> {
     }
 
     /// Adds (or merges into) the entry at `path`.
-    pub fn add(&mut self, path: JailPath, kind: EntryKind, source: Option<PathBuf>, needed_by: &str) -> &mut Entry {
+    pub fn add(&mut self, path: JailPath, kind: EntryKind, source: Option<PathBuf>, origin: Origin) -> &mut Entry {
         let entry = match self.entries.entry(path) {
             std::collections::hash_map::Entry::Occupied(occupied) => occupied.into_mut(),
             std::collections::hash_map::Entry::Vacant(vacant) => {
@@ -355,7 +380,7 @@ impl Builder<'_> {
                     source,
                     target: None,
                     sonames: BTreeSet::new(),
-                    needed_by: Vec::new(),
+                    origins: Vec::new(),
                     attributes: Attributes::default(),
                     content: None,
                     source_stat: None,
@@ -366,13 +391,13 @@ impl Builder<'_> {
         if kind < entry.kind && entry.kind != EntryKind::Symlink {
             entry.kind = kind;
         }
-        note_need(entry, needed_by);
+        note_need(entry, origin);
         entry
     }
 
     /// Places a host path at the same jail path: every symlink on the way (with its text) and
     /// the final file. Returns the canonical jail path.
-    pub fn add_host_path(&mut self, host_path: &Path, kind: EntryKind, needed_by: &str) -> Result<JailPath> {
+    pub fn add_host_path(&mut self, host_path: &Path, kind: EntryKind, origin: Origin) -> Result<JailPath> {
         let known = match self.resolved.get(host_path.as_os_str()) {
             Some(known) => known.clone(),
             None => {
@@ -383,15 +408,15 @@ impl Builder<'_> {
             }
         };
         let path = &known.path;
-        self.add_placed_links(&known.links, needed_by);
+        self.add_links_on_the_way(&known.links, path, &origin);
         if let Some(entry) = self.entries.get_mut(path) {
             // Already placed: only record who else needs it (the common case for libc & co).
             if kind < entry.kind && entry.kind != EntryKind::Symlink {
                 entry.kind = kind;
             }
-            note_need(entry, needed_by);
+            note_need(entry, origin);
         } else {
-            self.add(path.clone(), kind, Some(PathBuf::from(path.as_str())), needed_by);
+            self.add(path.clone(), kind, Some(PathBuf::from(path.as_str())), origin);
         }
         Ok(path.clone())
     }
@@ -401,60 +426,63 @@ impl Builder<'_> {
         self.resolved.get(host_path.as_os_str()).map(|known| &known.path)
     }
 
-    fn add_links(&mut self, links: &[Link], needed_by: &str) -> Result<()> {
-        let placed =
-            links.iter().map(|link| Ok((jail_path_of(&link.path)?, link.clone()))).collect::<Result<Vec<_>>>()?;
-        self.add_placed_links(&placed, needed_by);
-        Ok(())
+    /// The symlinks met on the way to `to`, there for the same reason as `to`.
+    fn add_links_on_the_way(&mut self, links: &[(JailPath, Link)], to: &JailPath, reason: &Origin) {
+        if !links.is_empty() {
+            let origin = Origin::Link { to: to.clone(), reason: Box::new(reason.clone()) };
+            self.add_placed_links(links, &origin);
+        }
     }
 
-    fn add_placed_links(&mut self, links: &[(JailPath, Link)], needed_by: &str) {
+    fn add_placed_links(&mut self, links: &[(JailPath, Link)], origin: &Origin) {
         for (path, link) in links {
             if let Some(entry) = self.entries.get_mut(path).filter(|entry| entry.kind == EntryKind::Symlink) {
-                note_need(entry, needed_by);
+                note_need(entry, origin.clone());
                 continue;
             }
-            let entry = self.add(path.clone(), EntryKind::Symlink, Some(link.path.clone()), needed_by);
+            let entry = self.add(path.clone(), EntryKind::Symlink, Some(link.path.clone()), origin.clone());
             entry.kind = EntryKind::Symlink;
             entry.target = Some(link.target.clone());
         }
     }
 
     /// A program and everything it loads.
-    fn add_program(&mut self, facts: &ProgramFacts, kind: EntryKind, needed_by: &str) -> Result<JailPath> {
-        self.add_links(&facts.links, needed_by)?;
-        let path = jail_path_of(&facts.canonical)?;
-        self.add(path.clone(), kind, Some(facts.canonical.clone()), needed_by);
-        self.resolved
-            .insert(facts.named.as_os_str().to_owned(), Arc::new(Placement::new(&facts.links, &facts.canonical)?));
-        self.add_dependencies(facts, path.as_str())?;
+    fn add_program(&mut self, facts: &ProgramFacts, kind: EntryKind, origin: Origin) -> Result<JailPath> {
+        let placement = Placement::new(&facts.links, &facts.canonical)?;
+        let path = placement.path.clone();
+        self.add_links_on_the_way(&placement.links, &path, &origin);
+        self.add(path.clone(), kind, Some(facts.canonical.clone()), origin);
+        self.resolved.insert(facts.named.as_os_str().to_owned(), Arc::new(placement));
+        self.add_dependencies(facts, &path)?;
         Ok(path)
     }
 
-    /// What a program loads, needed by `needed_by` (its own jail path, or a Jailfile key).
-    fn add_dependencies(&mut self, facts: &ProgramFacts, needed_by: &str) -> Result<()> {
+    /// What a program loads or runs, needed by the program at `jail_path` (a `[[files]]` copy
+    /// moved by `dest` when its host path is not in the jail).
+    fn add_dependencies(&mut self, facts: &ProgramFacts, jail_path: &JailPath) -> Result<()> {
         let own = jail_path_of(&facts.canonical)?;
-        let requester = if self.entries.contains_key(&own) { own.as_str().to_owned() } else { needed_by.to_owned() };
+        let requester = if self.entries.contains_key(&own) { own } else { jail_path.clone() };
         if let Some(load) = &facts.load {
             self.add_load(load, &requester, EntryKind::Library)?;
         }
-        for interpreter in &facts.interpreters {
-            self.add_program(interpreter, EntryKind::ScriptInterpreter, &requester)?;
+        if let Some(interpreter) = &facts.shebang {
+            self.add_program(interpreter, EntryKind::ScriptInterpreter, Origin::Shebang { of: requester.clone() })?;
+        }
+        if let Some(program) = &facts.env_program {
+            self.add_program(program, EntryKind::ScriptInterpreter, Origin::Env { of: requester.clone() })?;
         }
         Ok(())
     }
 
     /// Places the objects of one load, each needed by the (canonical) object that asked for it.
-    pub fn add_load(&mut self, load: &LoadResult, root: &str, kind: EntryKind) -> Result<()> {
+    pub fn add_load(&mut self, load: &LoadResult, root: &JailPath, kind: EntryKind) -> Result<()> {
         if let Some(interpreter) = &load.interpreter {
-            self.add_host_path(interpreter, EntryKind::Interpreter, root)?;
+            self.add_host_path(interpreter, EntryKind::Interpreter, Origin::Interpreter { of: root.clone() })?;
         }
         for object in &load.objects {
-            let requester = match self.placed(&object.needed_by) {
-                Some(path) => path.as_str().to_owned(),
-                None => root.to_owned(),
-            };
-            let path = self.add_host_path(&object.path, kind, &requester)?;
+            let by = self.placed(&object.needed_by).unwrap_or(root).clone();
+            let origin = Origin::Needed { by, soname: object.name.clone() };
+            let path = self.add_host_path(&object.path, kind, origin)?;
             if let Some(entry) = self.entries.get_mut(&path) {
                 if !entry.sonames.contains(&object.name) {
                     entry.sonames.insert(object.name.clone());
@@ -469,11 +497,12 @@ impl Builder<'_> {
         &mut self,
         file: &FileSpec,
         exclude: &Exclude,
-        elf_files: &mut Vec<(PathBuf, String)>,
+        elf_files: &mut Vec<(PathBuf, JailPath)>,
     ) -> Result<()> {
+        let origin = Origin::Declared(Declaration::file(file));
         match file {
-            FileSpec::Inline { key, path, content, attributes } => {
-                let entry = self.add(path.clone(), EntryKind::Content, None, key);
+            FileSpec::Inline { path, content, attributes, .. } => {
+                let entry = self.add(path.clone(), EntryKind::Content, None, origin);
                 entry.kind = EntryKind::Content;
                 entry.content = Some(content.clone());
                 entry.attributes = attributes.clone();
@@ -487,7 +516,8 @@ impl Builder<'_> {
                 let found = expand_source(self.host, source, dest.as_ref(), exclude, &mut pruned)?;
                 // Grow once: rehashing moves every entry again.
                 self.entries.reserve(found.iter().map(Vec::len).sum());
-                let copy = CopySource { key, attributes, exclude, moved_tree, walked_tree: walked_tree.as_deref() };
+                let walked_tree = walked_tree.as_deref();
+                let copy = CopySource { key, origin: &origin, attributes, exclude, moved_tree, walked_tree };
                 // Batch by batch, each freed (and its memory reused) as soon as it is placed.
                 for batch in found {
                     for found in batch {
@@ -521,8 +551,8 @@ impl Builder<'_> {
     }
 
     /// One host path of a `[[files]]` source placed at `jail_path`.
-    fn add_copied(&mut self, found: Found, copy: &CopySource, elf_files: &mut Vec<(PathBuf, String)>) -> Result<()> {
-        let CopySource { key, attributes, exclude, moved_tree, walked_tree } = *copy;
+    fn add_copied(&mut self, found: Found, copy: &CopySource, elf_files: &mut Vec<(PathBuf, JailPath)>) -> Result<()> {
+        let CopySource { key, origin, attributes, exclude, moved_tree, walked_tree } = *copy;
         let Found { host_path: source, jail_path, stat } = found;
         let host_path = source.as_path();
         if stat.is(nix::libc::S_IFLNK) {
@@ -530,7 +560,7 @@ impl Builder<'_> {
                 .host
                 .read_link(host_path)
                 .with_context(|| format!("cannot read symlink {}", host_path.display()))?;
-            let entry = self.add(jail_path.clone(), EntryKind::Symlink, Some(host_path.to_path_buf()), key);
+            let entry = self.add(jail_path.clone(), EntryKind::Symlink, Some(host_path.to_path_buf()), origin.clone());
             entry.kind = EntryKind::Symlink;
             entry.target = Some(target.to_string_lossy().into_owned());
             // Bring what the link points at (CA certificate farms, /etc/localtime...).
@@ -562,15 +592,16 @@ impl Builder<'_> {
                 ));
                 return Ok(());
             }
+            let link_target = Origin::LinkTarget { link: jail_path };
             match self.host.symlink_metadata(&resolved.path) {
                 Ok(target_metadata) if target_metadata.is_file() => {
-                    let target_path = self.add_host_path(&resolved.path, EntryKind::File, jail_path.as_str())?;
+                    let target_path = self.add_host_path(&resolved.path, EntryKind::File, link_target)?;
                     if self.is_elf(&resolved.path)? {
-                        elf_files.push((resolved.path.clone(), target_path.as_str().to_owned()));
+                        elf_files.push((resolved.path.clone(), target_path));
                     }
                 }
                 Ok(target_metadata) if target_metadata.is_dir() => {
-                    self.add_host_path(&resolved.path, EntryKind::Dir, jail_path.as_str())?;
+                    self.add_host_path(&resolved.path, EntryKind::Dir, link_target)?;
                 }
                 _ => self.warn(format!(
                     "{key}: {} is a dangling symlink on the host; it is copied as it is",
@@ -578,14 +609,14 @@ impl Builder<'_> {
                 )),
             }
         } else if stat.is(nix::libc::S_IFDIR) {
-            let entry = self.add(jail_path, EntryKind::Dir, Some(source), key);
+            let entry = self.add(jail_path, EntryKind::Dir, Some(source), origin.clone());
             entry.attributes = Attributes { mode: None, ..attributes.clone() };
             entry.source_stat = Some((stat.print, stat.mode & 0o7777));
         } else if stat.is(nix::libc::S_IFREG) {
             if may_be_loaded(host_path, stat.mode) && self.is_elf(host_path)? {
-                elf_files.push((host_path.to_path_buf(), jail_path.as_str().to_owned()));
+                elf_files.push((host_path.to_path_buf(), jail_path.clone()));
             }
-            let entry = self.add(jail_path, EntryKind::File, Some(source), key);
+            let entry = self.add(jail_path, EntryKind::File, Some(source), origin.clone());
             entry.attributes = attributes.clone();
             entry.source_stat = Some((stat.print, stat.mode & 0o7777));
         } else {
@@ -604,7 +635,7 @@ impl Builder<'_> {
                 self.warn(format!("{path} comes from [[files]]; [[users]]/[[groups]] do not rewrite it"));
                 continue;
             }
-            let entry = self.add(path, EntryKind::Generated, None, "users/groups");
+            let entry = self.add(path, EntryKind::Generated, None, Origin::Accounts);
             entry.content = Some(content);
             entry.attributes.mode = Some(0o644);
         }
@@ -612,10 +643,9 @@ impl Builder<'_> {
             if user.home.is_root() {
                 continue;
             }
-            let key = format!("users.{}.home", user.name);
             // A [[dirs]] entry for the same path is explicit and wins over the home default.
             let declared = self.entries.contains_key(&user.home);
-            let entry = self.add(user.home.clone(), EntryKind::Dir, None, &key);
+            let entry = self.add(user.home.clone(), EntryKind::Dir, None, Origin::Home { user: user.name.clone() });
             if !declared {
                 entry.attributes =
                     Attributes { mode: Some(0o750), owner: Some(user.uid), group: Some(user.gid), keep_setuid: false };
@@ -636,7 +666,7 @@ impl Builder<'_> {
             let target_dir = jail_path_of(&resolved.path)?;
             let used = self.entries.keys().any(|path| path.starts_with(&target_dir) && path != &target_dir);
             if used {
-                self.add_links(&resolved.links, "usr-merge layout of the host")?;
+                self.add_placed_links(&links_in_the_jail(&resolved.links)?, &Origin::UsrMerge);
             }
         }
         Ok(())
@@ -671,14 +701,13 @@ impl Builder<'_> {
     /// every entry is needed by a kept entry or declared by the Jailfile.
     fn drop_orphans(&mut self) {
         loop {
-            let kept: std::collections::HashSet<String> =
-                self.entries.keys().map(|path| path.as_str().to_owned()).collect();
+            let kept: std::collections::HashSet<JailPath> = self.entries.keys().cloned().collect();
             let mut orphans = Vec::new();
             for entry in self.entries.values_mut() {
-                // A needer that is a path must still be in the jail; other needers are
-                // declarations (Jailfile keys, generated files' reasons) and always stay.
-                entry.needed_by.retain(|needer| !needer.starts_with('/') || kept.contains(needer));
-                if entry.needed_by.is_empty() {
+                // An origin that hangs on an entry goes with it; declarations (Jailfile entries,
+                // generated files' reasons) always stay.
+                entry.origins.retain(|origin| origin.needer().is_none_or(|needer| kept.contains(needer)));
+                if entry.origins.is_empty() {
                     orphans.push(entry.path.clone());
                 }
             }
@@ -724,110 +753,11 @@ fn jail_path_of(host_path: &Path) -> Result<JailPath> {
     JailPath::from_host(host_path).map_err(|error| anyhow::anyhow!("{}: {error}", host_path.display()))
 }
 
-/// A host path found for a `[[files]]` source, the jail path it goes to, and its lstat.
-struct Found {
-    host_path: PathBuf,
-    jail_path: JailPath,
-    stat: FoundStat,
-}
-
-/// What the walk keeps of a host path's lstat: its type and mode bits, and its print.
-#[derive(Debug, Clone, Copy)]
-struct FoundStat {
-    mode: u32,
-    print: StatPrint,
-}
-
-impl FoundStat {
-    fn of(metadata: &std::fs::Metadata) -> FoundStat {
-        FoundStat { mode: metadata.mode(), print: StatPrint::of(metadata) }
-    }
-
-    /// Whether the file type (`nix::libc::S_IF*`) is `file_type`.
-    fn is(&self, file_type: nix::libc::mode_t) -> bool {
-        self.mode & nix::libc::S_IFMT == file_type
-    }
-}
-
-/// The paths of a `[[files]]` source that are not excluded, each with the jail path it goes to
-/// (the excluded ones are added to `pruned`). Placing runs in parallel, one walked directory at
-/// a time.
-fn expand_source(
-    host: &HostFs,
-    source: &HostSource,
-    dest: Option<&JailPath>,
-    exclude: &Exclude,
-    pruned: &mut Vec<PathBuf>,
-) -> Result<Vec<Vec<Found>>> {
-    let base = source_base(source);
-    let place = |host_path: PathBuf, stat: FoundStat| -> Result<Option<Found>> {
-        let jail_path = match dest {
-            None => jail_path_of(&host_path)?,
-            Some(dest) => {
-                let relative = host_path.strip_prefix(base).unwrap_or(Path::new(""));
-                dest.join(relative).map_err(|error| anyhow::anyhow!("{}: {error}", host_path.display()))?
-            }
-        };
-        // Excluded paths are dropped before they are looked at, so nothing they would bring (a
-        // link's target, an ELF file's libraries) comes either; `dest` can move a path under a
-        // pattern, so the jail path is checked too.
-        if exclude.is_excluded(Path::new(jail_path.as_str())) {
-            return Ok(None);
-        }
-        Ok(Some(Found { host_path, jail_path, stat }))
-    };
-    let batches = match source {
-        HostSource::Path(path) => {
-            let metadata = host.symlink_metadata(path).with_context(|| format!("cannot inspect {}", path.display()))?;
-            if !metadata.is_dir() {
-                return Ok(vec![place(path.clone(), FoundStat::of(&metadata))?.into_iter().collect()]);
-            }
-            walk(host, path, exclude, pruned)?
-        }
-        HostSource::Glob { base, .. } => walk(host, base, exclude, pruned)?,
-    };
-    let matcher = match source {
-        HostSource::Glob { matcher, .. } => Some(matcher),
-        HostSource::Path(_) => None,
-    };
-    let placed: Vec<Result<(Vec<Found>, Vec<PathBuf>)>> = batches
-        .into_par_iter()
-        .map(|batch| {
-            let mut found = Vec::with_capacity(batch.len());
-            let mut excluded = Vec::new();
-            for (host_path, stat) in batch {
-                if matcher.is_some_and(|matcher| !matcher.is_match(&host_path)) {
-                    continue;
-                }
-                let kept = host_path.clone();
-                match place(host_path, stat)? {
-                    Some(one) => found.push(one),
-                    None => excluded.push(kept),
-                }
-            }
-            Ok((found, excluded))
-        })
-        .collect();
-    let mut result = Vec::with_capacity(placed.len());
-    for batch in placed {
-        let (found, excluded) = batch?;
-        result.push(found);
-        pruned.extend(excluded);
-    }
-    Ok(result)
-}
-
-/// Whether the kernel or the loader could run or load this file: executable, or named like a
-/// shared object (`.so`, `.so.1.2`; dlopen'ed modules need no exec bit). Only these are read
-/// for an ELF header, so a tree of 40,000 data files costs no extra open each.
-fn may_be_loaded(path: &Path, mode: u32) -> bool {
-    mode & 0o111 != 0 || path.file_name().and_then(|name| name.to_str()).is_some_and(|name| name.contains(".so"))
-}
-
 /// The `[[files]]` entry a copied host path comes from, and how it is treated.
 #[derive(Clone, Copy)]
 struct CopySource<'a> {
     key: &'a str,
+    origin: &'a Origin,
     attributes: &'a Attributes,
     exclude: &'a Exclude,
     /// The source tree's base when `dest` moves it elsewhere in the jail.
@@ -835,85 +765,6 @@ struct CopySource<'a> {
     /// The real (symlink-free) directory a directory or glob source is walked from: symlinks
     /// found in it bring their target only when it lies inside.
     walked_tree: Option<&'a Path>,
-}
-
-/// The host directory a source's paths are taken relative to when `dest` moves them.
-fn source_base(source: &HostSource) -> &Path {
-    match source {
-        HostSource::Path(path) => path,
-        HostSource::Glob { base, .. } => base,
-    }
-}
-
-/// Every path under a host directory (itself included) with its lstat, not following
-/// symlinks, one batch per directory read; excluded paths and everything under an excluded
-/// directory are left out (and listed in `pruned`). Directories are read in parallel at every
-/// level (a 40,000-file tree is mostly waiting on getdents and lstat, and its top-level subtrees
-/// are rarely balanced).
-fn walk(host: &HostFs, dir: &Path, exclude: &Exclude, pruned: &mut Vec<PathBuf>) -> Result<Vec<WalkBatch>> {
-    if exclude.is_excluded(dir) {
-        pruned.push(dir.to_path_buf());
-        return Ok(Vec::new());
-    }
-    let metadata = host.symlink_metadata(dir).with_context(|| format!("cannot inspect {}", dir.display()))?;
-    let is_dir = metadata.is_dir();
-    let mut batches = vec![vec![(dir.to_path_buf(), FoundStat::of(&metadata))]];
-    if is_dir {
-        let mut excluded = Vec::new();
-        walk_children(host, dir, exclude, &mut batches, &mut excluded)?;
-        pruned.extend(excluded);
-    }
-    Ok(batches)
-}
-
-/// What one directory holds (its subdirectories' contents come as batches of their own, so
-/// nothing is copied up the tree level by level).
-type WalkBatch = Vec<(PathBuf, FoundStat)>;
-
-fn walk_children(
-    host: &HostFs,
-    dir: &Path,
-    exclude: &Exclude,
-    batches: &mut Vec<WalkBatch>,
-    pruned: &mut Vec<PathBuf>,
-) -> Result<()> {
-    let mut batch = Vec::new();
-    let mut subdirs = Vec::new();
-    let entries = host.read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
-    let mut observed = Vec::new();
-    for entry in entries {
-        let entry = entry.with_context(|| format!("cannot read {}", dir.display()))?;
-        let path = dir.join(entry.file_name());
-        if exclude.is_excluded(&path) {
-            pruned.push(path);
-            continue;
-        }
-        // DirEntry::metadata is fstatat(dirfd, name, AT_SYMLINK_NOFOLLOW): an lstat.
-        let metadata = entry.metadata();
-        if host.is_observing() {
-            observed.push(host.observation(entry.path(), Look::Lstat, &metadata));
-        }
-        let metadata = metadata.with_context(|| format!("cannot inspect {}", path.display()))?;
-        if metadata.is_dir() {
-            subdirs.push(path.clone());
-        }
-        batch.push((path, FoundStat::of(&metadata)));
-    }
-    batches.push(batch);
-    host.record(observed);
-    let below: Vec<Result<(Vec<WalkBatch>, Vec<PathBuf>)>> = subdirs
-        .par_iter()
-        .map(|subdir| {
-            let (mut nested, mut excluded) = (Vec::new(), Vec::new());
-            walk_children(host, subdir, exclude, &mut nested, &mut excluded).map(|()| (nested, excluded))
-        })
-        .collect();
-    for nested in below {
-        let (nested, excluded) = nested?;
-        batches.extend(nested);
-        pruned.extend(excluded);
-    }
-    Ok(())
 }
 
 fn passwd_content(spec: &Spec) -> String {
@@ -959,33 +810,46 @@ impl Closure {
         None
     }
 
-    /// The shortest chain from a Jailfile declaration to `path`: the path first, the
-    /// declaring key last.
-    pub fn why(&self, path: &JailPath) -> Option<Vec<String>> {
+    /// The shortest chain from a Jailfile declaration (or a reason of jailprov's own) to
+    /// `path`: the entries from `path` on, each needed by the next, and the origin of the last.
+    pub fn why(&self, path: &JailPath) -> Option<Why<'_>> {
         let start = self.lookup(path)?;
-        let mut previous: HashMap<String, String> = HashMap::default();
-        let mut queue = std::collections::VecDeque::from([start.path.as_str().to_owned()]);
-        while let Some(current) = queue.pop_front() {
-            let Some(entry) = JailPath::parse(&current).ok().and_then(|path| self.entries.get(&path)) else {
-                // Not a path: a Jailfile key, the start of the chain.
-                let mut chain = vec![current.clone()];
-                let mut link = current;
-                while let Some(next) = previous.get(&link) {
-                    chain.push(next.clone());
-                    link = next.clone();
+        // Each origin reached, by how it shows, with the entry it was reached from.
+        let mut previous: HashMap<std::borrow::Cow<'_, str>, &Entry> = HashMap::default();
+        let mut queue = std::collections::VecDeque::from([start]);
+        while let Some(entry) = queue.pop_front() {
+            for origin in &entry.origins {
+                let name = origin.name();
+                if previous.contains_key(&name) || name == start.path.as_str() {
+                    continue;
                 }
-                chain.reverse();
-                return Some(chain);
-            };
-            for parent in &entry.needed_by {
-                if !previous.contains_key(parent) && parent != start.path.as_str() {
-                    previous.insert(parent.clone(), current.clone());
-                    queue.push_back(parent.clone());
+                previous.insert(name, entry);
+                match origin.needer().and_then(|needer| self.entries.get(needer)) {
+                    Some(needer) => queue.push_back(needer),
+                    // Breadth first: the first origin that hangs on no entry ends a shortest chain.
+                    None => {
+                        let mut entries = vec![entry];
+                        while let Some(next) = previous.get(entries[entries.len() - 1].path.as_str()) {
+                            entries.push(next);
+                        }
+                        entries.reverse();
+                        return Some(Why { entries, origin: origin.reason() });
+                    }
                 }
             }
         }
         None
     }
+}
+
+/// Why a path is in the jail: the path's entry first, each entry needed by the next, and why
+/// the last one is there.
+#[derive(Debug)]
+pub struct Why<'a> {
+    pub entries: Vec<&'a Entry>,
+    /// A Jailfile declaration, a reason of jailprov's own, or (when the entry it hangs on is not
+    /// in the jail) the origin the chain stops at.
+    pub origin: &'a Origin,
 }
 
 /// Normalises "a/./b/../c" without touching the disk; `None` if it climbs above the root.

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use super::{Builder, EntryKind};
+use super::{Builder, EntryKind, Origin};
 use crate::closure::loader::Loader;
 use crate::spec::{FileSpec, HostSource, Spec};
 use crate::tree::JailPath;
@@ -43,7 +43,7 @@ pub(super) fn add_nss(spec: &Spec, loader: &Loader, builder: &mut Builder) -> Re
     let content = match brought_nsswitch(spec, loader)? {
         Some(content) => content,
         None => {
-            let entry = builder.add(nsswitch_path, EntryKind::Generated, None, "users/groups/network files");
+            let entry = builder.add(nsswitch_path.clone(), EntryKind::Generated, None, Origin::NameService);
             entry.content = Some(DEFAULT_NSSWITCH.to_owned());
             entry.attributes.mode = Some(0o644);
             DEFAULT_NSSWITCH.to_owned()
@@ -62,10 +62,10 @@ pub(super) fn add_nss(spec: &Spec, loader: &Loader, builder: &mut Builder) -> Re
         let module = format!("libnss_{service}.so.2");
         match loader.find_for_dlopen(&module, &ident)? {
             Some(path) => {
-                let requester = "/etc/nsswitch.conf";
                 let load = loader.load_library(&path)?;
-                let own = builder.add_host_path(&path, EntryKind::NssModule, requester)?;
-                builder.add_load(&load, own.as_str(), EntryKind::Library)?;
+                let origin = Origin::Nss { nsswitch: nsswitch_path.clone(), service: service.clone() };
+                let own = builder.add_host_path(&path, EntryKind::NssModule, origin)?;
+                builder.add_load(&load, &own, EntryKind::Library)?;
             }
             None if BUILT_IN_SERVICES.contains(&service.as_str()) => {}
             None => builder.warn(format!(

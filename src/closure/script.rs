@@ -45,9 +45,18 @@ pub fn parse_shebang(bytes: &[u8]) -> Option<Shebang> {
     Some(Shebang { interpreter: interpreter.to_owned(), argument: argument.filter(|argument| !argument.is_empty()) })
 }
 
+/// The host programs a script runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScriptPrograms {
+    /// The `#!` interpreter.
+    pub interpreter: PathBuf,
+    /// For `#!/usr/bin/env [-S] [VAR=x] NAME`: NAME found in the search path.
+    pub env_program: Option<PathBuf>,
+}
+
 /// The host programs a script runs: its interpreter, and for `/usr/bin/env [-S] [VAR=x] NAME`
 /// also NAME found in `search_path`.
-pub fn programs_run_by(shebang: &Shebang, host: &HostFs, search_path: &[String]) -> Result<Vec<PathBuf>> {
+pub fn programs_run_by(shebang: &Shebang, host: &HostFs, search_path: &[String]) -> Result<ScriptPrograms> {
     let interpreter = PathBuf::from(&shebang.interpreter);
     if !interpreter.is_absolute() {
         bail!("the interpreter {:?} is not an absolute path; the kernel cannot run it", shebang.interpreter);
@@ -55,7 +64,7 @@ pub fn programs_run_by(shebang: &Shebang, host: &HostFs, search_path: &[String])
     if !host.exists(&interpreter) {
         bail!("the interpreter {} is not on the host", interpreter.display());
     }
-    let mut programs = vec![interpreter.clone()];
+    let mut found_program = None;
     if interpreter.file_name().is_some_and(|name| name == "env") {
         if let Some(program) = env_program(shebang.argument.as_deref().unwrap_or("")) {
             let found = if program.starts_with('/') {
@@ -65,12 +74,12 @@ pub fn programs_run_by(shebang: &Shebang, host: &HostFs, search_path: &[String])
                 host.find_in_search_path(program, &dirs)
             };
             match found {
-                Some(path) => programs.push(path),
+                Some(path) => found_program = Some(path),
                 None => bail!("`env` runs {program:?}, which is not in {} on the host", search_path.join(":")),
             }
         }
     }
-    Ok(programs)
+    Ok(ScriptPrograms { interpreter, env_program: found_program })
 }
 
 /// The program `env` runs given its arguments: the first word that is not an option or a
