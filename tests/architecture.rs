@@ -476,7 +476,6 @@ fn cycles(references: &[Reference]) -> Vec<String> {
 
 // Enabled when the lock and closure splits land (src/lock.rs and src/closure/mod.rs are over).
 #[test]
-#[ignore = "enabled when the lock and closure splits land"]
 fn no_source_file_is_over_1000_lines() -> Result<()> {
     let root = source_root();
     let mut offenders = Vec::new();
