@@ -14,7 +14,22 @@ use nix::errno::Errno;
 use nix::libc;
 use nix::unistd::Pid;
 
-use crate::enter::sys::IdMaps;
+/// One line of a uid_map or gid_map: `inside outside count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdRange {
+    pub inside: u32,
+    pub outside: u32,
+    pub count: u32,
+}
+
+/// The user namespace's id maps, written by the parent for the child.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdMaps {
+    pub uid: IdRange,
+    pub gid: IdRange,
+    /// `deny` in /proc/PID/setgroups: required for an unprivileged writer of gid_map.
+    pub deny_setgroups: bool,
+}
 
 /// Writes setgroups (when denied), uid_map and gid_map of the child `pidfd` names.
 pub fn write(pidfd: &OwnedFd, child: Pid, maps: &IdMaps) -> Result<()> {

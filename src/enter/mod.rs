@@ -24,6 +24,7 @@ pub mod id_maps;
 pub mod init;
 pub mod mounts;
 pub mod seccomp;
+pub mod signals;
 pub mod sys;
 pub mod terminal;
 
@@ -41,8 +42,9 @@ use crate::jail_root::JailRoot;
 use crate::jailfile::{MountKind, Namespace, NetworkMode};
 use crate::spec::Spec;
 use cgroup::{Cgroup, LimitsPlan};
+use id_maps::{IdMaps, IdRange};
 use mounts::MountOp;
-use sys::{Fork, IdMaps, IdRange, RealSys, Sys};
+use sys::{Fork, RealSys, Sys};
 
 /// Exit code when jailprov itself could not set up the jail.
 pub const EXIT_SETUP_FAILED: i32 = 125;

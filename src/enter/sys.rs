@@ -21,6 +21,9 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{Gid, Pid, Uid};
 use seccompiler::BpfProgram;
 
+use crate::enter::id_maps::IdMaps;
+use crate::enter::signals::{Ended, FORWARDED_SIGNALS};
+
 /// Which side of a fork or clone the caller is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fork {
@@ -28,57 +31,11 @@ pub enum Fork {
     Child,
 }
 
-/// One line of a uid_map or gid_map: `inside outside count`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IdRange {
-    pub inside: u32,
-    pub outside: u32,
-    pub count: u32,
-}
-
-/// The user namespace's id maps, written by the parent for the child.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdMaps {
-    pub uid: IdRange,
-    pub gid: IdRange,
-    /// `deny` in /proc/PID/setgroups: required for an unprivileged writer of gid_map.
-    pub deny_setgroups: bool,
-}
-
-/// How the command ended, as the supervisor saw it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ended {
-    Exited(i32),
-    Signaled(i32),
-}
-
-impl Ended {
-    /// The exit code a shell would report: the code, or 128+N for signal N.
-    pub fn code(self) -> i32 {
-        match self {
-            Ended::Exited(code) => code,
-            Ended::Signaled(signal) => 128 + signal,
-        }
-    }
-}
-
 /// Why execve did not replace the process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecFailure {
     pub errno: Errno,
 }
-
-/// Signals the supervisors pass on to the command, whoever sends them (the terminal included:
-/// the command runs in a session of its own, out of reach of the caller's terminal).
-pub const FORWARDED_SIGNALS: &[Signal] = &[
-    Signal::SIGTERM,
-    Signal::SIGINT,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-    Signal::SIGCONT,
-];
 
 /// Mount operations on fds; the part of [`Sys`] a mount executor needs (apply can reuse it).
 pub trait MountSys {

@@ -23,7 +23,7 @@ use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg, Termios};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use crate::enter::sys::{Ended, FORWARDED_SIGNALS};
+use crate::enter::signals::{Ended, FORWARDED_SIGNALS};
 
 /// A pty pair for the jail when jailprov's stdin is a terminal, with the caller's window size.
 pub fn open_pair() -> Result<Option<(OwnedFd, OwnedFd)>> {

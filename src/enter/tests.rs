@@ -6,7 +6,9 @@ use nix::sched::CloneFlags;
 use nix::sys::resource::Resource;
 use nix::unistd::Pid;
 
-use super::sys::{Ended, Fork, IdMaps, IdRange, Recorder};
+use super::id_maps::{IdMaps, IdRange};
+use super::signals::Ended;
+use super::sys::{Fork, Recorder};
 use super::*;
 use crate::host::HostFs;
 use crate::spec;

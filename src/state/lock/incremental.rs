@@ -21,7 +21,7 @@ use super::format::{
     ENTRIES_OPEN, FIRST_LINE, LOCK_VERSION, NEXT_LINE, NO_LINES,
 };
 use super::packages::{OwnedContentKey, PackageAnswers};
-use super::review::{Mode, OldLockMoved, Review, Reviewing, MAX_LOCK_SIZE};
+use super::reviewing::{Mode, OldLockMoved, Review, Reviewing, MAX_LOCK_SIZE};
 
 /// How much of the lock file is read for its header (a header jailprov writes is a few hundred
 /// bytes; one that does not fit is not jailprov's, and the full review reads it).

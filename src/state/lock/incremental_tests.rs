@@ -20,7 +20,8 @@ use super::drift::{diff_closures_text, Drift};
 use super::format::{lock_path, Lock};
 use super::incremental::{matched_lines, too_many_changed};
 use super::lines::{desired_lines, line_digest, node_bytes, share_bytes};
-use super::review::{review_by_route, Inputs, Mode, Review, Route};
+use super::review::{review_by_route, Route};
+use super::reviewing::{Inputs, Mode, Review};
 
 /// A host sysroot (with a dpkg database), a Jailfile and a state directory in one tempdir,
 /// and the desired tree and closure facts a test edits between reviews.

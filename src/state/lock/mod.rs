@@ -20,8 +20,8 @@
 //!
 //! The files, in the order a review uses them: `format` (the lock's text, header, digest and
 //! fingerprint), `cache` (the per-host cache), `entries` (hashing sources into entries),
-//! `packages` (dpkg lookup), `lines` (line digests and the fresh key), `review` (the routes, the
-//! full review and its output), `incremental` (the incremental review), `drift` (the comparison
+//! `packages` (dpkg lookup), `lines` (line digests and the fresh key), `reviewing` (what every
+//! review route works from and answers), `review` (the routes, the full review and its output), `incremental` (the incremental review), `drift` (the comparison
 //! and `jailprov lock`'s report).
 #![allow(clippy::disallowed_methods)] // writes Jailfile.lock beside the Jailfile and the cache in the state dir: outside every jail
 
@@ -33,12 +33,14 @@ mod incremental;
 mod lines;
 mod packages;
 mod review;
+mod reviewing;
 
 // The lock as plan, apply, check and `jailprov lock` use it; the rest stays inside.
 pub use drift::{diff_closures_text, Comparison, Difference, Drift};
 pub use entries::hash_text;
 pub use format::{host_fingerprint, jailfile_digest, lock_path, HostFingerprint, LockEntry};
-pub use review::{drift_text, note, plan_json_with_drift, review, Inputs, Mode, Review};
+pub use review::{drift_text, note, plan_json_with_drift, review};
+pub use reviewing::{Inputs, Mode, Review};
 
 #[cfg(test)]
 mod incremental_tests;

@@ -4,68 +4,24 @@
 use std::fmt::Write as _;
 use std::fs;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use rayon::prelude::*;
 
-use crate::desired::{ClosureFacts, DesiredKind, DesiredTree};
-use crate::host::{HostFs, StatPrint};
+use crate::host::StatPrint;
 
 use super::cache::{
-    cache_path, load_cache, peek_fresh, save_cache_file, source_tag, store_path, write_atomically_with, Cache,
-    Durability, GlibcSeen, KnownHashes, LazyStore, Memo, MemoLine, SourceKey, SourceStore,
+    cache_path, load_cache, peek_fresh, save_cache_file, store_path, Cache, KnownHashes, LazyStore, SourceKey,
+    SourceStore,
 };
-use super::drift::{compare, Comparison, Drift};
+use super::drift::{compare, Comparison};
 use super::entries::{entry_of, hash_sources};
-use super::format::{
-    entry_lengths, fingerprint_with, glibc_version, jailfile_digest, lock_path, HostFingerprint, Lock, LockEntry,
-    LOCK_VERSION,
-};
+use super::format::{jailfile_digest, lock_path, Lock, LOCK_VERSION};
 use super::incremental::review_incremental;
-use super::lines::{desired_lines, fresh_key, DesiredLines};
+use super::lines::{desired_lines, fresh_key};
 use super::packages::{content_key, packages_by_content, PackageAnswers};
-
-/// What plan and apply have at hand.
-pub struct Inputs<'a> {
-    pub jailfile: &'a Path,
-    pub desired: &'a DesiredTree,
-    pub facts: &'a ClosureFacts,
-    pub host: &'a HostFs,
-    pub state_dir: &'a Path,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// plan and apply: write the lock when it is missing or stale.
-    Refresh,
-    /// `--locked`: any difference is an error; nothing is written.
-    Locked,
-    /// `jailprov lock`: recompute everything (no fast path), write when anything differs.
-    Deliberate,
-}
-
-/// What a review found and did.
-#[derive(Debug, Clone)]
-pub struct Review {
-    pub lock_path: PathBuf,
-    /// The lock existed before (so the comparison means something).
-    pub existed: bool,
-    pub comparison: Comparison,
-    /// The lock was (re)written.
-    pub wrote: bool,
-    pub entries: usize,
-}
-
-impl Review {
-    pub fn host_drift(&self) -> Vec<Drift> {
-        if self.existed {
-            self.comparison.host_drift()
-        } else {
-            Vec::new()
-        }
-    }
-}
+use super::reviewing::{Inputs, Mode, Review, Reviewing, MAX_LOCK_SIZE};
 
 /// How a review reached its answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,132 +38,6 @@ pub(super) enum Route {
 /// `Refresh` and `Deliberate` modes), refuses any difference in `Locked` mode.
 pub fn review(inputs: &Inputs, mode: Mode) -> Result<Review> {
     review_by_route(inputs, mode).map(|(review, _)| review)
-}
-
-/// What every route of a review works from, computed once.
-pub(super) struct Reviewing<'a> {
-    pub(super) inputs: &'a Inputs<'a>,
-    pub(super) mode: Mode,
-    pub(super) lock_path: PathBuf,
-    /// The normalized Jailfile's digest.
-    pub(super) jailfile: String,
-    /// The desired nodes and their line digests, in lock order.
-    pub(super) lines: DesiredLines<'a>,
-    pub(super) fresh_key: [u8; 32],
-    pub(super) cache_file: PathBuf,
-    pub(super) store_file: PathBuf,
-}
-
-/// The old lock file changed while an incremental review copied lines from it.
-#[derive(Debug)]
-pub(super) struct OldLockMoved;
-
-impl std::fmt::Display for OldLockMoved {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the lock file changed while it was read")
-    }
-}
-
-impl std::error::Error for OldLockMoved {}
-
-impl Reviewing<'_> {
-    /// The review of a lock that needs no change.
-    pub(super) fn unchanged(&self, comparison: Comparison) -> Review {
-        let entries = self.lines.len();
-        Review { lock_path: self.lock_path.clone(), existed: true, comparison, wrote: false, entries }
-    }
-
-    fn no_lock_error(&self) -> anyhow::Error {
-        anyhow::anyhow!(
-            "--locked: {} does not exist; run `jailprov lock -f {}` and commit it",
-            self.lock_path.display(),
-            self.inputs.jailfile.display()
-        )
-    }
-
-    pub(super) fn locked_error(&self, comparison: &Comparison) -> anyhow::Error {
-        anyhow::anyhow!(
-            "--locked: what the host gives differs from {}; nothing was changed:\n  {}\nrun `jailprov lock` to accept it, review and commit the lock",
-            self.lock_path.display(),
-            comparison.lines().join("\n  ")
-        )
-    }
-
-    /// Writes the lock through `fill`; returns the file written. Ok(None) when plan or apply
-    /// cannot (a read-only checkout: they still work, with a warning); `jailprov lock` must
-    /// write. [`OldLockMoved`] is returned as an error whatever the mode: the caller reviews
-    /// again.
-    pub(super) fn write_lock(&self, fill: impl FnOnce(&fs::File, &Path) -> Result<()>) -> Result<Option<fs::File>> {
-        match write_atomically_with(&self.lock_path, 0o644, Durability::Synced, fill) {
-            Ok(file) => Ok(Some(file)),
-            Err(error) if error.is::<OldLockMoved>() || self.mode == Mode::Deliberate => Err(error),
-            Err(error) => {
-                eprintln!("warning: {error:#}; {} stays as it was", self.lock_path.display());
-                Ok(None)
-            }
-        }
-    }
-
-    /// The memo of a lock file of `lock_stat` whose text is `text`, of these entries (the current
-    /// digests' nodes'); None if the text is not one
-    /// [`write_lock_text`](super::format::write_lock_text) writes.
-    fn memo_of(&self, lock_stat: StatPrint, text: &str, entries: &[LockEntry]) -> Option<Memo> {
-        let lengths = entry_lengths(text)?;
-        if lengths.len() != self.lines.len() || entries.len() != self.lines.len() {
-            return None;
-        }
-        let tags: Vec<u32> = entries.par_iter().map(|entry| source_tag(entry.source.as_deref())).collect();
-        let lines = self
-            .lines
-            .digests()
-            .iter()
-            .zip(lengths)
-            .zip(tags)
-            .map(|((digest, length), source_tag)| MemoLine { digest: *digest, length, source_tag })
-            .collect();
-        Some(Memo { lock_stat, lines })
-    }
-
-    /// The host fingerprint, glibc's version read from libc.so.6 unless the cache has it for
-    /// the file's stat print.
-    pub(super) fn fingerprint(&self, cache: &mut Cache) -> HostFingerprint {
-        let libc = self.lines.libc.map(|index| &self.lines.nodes[index].kind);
-        let glibc = match libc {
-            Some(DesiredKind::File { source, source_print }) => {
-                let libc = source.as_os_str().as_encoded_bytes();
-                let version = match &cache.glibc {
-                    Some(seen) if seen.libc == libc && seen.print == *source_print => seen.version.clone(),
-                    _ => {
-                        let version = glibc_version(self.inputs.host, source);
-                        let seen = GlibcSeen { libc: libc.to_vec(), print: *source_print, version: version.clone() };
-                        cache.glibc = Some(seen);
-                        version
-                    }
-                };
-                version.unwrap_or_else(|| "unknown".to_owned())
-            }
-            _ => "none".to_owned(),
-        };
-        fingerprint_with(self.inputs.host, glibc)
-    }
-
-    /// The fresh key and memo (made by `memo` from the lock's stat print) of the lock file
-    /// just written. Only while the lock's path still names the file written (`written`, its stat taken
-    /// through it): another jailprov may have put its own there since, which this review
-    /// knows nothing of.
-    pub(super) fn remember_written(
-        &self,
-        cache: &mut Cache,
-        written: &fs::File,
-        memo: impl FnOnce(StatPrint) -> Option<Memo>,
-    ) {
-        let ours = written.metadata().ok().map(|metadata| StatPrint::of(&metadata));
-        let in_place = fs::metadata(&self.lock_path).ok().map(|metadata| StatPrint::of(&metadata));
-        let lock_stat = ours.filter(|_| ours == in_place);
-        cache.fresh =
-            lock_stat.map(|lock_stat| fresh_key(&self.lines, &self.jailfile, Some(lock_stat), self.inputs.host));
-        cache.memo = lock_stat.and_then(memo);
-    }
 }
 
 pub(super) fn review_by_route(inputs: &Inputs, mode: Mode) -> Result<(Review, Route)> {
@@ -264,11 +94,6 @@ fn read_lock(path: &Path) -> Result<Option<(String, StatPrint)>> {
     let text = String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("the lock {} is not UTF-8", path.display()))?;
     Ok(Some((text, stat)))
 }
-
-/// The largest lock read: one line per jail path of a few hundred bytes, so a jail of 500,000
-/// paths (ten times the largest we measure) stays well below it, while a lock swapped for a huge
-/// file is refused instead of read into memory.
-pub(super) const MAX_LOCK_SIZE: u64 = 256 * 1024 * 1024;
 
 /// The whole review: every line of the old lock parsed, every line of the new one built and
 /// compared. Taken without a memo of the lock file as it is (first run, a lock checked out or
