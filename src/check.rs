@@ -802,7 +802,7 @@ pub fn json(audit: &Audit, repair: Option<&Repair>, root: &Path) -> String {
 pub fn command(args: &CheckArgs) -> Result<ExitCode> {
     let host = HostFs::real();
     let spec = crate::spec::load(&args.jailfile.file, args.jailfile.root.as_deref(), &host)?;
-    let root = spec.root.clone();
+    let root = spec.root()?.to_path_buf();
     let Ok(metadata) = std::fs::symlink_metadata(&root) else {
         bail!("{} does not exist: nothing to check (run `jailprov apply` first)", root.display());
     };
