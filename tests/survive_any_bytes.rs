@@ -47,7 +47,7 @@ thread_local! {
     static CURRENT_CASE: Cell<u64> = const { Cell::new(0) };
 }
 
-const READERS: &[&str] = &["elf", "elf_file", "ld_cache", "jailfile", "lock", "saved_plan"];
+const READERS: &[&str] = &["elf", "elf_file", "ld_cache", "jailfile", "lock", "lock_review", "saved_plan"];
 
 unsafe impl GlobalAlloc for BoundedAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
@@ -423,6 +423,49 @@ fn read_saved_plan(bytes: &[u8]) {
     }
 }
 
+/// What `jailprov plan --locked` reads a lock against: the seed-shell example's desired tree,
+/// with the Jailfile (and so the lock beside it) in a directory of its own.
+struct LockReview {
+    dir: tempfile::TempDir,
+    desired: jailprov::desired::DesiredTree,
+    facts: jailprov::lock::ClosureFacts,
+    host: HostFs,
+}
+
+fn lock_review() -> &'static LockReview {
+    static MADE: std::sync::OnceLock<LockReview> = std::sync::OnceLock::new();
+    MADE.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/seed-shell/Jailfile.toml");
+        std::fs::copy(example, dir.path().join("Jailfile.toml")).expect("copy the example");
+        let host = HostFs::real();
+        let spec = jailprov::spec::load(&dir.path().join("Jailfile.toml"), None, &host).expect("the example is valid");
+        let (desired, facts) = jailprov::lock::desired_with_facts(&spec, &host).expect("the example's closure");
+        LockReview { dir, desired, facts, host }
+    })
+}
+
+/// The lock as `plan --locked` reads it: from its file beside the Jailfile, parsed, compared with
+/// what the host gives, the difference rendered.
+fn review_lock(bytes: &[u8]) {
+    let review = lock_review();
+    let jailfile = review.dir.path().join("Jailfile.toml");
+    // As text: bytes that are not UTF-8 only reach the reader's first check.
+    std::fs::write(jailprov::lock::lock_path(&jailfile), String::from_utf8_lossy(bytes).as_bytes())
+        .expect("write the lock");
+    let inputs = jailprov::lock::Inputs {
+        jailfile: &jailfile,
+        desired: &review.desired,
+        facts: &review.facts,
+        host: &review.host,
+        state_dir: &review.dir.path().join("state"),
+    };
+    if let Ok(reviewed) = jailprov::lock::review(&inputs, jailprov::lock::Mode::Locked) {
+        let _ = jailprov::lock::drift_text(&reviewed);
+        let _ = jailprov::lock::diff_closures_text(&reviewed.comparison);
+    }
+}
+
 // ----- The tests -----
 
 #[test]
@@ -451,6 +494,12 @@ fn jailfile_reader_survives_mutated_examples() {
 #[test]
 fn lock_reader_survives_a_mutated_lock() {
     survive("lock", vec![lock_and_saved_plan().0], 600, read_lock);
+}
+
+/// Fewer cases: each one reviews a whole jail's lock (hashes cached after the first).
+#[test]
+fn lock_review_survives_a_mutated_lock_file() {
+    survive("lock_review", vec![lock_and_saved_plan().0], 400, review_lock);
 }
 
 #[test]
