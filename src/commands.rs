@@ -46,9 +46,10 @@ struct Prepared {
 
 /// Computes everything a plan needs from an already loaded Spec (loaded once per command).
 fn prepare(spec: &Spec, host: HostFs, jailfile: &Path, state_dir: &Path) -> Result<Prepared> {
-    let store = StateStore::for_root(state_dir, &spec.root);
-    let jail = open_jail_if_present(&spec.root)?;
-    let active = if jail.is_some() { JailMounts::read(&spec.root)? } else { JailMounts::default() };
+    let root = spec.root()?;
+    let store = StateStore::for_root(state_dir, root);
+    let jail = open_jail_if_present(root)?;
+    let active = if jail.is_some() { JailMounts::read(root)? } else { JailMounts::default() };
     // Two independent sides: the jail's (the record, tens of megabytes for a big jail, and a
     // stat of every path it names) and the host's (closure and desired tree). Each has serial
     // stretches that leave a core to the other.
@@ -56,7 +57,7 @@ fn prepare(spec: &Spec, host: HostFs, jailfile: &Path, state_dir: &Path) -> Resu
         let jail_side = scope.spawn(|| -> Result<(State, RecordedScan)> {
             let state = {
                 let _t = jailprov::timings::phase("state load");
-                store.load(&spec.root)?
+                store.load(root)?
             };
             let _t = jailprov::timings::phase("jail scan of recorded");
             let recorded = plan::scan_recorded(&state, jail.as_ref())?;
@@ -72,7 +73,7 @@ fn prepare(spec: &Spec, host: HostFs, jailfile: &Path, state_dir: &Path) -> Resu
     let ((state, recorded), (desired, lock_facts)) = (jail_side?, desired?);
     let source = jailprov::beside::read_text(jailfile, "Jailfile", jailprov::spec::MAX_JAILFILE_SIZE)?;
     Ok(Prepared {
-        root: spec.root.clone(),
+        root: root.to_path_buf(),
         // What the Jailfile says, not how it is written: a reformatted Jailfile (line endings,
         // comments, key order) leaves a saved plan valid, as it leaves the lock unchanged.
         jailfile_digest: lock::jailfile_digest(&source)?,
@@ -188,7 +189,7 @@ pub fn plan(args: &PlanArgs) -> Result<ExitCode> {
             for warning in warnings {
                 eprintln!("warning: {warning}");
             }
-            return print_plan(args, &spec.root, &Plan::default(), &fresh_review(&args.jailfile.file));
+            return print_plan(args, spec.root()?, &Plan::default(), &fresh_review(&args.jailfile.file));
         }
     }
     let prepared = prepare(&spec, host, &args.jailfile.file, &args.state.state_dir)?;
@@ -264,16 +265,17 @@ struct MemoContext {
 impl MemoContext {
     /// None when there is no jail yet (nothing to vouch for).
     fn of(spec: &Spec, args: &PlanArgs) -> Result<Option<MemoContext>> {
-        let Some(jail) = open_jail_if_present(&spec.root)? else { return Ok(None) };
-        let store = StateStore::for_root(&args.state.state_dir, &spec.root);
+        let root = spec.root()?;
+        let Some(jail) = open_jail_if_present(root)? else { return Ok(None) };
+        let store = StateStore::for_root(&args.state.state_dir, root);
         let source = jailprov::beside::read_text(&args.jailfile.file, "Jailfile", jailprov::spec::MAX_JAILFILE_SIZE)?;
         let key = memo::Key::now(
             &args.jailfile.file,
             &lock::jailfile_digest(&source)?,
-            &spec.root,
+            root,
             args.adopt,
             &store,
-            format!("{:?}", JailMounts::read(&spec.root)?),
+            format!("{:?}", JailMounts::read(root)?),
         );
         Ok(Some(MemoContext { file: store.memo_file, key, jail }))
     }
@@ -292,7 +294,7 @@ pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
     let adopt = saved.as_ref().map_or(args.adopt, |saved| saved.adopt);
     let host = HostFs::real();
     let spec = load_spec(&jailfile, &host)?;
-    let root = spec.root.clone();
+    let root = spec.root()?.to_path_buf();
     if !args.unsafe_root {
         root_safety::check(&root)?;
     }
@@ -449,7 +451,7 @@ fn forget_jail(store: &StateStore) -> Result<()> {
 pub fn check(args: &CheckArgs) -> Result<ExitCode> {
     let host = HostFs::real();
     let spec = jailprov::spec::load(&args.jailfile.file, args.jailfile.root.as_deref(), &host)?;
-    let root = spec.root.clone();
+    let root = spec.root()?.to_path_buf();
     let Ok(metadata) = std::fs::symlink_metadata(&root) else {
         bail!("{} does not exist: nothing to check (run `jailprov apply` first)", root.display());
     };
@@ -489,7 +491,7 @@ pub fn check(args: &CheckArgs) -> Result<ExitCode> {
 
 pub fn destroy(args: &DestroyArgs) -> Result<ExitCode> {
     let host = HostFs::real();
-    let root = load_spec(&args.jailfile, &host)?.root;
+    let root = load_spec(&args.jailfile, &host)?.root()?.to_path_buf();
     if !args.unsafe_root {
         root_safety::check(&root)?;
     }

@@ -16,7 +16,9 @@ use toml::Spanned;
 #[serde(deny_unknown_fields)]
 #[schemars(title = "Jailfile", description = "A jailprov Jailfile: what a chroot jail holds and how to enter it.")]
 pub struct Jailfile {
-    /// Absolute path of the jail on the host; never "/". `--root DIR` overrides it.
+    /// Absolute path of the jail on the host; never "/". `--root DIR` overrides it. Optional:
+    /// validate, closure, why and lock read only the host; plan, apply, destroy, enter and check
+    /// need a root, from here or from --root.
     #[schemars(with = "Option<String>")]
     pub root: Option<Spanned<String>>,
     /// Programs to put in the jail with everything they load. Bare names are looked up in

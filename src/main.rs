@@ -78,7 +78,9 @@ fn validate(args: &JailfileArgs) -> Result<ExitCode> {
     print(&format!(
         "{} is valid: root {}, {} binaries, {} [[files]], {} users, {} mounts\n",
         args.file.display(),
-        spec.root.display(),
+        spec.root
+            .as_ref()
+            .map_or_else(|| "none (closure, why and lock only)".to_owned(), |root| root.display().to_string()),
         spec.binaries.len(),
         spec.files.len(),
         spec.users.len(),
@@ -115,9 +117,9 @@ fn why(args: &WhyArgs) -> Result<ExitCode> {
 fn enter(args: &EnterArgs) -> Result<ExitCode> {
     let spec = load_spec(&args.jailfile, &HostFs::real())?;
     if !args.unsafe_root {
-        jailprov::root_safety::check(&spec.root)?;
+        jailprov::root_safety::check(spec.root()?)?;
     }
-    check_applied(&spec.root, &args.state.state_dir)?;
+    check_applied(spec.root()?, &args.state.state_dir)?;
     jailprov::enter::run_in_jail(&spec, &args.command)
 }
 

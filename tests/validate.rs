@@ -137,3 +137,53 @@ fn kernel_log_and_fuse_devices_need_explicit_permission() {
         validate("root = \"/srv/jails/t\"\ndevices = [{ path = \"/dev/kmsg\", allow_unsafe_device = true }]\n");
     assert_eq!(code, 0, "allowed explicitly: {stderr}");
 }
+
+/// A Jailfile shared by many hosts names no `root` (each host passes its own, or the jail is only
+/// ever exported): the commands that read only the host must not ask for one.
+#[test]
+fn host_only_commands_need_no_jail_root() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("Jailfile.toml"), "binaries = [\"sh\"]\n").expect("write Jailfile");
+    let state_dir = dir.path().join("state");
+    let state_dir = state_dir.to_str().expect("a UTF-8 temp path");
+    let sh = std::fs::canonicalize("/bin/sh").expect("the host has /bin/sh");
+    let sh = sh.to_str().expect("a UTF-8 path");
+    let commands: [&[&str]; 4] = [
+        &["validate", "-f", "Jailfile.toml"],
+        &["closure", "-f", "Jailfile.toml"],
+        &["why", sh, "-f", "Jailfile.toml"],
+        &["lock", "-f", "Jailfile.toml", "--state-dir", state_dir],
+    ];
+    for args in commands {
+        let (code, stdout, stderr) = run_in(dir.path(), args);
+        assert_eq!(code, 0, "`jailprov {}` without a root failed: stdout: {stdout}\nstderr: {stderr}", args.join(" "));
+        assert!(!stderr.contains("no jail root"), "`jailprov {}` asked for a root: {stderr}", args.join(" "));
+    }
+    assert!(dir.path().join("Jailfile.lock").exists(), "lock wrote the lock beside the Jailfile");
+}
+
+/// Only the commands that touch a jail ask for its root, naming the Jailfile and both ways to give one.
+#[test]
+fn jail_commands_without_a_root_say_how_to_give_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("Jailfile.toml"), "binaries = [\"sh\"]\n").expect("write Jailfile");
+    let state_dir = dir.path().join("state");
+    let state_dir = state_dir.to_str().expect("a UTF-8 temp path");
+    let commands: [&[&str]; 5] = [
+        &["plan", "-f", "Jailfile.toml", "--state-dir", state_dir],
+        &["apply", "-f", "Jailfile.toml", "--state-dir", state_dir],
+        &["destroy", "-f", "Jailfile.toml", "--state-dir", state_dir],
+        &["enter", "-f", "Jailfile.toml", "--state-dir", state_dir, "--", "true"],
+        &["check", "-f", "Jailfile.toml"],
+    ];
+    for args in commands {
+        let (code, _, stderr) = run_in(dir.path(), args);
+        assert_eq!(code, 1, "`jailprov {}` without a root must fail: {stderr}", args.join(" "));
+        assert!(
+            stderr.contains("Jailfile.toml: no jail root") && stderr.contains("--root DIR"),
+            "`jailprov {}` names the Jailfile and how to give a root: {stderr}",
+            args.join(" ")
+        );
+    }
+    assert!(!std::path::Path::new(state_dir).exists(), "nothing was recorded for a jail that has no root");
+}

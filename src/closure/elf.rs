@@ -278,11 +278,24 @@ fn c_string(raw: &[u8], what: &str) -> Result<String> {
     String::from_utf8(raw[..nul].to_vec()).with_context(|| format!("{what} is not valid UTF-8"))
 }
 
+/// The longest PT_INTERP the kernel accepts (PATH_MAX, binfmt_elf's check).
+const MAX_INTERPRETER_SIZE: u64 = 4096;
+
+/// The largest PT_DYNAMIC read: a real object's has a few dozen 16-byte entries; this is 65,536.
+const MAX_DYNAMIC_SIZE: u64 = 1024 * 1024;
+
 fn interpreter(source: &dyn ByteSource, phdrs: &[ProgramHeader]) -> Result<Option<String>> {
     // The kernel uses the first PT_INTERP, so that is the one that decides what runs.
     let Some(ph) = phdrs.iter().find(|ph| ph.p_type == PT_INTERP) else {
         return Ok(None);
     };
+    // Checked before reading: a sparse file can claim gigabytes at no cost to its owner.
+    if ph.p_filesz > MAX_INTERPRETER_SIZE {
+        bail!(
+            "PT_INTERP is {} bytes; the kernel runs no program whose interpreter path is longer than {MAX_INTERPRETER_SIZE}",
+            ph.p_filesz
+        );
+    }
     let raw = file_slice(source, ph.p_offset, ph.p_filesz, "PT_INTERP segment")?;
     c_string(&raw, "PT_INTERP").map(Some)
 }
@@ -300,6 +313,9 @@ struct DynamicRefs {
 }
 
 fn collect_dynamic_refs(source: &dyn ByteSource, dynamic: &ProgramHeader, ctx: Ctx) -> Result<DynamicRefs> {
+    if dynamic.p_filesz > MAX_DYNAMIC_SIZE {
+        bail!("PT_DYNAMIC is {} bytes, more than the {MAX_DYNAMIC_SIZE} any real object needs", dynamic.p_filesz);
+    }
     let segment = file_slice(source, dynamic.p_offset, dynamic.p_filesz, "PT_DYNAMIC segment")?;
     // Only the PT_DYNAMIC header is passed (relocated to the start of the bytes just read) so
     // goblin does not translate addresses we never use.

@@ -178,7 +178,7 @@ pub fn plan(spec: &Spec, command: &[String], caller: &Caller, cgroup_controllers
     let limits = cgroup::plan(&enter.limits, if rootless { &[] } else { cgroup_controllers });
     warnings.extend(limits.warnings.iter().cloned());
     Ok(EnterPlan {
-        root: spec.root.clone(),
+        root: spec.root()?.to_path_buf(),
         namespaces,
         id_maps,
         mounts: mounts::plan(spec),

@@ -35,8 +35,10 @@ pub use values::{compile_glob, glob_base, is_glob, parse_mode, parse_size};
 pub struct Spec {
     /// The Jailfile this came from.
     pub jailfile: PathBuf,
-    /// Host path of the jail root.
-    pub root: PathBuf,
+    /// Host path of the jail root; None when neither the Jailfile nor `--root` names one, which
+    /// only the commands that read the host alone (validate, closure, why, lock) accept. Those
+    /// that touch a jail ask for it through [`Spec::root`].
+    pub root: Option<PathBuf>,
     pub binaries: Vec<BinarySpec>,
     pub exclude: Exclude,
     pub devices: Vec<DeviceSpec>,
@@ -178,6 +180,18 @@ pub struct EnterSpec {
     pub allow_host_root: bool,
 }
 
+impl Spec {
+    /// The jail root, or the error a command that touches a jail gives when there is none.
+    pub fn root(&self) -> Result<&Path> {
+        self.root.as_deref().ok_or_else(|| {
+            anyhow::anyhow!(
+                "{}: no jail root: set `root = \"/srv/jails/NAME\"` in it or pass --root DIR",
+                self.jailfile.display()
+            )
+        })
+    }
+}
+
 /// Namespaces `enter` creates when the Jailfile names none.
 pub const DEFAULT_NAMESPACES: &[Namespace] =
     &[Namespace::Mount, Namespace::Pid, Namespace::Uts, Namespace::Ipc, Namespace::Net];
@@ -239,6 +253,13 @@ pub const MAX_JAILFILE_SIZE: u64 = 4 * 1024 * 1024;
 /// the anyhow error to print or test them); a file that cannot be read is a plain error.
 pub fn load(jailfile: &Path, root_override: Option<&Path>, host: &HostFs) -> Result<Spec> {
     let source = crate::beside::read_text(jailfile, "Jailfile", MAX_JAILFILE_SIZE)?;
+    from_text(jailfile, source, root_override, host)
+}
+
+/// Validates the text of a Jailfile read from `jailfile` (named in messages, and the base of
+/// nothing: every path in a Jailfile is absolute). [`load`] without the read, for callers that
+/// hold the text already (and for the fuzz targets, which hand it any bytes).
+pub fn from_text(jailfile: &Path, source: String, root_override: Option<&Path>, host: &HostFs) -> Result<Spec> {
     let parsed: Jailfile = match toml::from_str(&source) {
         Ok(parsed) => parsed,
         Err(error) => {
@@ -269,7 +290,7 @@ impl Validator<'_> {
     }
 
     fn spec(&mut self, jailfile: &Path, parsed: Jailfile, root_override: Option<&Path>) -> Option<Spec> {
-        let root = self.root(&parsed.root, root_override);
+        let root = self.root(parsed.root.as_ref(), root_override);
         let binaries = self.binaries(&parsed.binaries);
         let exclude = self.exclude(&parsed.exclude);
         let (users, groups) = self.users_and_groups(&parsed.users, &parsed.groups);
@@ -282,7 +303,7 @@ impl Validator<'_> {
         let allow_missing = parsed.allow_missing.iter().map(|name| name.get_ref().clone()).collect();
         Some(Spec {
             jailfile: jailfile.to_path_buf(),
-            root: root?,
+            root: root.ok()?,
             binaries,
             exclude: exclude?,
             devices,
@@ -296,10 +317,12 @@ impl Validator<'_> {
         })
     }
 
-    fn root(&mut self, root: &Option<Spanned<String>>, root_override: Option<&Path>) -> Option<PathBuf> {
+    /// The jail root: Ok(None) when none is named (see [`Spec::root`]), Err(()) when the one
+    /// named is wrong (reported).
+    fn root(&mut self, root: Option<&Spanned<String>>, root_override: Option<&Path>) -> Result<Option<PathBuf>, ()> {
         // The file's own root is checked even when --root replaces it: a reviewed Jailfile
         // with `root = "/"` is wrong wherever it is applied.
-        let from_file = root.as_ref().and_then(|root| self.root_from_file(root));
+        let from_file = root.map(|root| self.root_from_file(root).ok_or(())).transpose();
         if let Some(path) = root_override {
             if !path.is_absolute() || path == Path::new("/") {
                 self.report(Problem {
@@ -309,18 +332,9 @@ impl Validator<'_> {
                     message: "--root must be an absolute directory other than /".into(),
                     help: None,
                 });
-                return None;
+                return Err(());
             }
-            return Some(path.to_path_buf());
-        }
-        if root.is_none() {
-            self.report(Problem {
-                span: Some(0..0),
-                key: "root".into(),
-                value: None,
-                message: "no jail root: set `root = \"/srv/jails/NAME\"` or pass --root DIR".into(),
-                help: None,
-            });
+            return Ok(Some(path.to_path_buf()));
         }
         from_file
     }

@@ -38,7 +38,7 @@ mod reviewing;
 // The lock as plan, apply, check and `jailprov lock` use it; the rest stays inside.
 pub use drift::{diff_closures_text, Comparison, Difference, Drift};
 pub use entries::hash_text;
-pub use format::{host_fingerprint, jailfile_digest, lock_path, HostFingerprint, LockEntry};
+pub use format::{host_fingerprint, jailfile_digest, lock_path, HostFingerprint, Lock, LockEntry};
 pub use review::{drift_text, note, plan_json_with_drift, review};
 pub use reviewing::{Inputs, Mode, Review};
 
