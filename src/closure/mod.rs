@@ -4,12 +4,14 @@
 //! (what it is, which host file it comes from, and which entries need it). Nothing is executed:
 //! ELF files are read with goblin, scripts by their `#!` line, NSS modules from nsswitch.conf.
 
+pub mod dynsym;
 pub mod elf;
 pub mod ld_cache;
 pub mod loader;
 pub mod nss;
 pub mod platform;
 pub mod script;
+pub mod symbols;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -120,6 +122,9 @@ pub struct Closure {
     /// Things a user should know that do not stop the jail from being built.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Each started program's symbol and version verdict (src/closure/symbols.rs).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub symbols: Vec<symbols::Verdict>,
 }
 
 fn entries_as_list<S: serde::Serializer>(
@@ -142,6 +147,8 @@ struct ProgramFacts {
     load: Option<LoadResult>,
     /// For a script: its interpreter programs (the `#!` path, and what `env` runs).
     interpreters: Vec<ProgramFacts>,
+    /// What the loader's symbol and version checks say, for a program that is started.
+    verdict: Option<symbols::Verdict>,
 }
 
 /// The closure of a validated Jailfile on this host (its loader rules and ld.so.cache); the
@@ -175,7 +182,9 @@ pub fn build(spec: &Spec, loader: &Loader) -> Result<Closure> {
         scope.spawn(move || {
             spec.binaries.par_iter().enumerate().for_each_with(sender, |sender, (index, binary)| {
                 // A send fails only when placing stopped at an error; the rest is then moot.
-                let _ = sender.send((index, analyze_program(loader, &binary.host_path, search_path, 0)));
+                let facts = analyze_program(loader, &binary.host_path, search_path, 0)
+                    .and_then(|facts| symbols::check_program(loader, facts, binary.allow_unresolved));
+                let _ = sender.send((index, facts));
             });
         });
         let mut arrived = BTreeMap::new();
@@ -230,6 +239,7 @@ pub fn build(spec: &Spec, loader: &Loader) -> Result<Closure> {
     builder.add_usr_merge_links()?;
     builder.apply_exclude(spec);
     builder.finish_missing(spec)?;
+    symbols::report(spec, &mut builder.closure)?;
     Ok(builder.finish())
 }
 
@@ -253,6 +263,7 @@ fn analyze_program(loader: &Loader, named: &Path, search_path: &[String], depth:
         ident: None,
         load: None,
         interpreters: Vec::new(),
+        verdict: None,
     };
     if let Some(info) = loader.elf(&canonical)? {
         facts.ident = Some(info.ident);
@@ -425,6 +436,7 @@ impl Builder<'_> {
         self.add_links(&facts.links, needed_by)?;
         let path = jail_path_of(&facts.canonical)?;
         self.add(path.clone(), kind, Some(facts.canonical.clone()), needed_by);
+        self.closure.symbols.extend(facts.verdict.clone());
         self.resolved
             .insert(facts.named.as_os_str().to_owned(), Arc::new(Placement::new(&facts.links, &facts.canonical)?));
         self.add_dependencies(facts, path.as_str())?;

@@ -1,0 +1,505 @@
+//! Reads what glibc's symbol lookup and version check read of an ELF object: its dynamic
+//! symbols with their `.gnu.version` (DT_VERSYM) entries, its version needs (DT_VERNEED) and
+//! definitions (DT_VERDEF), and, on demand, which symbols its relocations use.
+//!
+//! Every read is bounded by the file and by the PT_LOAD segment it lies in, and every count is
+//! checked against the bytes read: any bytes give a value or an error, never a panic or a huge
+//! allocation (a local user may own a `[[files]]` tree).
+
+use std::borrow::Cow;
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use goblin::container::Ctx;
+use goblin::elf::dynamic::{
+    Dynamic, DT_GNU_HASH, DT_HASH, DT_JMPREL, DT_PLTREL, DT_PLTRELSZ, DT_REL, DT_RELA, DT_RELASZ, DT_RELSZ, DT_STRSZ,
+    DT_STRTAB, DT_SYMTAB, DT_VERDEF, DT_VERDEFNUM, DT_VERNEED, DT_VERNEEDNUM, DT_VERSYM,
+};
+use goblin::elf::program_header::{ProgramHeader, PT_DYNAMIC, PT_LOAD};
+use goblin::elf::reloc::RelocSection;
+use goblin::elf::sym::{Sym, STB_GLOBAL, STB_GNU_UNIQUE, STB_WEAK, STT_COMMON, STT_FUNC, STT_GNU_IFUNC};
+use goblin::elf::sym::{STT_NOTYPE, STT_OBJECT, STT_TLS};
+use rustc_hash::FxHashMap as HashMap;
+
+use super::elf::{file_slice, ident_of, program_headers, ByteSource, ElfClass, FileSource};
+
+const SHN_UNDEF: usize = 0;
+const SHN_ABS: usize = 0xfff1;
+/// The bit of a `.gnu.version` entry that hides a definition from unversioned references.
+const VERSYM_HIDDEN: u16 = 0x8000;
+/// vna_flags bit: a weak version need, whose absence is not fatal.
+const VER_FLG_WEAK: u16 = 0x2;
+/// No real object has more; a count past it is corruption (and a bound on the work done).
+const MAX_VERSION_ENTRIES: u64 = 1 << 16;
+/// Largest version section read (a real one is a few kilobytes).
+const MAX_VERSION_BYTES: u64 = 1 << 20;
+
+/// One object's symbols as the loader's lookup sees them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SymbolFacts {
+    /// Definitions other objects can bind to: name -> the `.gnu.version` entry of each
+    /// definition (1, "global", when the object has no DT_VERSYM).
+    pub defined: HashMap<Box<[u8]>, Vec<u16>>,
+    /// Undefined, non-weak references: what must be found elsewhere.
+    pub undefined: Vec<Reference>,
+    /// DT_VERSYM is present (the object's definitions carry versions).
+    pub has_versym: bool,
+    /// DT_VERDEF: (index, name) of each version the object defines, its base entry (its soname)
+    /// included.
+    pub version_definitions: Vec<(u16, String)>,
+    /// DT_VERNEED: the versions the object needs, from which file.
+    pub version_needs: Vec<VersionNeed>,
+    /// Where the relocation tables lie in the file, read only when a reference is unresolved.
+    pub relocations: RelocationTables,
+}
+
+/// An undefined, non-weak dynamic symbol of an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    pub name: Box<[u8]>,
+    /// Its index in the dynamic symbol table (what relocations name).
+    pub index: u32,
+    /// The version it asks for (from DT_VERNEED), if any.
+    pub version: Option<String>,
+    /// Its `.gnu.version` entry has the hidden bit.
+    pub hidden: bool,
+}
+
+/// One (file, version) pair of DT_VERNEED.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionNeed {
+    pub file: String,
+    pub version: String,
+    /// VER_FLG_WEAK: the loader only warns when it is missing.
+    pub weak: bool,
+}
+
+/// File ranges of the relocation tables (offset, size), and their entry kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RelocationTables {
+    /// DT_RELA/DT_REL without the PLT part (applied at start whatever the binding mode).
+    non_plt: Option<(u64, u64, bool)>,
+    /// DT_JMPREL: the PLT relocations (bound lazily unless the object is `-z now`).
+    plt: Option<(u64, u64, bool)>,
+    is_64: bool,
+    little_endian: bool,
+}
+
+/// Which symbols (by index) an object's relocations use.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RelocationUses {
+    /// Used by relocations applied at start (GLOB_DAT, absolute addresses, copies...).
+    pub at_start: BTreeSet<u32>,
+    /// Used by PLT relocations only.
+    pub plt: BTreeSet<u32>,
+}
+
+impl SymbolFacts {
+    /// Whether a reference to `name` (with `version`, `hidden`) binds to a definition of this
+    /// object, by glibc 2.36's `check_match` (elf/dl-lookup.c).
+    pub fn satisfies(&self, name: &[u8], version: Option<&str>, hidden: bool) -> bool {
+        let Some(definitions) = self.defined.get(name) else { return false };
+        if !self.has_versym {
+            return true;
+        }
+        match version {
+            Some(wanted) => definitions.iter().any(|&entry| {
+                let index = entry & !VERSYM_HIDDEN;
+                // An unversioned (index 0/1) visible definition serves any versioned reference.
+                self.version_name(index) == Some(wanted) || (!hidden && index < 2 && entry & VERSYM_HIDDEN == 0)
+            }),
+            None => {
+                // An old unversioned reference binds to the base (index < 3) definition, or to
+                // the one visible versioned definition when there is exactly one.
+                if definitions.iter().any(|&entry| entry & !VERSYM_HIDDEN < 3) {
+                    return true;
+                }
+                definitions.iter().filter(|&&entry| entry & VERSYM_HIDDEN == 0).count() == 1
+            }
+        }
+    }
+
+    fn version_name(&self, index: u16) -> Option<&str> {
+        self.version_definitions.iter().find(|(defined, _)| *defined == index).map(|(_, name)| name.as_str())
+    }
+
+    /// Whether DT_VERDEF defines `version` (glibc's `match_symbol` compares every entry, the base
+    /// one included).
+    pub fn defines_version(&self, version: &str) -> bool {
+        self.version_definitions.iter().any(|(_, name)| name == version)
+    }
+
+    /// The versions DT_VERDEF defines, the base entry (the soname) left out.
+    pub fn defined_versions(&self) -> Vec<&str> {
+        self.version_definitions.iter().filter(|(index, _)| *index > 1).map(|(_, name)| name.as_str()).collect()
+    }
+
+    /// The object has DT_VERDEF at all (glibc skips the check of a needed version otherwise).
+    pub fn has_version_definitions(&self) -> bool {
+        !self.version_definitions.is_empty()
+    }
+}
+
+/// Reads the symbol facts of the ELF file at `path`; Ok(None) when it is not ELF.
+pub fn read_symbols(path: &Path) -> Result<Option<SymbolFacts>> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let length = file.metadata().with_context(|| format!("inspecting {}", path.display()))?.len();
+    FileSource::new(&file, length)
+        .and_then(|source| symbols_from(&source))
+        .with_context(|| format!("reading the dynamic symbols of {}", path.display()))
+}
+
+/// [`read_symbols`] on bytes in memory.
+pub fn parse_symbols(bytes: &[u8]) -> Result<Option<SymbolFacts>> {
+    symbols_from(&bytes)
+}
+
+/// Which symbols the relocations of the file at `path` use (its tables as `facts` found them).
+pub fn read_relocation_uses(path: &Path, facts: &SymbolFacts) -> Result<RelocationUses> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let length = file.metadata().with_context(|| format!("inspecting {}", path.display()))?.len();
+    FileSource::new(&file, length)
+        .and_then(|source| relocation_uses(&source, &facts.relocations))
+        .with_context(|| format!("reading the relocations of {}", path.display()))
+}
+
+/// [`read_relocation_uses`] on bytes in memory.
+pub fn parse_relocation_uses(bytes: &[u8], facts: &SymbolFacts) -> Result<RelocationUses> {
+    relocation_uses(&bytes, &facts.relocations)
+}
+
+/// The dynamic entries the symbol reading needs (the last of each, as glibc keeps).
+#[derive(Default)]
+struct SymbolRefs {
+    symtab: Option<u64>,
+    strtab: Option<u64>,
+    strsz: u64,
+    hash: Option<u64>,
+    gnu_hash: Option<u64>,
+    versym: Option<u64>,
+    verneed: Option<u64>,
+    verneednum: u64,
+    verdef: Option<u64>,
+    verdefnum: u64,
+    rela: Option<u64>,
+    relasz: u64,
+    rel: Option<u64>,
+    relsz: u64,
+    jmprel: Option<u64>,
+    pltrelsz: u64,
+    pltrel: u64,
+}
+
+/// An ELF image being read: its bytes, header facts and load segments.
+struct Image<'a> {
+    source: &'a dyn ByteSource,
+    phdrs: Vec<ProgramHeader>,
+    ctx: Ctx,
+}
+
+impl<'a> Image<'a> {
+    /// The file offset of `vaddr` and how many bytes of file data its PT_LOAD holds from there.
+    fn at(&self, vaddr: u64) -> Option<(u64, u64)> {
+        let ph = self
+            .phdrs
+            .iter()
+            .find(|ph| ph.p_type == PT_LOAD && vaddr >= ph.p_vaddr && vaddr - ph.p_vaddr < ph.p_filesz)?;
+        let into = vaddr - ph.p_vaddr;
+        Some((ph.p_offset.checked_add(into)?, ph.p_filesz - into))
+    }
+
+    /// Exactly `size` bytes at `vaddr`, inside one PT_LOAD segment's file data.
+    fn read(&self, vaddr: u64, size: u64, what: &str) -> Result<Cow<'a, [u8]>> {
+        let (offset, available) = self.at(vaddr).with_context(|| format!("{what} at {vaddr:#x} is not in the file"))?;
+        if size > available {
+            bail!("{what} at {vaddr:#x} ({size} bytes) runs past its segment");
+        }
+        file_slice(self.source, offset, size, what)
+    }
+
+    /// Up to `limit` bytes at `vaddr` (fewer when its segment ends first).
+    fn read_up_to(&self, vaddr: u64, limit: u64, what: &str) -> Result<Cow<'a, [u8]>> {
+        let (offset, available) = self.at(vaddr).with_context(|| format!("{what} at {vaddr:#x} is not in the file"))?;
+        file_slice(self.source, offset, available.min(limit), what)
+    }
+
+    fn u32_at(&self, bytes: &[u8], at: usize) -> Option<u32> {
+        let raw: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
+        Some(if self.ctx.is_little_endian() { u32::from_le_bytes(raw) } else { u32::from_be_bytes(raw) })
+    }
+
+    fn u16_at(&self, bytes: &[u8], at: usize) -> Option<u16> {
+        let raw: [u8; 2] = bytes.get(at..at.checked_add(2)?)?.try_into().ok()?;
+        Some(if self.ctx.is_little_endian() { u16::from_le_bytes(raw) } else { u16::from_be_bytes(raw) })
+    }
+}
+
+fn symbols_from(source: &dyn ByteSource) -> Result<Option<SymbolFacts>> {
+    let head_size = source.length().min(ElfClass::Elf64.header_size() as u64) as usize;
+    let head = source.read(0, head_size)?;
+    let Some(ident) = ident_of(&head) else { return Ok(None) };
+    let ctx = ident.ctx();
+    let phdrs = program_headers(source, &head, ctx)?;
+    let Some(dynamic) = phdrs.iter().rev().find(|ph| ph.p_type == PT_DYNAMIC).cloned() else {
+        return Ok(Some(SymbolFacts::default()));
+    };
+    let image = Image { source, phdrs, ctx };
+    let refs = symbol_refs(&image, &dynamic)?;
+    let mut facts = SymbolFacts {
+        relocations: relocation_tables(&image, &refs),
+        has_versym: refs.versym.is_some(),
+        ..SymbolFacts::default()
+    };
+    let strings = match refs.strtab {
+        Some(strtab) if refs.strsz > 0 => image.read_up_to(strtab, refs.strsz, "DT_STRTAB")?,
+        _ => Cow::Borrowed(&[][..]),
+    };
+    let name = |offset: u32, what: &str| -> Result<&[u8]> {
+        let rest = strings.get(offset as usize..).with_context(|| format!("{what} name past DT_STRSZ"))?;
+        let end = rest.iter().position(|&byte| byte == 0).with_context(|| format!("{what} name not terminated"))?;
+        Ok(&rest[..end])
+    };
+    let text =
+        |offset: u32, what: &str| -> Result<String> { Ok(String::from_utf8_lossy(name(offset, what)?).into_owned()) };
+
+    // Version needs first: a reference's version is named through its vna_other index.
+    let mut need_names: HashMap<u16, String> = HashMap::default();
+    if let Some(verneed) = refs.verneed {
+        let bytes = image.read_up_to(verneed, MAX_VERSION_BYTES, "DT_VERNEED")?;
+        for (file, aux) in walk_verneed(&image, &bytes, refs.verneednum)? {
+            let file = text(file, "DT_VERNEED file")?;
+            for (name_offset, flags, index) in aux {
+                let version = text(name_offset, "DT_VERNEED version")?;
+                need_names.insert(index, version.clone());
+                facts.version_needs.push(VersionNeed { file: file.clone(), version, weak: flags & VER_FLG_WEAK != 0 });
+            }
+        }
+    }
+    if let Some(verdef) = refs.verdef {
+        let bytes = image.read_up_to(verdef, MAX_VERSION_BYTES, "DT_VERDEF")?;
+        for (index, name_offset) in walk_verdef(&image, &bytes, refs.verdefnum)? {
+            facts.version_definitions.push((index, text(name_offset, "DT_VERDEF")?));
+        }
+    }
+
+    let Some(symtab) = refs.symtab else { return Ok(Some(facts)) };
+    let count = symbol_count(&image, &refs)?;
+    let entry_size = if ctx.is_big() { 24 } else { 16 };
+    let table_size = count.checked_mul(entry_size).context("symbol count overflows")?;
+    if table_size > source.length() {
+        bail!("the hash table claims {count} dynamic symbols, more than the file holds");
+    }
+    let table = image.read(symtab, table_size, "DT_SYMTAB")?;
+    let symbols = Sym::parse(&table, 0, count as usize, ctx).context("malformed DT_SYMTAB")?;
+    let versions = match refs.versym {
+        Some(versym) if count > 0 => Some(image.read(versym, count * 2, "DT_VERSYM")?),
+        _ => None,
+    };
+    for (index, symbol) in symbols.iter().enumerate().skip(1) {
+        let entry = match &versions {
+            Some(bytes) => image.u16_at(bytes, index * 2).context("DT_VERSYM shorter than DT_SYMTAB")?,
+            None => 1,
+        };
+        let binding = symbol.st_bind();
+        let kind = symbol.st_type();
+        if symbol.st_shndx == SHN_UNDEF {
+            if binding != STB_GLOBAL {
+                // A weak undefined reference resolves to 0 when nothing defines it.
+                continue;
+            }
+            let symbol_name = name(symbol.st_name as u32, "symbol")?;
+            if symbol_name.is_empty() {
+                continue;
+            }
+            let version_index = entry & !VERSYM_HIDDEN;
+            let version = if version_index >= 2 { need_names.get(&version_index).cloned() } else { None };
+            facts.undefined.push(Reference {
+                name: symbol_name.into(),
+                index: index as u32,
+                version,
+                hidden: entry & VERSYM_HIDDEN != 0,
+            });
+            continue;
+        }
+        let exported = matches!(binding, STB_GLOBAL | STB_WEAK | STB_GNU_UNIQUE)
+            && matches!(kind, STT_NOTYPE | STT_OBJECT | STT_FUNC | STT_COMMON | STT_TLS | STT_GNU_IFUNC)
+            && !(symbol.st_value == 0 && symbol.st_shndx != SHN_ABS && kind != STT_TLS);
+        if exported {
+            let symbol_name = name(symbol.st_name as u32, "symbol")?;
+            facts.defined.entry(symbol_name.into()).or_default().push(entry);
+        }
+    }
+    Ok(Some(facts))
+}
+
+fn symbol_refs(image: &Image, dynamic: &ProgramHeader) -> Result<SymbolRefs> {
+    let segment = file_slice(image.source, dynamic.p_offset, dynamic.p_filesz, "PT_DYNAMIC segment")?;
+    let relocated = ProgramHeader { p_offset: 0, ..dynamic.clone() };
+    let parsed = Dynamic::parse(&segment, std::slice::from_ref(&relocated), image.ctx)
+        .context("malformed PT_DYNAMIC segment")?;
+    let mut refs = SymbolRefs::default();
+    for entry in parsed.iter().flat_map(|d| d.dyns.iter()) {
+        let value = entry.d_val;
+        match entry.d_tag {
+            DT_SYMTAB => refs.symtab = Some(value),
+            DT_STRTAB => refs.strtab = Some(value),
+            DT_STRSZ => refs.strsz = value,
+            DT_HASH => refs.hash = Some(value),
+            DT_GNU_HASH => refs.gnu_hash = Some(value),
+            DT_VERSYM => refs.versym = Some(value),
+            DT_VERNEED => refs.verneed = Some(value),
+            DT_VERNEEDNUM => refs.verneednum = value,
+            DT_VERDEF => refs.verdef = Some(value),
+            DT_VERDEFNUM => refs.verdefnum = value,
+            DT_RELA => refs.rela = Some(value),
+            DT_RELASZ => refs.relasz = value,
+            DT_REL => refs.rel = Some(value),
+            DT_RELSZ => refs.relsz = value,
+            DT_JMPREL => refs.jmprel = Some(value),
+            DT_PLTRELSZ => refs.pltrelsz = value,
+            DT_PLTREL => refs.pltrel = value,
+            _ => {}
+        }
+    }
+    Ok(refs)
+}
+
+/// How many entries DT_SYMTAB has: DT_HASH says it (nchain); DT_GNU_HASH by its last chain.
+fn symbol_count(image: &Image, refs: &SymbolRefs) -> Result<u64> {
+    if let Some(hash) = refs.hash {
+        let header = image.read(hash, 8, "DT_HASH")?;
+        return Ok(u64::from(image.u32_at(&header, 4).context("DT_HASH header")?));
+    }
+    let Some(gnu_hash) = refs.gnu_hash else { return Ok(0) };
+    let header = image.read(gnu_hash, 16, "DT_GNU_HASH")?;
+    let field = |at| image.u32_at(&header, at).context("DT_GNU_HASH header");
+    let (buckets, symbol_offset, bloom_words) = (u64::from(field(0)?), u64::from(field(4)?), u64::from(field(8)?));
+    let word = if image.ctx.is_big() { 8 } else { 4 };
+    let buckets_at = bloom_words
+        .checked_mul(word)
+        .and_then(|bloom| gnu_hash.checked_add(16)?.checked_add(bloom))
+        .context("DT_GNU_HASH overflows")?;
+    let bucket_bytes = buckets.checked_mul(4).context("DT_GNU_HASH overflows")?;
+    if bucket_bytes > image.source.length() {
+        bail!("DT_GNU_HASH claims {buckets} buckets, more than the file holds");
+    }
+    let bucket_table = image.read(buckets_at, bucket_bytes, "DT_GNU_HASH buckets")?;
+    let last_start = (0..buckets as usize).filter_map(|bucket| image.u32_at(&bucket_table, bucket * 4)).max();
+    let last_start = match last_start {
+        Some(start) if u64::from(start) >= symbol_offset => u64::from(start),
+        _ => return Ok(symbol_offset),
+    };
+    // The chain of the last bucket ends at the last symbol: its entry has the low bit set.
+    let chains_at = buckets_at.checked_add(bucket_bytes).context("DT_GNU_HASH overflows")?;
+    let first_entry = chains_at
+        .checked_add((last_start - symbol_offset).checked_mul(4).context("DT_GNU_HASH overflows")?)
+        .context("DT_GNU_HASH overflows")?;
+    let chain = image.read_up_to(first_entry, image.source.length(), "DT_GNU_HASH chain")?;
+    for (position, entry) in chain.chunks_exact(4).enumerate() {
+        let value = image.u32_at(entry, 0).context("DT_GNU_HASH chain")?;
+        if value & 1 == 1 {
+            return Ok(last_start + position as u64 + 1);
+        }
+    }
+    bail!("the last DT_GNU_HASH chain never ends")
+}
+
+/// DT_VERNEED entries: (vn_file, [(vna_name, vna_flags, vna_other)]).
+type NeedEntries = Vec<(u32, Vec<(u32, u16, u16)>)>;
+
+fn walk_verneed(image: &Image, bytes: &[u8], count: u64) -> Result<NeedEntries> {
+    let mut entries = Vec::new();
+    let mut at = 0usize;
+    for _ in 0..count.min(MAX_VERSION_ENTRIES) {
+        let field16 = |offset: usize| image.u16_at(bytes, at + offset).context("DT_VERNEED entry past its data");
+        let field32 = |offset: usize| image.u32_at(bytes, at + offset).context("DT_VERNEED entry past its data");
+        let (aux_count, file, aux_offset, next) = (field16(2)?, field32(4)?, field32(8)?, field32(12)?);
+        let mut aux = Vec::new();
+        let mut aux_at = at.checked_add(aux_offset as usize).context("DT_VERNEED overflows")?;
+        for _ in 0..aux_count {
+            let field16 = |offset: usize| image.u16_at(bytes, aux_at + offset).context("DT_VERNEED aux past its data");
+            let field32 = |offset: usize| image.u32_at(bytes, aux_at + offset).context("DT_VERNEED aux past its data");
+            aux.push((field32(8)?, field16(4)?, field16(6)?));
+            let aux_next = field32(12)?;
+            if aux_next == 0 {
+                break;
+            }
+            aux_at = aux_at.checked_add(aux_next as usize).context("DT_VERNEED overflows")?;
+        }
+        entries.push((file, aux));
+        if next == 0 {
+            break;
+        }
+        at = at.checked_add(next as usize).context("DT_VERNEED overflows")?;
+    }
+    Ok(entries)
+}
+
+/// DT_VERDEF entries: (vd_ndx, name of its first aux).
+fn walk_verdef(image: &Image, bytes: &[u8], count: u64) -> Result<Vec<(u16, u32)>> {
+    let mut entries = Vec::new();
+    let mut at = 0usize;
+    for _ in 0..count.min(MAX_VERSION_ENTRIES) {
+        let field16 = |offset: usize| image.u16_at(bytes, at + offset).context("DT_VERDEF entry past its data");
+        let field32 = |offset: usize| image.u32_at(bytes, at + offset).context("DT_VERDEF entry past its data");
+        let (index, aux_offset, next) = (field16(4)?, field32(12)?, field32(16)?);
+        let aux_at = at.checked_add(aux_offset as usize).context("DT_VERDEF overflows")?;
+        let name = image.u32_at(bytes, aux_at).context("DT_VERDEF aux past its data")?;
+        entries.push((index, name));
+        if next == 0 {
+            break;
+        }
+        at = at.checked_add(next as usize).context("DT_VERDEF overflows")?;
+    }
+    Ok(entries)
+}
+
+/// The file ranges of the relocation tables; ranges that do not map to the file are left out
+/// (their uses are then unknown).
+fn relocation_tables(image: &Image, refs: &SymbolRefs) -> RelocationTables {
+    let range = |vaddr: Option<u64>, size: u64| -> Option<(u64, u64)> {
+        let (offset, available) = image.at(vaddr?)?;
+        (size > 0 && size <= available).then_some((offset, size))
+    };
+    let plt_is_rela = refs.pltrel == DT_RELA;
+    let plt = range(refs.jmprel, refs.pltrelsz);
+    let (table, size, is_rela) = match refs.rela {
+        Some(_) => (refs.rela, refs.relasz, true),
+        None => (refs.rel, refs.relsz, false),
+    };
+    // GNU ld may count .rela.plt in DT_RELASZ when it follows .rela.dyn; glibc then skips it
+    // there (elf/dynamic-link.h): so do we.
+    let non_plt = range(table, size).map(|(offset, size)| match plt {
+        Some((plt_offset, _)) if plt_offset > offset && plt_offset < offset + size => (offset, plt_offset - offset),
+        _ => (offset, size),
+    });
+    RelocationTables {
+        non_plt: non_plt.map(|(offset, size)| (offset, size, is_rela)),
+        plt: plt.map(|(offset, size)| (offset, size, plt_is_rela)),
+        is_64: image.ctx.is_big(),
+        little_endian: image.ctx.is_little_endian(),
+    }
+}
+
+fn relocation_uses(source: &dyn ByteSource, tables: &RelocationTables) -> Result<RelocationUses> {
+    let container = if tables.is_64 { goblin::container::Container::Big } else { goblin::container::Container::Little };
+    let endian = if tables.little_endian { goblin::container::Endian::Little } else { goblin::container::Endian::Big };
+    let ctx = Ctx::new(container, endian);
+    let mut uses = RelocationUses::default();
+    let read = |range: Option<(u64, u64, bool)>, into: &mut BTreeSet<u32>| -> Result<()> {
+        let Some((offset, size, is_rela)) = range else { return Ok(()) };
+        let bytes = file_slice(source, offset, size, "relocation table")?;
+        let table = RelocSection::parse(&bytes, 0, bytes.len(), is_rela, ctx).context("malformed relocation table")?;
+        for relocation in table.iter() {
+            if relocation.r_sym != 0 {
+                into.insert(u32::try_from(relocation.r_sym).unwrap_or(u32::MAX));
+            }
+        }
+        Ok(())
+    };
+    read(tables.non_plt, &mut uses.at_start)?;
+    read(tables.plt, &mut uses.plt)?;
+    Ok(uses)
+}
