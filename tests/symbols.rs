@@ -320,3 +320,28 @@ fn plugin_in_files_using_its_programs_symbols_is_no_finding() {
         "the plugin is not started, so not judged: {judged:?}"
     );
 }
+
+#[test]
+fn python_with_its_extension_modules_in_files_is_no_finding() {
+    let fixture = Fixture::new();
+    let example = fs::canonicalize("examples/python/Jailfile.toml").expect("the shipped python example");
+    let jailfile = fs::read_to_string(&example).expect("read the example");
+    fixture.workspace.write_jailfile(&jailfile);
+    let run = fixture.closure().ok("closure of the shipped python example");
+    let listing: Value = serde_json::from_str(&run.stdout).expect("JSON");
+    let verdicts = listing["symbols"].as_array().expect("python is judged");
+    assert!(!verdicts.is_empty() && verdicts.iter().all(|verdict| verdict["verdict"] == "ok"), "{verdicts:?}");
+    // lib-dynload's modules leave Python's C API undefined: they are loaded, not started.
+    assert!(!run.stderr.contains("undefined symbol") && !run.stderr.contains("version `"), "{}", run.describe());
+}
+
+#[test]
+fn binary_table_with_an_unknown_key_is_refused_and_the_known_ones_validate() {
+    let fixture = Fixture::new();
+    fixture.jailfile("binaries = [\"sh\", { name = \"bash\", allow_unresolved = true }]\n");
+    fixture.host_only("validate", &[]).ok("a binaries table with name and allow_unresolved");
+    fixture.jailfile("binaries = [{ name = \"bash\", allow_unresolvd = true }]\n");
+    let run = fixture.host_only("validate", &[]);
+    assert_ne!(run.code, 0, "a typo must not silently keep the error: {}", run.describe());
+    assert!(run.stderr.contains("allow_unresolvd"), "{}", run.describe());
+}
