@@ -19,7 +19,7 @@ use goblin::elf::dynamic::{
 };
 use goblin::elf::program_header::{ProgramHeader, PT_DYNAMIC, PT_LOAD};
 use goblin::elf::reloc::RelocSection;
-use goblin::elf::sym::{Sym, STB_GLOBAL, STB_GNU_UNIQUE, STB_WEAK, STT_COMMON, STT_FUNC, STT_GNU_IFUNC};
+use goblin::elf::sym::{STB_GLOBAL, STB_GNU_UNIQUE, STB_WEAK, STT_COMMON, STT_FUNC, STT_GNU_IFUNC};
 use goblin::elf::sym::{STT_NOTYPE, STT_OBJECT, STT_TLS};
 use rustc_hash::FxHashMap as HashMap;
 
@@ -37,11 +37,10 @@ const MAX_VERSION_ENTRIES: u64 = 1 << 16;
 const MAX_VERSION_BYTES: u64 = 1 << 20;
 
 /// One object's symbols as the loader's lookup sees them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct SymbolFacts {
-    /// Definitions other objects can bind to: name -> the `.gnu.version` entry of each
-    /// definition (1, "global", when the object has no DT_VERSYM).
-    pub defined: HashMap<Box<[u8]>, Vec<u16>>,
+    /// Definitions other objects can bind to, looked up by name.
+    definitions: Definitions,
     /// Undefined, non-weak references: what must be found elsewhere.
     pub undefined: Vec<Reference>,
     /// DT_VERSYM is present (the object's definitions carry versions).
@@ -53,6 +52,143 @@ pub struct SymbolFacts {
     pub version_needs: Vec<VersionNeed>,
     /// Where the relocation tables lie in the file, read only when a reference is unresolved.
     pub relocations: RelocationTables,
+}
+
+/// How an object's definitions are found by name.
+#[derive(Debug, Clone)]
+enum Definitions {
+    /// Through the object's own DT_GNU_HASH table, as the loader does: nothing is built, the
+    /// tables are kept as read (a program exporting 100,000 symbols costs one read, not a map).
+    GnuHash(GnuHashTable),
+    /// Objects without DT_GNU_HASH (rare): name -> the `.gnu.version` entry of each definition.
+    Map(HashMap<Box<[u8]>, Vec<u16>>),
+}
+
+impl Default for Definitions {
+    fn default() -> Definitions {
+        Definitions::Map(HashMap::default())
+    }
+}
+
+/// The bytes a DT_GNU_HASH lookup reads.
+#[derive(Debug, Clone)]
+struct GnuHashTable {
+    buckets: Vec<u32>,
+    /// Chain values of the symbols from `symbol_offset` on.
+    chains: Vec<u32>,
+    symbol_offset: u32,
+    /// DT_SYMTAB, DT_STRTAB and DT_VERSYM as read.
+    symbols: Vec<u8>,
+    strings: Vec<u8>,
+    versions: Vec<u8>,
+    is_64: bool,
+    little_endian: bool,
+}
+
+/// The fields of a dynamic symbol the lookup looks at.
+struct RawSymbol {
+    name: u32,
+    info: u8,
+    section: u16,
+    value: u64,
+}
+
+impl GnuHashTable {
+    fn entry_size(&self) -> usize {
+        if self.is_64 {
+            24
+        } else {
+            16
+        }
+    }
+
+    fn symbol(&self, index: usize) -> Option<RawSymbol> {
+        raw_symbol(&self.symbols, index, self.is_64, self.little_endian)
+    }
+
+    /// The `.gnu.version` entries of every exported definition of `name`.
+    fn definitions_of(&self, name: &[u8], strings_hold_names: impl Fn(u32, &[u8]) -> bool) -> Vec<u16> {
+        let hash = gnu_hash(name);
+        let mut found = Vec::new();
+        if self.buckets.is_empty() {
+            return found;
+        }
+        let Some(&start) = self.buckets.get(hash as usize % self.buckets.len()) else { return found };
+        if start < self.symbol_offset {
+            return found;
+        }
+        let mut index = start as usize;
+        while let Some(&chain) = self.chains.get(index - self.symbol_offset as usize) {
+            if chain | 1 == hash | 1 {
+                if let Some(symbol) = self.symbol(index).filter(|symbol| is_exported(symbol)) {
+                    if strings_hold_names(symbol.name, name) {
+                        found.push(u16_of(&self.versions, index, self.little_endian).unwrap_or(1));
+                    }
+                }
+            }
+            if chain & 1 == 1 {
+                break;
+            }
+            index += 1;
+        }
+        found
+    }
+}
+
+/// The GNU hash of a symbol name (dl_new_hash).
+fn gnu_hash(name: &[u8]) -> u32 {
+    name.iter().fold(5381u32, |hash, &byte| hash.wrapping_mul(33).wrapping_add(u32::from(byte)))
+}
+
+fn u16_of(bytes: &[u8], index: usize, little_endian: bool) -> Option<u16> {
+    let raw: [u8; 2] = bytes.get(index * 2..index * 2 + 2)?.try_into().ok()?;
+    Some(if little_endian { u16::from_le_bytes(raw) } else { u16::from_be_bytes(raw) })
+}
+
+/// Decodes entry `index` of a dynamic symbol table (Elf32_Sym or Elf64_Sym).
+fn raw_symbol(table: &[u8], index: usize, is_64: bool, little_endian: bool) -> Option<RawSymbol> {
+    let size = if is_64 { 24 } else { 16 };
+    let bytes = table.get(index.checked_mul(size)?..index.checked_mul(size)?.checked_add(size)?)?;
+    let u16_at = |at: usize| -> u16 {
+        let raw = [bytes[at], bytes[at + 1]];
+        if little_endian {
+            u16::from_le_bytes(raw)
+        } else {
+            u16::from_be_bytes(raw)
+        }
+    };
+    let u32_at = |at: usize| -> u32 {
+        let raw = [bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]];
+        if little_endian {
+            u32::from_le_bytes(raw)
+        } else {
+            u32::from_be_bytes(raw)
+        }
+    };
+    Some(if is_64 {
+        let low = u64::from(u32_at(8));
+        let high = u64::from(u32_at(12));
+        let value = if little_endian { low | high << 32 } else { high | low << 32 };
+        RawSymbol { name: u32_at(0), info: bytes[4], section: u16_at(6), value }
+    } else {
+        RawSymbol { name: u32_at(0), info: bytes[12], section: u16_at(14), value: u64::from(u32_at(4)) }
+    })
+}
+
+/// Whether a defined symbol is one other objects can bind to (glibc's do_lookup_x).
+fn is_exported(symbol: &RawSymbol) -> bool {
+    let binding = symbol.info >> 4;
+    let kind = symbol.info & 0xf;
+    usize::from(symbol.section) != SHN_UNDEF
+        && matches!(binding, STB_GLOBAL | STB_WEAK | STB_GNU_UNIQUE)
+        && matches!(kind, STT_NOTYPE | STT_OBJECT | STT_FUNC | STT_COMMON | STT_TLS | STT_GNU_IFUNC)
+        && !(symbol.value == 0 && usize::from(symbol.section) != SHN_ABS && kind != STT_TLS)
+}
+
+/// The NUL-terminated name at `offset` of a string table.
+fn name_in(strings: &[u8], offset: u32) -> Option<&[u8]> {
+    let rest = strings.get(offset as usize..)?;
+    Some(&rest[..rest.iter().position(|&byte| byte == 0)?])
 }
 
 /// An undefined, non-weak dynamic symbol of an object.
@@ -100,7 +236,20 @@ impl SymbolFacts {
     /// Whether a reference to `name` (with `version`, `hidden`) binds to a definition of this
     /// object, by glibc 2.36's `check_match` (elf/dl-lookup.c).
     pub fn satisfies(&self, name: &[u8], version: Option<&str>, hidden: bool) -> bool {
-        let Some(definitions) = self.defined.get(name) else { return false };
+        let found;
+        let definitions: &[u16] = match &self.definitions {
+            Definitions::Map(map) => match map.get(name) {
+                Some(definitions) => definitions,
+                None => return false,
+            },
+            Definitions::GnuHash(table) => {
+                found = table.definitions_of(name, |offset, wanted| name_in(&table.strings, offset) == Some(wanted));
+                &found
+            }
+        };
+        if definitions.is_empty() {
+            return false;
+        }
         if !self.has_versym {
             return true;
         }
@@ -118,6 +267,16 @@ impl SymbolFacts {
                 }
                 definitions.iter().filter(|&&entry| entry & VERSYM_HIDDEN == 0).count() == 1
             }
+        }
+    }
+
+    /// How many definitions other objects can bind to.
+    pub fn definition_count(&self) -> usize {
+        match &self.definitions {
+            Definitions::Map(map) => map.values().map(Vec::len).sum(),
+            Definitions::GnuHash(table) => (table.symbol_offset as usize..table.symbols.len() / table.entry_size())
+                .filter(|&index| table.symbol(index).is_some_and(|symbol| is_exported(&symbol)))
+                .count(),
         }
     }
 
@@ -292,27 +451,31 @@ fn symbols_from(source: &dyn ByteSource) -> Result<Option<SymbolFacts>> {
         bail!("the hash table claims {count} dynamic symbols, more than the file holds");
     }
     let table = image.read(symtab, table_size, "DT_SYMTAB")?;
-    let symbols = Sym::parse(&table, 0, count as usize, ctx).context("malformed DT_SYMTAB")?;
     let versions = match refs.versym {
-        Some(versym) if count > 0 => Some(image.read(versym, count * 2, "DT_VERSYM")?),
-        _ => None,
+        Some(versym) if count > 0 => image.read(versym, count * 2, "DT_VERSYM")?,
+        _ => Cow::Borrowed(&[][..]),
     };
-    for (index, symbol) in symbols.iter().enumerate().skip(1) {
-        let entry = match &versions {
-            Some(bytes) => image.u16_at(bytes, index * 2).context("DT_VERSYM shorter than DT_SYMTAB")?,
-            None => 1,
-        };
-        let binding = symbol.st_bind();
-        let kind = symbol.st_type();
-        if symbol.st_shndx == SHN_UNDEF {
-            if binding != STB_GLOBAL {
+    let (is_64, little_endian) = (ctx.is_big(), ctx.is_little_endian());
+    let version_entry = |index: usize| -> Result<u16> {
+        if refs.versym.is_none() {
+            return Ok(1);
+        }
+        u16_of(&versions, index, little_endian).context("DT_VERSYM shorter than DT_SYMTAB")
+    };
+    let gnu_table = gnu_table_of(&image, &refs, count)?;
+    let mut map: Option<HashMap<Box<[u8]>, Vec<u16>>> = gnu_table.is_none().then(HashMap::default);
+    for index in 1..count as usize {
+        let symbol = raw_symbol(&table, index, is_64, little_endian).context("DT_SYMTAB entry past its data")?;
+        if usize::from(symbol.section) == SHN_UNDEF {
+            if symbol.info >> 4 != STB_GLOBAL {
                 // A weak undefined reference resolves to 0 when nothing defines it.
                 continue;
             }
-            let symbol_name = name(symbol.st_name as u32, "symbol")?;
+            let symbol_name = name(symbol.name, "symbol")?;
             if symbol_name.is_empty() {
                 continue;
             }
+            let entry = version_entry(index)?;
             let version_index = entry & !VERSYM_HIDDEN;
             let version = if version_index >= 2 { need_names.get(&version_index).cloned() } else { None };
             facts.undefined.push(Reference {
@@ -323,15 +486,60 @@ fn symbols_from(source: &dyn ByteSource) -> Result<Option<SymbolFacts>> {
             });
             continue;
         }
-        let exported = matches!(binding, STB_GLOBAL | STB_WEAK | STB_GNU_UNIQUE)
-            && matches!(kind, STT_NOTYPE | STT_OBJECT | STT_FUNC | STT_COMMON | STT_TLS | STT_GNU_IFUNC)
-            && !(symbol.st_value == 0 && symbol.st_shndx != SHN_ABS && kind != STT_TLS);
-        if exported {
-            let symbol_name = name(symbol.st_name as u32, "symbol")?;
-            facts.defined.entry(symbol_name.into()).or_default().push(entry);
+        if let Some(map) = map.as_mut().filter(|_| is_exported(&symbol)) {
+            map.entry(name(symbol.name, "symbol")?.into()).or_default().push(version_entry(index)?);
         }
     }
+    facts.definitions = match (map, gnu_table) {
+        (Some(map), _) => Definitions::Map(map),
+        (None, None) => Definitions::default(),
+        (None, Some((buckets, chains, symbol_offset))) => Definitions::GnuHash(GnuHashTable {
+            buckets,
+            chains,
+            symbol_offset,
+            symbols: table.into_owned(),
+            strings: strings.to_vec(),
+            versions: versions.into_owned(),
+            is_64,
+            little_endian,
+        }),
+    };
     Ok(Some(facts))
+}
+
+/// DT_GNU_HASH's buckets, the chain values of the hashed symbols, and the first hashed symbol.
+fn gnu_table_of(image: &Image, refs: &SymbolRefs, count: u64) -> Result<Option<(Vec<u32>, Vec<u32>, u32)>> {
+    let Some(gnu_hash) = refs.gnu_hash else { return Ok(None) };
+    let layout = gnu_hash_layout(image, gnu_hash)?;
+    let bucket_bytes = image.read(layout.buckets_at, layout.buckets * 4, "DT_GNU_HASH buckets")?;
+    let buckets = bucket_bytes.chunks_exact(4).filter_map(|raw| image.u32_at(raw, 0)).collect();
+    let hashed = count.saturating_sub(layout.symbol_offset);
+    let chain_bytes = image.read(layout.buckets_at + layout.buckets * 4, hashed * 4, "DT_GNU_HASH chains")?;
+    let chains = chain_bytes.chunks_exact(4).filter_map(|raw| image.u32_at(raw, 0)).collect();
+    let symbol_offset = u32::try_from(layout.symbol_offset).context("DT_GNU_HASH symbol offset")?;
+    Ok(Some((buckets, chains, symbol_offset)))
+}
+
+/// Where the parts of a DT_GNU_HASH table are.
+struct GnuHashLayout {
+    buckets: u64,
+    symbol_offset: u64,
+    buckets_at: u64,
+}
+
+fn gnu_hash_layout(image: &Image, gnu_hash: u64) -> Result<GnuHashLayout> {
+    let header = image.read(gnu_hash, 16, "DT_GNU_HASH")?;
+    let field = |at| image.u32_at(&header, at).context("DT_GNU_HASH header");
+    let (buckets, symbol_offset, bloom_words) = (u64::from(field(0)?), u64::from(field(4)?), u64::from(field(8)?));
+    let word = if image.ctx.is_big() { 8 } else { 4 };
+    let buckets_at = bloom_words
+        .checked_mul(word)
+        .and_then(|bloom| gnu_hash.checked_add(16)?.checked_add(bloom))
+        .context("DT_GNU_HASH overflows")?;
+    if buckets.checked_mul(4).is_none_or(|bytes| bytes > image.source.length()) {
+        bail!("DT_GNU_HASH claims {buckets} buckets, more than the file holds");
+    }
+    Ok(GnuHashLayout { buckets, symbol_offset, buckets_at })
 }
 
 fn symbol_refs(image: &Image, dynamic: &ProgramHeader) -> Result<SymbolRefs> {
@@ -373,18 +581,8 @@ fn symbol_count(image: &Image, refs: &SymbolRefs) -> Result<u64> {
         return Ok(u64::from(image.u32_at(&header, 4).context("DT_HASH header")?));
     }
     let Some(gnu_hash) = refs.gnu_hash else { return Ok(0) };
-    let header = image.read(gnu_hash, 16, "DT_GNU_HASH")?;
-    let field = |at| image.u32_at(&header, at).context("DT_GNU_HASH header");
-    let (buckets, symbol_offset, bloom_words) = (u64::from(field(0)?), u64::from(field(4)?), u64::from(field(8)?));
-    let word = if image.ctx.is_big() { 8 } else { 4 };
-    let buckets_at = bloom_words
-        .checked_mul(word)
-        .and_then(|bloom| gnu_hash.checked_add(16)?.checked_add(bloom))
-        .context("DT_GNU_HASH overflows")?;
-    let bucket_bytes = buckets.checked_mul(4).context("DT_GNU_HASH overflows")?;
-    if bucket_bytes > image.source.length() {
-        bail!("DT_GNU_HASH claims {buckets} buckets, more than the file holds");
-    }
+    let GnuHashLayout { buckets, symbol_offset, buckets_at } = gnu_hash_layout(image, gnu_hash)?;
+    let bucket_bytes = buckets * 4;
     let bucket_table = image.read(buckets_at, bucket_bytes, "DT_GNU_HASH buckets")?;
     let last_start = (0..buckets as usize).filter_map(|bucket| image.u32_at(&bucket_table, bucket * 4)).max();
     let last_start = match last_start {
@@ -575,9 +773,15 @@ mod tests {
         let gnu = parse_symbols(&versioned_library(tmp.path(), "libgnu.so", &["-Wl,--hash-style=gnu"])).unwrap();
         let sysv = parse_symbols(&versioned_library(tmp.path(), "libsysv.so", &["-Wl,--hash-style=sysv"])).unwrap();
         let (gnu, sysv) = (gnu.unwrap(), sysv.unwrap());
-        assert_eq!(gnu.defined, sysv.defined);
-        assert_eq!(gnu.undefined.len(), sysv.undefined.len());
-        assert!(!gnu.defined.is_empty());
+        assert!(matches!(gnu.definitions, Definitions::GnuHash(_)), "{:?}", gnu.definitions);
+        assert!(matches!(sysv.definitions, Definitions::Map(_)), "{:?}", sysv.definitions);
+        assert_eq!(gnu.definition_count(), sysv.definition_count());
+        assert_eq!(gnu.undefined, sysv.undefined);
+        assert!(gnu.definition_count() >= 2);
+        for facts in [&gnu, &sysv] {
+            assert!(facts.satisfies(b"v1", Some("VER_1"), false) && facts.satisfies(b"v2", Some("VER_2"), false));
+            assert!(!facts.satisfies(b"v3", None, false) && !facts.satisfies(b"puts", None, false));
+        }
     }
 
     #[test]
@@ -616,7 +820,7 @@ mod tests {
             match parse_symbols(&original[..len]) {
                 Ok(Some(facts)) => {
                     // A prefix that still parses must not invent anything.
-                    assert!(facts.defined.len() <= complete.defined.len(), "prefix of {len} bytes");
+                    assert!(facts.definition_count() <= complete.definition_count(), "prefix of {len} bytes");
                     let _ = parse_relocation_uses(&original[..len], &facts);
                 }
                 Ok(None) => assert!(len < 64, "only a cut header is 'not ELF' ({len})"),
