@@ -120,7 +120,7 @@ impl GnuHashTable {
         let mut index = start as usize;
         while let Some(&chain) = self.chains.get(index - self.symbol_offset as usize) {
             if chain | 1 == hash | 1 {
-                if let Some(symbol) = self.symbol(index).filter(|symbol| is_exported(symbol)) {
+                if let Some(symbol) = self.symbol(index).filter(is_exported) {
                     if strings_hold_names(symbol.name, name) {
                         found.push(u16_of(&self.versions, index, self.little_endian).unwrap_or(1));
                     }
@@ -508,7 +508,10 @@ fn symbols_from(source: &dyn ByteSource) -> Result<Option<SymbolFacts>> {
 }
 
 /// DT_GNU_HASH's buckets, the chain values of the hashed symbols, and the first hashed symbol.
-fn gnu_table_of(image: &Image, refs: &SymbolRefs, count: u64) -> Result<Option<(Vec<u32>, Vec<u32>, u32)>> {
+/// DT_GNU_HASH as the lookup uses it: buckets, chain values, first hashed symbol.
+type GnuTableParts = (Vec<u32>, Vec<u32>, u32);
+
+fn gnu_table_of(image: &Image, refs: &SymbolRefs, count: u64) -> Result<Option<GnuTableParts>> {
     let Some(gnu_hash) = refs.gnu_hash else { return Ok(None) };
     let layout = gnu_hash_layout(image, gnu_hash)?;
     let bucket_bytes = image.read(layout.buckets_at, layout.buckets * 4, "DT_GNU_HASH buckets")?;
