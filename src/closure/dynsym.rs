@@ -33,6 +33,8 @@ const VERSYM_HIDDEN: u16 = 0x8000;
 const VER_FLG_WEAK: u16 = 0x2;
 /// No real object has more; a count past it is corruption (and a bound on the work done).
 const MAX_VERSION_ENTRIES: u64 = 1 << 16;
+/// How much of a DT_GNU_HASH chain is read at once.
+const GNU_CHAIN_CHUNK: u64 = 256;
 /// Largest version section read (a real one is a few kilobytes).
 const MAX_VERSION_BYTES: u64 = 1 << 20;
 
@@ -426,8 +428,9 @@ fn symbols_from(source: &dyn ByteSource) -> Result<Option<SymbolFacts>> {
     // Version needs first: a reference's version is named through its vna_other index.
     let mut need_names: HashMap<u16, String> = HashMap::default();
     if let Some(verneed) = refs.verneed {
-        let bytes = image.read_up_to(verneed, MAX_VERSION_BYTES, "DT_VERNEED")?;
-        for (file, aux) in walk_verneed(&image, &bytes, refs.verneednum)? {
+        let entries =
+            walk_growing(&image, verneed, "DT_VERNEED", |bytes| walk_verneed(&image, bytes, refs.verneednum))?;
+        for (file, aux) in entries {
             let file = text(file, "DT_VERNEED file")?;
             for (name_offset, flags, index) in aux {
                 let version = text(name_offset, "DT_VERNEED version")?;
@@ -437,8 +440,8 @@ fn symbols_from(source: &dyn ByteSource) -> Result<Option<SymbolFacts>> {
         }
     }
     if let Some(verdef) = refs.verdef {
-        let bytes = image.read_up_to(verdef, MAX_VERSION_BYTES, "DT_VERDEF")?;
-        for (index, name_offset) in walk_verdef(&image, &bytes, refs.verdefnum)? {
+        let entries = walk_growing(&image, verdef, "DT_VERDEF", |bytes| walk_verdef(&image, bytes, refs.verdefnum))?;
+        for (index, name_offset) in entries {
             facts.version_definitions.push((index, text(name_offset, "DT_VERDEF")?));
         }
     }
@@ -498,7 +501,7 @@ fn symbols_from(source: &dyn ByteSource) -> Result<Option<SymbolFacts>> {
             chains,
             symbol_offset,
             symbols: table.into_owned(),
-            strings: strings.to_vec(),
+            strings: strings.into_owned(),
             versions: versions.into_owned(),
             is_64,
             little_endian,
@@ -597,14 +600,37 @@ fn symbol_count(image: &Image, refs: &SymbolRefs) -> Result<u64> {
     let first_entry = chains_at
         .checked_add((last_start - symbol_offset).checked_mul(4).context("DT_GNU_HASH overflows")?)
         .context("DT_GNU_HASH overflows")?;
-    let chain = image.read_up_to(first_entry, image.source.length(), "DT_GNU_HASH chain")?;
-    for (position, entry) in chain.chunks_exact(4).enumerate() {
-        let value = image.u32_at(entry, 0).context("DT_GNU_HASH chain")?;
-        if value & 1 == 1 {
-            return Ok(last_start + position as u64 + 1);
+    // A chain is a few entries long: read it a little at a time, not to its segment's end.
+    let mut position = 0u64;
+    loop {
+        let at = first_entry.checked_add(position * 4).context("DT_GNU_HASH overflows")?;
+        let chunk = image.read_up_to(at, GNU_CHAIN_CHUNK, "DT_GNU_HASH chain")?;
+        let entries: Vec<&[u8]> = chunk.chunks_exact(4).collect();
+        if entries.is_empty() {
+            bail!("the last DT_GNU_HASH chain never ends");
+        }
+        for entry in entries {
+            let value = image.u32_at(entry, 0).context("DT_GNU_HASH chain")?;
+            position += 1;
+            if value & 1 == 1 {
+                return Ok(last_start + position);
+            }
         }
     }
-    bail!("the last DT_GNU_HASH chain never ends")
+}
+
+/// Walks a version section read a page first, then more while the walk runs past what was read
+/// (up to MAX_VERSION_BYTES): the sections are small, their segments may be huge.
+fn walk_growing<T>(image: &Image, vaddr: u64, what: &str, walk: impl Fn(&[u8]) -> Result<T>) -> Result<T> {
+    let mut size = 4096;
+    loop {
+        let bytes = image.read_up_to(vaddr, size, what)?;
+        let walked = walk(&bytes);
+        if walked.is_ok() || (bytes.len() as u64) < size || size >= MAX_VERSION_BYTES {
+            return walked;
+        }
+        size *= 8;
+    }
 }
 
 /// DT_VERNEED entries: (vn_file, [(vna_name, vna_flags, vna_other)]).
