@@ -52,6 +52,10 @@ pub struct SymbolFacts {
     pub version_definitions: Vec<(u16, String)>,
     /// DT_VERNEED: the versions the object needs, from which file.
     pub version_needs: Vec<VersionNeed>,
+    /// vna_other -> version name, for the versions of references.
+    need_names: Vec<(u16, String)>,
+    /// DT_STRTAB as read: the names of references and definitions.
+    strings: Vec<u8>,
     /// Where the relocation tables lie in the file, read only when a reference is unresolved.
     pub relocations: RelocationTables,
 }
@@ -81,7 +85,6 @@ struct GnuHashTable {
     symbol_offset: u32,
     /// DT_SYMTAB, DT_STRTAB and DT_VERSYM as read.
     symbols: Vec<u8>,
-    strings: Vec<u8>,
     versions: Vec<u8>,
     is_64: bool,
     little_endian: bool,
@@ -109,7 +112,7 @@ impl GnuHashTable {
     }
 
     /// The `.gnu.version` entries of every exported definition of `name`.
-    fn definitions_of(&self, name: &[u8], strings_hold_names: impl Fn(u32, &[u8]) -> bool) -> Vec<u16> {
+    fn definitions_of(&self, name: &[u8], strings: &[u8]) -> Vec<u16> {
         let hash = gnu_hash(name);
         let mut found = Vec::new();
         if self.buckets.is_empty() {
@@ -123,7 +126,7 @@ impl GnuHashTable {
         while let Some(&chain) = self.chains.get(index - self.symbol_offset as usize) {
             if chain | 1 == hash | 1 {
                 if let Some(symbol) = self.symbol(index).filter(is_exported) {
-                    if strings_hold_names(symbol.name, name) {
+                    if name_in(strings, symbol.name) == Some(name) {
                         found.push(u16_of(&self.versions, index, self.little_endian).unwrap_or(1));
                     }
                 }
@@ -196,11 +199,14 @@ fn name_in(strings: &[u8], offset: u32) -> Option<&[u8]> {
 /// An undefined, non-weak dynamic symbol of an object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reference {
-    pub name: Box<[u8]>,
+    /// Where its name lies in the object's string table, and how long it is (no copy per
+    /// reference: a program has hundreds).
+    name_offset: u32,
+    name_length: u32,
     /// Its index in the dynamic symbol table (what relocations name).
     pub index: u32,
-    /// The version it asks for (from DT_VERNEED), if any.
-    pub version: Option<String>,
+    /// The `.gnu.version` index of the version it asks for (found in DT_VERNEED), if any.
+    version_index: Option<u16>,
     /// Its `.gnu.version` entry has the hidden bit.
     pub hidden: bool,
 }
@@ -245,7 +251,7 @@ impl SymbolFacts {
                 None => return false,
             },
             Definitions::GnuHash(table) => {
-                found = table.definitions_of(name, |offset, wanted| name_in(&table.strings, offset) == Some(wanted));
+                found = table.definitions_of(name, &self.strings);
                 &found
             }
         };
@@ -270,6 +276,18 @@ impl SymbolFacts {
                 definitions.iter().filter(|&&entry| entry & VERSYM_HIDDEN == 0).count() == 1
             }
         }
+    }
+
+    /// The name of one of this object's references.
+    pub fn name_of(&self, reference: &Reference) -> &[u8] {
+        let start = reference.name_offset as usize;
+        self.strings.get(start..start + reference.name_length as usize).unwrap_or_default()
+    }
+
+    /// The version one of this object's references asks for.
+    pub fn version_of(&self, reference: &Reference) -> Option<&str> {
+        let wanted = reference.version_index?;
+        self.need_names.iter().find(|(index, _)| *index == wanted).map(|(_, name)| name.as_str())
     }
 
     /// How many definitions other objects can bind to.
@@ -426,7 +444,7 @@ fn symbols_from(source: &dyn ByteSource) -> Result<Option<SymbolFacts>> {
         |offset: u32, what: &str| -> Result<String> { Ok(String::from_utf8_lossy(name(offset, what)?).into_owned()) };
 
     // Version needs first: a reference's version is named through its vna_other index.
-    let mut need_names: HashMap<u16, String> = HashMap::default();
+    let mut need_names: Vec<(u16, String)> = Vec::new();
     if let Some(verneed) = refs.verneed {
         let entries =
             walk_growing(&image, verneed, "DT_VERNEED", |bytes| walk_verneed(&image, bytes, refs.verneednum))?;
@@ -434,7 +452,7 @@ fn symbols_from(source: &dyn ByteSource) -> Result<Option<SymbolFacts>> {
             let file = text(file, "DT_VERNEED file")?;
             for (name_offset, flags, index) in aux {
                 let version = text(name_offset, "DT_VERNEED version")?;
-                need_names.insert(index, version.clone());
+                need_names.push((index, version.clone()));
                 facts.version_needs.push(VersionNeed { file: file.clone(), version, weak: flags & VER_FLG_WEAK != 0 });
             }
         }
@@ -480,11 +498,12 @@ fn symbols_from(source: &dyn ByteSource) -> Result<Option<SymbolFacts>> {
             }
             let entry = version_entry(index)?;
             let version_index = entry & !VERSYM_HIDDEN;
-            let version = if version_index >= 2 { need_names.get(&version_index).cloned() } else { None };
+            let version_index = need_names.iter().any(|(index, _)| *index == version_index).then_some(version_index);
             facts.undefined.push(Reference {
-                name: symbol_name.into(),
+                name_offset: symbol.name,
+                name_length: symbol_name.len() as u32,
                 index: index as u32,
-                version,
+                version_index: version_index.filter(|&index| index >= 2),
                 hidden: entry & VERSYM_HIDDEN != 0,
             });
             continue;
@@ -493,6 +512,8 @@ fn symbols_from(source: &dyn ByteSource) -> Result<Option<SymbolFacts>> {
             map.entry(name(symbol.name, "symbol")?.into()).or_default().push(version_entry(index)?);
         }
     }
+    facts.need_names = need_names;
+    facts.strings = strings.into_owned();
     facts.definitions = match (map, gnu_table) {
         (Some(map), _) => Definitions::Map(map),
         (None, None) => Definitions::default(),
@@ -501,7 +522,6 @@ fn symbols_from(source: &dyn ByteSource) -> Result<Option<SymbolFacts>> {
             chains,
             symbol_offset,
             symbols: table.into_owned(),
-            strings: strings.into_owned(),
             versions: versions.into_owned(),
             is_64,
             little_endian,
@@ -789,8 +809,9 @@ mod tests {
         assert!(facts.satisfies(b"v2", Some("VER_2"), false));
         assert!(!facts.satisfies(b"v2", Some("VER_1"), false), "v2 is VER_2 only");
         assert!(!facts.satisfies(b"v1", Some("VER_2"), false));
-        let puts = facts.undefined.iter().find(|reference| &*reference.name == b"puts").expect("puts is undefined");
-        assert_eq!(puts.version.as_deref(), Some("GLIBC_2.2.5"));
+        let puts =
+            facts.undefined.iter().find(|reference| facts.name_of(reference) == b"puts").expect("puts is undefined");
+        assert_eq!(facts.version_of(puts), Some("GLIBC_2.2.5"));
         assert!(facts.version_needs.iter().any(|need| need.file == "libc.so.6" && need.version == "GLIBC_2.2.5"));
         let uses = parse_relocation_uses(&bytes, &facts).unwrap();
         assert!(uses.plt.contains(&puts.index) || uses.at_start.contains(&puts.index), "{uses:?}");
@@ -805,7 +826,10 @@ mod tests {
         assert!(matches!(gnu.definitions, Definitions::GnuHash(_)), "{:?}", gnu.definitions);
         assert!(matches!(sysv.definitions, Definitions::Map(_)), "{:?}", sysv.definitions);
         assert_eq!(gnu.definition_count(), sysv.definition_count());
-        assert_eq!(gnu.undefined, sysv.undefined);
+        let names = |facts: &SymbolFacts| -> Vec<Vec<u8>> {
+            facts.undefined.iter().map(|reference| facts.name_of(reference).to_vec()).collect()
+        };
+        assert_eq!(names(&gnu), names(&sysv));
         assert!(gnu.definition_count() >= 2);
         for facts in [&gnu, &sysv] {
             assert!(facts.satisfies(b"v1", Some("VER_1"), false) && facts.satisfies(b"v2", Some("VER_2"), false));
@@ -819,7 +843,8 @@ mod tests {
         let bytes = versioned_library(tmp.path(), "libnow.so", &["-Wl,-z,now"]);
         let facts = parse_symbols(&bytes).unwrap().unwrap();
         let uses = parse_relocation_uses(&bytes, &facts).unwrap();
-        let puts = facts.undefined.iter().find(|reference| &*reference.name == b"puts").expect("puts is undefined");
+        let puts =
+            facts.undefined.iter().find(|reference| facts.name_of(reference) == b"puts").expect("puts is undefined");
         assert!(uses.plt.contains(&puts.index) || uses.at_start.contains(&puts.index), "{uses:?}");
     }
 

@@ -262,6 +262,23 @@ impl Loader {
         read.clone().map_err(|message| anyhow!(message))
     }
 
+    /// The symbols of a file read for one use (a program, judged once): not kept, so a run
+    /// over many programs holds only their libraries' tables.
+    pub fn symbols_uncached(&self, path: &Path) -> Result<Arc<SymbolFacts>> {
+        if let Some(Some(Ok(known))) = self
+            .symbol_cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(path.as_os_str())
+            .map(|slot| slot.get().cloned())
+        {
+            return Ok(known);
+        }
+        let disk = self.disk_target(path)?;
+        let facts = read_symbols(&disk)?.with_context(|| format!("{} is no longer an ELF file", path.display()))?;
+        Ok(Arc::new(facts))
+    }
+
     /// `compute` for a scope (an object, then its own dependencies), or what it gave before.
     pub fn unresolved_in_scope(
         &self,

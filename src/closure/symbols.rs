@@ -160,7 +160,10 @@ fn judge_load(loader: &Loader, program: &Path, load: &LoadResult, allow_unresolv
     let facts: Vec<Option<Arc<SymbolFacts>>> = mapped
         .iter()
         .enumerate()
-        .map(|(index, object)| order.contains(&index).then(|| loader.symbols(&object.path)).transpose())
+        .map(|(index, object)| {
+            let read = || if index == 0 { loader.symbols_uncached(&object.path) } else { loader.symbols(&object.path) };
+            order.contains(&index).then(read).transpose()
+        })
         .collect::<Result<_>>()?;
     let in_scope = |index: usize| facts[index].as_deref();
     let mut verdict = Verdict {
@@ -272,9 +275,9 @@ fn check_undefined<'a>(
         .copied()
         .filter(|&reference| {
             let reference = &object_facts.undefined[reference];
-            !whole_scope
-                .iter()
-                .any(|facts| facts.satisfies(&reference.name, reference.version.as_deref(), reference.hidden))
+            !whole_scope.iter().any(|facts| {
+                facts.satisfies(object_facts.name_of(reference), object_facts.version_of(reference), reference.hidden)
+            })
         })
         .collect();
     if left.is_empty() {
@@ -294,8 +297,8 @@ fn check_undefined<'a>(
             continue;
         };
         unresolved.push(UnresolvedSymbol {
-            symbol: String::from_utf8_lossy(&reference.name).into_owned(),
-            version: reference.version.clone(),
+            symbol: String::from_utf8_lossy(object_facts.name_of(reference)).into_owned(),
+            version: object_facts.version_of(reference).map(str::to_owned),
             object: object.path.clone(),
             severity,
             binding,
@@ -311,7 +314,8 @@ fn unresolved_among(object: &SymbolFacts, scope: &[&SymbolFacts]) -> Vec<usize> 
         .iter()
         .enumerate()
         .filter(|(_, reference)| {
-            !scope.iter().any(|facts| facts.satisfies(&reference.name, reference.version.as_deref(), reference.hidden))
+            let (name, version) = (object.name_of(reference), object.version_of(reference));
+            !scope.iter().any(|facts| facts.satisfies(name, version, reference.hidden))
         })
         .map(|(index, _)| index)
         .collect()
