@@ -79,6 +79,10 @@ impl Default for Definitions {
 /// The bytes a DT_GNU_HASH lookup reads.
 #[derive(Debug, Clone)]
 struct GnuHashTable {
+    /// The Bloom filter (32-bit words widened for ELFCLASS32) and its shift: most lookups miss,
+    /// and the filter says so in one load.
+    bloom: Vec<u64>,
+    bloom_shift: u32,
     buckets: Vec<u32>,
     /// Chain values of the symbols from `symbol_offset` on.
     chains: Vec<u32>,
@@ -112,10 +116,9 @@ impl GnuHashTable {
     }
 
     /// The `.gnu.version` entries of every exported definition of `name`.
-    fn definitions_of(&self, name: &[u8], strings: &[u8]) -> Vec<u16> {
-        let hash = gnu_hash(name);
+    fn definitions_of(&self, name: &[u8], hash: u32, strings: &[u8]) -> Vec<u16> {
         let mut found = Vec::new();
-        if self.buckets.is_empty() {
+        if self.buckets.is_empty() || !self.may_define(hash) {
             return found;
         }
         let Some(&start) = self.buckets.get(hash as usize % self.buckets.len()) else { return found };
@@ -140,8 +143,21 @@ impl GnuHashTable {
     }
 }
 
+impl GnuHashTable {
+    /// The Bloom filter test of glibc's do_lookup_x: false means surely not defined here.
+    fn may_define(&self, hash: u32) -> bool {
+        if self.bloom.is_empty() {
+            return true;
+        }
+        let bits = if self.is_64 { 64 } else { 32 };
+        let word = self.bloom[(hash / bits) as usize % self.bloom.len()];
+        let mask = (1u64 << (hash % bits)) | (1u64 << ((hash >> (self.bloom_shift % 32)) % bits));
+        word & mask == mask
+    }
+}
+
 /// The GNU hash of a symbol name (dl_new_hash).
-fn gnu_hash(name: &[u8]) -> u32 {
+pub fn gnu_hash(name: &[u8]) -> u32 {
     name.iter().fold(5381u32, |hash, &byte| hash.wrapping_mul(33).wrapping_add(u32::from(byte)))
 }
 
@@ -244,6 +260,11 @@ impl SymbolFacts {
     /// Whether a reference to `name` (with `version`, `hidden`) binds to a definition of this
     /// object, by glibc 2.36's `check_match` (elf/dl-lookup.c).
     pub fn satisfies(&self, name: &[u8], version: Option<&str>, hidden: bool) -> bool {
+        self.satisfies_hashed(name, gnu_hash(name), version, hidden)
+    }
+
+    /// [`SymbolFacts::satisfies`] with the name's [`gnu_hash`] computed once by the caller.
+    pub fn satisfies_hashed(&self, name: &[u8], hash: u32, version: Option<&str>, hidden: bool) -> bool {
         let found;
         let definitions: &[u16] = match &self.definitions {
             Definitions::Map(map) => match map.get(name) {
@@ -251,7 +272,7 @@ impl SymbolFacts {
                 None => return false,
             },
             Definitions::GnuHash(table) => {
-                found = table.definitions_of(name, &self.strings);
+                found = table.definitions_of(name, hash, &self.strings);
                 &found
             }
         };
@@ -517,7 +538,9 @@ fn symbols_from(source: &dyn ByteSource) -> Result<Option<SymbolFacts>> {
     facts.definitions = match (map, gnu_table) {
         (Some(map), _) => Definitions::Map(map),
         (None, None) => Definitions::default(),
-        (None, Some((buckets, chains, symbol_offset))) => Definitions::GnuHash(GnuHashTable {
+        (None, Some((bloom, bloom_shift, buckets, chains, symbol_offset))) => Definitions::GnuHash(GnuHashTable {
+            bloom,
+            bloom_shift,
             buckets,
             chains,
             symbol_offset,
@@ -531,8 +554,9 @@ fn symbols_from(source: &dyn ByteSource) -> Result<Option<SymbolFacts>> {
 }
 
 /// DT_GNU_HASH's buckets, the chain values of the hashed symbols, and the first hashed symbol.
-/// DT_GNU_HASH as the lookup uses it: buckets, chain values, first hashed symbol.
-type GnuTableParts = (Vec<u32>, Vec<u32>, u32);
+/// DT_GNU_HASH as the lookup uses it: Bloom words and shift, buckets, chain values, first
+/// hashed symbol.
+type GnuTableParts = (Vec<u64>, u32, Vec<u32>, Vec<u32>, u32);
 
 fn gnu_table_of(image: &Image, refs: &SymbolRefs, count: u64) -> Result<Option<GnuTableParts>> {
     let Some(gnu_hash) = refs.gnu_hash else { return Ok(None) };
@@ -543,11 +567,25 @@ fn gnu_table_of(image: &Image, refs: &SymbolRefs, count: u64) -> Result<Option<G
     let chain_bytes = image.read(layout.buckets_at + layout.buckets * 4, hashed * 4, "DT_GNU_HASH chains")?;
     let chains = chain_bytes.chunks_exact(4).filter_map(|raw| image.u32_at(raw, 0)).collect();
     let symbol_offset = u32::try_from(layout.symbol_offset).context("DT_GNU_HASH symbol offset")?;
-    Ok(Some((buckets, chains, symbol_offset)))
+    let word = if image.ctx.is_big() { 8 } else { 4 };
+    let bloom_bytes = image.read(gnu_hash + 16, layout.buckets_at - (gnu_hash + 16), "DT_GNU_HASH Bloom filter")?;
+    let bloom = bloom_bytes
+        .chunks_exact(word)
+        .filter_map(|raw| {
+            let low = u64::from(image.u32_at(raw, 0)?);
+            if word == 4 {
+                return Some(low);
+            }
+            let high = u64::from(image.u32_at(raw, 4)?);
+            Some(if image.ctx.is_little_endian() { low | high << 32 } else { high | low << 32 })
+        })
+        .collect();
+    Ok(Some((bloom, layout.bloom_shift, buckets, chains, symbol_offset)))
 }
 
 /// Where the parts of a DT_GNU_HASH table are.
 struct GnuHashLayout {
+    bloom_shift: u32,
     buckets: u64,
     symbol_offset: u64,
     buckets_at: u64,
@@ -565,7 +603,8 @@ fn gnu_hash_layout(image: &Image, gnu_hash: u64) -> Result<GnuHashLayout> {
     if buckets.checked_mul(4).is_none_or(|bytes| bytes > image.source.length()) {
         bail!("DT_GNU_HASH claims {buckets} buckets, more than the file holds");
     }
-    Ok(GnuHashLayout { buckets, symbol_offset, buckets_at })
+    let bloom_shift = field(12)?;
+    Ok(GnuHashLayout { bloom_shift, buckets, symbol_offset, buckets_at })
 }
 
 fn symbol_refs(image: &Image, dynamic: &ProgramHeader) -> Result<SymbolRefs> {
@@ -607,7 +646,7 @@ fn symbol_count(image: &Image, refs: &SymbolRefs) -> Result<u64> {
         return Ok(u64::from(image.u32_at(&header, 4).context("DT_HASH header")?));
     }
     let Some(gnu_hash) = refs.gnu_hash else { return Ok(0) };
-    let GnuHashLayout { buckets, symbol_offset, buckets_at } = gnu_hash_layout(image, gnu_hash)?;
+    let GnuHashLayout { buckets, symbol_offset, buckets_at, .. } = gnu_hash_layout(image, gnu_hash)?;
     let bucket_bytes = buckets * 4;
     let bucket_table = image.read(buckets_at, bucket_bytes, "DT_GNU_HASH buckets")?;
     let last_start = (0..buckets as usize).filter_map(|bucket| image.u32_at(&bucket_table, bucket * 4)).max();

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 use serde::Serialize;
 
-use super::dynsym::SymbolFacts;
+use super::dynsym::{gnu_hash, SymbolFacts};
 use super::loader::{LoadResult, Loader, MappedFacts, SearchStep};
 use super::{Closure, ProgramFacts};
 use crate::spec::Spec;
@@ -315,7 +315,8 @@ fn unresolved_among(object: &SymbolFacts, scope: &[&SymbolFacts]) -> Vec<usize> 
         .enumerate()
         .filter(|(_, reference)| {
             let (name, version) = (object.name_of(reference), object.version_of(reference));
-            !scope.iter().any(|facts| facts.satisfies(name, version, reference.hidden))
+            let hash = gnu_hash(name);
+            !scope.iter().any(|facts| facts.satisfies_hashed(name, hash, version, reference.hidden))
         })
         .map(|(index, _)| index)
         .collect()
