@@ -53,7 +53,7 @@ pub struct SymbolFacts {
     /// DT_VERNEED: the versions the object needs, from which file.
     pub version_needs: Vec<VersionNeed>,
     /// vna_other -> version name, for the versions of references.
-    need_names: Vec<(u16, String)>,
+    need_names: Vec<(u16, String, String)>,
     /// DT_STRTAB as read: the names of references and definitions.
     strings: Vec<u8>,
     /// Where the relocation tables lie in the file, read only when a reference is unresolved.
@@ -308,7 +308,14 @@ impl SymbolFacts {
     /// The version one of this object's references asks for.
     pub fn version_of(&self, reference: &Reference) -> Option<&str> {
         let wanted = reference.version_index?;
-        self.need_names.iter().find(|(index, _)| *index == wanted).map(|(_, name)| name.as_str())
+        self.need_names.iter().find(|(index, _, _)| *index == wanted).map(|(_, name, _)| name.as_str())
+    }
+
+    /// The DT_VERNEED file whose version one of this object's references asks for: the object
+    /// that most likely defines it.
+    pub fn needed_file_of(&self, reference: &Reference) -> Option<&str> {
+        let wanted = reference.version_index?;
+        self.need_names.iter().find(|(index, _, _)| *index == wanted).map(|(_, _, file)| file.as_str())
     }
 
     /// How many definitions other objects can bind to.
@@ -465,7 +472,7 @@ fn symbols_from(source: &dyn ByteSource) -> Result<Option<SymbolFacts>> {
         |offset: u32, what: &str| -> Result<String> { Ok(String::from_utf8_lossy(name(offset, what)?).into_owned()) };
 
     // Version needs first: a reference's version is named through its vna_other index.
-    let mut need_names: Vec<(u16, String)> = Vec::new();
+    let mut need_names: Vec<(u16, String, String)> = Vec::new();
     if let Some(verneed) = refs.verneed {
         let entries =
             walk_growing(&image, verneed, "DT_VERNEED", |bytes| walk_verneed(&image, bytes, refs.verneednum))?;
@@ -473,7 +480,7 @@ fn symbols_from(source: &dyn ByteSource) -> Result<Option<SymbolFacts>> {
             let file = text(file, "DT_VERNEED file")?;
             for (name_offset, flags, index) in aux {
                 let version = text(name_offset, "DT_VERNEED version")?;
-                need_names.push((index, version.clone()));
+                need_names.push((index, version.clone(), file.clone()));
                 facts.version_needs.push(VersionNeed { file: file.clone(), version, weak: flags & VER_FLG_WEAK != 0 });
             }
         }
@@ -519,7 +526,7 @@ fn symbols_from(source: &dyn ByteSource) -> Result<Option<SymbolFacts>> {
             }
             let entry = version_entry(index)?;
             let version_index = entry & !VERSYM_HIDDEN;
-            let version_index = need_names.iter().any(|(index, _)| *index == version_index).then_some(version_index);
+            let version_index = need_names.iter().any(|(index, _, _)| *index == version_index).then_some(version_index);
             facts.undefined.push(Reference {
                 name_offset: symbol.name,
                 name_length: symbol_name.len() as u32,

@@ -264,7 +264,17 @@ fn check_undefined<'a>(
     let scope_paths: Vec<&Path> = own_scope.iter().map(|&other| mapped[other].path.as_path()).collect();
     let left = loader.unresolved_in_scope(&scope_paths, || {
         let own_facts: Vec<&SymbolFacts> = own_scope.iter().filter_map(|&other| in_scope(other)).collect();
-        Ok(unresolved_among(object_facts, &own_facts))
+        let mut providers: Vec<(&str, &SymbolFacts)> = Vec::new();
+        for need in &object_facts.version_needs {
+            if providers.iter().any(|(file, _)| *file == need.file) {
+                continue;
+            }
+            let provider = own_scope.iter().copied().find(|&other| mapped[other].names.contains(&need.file));
+            if let Some(facts) = provider.and_then(in_scope) {
+                providers.push((need.file.as_str(), facts));
+            }
+        }
+        Ok(unresolved_among(object_facts, &own_facts, &providers))
     })?;
     if left.is_empty() {
         return Ok(());
@@ -307,8 +317,10 @@ fn check_undefined<'a>(
     Ok(())
 }
 
-/// Indexes (into `object.undefined`) of the references no object of `scope` satisfies.
-fn unresolved_among(object: &SymbolFacts, scope: &[&SymbolFacts]) -> Vec<usize> {
+/// Indexes (into `object.undefined`) of the references no object of `scope` satisfies. A
+/// versioned reference is tried first in the object its DT_VERNEED names (`providers`: file
+/// name -> that object), where it almost always is: one probe instead of one per object.
+fn unresolved_among(object: &SymbolFacts, scope: &[&SymbolFacts], providers: &[(&str, &SymbolFacts)]) -> Vec<usize> {
     object
         .undefined
         .iter()
@@ -316,6 +328,12 @@ fn unresolved_among(object: &SymbolFacts, scope: &[&SymbolFacts]) -> Vec<usize> 
         .filter(|(_, reference)| {
             let (name, version) = (object.name_of(reference), object.version_of(reference));
             let hash = gnu_hash(name);
+            let provider = object
+                .needed_file_of(reference)
+                .and_then(|file| providers.iter().find(|(provider_file, _)| *provider_file == file));
+            if provider.is_some_and(|(_, facts)| facts.satisfies_hashed(name, hash, version, reference.hidden)) {
+                return false;
+            }
             !scope.iter().any(|facts| facts.satisfies_hashed(name, hash, version, reference.hidden))
         })
         .map(|(index, _)| index)
