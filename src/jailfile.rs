@@ -22,10 +22,12 @@ pub struct Jailfile {
     #[schemars(with = "Option<String>")]
     pub root: Option<Spanned<String>>,
     /// Programs to put in the jail with everything they load. Bare names are looked up in
-    /// /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin on the host.
+    /// /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin on the host. Each is checked
+    /// as the loader checks it before it starts: every needed symbol version and every undefined
+    /// symbol must be defined by what it loads.
     #[serde(default)]
-    #[schemars(with = "Vec<String>")]
-    pub binaries: Vec<Spanned<String>>,
+    #[schemars(with = "Vec<BinaryEntry>")]
+    pub binaries: Vec<Spanned<BinaryEntry>>,
     /// Glob patterns (globset syntax, `*` stays within one directory, `**` crosses them) of host
     /// paths the closure must not bring.
     #[serde(default)]
@@ -72,6 +74,50 @@ pub enum DeviceEntry {
     Path(String),
     /// A device with options.
     Detailed(DeviceTable),
+}
+
+/// A program: a bare name or absolute path, or a table when it needs more.
+#[derive(Debug, Clone, PartialEq, Eq, JsonSchema)]
+#[serde(untagged)]
+pub enum BinaryEntry {
+    /// A bare name such as "bash" (looked up in PATH) or an absolute host path.
+    Name(String),
+    /// A program with options.
+    Detailed(BinaryTable),
+}
+
+/// The table form of a `binaries` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BinaryTable {
+    /// A bare name such as "bash" (looked up in PATH) or an absolute host path.
+    #[schemars(with = "String")]
+    pub name: Spanned<String>,
+    /// Report the loader checks' errors for this program (a needed symbol version its library
+    /// lacks, an undefined symbol resolved at start) as warnings instead of refusing the
+    /// Jailfile: for a program that copes with them itself. Default false.
+    #[serde(default)]
+    pub allow_unresolved: bool,
+}
+
+// A string or a table, with serde's precise messages for the table form (see DeviceEntry).
+impl<'de> Deserialize<'de> for BinaryEntry {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct BinaryVisitor;
+        impl<'de> Visitor<'de> for BinaryVisitor {
+            type Value = BinaryEntry;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a program name such as \"bash\" or a table { name = \"...\" }")
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<BinaryEntry, E> {
+                Ok(BinaryEntry::Name(value.to_owned()))
+            }
+            fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<BinaryEntry, M::Error> {
+                BinaryTable::deserialize(de::value::MapAccessDeserializer::new(map)).map(BinaryEntry::Detailed)
+            }
+        }
+        deserializer.deserialize_any(BinaryVisitor)
+    }
 }
 
 /// The table form of a device entry.

@@ -8,7 +8,10 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use goblin::container::{Container, Ctx, Endian};
-use goblin::elf::dynamic::{Dynamic, DF_1_NODEFLIB, DT_FLAGS_1, DT_NEEDED, DT_RPATH, DT_RUNPATH, DT_SONAME, DT_STRTAB};
+use goblin::elf::dynamic::{
+    Dynamic, DF_1_NODEFLIB, DF_1_NOW, DF_BIND_NOW, DT_BIND_NOW, DT_FLAGS, DT_FLAGS_1, DT_NEEDED, DT_RPATH, DT_RUNPATH,
+    DT_SONAME, DT_STRTAB,
+};
 use goblin::elf::program_header::{ProgramHeader, PT_DYNAMIC, PT_INTERP, PT_LOAD};
 use goblin::elf::Elf;
 
@@ -54,7 +57,7 @@ pub struct ElfIdent {
 }
 
 impl ElfIdent {
-    fn ctx(self) -> Ctx {
+    pub(super) fn ctx(self) -> Ctx {
         let endian = if self.little_endian { Endian::Little } else { Endian::Big };
         Ctx::new(self.class.container(), endian)
     }
@@ -77,6 +80,9 @@ pub struct ElfInfo {
     pub runpath: Vec<String>,
     /// DF_1_NODEFLIB is set in DT_FLAGS_1.
     pub nodeflib: bool,
+    /// Linked `-z now` (DT_BIND_NOW, DF_BIND_NOW or DF_1_NOW): the loader resolves every symbol,
+    /// its PLT ones included, before the program starts.
+    pub bind_now: bool,
     /// The file has a PT_DYNAMIC segment.
     pub has_dynamic: bool,
 }
@@ -156,7 +162,7 @@ pub fn parse_elf(bytes: &[u8]) -> Result<Option<ElfInfo>> {
 }
 
 /// Random access to the bytes of an ELF file: memory, or a file read on demand.
-trait ByteSource {
+pub(super) trait ByteSource {
     fn length(&self) -> u64;
     /// Exactly `size` bytes at `offset`; the caller has checked the range against `length`.
     fn read(&self, offset: u64, size: usize) -> Result<Cow<'_, [u8]>>;
@@ -175,7 +181,7 @@ impl ByteSource for &[u8] {
 
 /// A file read on demand; its first page is read once, since the file header, the program
 /// headers and PT_INTERP almost always lie there.
-struct FileSource<'a> {
+pub(super) struct FileSource<'a> {
     file: &'a File,
     length: u64,
     first_page: Vec<u8>,
@@ -184,7 +190,7 @@ struct FileSource<'a> {
 const FIRST_PAGE: usize = 4096;
 
 impl<'a> FileSource<'a> {
-    fn new(file: &'a File, length: u64) -> Result<FileSource<'a>> {
+    pub(super) fn new(file: &'a File, length: u64) -> Result<FileSource<'a>> {
         let size = length.min(FIRST_PAGE as u64) as usize;
         let mut first_page = vec![0; size];
         file.read_exact_at(&mut first_page, 0).context("reading the first page")?;
@@ -226,6 +232,7 @@ fn parse_from(source: &dyn ByteSource) -> Result<Option<ElfInfo>> {
         rpath: Vec::new(),
         runpath: Vec::new(),
         nodeflib: false,
+        bind_now: false,
         has_dynamic: false,
     };
     // glibc's loader keeps the last PT_DYNAMIC it sees (l_ld is overwritten per segment).
@@ -242,7 +249,7 @@ fn is_regular_file(path: &Path) -> Result<bool> {
     Ok(meta.is_file())
 }
 
-fn program_headers(source: &dyn ByteSource, head: &[u8], ctx: Ctx) -> Result<Vec<ProgramHeader>> {
+pub(super) fn program_headers(source: &dyn ByteSource, head: &[u8], ctx: Ctx) -> Result<Vec<ProgramHeader>> {
     let header = Elf::parse_header(head).context("malformed ELF file header")?;
     let count = usize::from(header.e_phnum);
     if count == 0 {
@@ -258,7 +265,7 @@ fn program_headers(source: &dyn ByteSource, head: &[u8], ctx: Ctx) -> Result<Vec
 }
 
 /// Reads `size` bytes at `offset`, or an error naming `what` when that is out of bounds.
-fn file_slice<'a>(source: &'a dyn ByteSource, offset: u64, size: u64, what: &str) -> Result<Cow<'a, [u8]>> {
+pub(super) fn file_slice<'a>(source: &'a dyn ByteSource, offset: u64, size: u64, what: &str) -> Result<Cow<'a, [u8]>> {
     let end = offset.checked_add(size);
     match (end, usize::try_from(size)) {
         (Some(end), Ok(size)) if end <= source.length() => source.read(offset, size),
@@ -309,7 +316,9 @@ struct DynamicRefs {
     soname: Option<u64>,
     rpath: Option<u64>,
     runpath: Option<u64>,
+    flags: u64,
     flags_1: u64,
+    bind_now: bool,
 }
 
 fn collect_dynamic_refs(source: &dyn ByteSource, dynamic: &ProgramHeader, ctx: Ctx) -> Result<DynamicRefs> {
@@ -330,7 +339,9 @@ fn collect_dynamic_refs(source: &dyn ByteSource, dynamic: &ProgramHeader, ctx: C
             DT_SONAME => refs.soname = Some(entry.d_val),
             DT_RPATH => refs.rpath = Some(entry.d_val),
             DT_RUNPATH => refs.runpath = Some(entry.d_val),
+            DT_FLAGS => refs.flags = entry.d_val,
             DT_FLAGS_1 => refs.flags_1 = entry.d_val,
+            DT_BIND_NOW => refs.bind_now = true,
             _ => {}
         }
     }
@@ -346,6 +357,7 @@ fn read_dynamic(
 ) -> Result<()> {
     let refs = collect_dynamic_refs(source, dynamic, ctx)?;
     info.nodeflib = refs.flags_1 & DF_1_NODEFLIB != 0;
+    info.bind_now = refs.bind_now || refs.flags & DF_BIND_NOW != 0 || refs.flags_1 & DF_1_NOW != 0;
     let mut strings = DynamicStrings { source, phdrs, strtab: refs.strtab, window: None };
     let offsets = refs.needed.iter().chain(refs.soname.iter()).chain(refs.rpath.iter()).chain(refs.runpath.iter());
     strings.prefetch(offsets.copied());

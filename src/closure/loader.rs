@@ -20,10 +20,11 @@ use rustc_hash::FxHashMap as HashMap;
 use std::ffi::OsString;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{anyhow, Context, Result};
 
+use super::dynsym::{read_relocation_uses, read_symbols, RelocationUses, SymbolFacts};
 use super::elf::{read_elf_with_metadata, ElfIdent, ElfInfo};
 use super::ld_cache::{CacheQuery, LdCache};
 use super::platform::{
@@ -59,6 +60,61 @@ pub struct LoadResult {
     pub objects: Vec<LoadedObject>,
     /// Needed names that no search found.
     pub missing: Vec<MissingLibrary>,
+    /// Every object mapped (the root first, then the interpreter, then `objects` in order), with
+    /// the names it answers to and how it was found: what the symbol checks walk.
+    pub mapped: Vec<MappedFacts>,
+}
+
+/// One mapped object as the symbol and version checks need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MappedFacts {
+    /// Host path as the loader spells it.
+    pub path: PathBuf,
+    /// Its ELF facts.
+    pub info: Arc<ElfInfo>,
+    /// How the loader found it.
+    pub found_by: SearchStep,
+    /// For each of its DT_NEEDED names (in order): the index in `mapped` of the object that
+    /// answers to it, if one was found.
+    pub dependencies: Vec<Option<usize>>,
+    /// The names the object answers to (names it was needed as, its path, its DT_SONAME): what
+    /// glibc's `_dl_name_match_p` compares a DT_VERNEED file name with.
+    pub names: Vec<String>,
+}
+
+/// The search step that found an object: what an error names so the user knows which copy the
+/// loader picked and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "step", rename_all = "kebab-case")]
+pub enum SearchStep {
+    /// The program itself.
+    Program,
+    /// The program's PT_INTERP.
+    Interpreter,
+    /// A DT_NEEDED name with a `/`, used as a path.
+    NeededPath,
+    /// An entry of the DT_RPATH of `of` (the needing object or one up its loading chain).
+    Rpath { entry: String, of: PathBuf },
+    /// An entry of the needing object's DT_RUNPATH.
+    Runpath { entry: String, of: PathBuf },
+    /// /etc/ld.so.cache.
+    Cache,
+    /// A built-in system directory.
+    DefaultDir { dir: PathBuf },
+}
+
+impl std::fmt::Display for SearchStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SearchStep::Program => write!(f, "the program itself"),
+            SearchStep::Interpreter => write!(f, "the program's ELF interpreter"),
+            SearchStep::NeededPath => write!(f, "a DT_NEEDED path"),
+            SearchStep::Rpath { entry, of } => write!(f, "DT_RPATH entry {entry:?} of {}", of.display()),
+            SearchStep::Runpath { entry, of } => write!(f, "DT_RUNPATH entry {entry:?} of {}", of.display()),
+            SearchStep::Cache => write!(f, "/etc/ld.so.cache"),
+            SearchStep::DefaultDir { dir } => write!(f, "the default directory {}", dir.display()),
+        }
+    }
 }
 
 /// One shared object and why it was loaded.
@@ -97,10 +153,21 @@ pub struct Loader {
     default_search_memo: Mutex<HashMap<(&'static str, String, bool), DefaultSearch>>,
     /// One search context per architecture: CPU detection runs once, not once per program.
     contexts: Mutex<HashMap<&'static str, Arc<SearchContext>>>,
+    /// Symbol facts per host path, read once (by whichever thread asks first) and shared.
+    symbol_cache: Mutex<HashMap<OsString, Arc<OnceLock<SymbolsRead>>>>,
+    /// Per object and its own load scope (the paths, in order): the indexes of its references
+    /// that scope leaves unresolved. libc and friends are checked once, not once per program.
+    local_unresolved: Mutex<HashMap<Vec<PathBuf>, Arc<Vec<usize>>>>,
 }
 
+/// The outcome of reading one object's symbols (the error as text, so every asker gets it).
+type SymbolsRead = std::result::Result<Arc<SymbolFacts>, String>;
+
 /// What the cache and the system directories give for a name, and what was searched.
-type DefaultSearch = (Option<(PathBuf, Arc<ElfInfo>)>, Vec<PathBuf>);
+type DefaultSearch = (Option<Hit>, Vec<PathBuf>);
+
+/// A file found by a search, its ELF facts, and the step that found it.
+type Hit = (PathBuf, Arc<ElfInfo>, SearchStep);
 
 /// The directories really tried for one search directory, in order.
 type SearchDirectories = Arc<Vec<PathBuf>>;
@@ -115,6 +182,7 @@ struct MappedObject {
     info: Arc<ElfInfo>,
     /// Index of the object that loaded this one.
     loaded_by: Option<usize>,
+    found_by: SearchStep,
 }
 
 /// Per-architecture facts of the loader on this CPU.
@@ -146,6 +214,8 @@ impl Loader {
             search_directories: Mutex::new(HashMap::default()),
             contexts: Mutex::new(HashMap::default()),
             default_search_memo: Mutex::new(HashMap::default()),
+            symbol_cache: Mutex::new(HashMap::default()),
+            local_unresolved: Mutex::new(HashMap::default()),
         })
     }
 
@@ -175,6 +245,69 @@ impl Loader {
             read_elf_with_metadata(&target)?.map(|(info, metadata)| (Arc::new(info), (metadata.dev(), metadata.ino())));
         self.lock_elf_cache().insert(path.as_os_str().to_owned(), file.clone());
         Ok(file)
+    }
+
+    /// The dynamic symbols and versions of a host ELF path, read once.
+    pub fn symbols(&self, path: &Path) -> Result<Arc<SymbolFacts>> {
+        let slot = {
+            let mut cache = self.symbol_cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            cache.entry(path.as_os_str().to_owned()).or_default().clone()
+        };
+        let read = slot.get_or_init(|| {
+            let facts = self.disk_target(path).and_then(|disk| {
+                read_symbols(&disk)?.with_context(|| format!("{} is no longer an ELF file", path.display()))
+            });
+            facts.map(Arc::new).map_err(|error| format!("{error:#}"))
+        });
+        read.clone().map_err(|message| anyhow!(message))
+    }
+
+    /// The symbols of a file read for one use (a program, judged once): not kept, so a run
+    /// over many programs holds only their libraries' tables.
+    pub fn symbols_uncached(&self, path: &Path) -> Result<Arc<SymbolFacts>> {
+        if let Some(Some(Ok(known))) = self
+            .symbol_cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(path.as_os_str())
+            .map(|slot| slot.get().cloned())
+        {
+            return Ok(known);
+        }
+        let disk = self.disk_target(path)?;
+        let facts = read_symbols(&disk)?.with_context(|| format!("{} is no longer an ELF file", path.display()))?;
+        Ok(Arc::new(facts))
+    }
+
+    /// `compute` for a scope (an object, then its own dependencies), or what it gave before.
+    pub fn unresolved_in_scope(
+        &self,
+        scope: &[&Path],
+        compute: impl FnOnce() -> Result<Vec<usize>>,
+    ) -> Result<Arc<Vec<usize>>> {
+        let key: Vec<PathBuf> = scope.iter().map(|path| path.to_path_buf()).collect();
+        if let Some(known) = self.local_unresolved.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&key) {
+            return Ok(known.clone());
+        }
+        let computed = Arc::new(compute()?);
+        self.local_unresolved.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(key, computed.clone());
+        Ok(computed)
+    }
+
+    /// Which symbols the relocations of a host ELF path use (read when a check needs it).
+    pub fn relocation_uses(&self, path: &Path, facts: &SymbolFacts) -> Result<RelocationUses> {
+        read_relocation_uses(&self.disk_target(path)?, facts)
+    }
+
+    /// Where a host path's file is on disk (inside a sysroot, links resolved inside it).
+    fn disk_target(&self, path: &Path) -> Result<PathBuf> {
+        let target = if self.host.sysroot() == Path::new("/") {
+            self.host.disk_path(path)
+        } else {
+            self.host.disk_path(&self.host.resolve(path)?.path)
+        };
+        self.host.note_before_reading(&target);
+        Ok(target)
     }
 
     fn lock_elf_cache(&self) -> std::sync::MutexGuard<'_, HashMap<OsString, Option<ElfFile>>> {
@@ -260,6 +393,7 @@ impl Loader {
             origin: origin_of_root,
             info: info.clone(),
             loaded_by: None,
+            found_by: SearchStep::Program,
         }];
         let mut names: HashMap<String, usize> = HashMap::default();
         let mut identities: HashMap<(u64, u64), usize> = HashMap::default();
@@ -290,6 +424,7 @@ impl Loader {
                 origin: parent_dir(interpreter_path),
                 info: interpreter_info,
                 loaded_by: None,
+                found_by: SearchStep::Interpreter,
             });
         }
 
@@ -304,7 +439,7 @@ impl Loader {
                 }
                 let name = name.clone();
                 match self.search(&name, current, &objects, &context)? {
-                    Found::Yes(found_path, found_info) => {
+                    Found::Yes((found_path, found_info, found_by)) => {
                         let identity = self.file_identity(&found_path);
                         if let Some(&existing) = identity.as_ref().and_then(|identity| identities.get(identity)) {
                             // The same file under another name: glibc reuses the mapped object.
@@ -330,6 +465,7 @@ impl Loader {
                             path: found_path,
                             info: found_info,
                             loaded_by: Some(current),
+                            found_by,
                         });
                         queue.push_back(index);
                     }
@@ -339,7 +475,8 @@ impl Loader {
                 }
             }
         }
-        Ok(LoadResult { interpreter, objects: loaded, missing })
+        let mapped = mapped_facts(objects, &names);
+        Ok(LoadResult { interpreter, objects: loaded, missing, mapped })
     }
 
     /// Where `dlopen(name)` called from libc finds a module (NSS and the like): the cache, then
@@ -347,8 +484,8 @@ impl Loader {
     pub fn find_for_dlopen(&self, name: &str, like: &ElfIdent) -> Result<Option<PathBuf>> {
         let context = self.context_for(like, Path::new(name))?;
         let mut searched = Vec::new();
-        if let Some(found) = self.search_cache_and_system(name, false, &context, &mut searched)? {
-            return Ok(Some(found.0));
+        if let Some((path, _, _)) = self.search_cache_and_system(name, false, &context, &mut searched)? {
+            return Ok(Some(path));
         }
         Ok(None)
     }
@@ -360,7 +497,7 @@ impl Loader {
             let path = PathBuf::from(&expanded);
             if path.is_absolute() {
                 if let Some(info) = self.usable(&path, context)? {
-                    return Ok(Found::Yes(path, info));
+                    return Ok(Found::Yes((path, info, SearchStep::NeededPath)));
                 }
             }
             return Ok(Found::No(vec![path]));
@@ -372,24 +509,26 @@ impl Loader {
             while let Some(index) = link {
                 let chain_object = &objects[index];
                 if chain_object.info.runpath.is_empty() {
-                    for dir in &chain_object.info.rpath {
-                        let dir = expand_tokens(dir, &chain_object.origin, context);
-                        if let Some(found) = self.search_dir(Path::new(&dir), name, context, &mut searched)? {
-                            return Ok(Found::Yes(found.0, found.1));
+                    for entry in &chain_object.info.rpath {
+                        let dir = expand_tokens(entry, &chain_object.origin, context);
+                        if let Some((path, info)) = self.search_dir(Path::new(&dir), name, context, &mut searched)? {
+                            let step = SearchStep::Rpath { entry: entry.clone(), of: chain_object.path.clone() };
+                            return Ok(Found::Yes((path, info, step)));
                         }
                     }
                 }
                 link = chain_object.loaded_by;
             }
         }
-        for dir in &object.info.runpath {
-            let dir = expand_tokens(dir, &object.origin, context);
-            if let Some(found) = self.search_dir(Path::new(&dir), name, context, &mut searched)? {
-                return Ok(Found::Yes(found.0, found.1));
+        for entry in &object.info.runpath {
+            let dir = expand_tokens(entry, &object.origin, context);
+            if let Some((path, info)) = self.search_dir(Path::new(&dir), name, context, &mut searched)? {
+                let step = SearchStep::Runpath { entry: entry.clone(), of: object.path.clone() };
+                return Ok(Found::Yes((path, info, step)));
             }
         }
         match self.search_cache_and_system(name, object.info.nodeflib, context, &mut searched)? {
-            Some((path, info)) => Ok(Found::Yes(path, info)),
+            Some(hit) => Ok(Found::Yes(hit)),
             None => Ok(Found::No(searched)),
         }
     }
@@ -400,7 +539,7 @@ impl Loader {
         nodeflib: bool,
         context: &SearchContext,
         searched: &mut Vec<PathBuf>,
-    ) -> Result<Option<(PathBuf, Arc<ElfInfo>)>> {
+    ) -> Result<Option<Hit>> {
         let key = (context.platform.name, name.to_owned(), nodeflib);
         let memo = self.default_search_memo.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&key).cloned();
         let (found, tried) = match memo {
@@ -426,7 +565,7 @@ impl Loader {
         nodeflib: bool,
         context: &SearchContext,
         searched: &mut Vec<PathBuf>,
-    ) -> Result<Option<(PathBuf, Arc<ElfInfo>)>> {
+    ) -> Result<Option<Hit>> {
         if let Some(cache) = &self.cache {
             searched.push(PathBuf::from("/etc/ld.so.cache"));
             let query = CacheQuery { hwcaps: &context.hwcaps, ..context.cache_query };
@@ -436,7 +575,7 @@ impl Loader {
                 let in_system_dir = context.platform.system_dirs.iter().any(|dir| is_under(&hit, dir));
                 if !(nodeflib && in_system_dir) {
                     if let Some(info) = self.usable(&hit, context)? {
-                        return Ok(Some((hit, info)));
+                        return Ok(Some((hit, info, SearchStep::Cache)));
                     }
                 }
             }
@@ -445,8 +584,8 @@ impl Loader {
             return Ok(None);
         }
         for dir in context.platform.system_dirs {
-            if let Some(found) = self.search_dir(Path::new(dir), name, context, searched)? {
-                return Ok(Some(found));
+            if let Some((path, info)) = self.search_dir(Path::new(dir), name, context, searched)? {
+                return Ok(Some((path, info, SearchStep::DefaultDir { dir: PathBuf::from(dir) })));
             }
         }
         Ok(None)
@@ -484,8 +623,32 @@ impl Loader {
 }
 
 enum Found {
-    Yes(PathBuf, Arc<ElfInfo>),
+    Yes(Hit),
     No(Vec<PathBuf>),
+}
+
+/// The mapped objects with, for each, the objects its DT_NEEDED names resolved to and the names
+/// it answers to.
+fn mapped_facts(objects: Vec<MappedObject>, names: &HashMap<String, usize>) -> Vec<MappedFacts> {
+    let mut names_of: Vec<Vec<String>> = vec![Vec::new(); objects.len()];
+    for (name, &index) in names {
+        names_of[index].push(name.clone());
+    }
+    objects
+        .into_iter()
+        .zip(names_of)
+        .map(|(object, mut own_names)| {
+            own_names.sort_unstable();
+            let dependencies = object.info.needed.iter().map(|name| names.get(name).copied()).collect();
+            MappedFacts {
+                path: object.path,
+                info: object.info,
+                found_by: object.found_by,
+                dependencies,
+                names: own_names,
+            }
+        })
+        .collect()
 }
 
 /// Whether `path` lies below `dir`, comparing bytes (cheaper than Path's component walk).

@@ -5,6 +5,7 @@
 //! Nothing is executed: ELF files are read with goblin, scripts by their `#!` line, NSS modules
 //! from nsswitch.conf; `[[files]]` trees are walked in `walk`.
 
+pub mod dynsym;
 pub mod elf;
 pub mod ld_cache;
 pub mod loader;
@@ -12,6 +13,7 @@ pub mod nss;
 pub mod origin;
 pub mod platform;
 pub mod script;
+pub mod symbols;
 mod walk;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -126,6 +128,9 @@ pub struct Closure {
     /// Things a user should know that do not stop the jail from being built.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Each started program's symbol and version verdict (src/closure/symbols.rs).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub symbols: Vec<symbols::Verdict>,
 }
 
 impl Entry {
@@ -160,6 +165,8 @@ struct ProgramFacts {
     /// For a script: the `#!` interpreter, and the program `#!/usr/bin/env NAME` runs.
     shebang: Option<Box<ProgramFacts>>,
     env_program: Option<Box<ProgramFacts>>,
+    /// What the loader's symbol and version checks say, for a program that is started.
+    verdict: Option<symbols::Verdict>,
 }
 
 /// The closure of a validated Jailfile on this host (its loader rules and ld.so.cache); the
@@ -193,7 +200,9 @@ pub fn build(spec: &Spec, loader: &Loader) -> Result<Closure> {
         scope.spawn(move || {
             spec.binaries.par_iter().enumerate().for_each_with(sender, |sender, (index, binary)| {
                 // A send fails only when placing stopped at an error; the rest is then moot.
-                let _ = sender.send((index, analyze_program(loader, &binary.host_path, search_path, 0)));
+                let facts = analyze_program(loader, &binary.host_path, search_path, 0)
+                    .and_then(|facts| symbols::check_program(loader, facts, binary.allow_unresolved));
+                let _ = sender.send((index, facts));
             });
         });
         let mut arrived = BTreeMap::new();
@@ -249,6 +258,7 @@ pub fn build(spec: &Spec, loader: &Loader) -> Result<Closure> {
     builder.add_usr_merge_links()?;
     builder.apply_exclude(spec);
     builder.finish_missing(spec)?;
+    symbols::report(spec, &mut builder.closure)?;
     Ok(builder.finish())
 }
 
@@ -273,6 +283,7 @@ fn analyze_program(loader: &Loader, named: &Path, search_path: &[String], depth:
         load: None,
         shebang: None,
         env_program: None,
+        verdict: None,
     };
     if let Some(info) = loader.elf(&canonical)? {
         facts.ident = Some(info.ident);
@@ -452,6 +463,7 @@ impl Builder<'_> {
         let path = placement.path.clone();
         self.add_links_on_the_way(&placement.links, &path, &origin);
         self.add(path.clone(), kind, Some(facts.canonical.clone()), origin);
+        self.closure.symbols.extend(facts.verdict.clone());
         self.resolved.insert(facts.named.as_os_str().to_owned(), Arc::new(placement));
         self.add_dependencies(facts, &path)?;
         Ok(path)

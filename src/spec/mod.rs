@@ -24,7 +24,7 @@ use toml::Spanned;
 
 use crate::diagnostics::{problem_from_toml_error, JailfileErrors, Problem};
 use crate::host::{HostFs, BINARY_SEARCH_PATH};
-use crate::jailfile::{Jailfile, MountKind, Namespace, NetworkMode};
+use crate::jailfile::{BinaryEntry, Jailfile, MountKind, Namespace, NetworkMode};
 use crate::tree::JailPath;
 use users::Owners;
 
@@ -61,6 +61,8 @@ pub struct BinarySpec {
     pub declared: String,
     /// The host path it names (found through the search path; may be a symlink).
     pub host_path: PathBuf,
+    /// Unresolved symbols and missing symbol versions are warnings, not errors.
+    pub allow_unresolved: bool,
 }
 
 /// Compiled `exclude` patterns.
@@ -353,10 +355,15 @@ impl Validator<'_> {
         }
     }
 
-    fn binaries(&mut self, binaries: &[Spanned<String>]) -> Vec<BinarySpec> {
+    fn binaries(&mut self, binaries: &[Spanned<BinaryEntry>]) -> Vec<BinarySpec> {
         let mut result = Vec::new();
-        for (index, declared) in binaries.iter().enumerate() {
+        for (index, entry) in binaries.iter().enumerate() {
             let key = format!("binaries[{index}]");
+            let (declared, allow_unresolved) = match entry.get_ref() {
+                BinaryEntry::Name(name) => (Spanned::new(entry.span(), name.clone()), false),
+                BinaryEntry::Detailed(table) => (table.name.clone(), table.allow_unresolved),
+            };
+            let declared = &declared;
             let name = declared.get_ref();
             let host_path = if name.starts_with('/') {
                 match JailPath::parse(name) {
@@ -388,7 +395,7 @@ impl Validator<'_> {
                     }
                 }
             };
-            result.push(BinarySpec { key, declared: name.clone(), host_path });
+            result.push(BinarySpec { key, declared: name.clone(), host_path, allow_unresolved });
         }
         result
     }
