@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
 
 use jailprov::apply::{self, Outcome};
 use jailprov::check;
@@ -15,6 +14,7 @@ use jailprov::desired::{self, ClosureFacts, DesiredTree};
 use jailprov::host::HostFs;
 use jailprov::jail_root::JailRoot;
 use jailprov::mountinfo::JailMounts;
+use jailprov::plan::saved::{self, Digests, SavedPlan, SAVED_PLAN_FORMAT};
 use jailprov::plan::{self, memo, Change, Mounts, Plan, RecordedScan};
 use jailprov::render;
 use jailprov::root_safety;
@@ -155,28 +155,6 @@ impl Prepared {
     }
 }
 
-/// What a saved plan was computed from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Digests {
-    /// The Jailfile's bytes.
-    jailfile: String,
-    /// The desired tree: what the Jailfile asks for and the host provides.
-    host: String,
-    /// The jail's paths at stat level, and the record of what jailprov manages.
-    jail: String,
-}
-
-/// A plan saved by `plan -o`.
-#[derive(Debug, Serialize, Deserialize)]
-struct SavedPlan {
-    format_version: String,
-    jailfile: PathBuf,
-    root: PathBuf,
-    adopt: bool,
-    digests: Digests,
-    plan: Plan,
-}
-
 pub fn plan(args: &PlanArgs) -> Result<ExitCode> {
     // Everything the plan looks at on the host is written down, for the memo.
     let host = HostFs::real().observing();
@@ -197,7 +175,7 @@ pub fn plan(args: &PlanArgs) -> Result<ExitCode> {
         prepared.review_and_plan(&args.jailfile.file, &args.state.state_dir, args.locked, args.adopt, true)?;
     if let Some(out) = &args.out {
         let saved = SavedPlan {
-            format_version: "1".into(),
+            format_version: SAVED_PLAN_FORMAT.into(),
             // Absolute, so `apply FILE` works from any directory.
             jailfile: std::path::absolute(&args.jailfile.file)
                 .with_context(|| format!("cannot resolve {}", args.jailfile.file.display()))?,
@@ -361,12 +339,7 @@ fn read_saved_plan(file: &Path) -> Result<SavedPlan> {
     let bytes = jailprov::beside::read_bounded(&opened, file, what, MAX_SAVED_PLAN_SIZE)?;
     let text =
         String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("the saved plan {} is not UTF-8", file.display()))?;
-    let saved: SavedPlan = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a plan saved by `jailprov plan -o`", file.display()))?;
-    if saved.format_version != "1" {
-        bail!("{} has plan format {}; this jailprov reads format 1", file.display(), saved.format_version);
-    }
-    Ok(saved)
+    saved::parse(&text, file)
 }
 
 /// A saved plan is applied only if nothing it was computed from has moved.

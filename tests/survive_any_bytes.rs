@@ -394,30 +394,9 @@ fn read_lock(bytes: &[u8]) {
     }
 }
 
-/// The fields of the binary's `SavedPlan` (src/commands.rs); all but `plan` are plain strings,
-/// paths and a bool, so what this reads is `jailprov::plan::Plan`'s deserialization.
-#[derive(serde::Deserialize)]
-#[allow(dead_code)] // read for the deserialization only
-struct SavedPlan {
-    format_version: String,
-    jailfile: PathBuf,
-    root: PathBuf,
-    adopt: bool,
-    digests: Digests,
-    plan: jailprov::plan::Plan,
-}
-
-#[derive(serde::Deserialize)]
-#[allow(dead_code)] // read for the deserialization only
-struct Digests {
-    jailfile: String,
-    host: String,
-    jail: String,
-}
-
 fn read_saved_plan(bytes: &[u8]) {
     let text = String::from_utf8_lossy(bytes);
-    if let Ok(saved) = serde_json::from_str::<SavedPlan>(&text) {
+    if let Ok(saved) = jailprov::plan::saved::parse(&text, Path::new("plan.json")) {
         let _ = jailprov::render::plan_text(&saved.plan, &saved.root, &saved.jailfile);
         let _ = jailprov::render::plan_json(&saved.plan);
     }
