@@ -20,7 +20,7 @@ use super::format::{
     parse_header, write_lock_text, HostFingerprint, Lock, LockEntry, LockHeader, LockSink, Piece, AFTER_LINES,
     ENTRIES_OPEN, FIRST_LINE, LOCK_VERSION, NEXT_LINE, NO_LINES,
 };
-use super::packages::{OwnedContentKey, PackageAnswers};
+use super::packages::{assign_packages, OwnedContentKey, PackageAnswers};
 use super::reviewing::{Mode, OldLockMoved, Review, Reviewing, MAX_LOCK_SIZE};
 
 /// How much of the lock file is read for its header (a header jailprov writes is a few hundred
@@ -217,24 +217,7 @@ pub(super) fn review_incremental(reviewing: &Reviewing, cache: &mut Cache) -> Re
             key.and_then(|key| recorded.get(&key)).cloned()
         })
         .collect();
-    let unknown: Vec<&str> = new_part
-        .entries
-        .iter()
-        .zip(&reused)
-        .filter(|(_, reused)| reused.is_none())
-        .filter_map(|(entry, _)| entry.source.as_deref())
-        .collect();
-    let mut answers = PackageAnswers::new(inputs.host, &store);
-    answers.look_up(inputs.host, &unknown);
-    let packages: Vec<Option<String>> = unknown.iter().map(|source| answers.get(source).map(str::to_owned)).collect();
-    let mut packages = packages.into_iter();
-    for (entry, reused) in new_part.entries.iter_mut().zip(reused) {
-        entry.package = match reused {
-            Some(package) => package,
-            None if entry.source.is_some() => packages.next().flatten(),
-            None => None,
-        };
-    }
+    let answers = assign_packages(&mut new_part.entries, reused, inputs.host, &store);
     let reported = compare(&old_part, &new_part);
     drop(_t);
     let _t = crate::timings::phase("lock: incremental write");

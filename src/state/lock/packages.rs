@@ -147,3 +147,29 @@ impl<'a> PackageAnswers<'a> {
         (self.database, kept.chain(learned))
     }
 }
+
+/// Gives each entry its dpkg package: `reused` where the old lock already knew it (same source,
+/// same content), else the dpkg database, searched once and only for the rest. Returns the
+/// answers, whose new findings the store keeps.
+pub(super) fn assign_packages<'a>(
+    entries: &mut [LockEntry],
+    reused: Vec<Option<Option<String>>>,
+    host: &HostFs,
+    store: &'a LazyStore<'a>,
+) -> PackageAnswers<'a> {
+    let unknown: Vec<&str> = entries
+        .iter()
+        .zip(&reused)
+        .filter(|(_, reused)| reused.is_none())
+        .filter_map(|(entry, _)| entry.source.as_deref())
+        .collect();
+    let mut answers = PackageAnswers::new(host, store);
+    answers.look_up(host, &unknown);
+    for (entry, reused) in entries.iter_mut().zip(reused) {
+        entry.package = match reused {
+            Some(package) => package,
+            None => entry.source.as_deref().and_then(|source| answers.get(source)).map(str::to_owned),
+        };
+    }
+    answers
+}

@@ -20,7 +20,7 @@ use super::entries::{entry_of, hash_sources};
 use super::format::{jailfile_digest, lock_path, Lock, LOCK_VERSION};
 use super::incremental::review_incremental;
 use super::lines::{desired_lines, fresh_key};
-use super::packages::{content_key, packages_by_content, PackageAnswers};
+use super::packages::{assign_packages, content_key, packages_by_content};
 use super::reviewing::{Inputs, Mode, Review, Reviewing, MAX_LOCK_SIZE};
 
 /// How a review reached its answer.
@@ -171,27 +171,7 @@ fn review_full(reviewing: &Reviewing, mut cache: Cache) -> Result<Review> {
         .iter()
         .map(|entry| content_key(entry).and_then(|key| known.get(&key)).map(|package| package.cloned()))
         .collect();
-    let unknown: Vec<&str> = new
-        .entries
-        .iter()
-        .zip(&reused)
-        .filter(|(_, reused)| reused.is_none())
-        .filter_map(|(entry, _)| entry.source.as_deref())
-        .collect();
-    let mut answers = PackageAnswers::new(inputs.host, &lazy_store);
-    answers.look_up(inputs.host, &unknown);
-    let found: Vec<Option<String>> = new
-        .entries
-        .iter()
-        .zip(reused)
-        .map(|(entry, reused)| match reused {
-            Some(package) => package,
-            None => entry.source.as_deref().and_then(|source| answers.get(source)).map(str::to_owned),
-        })
-        .collect();
-    for (entry, package) in new.entries.iter_mut().zip(found) {
-        entry.package = package;
-    }
+    let answers = assign_packages(&mut new.entries, reused, inputs.host, &lazy_store);
     // Compared again now that the new side has its package versions, for `jailprov lock`'s
     // "3.0.15 → 3.0.17" lines (packages never make a difference by themselves).
     let reported = match &old {
