@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -507,9 +507,7 @@ const MAX_CACHE_SIZE: u64 = 1024 * 1024 * 1024;
 fn open_trusted(path: &Path) -> Option<fs::File> {
     let (file, metadata) =
         crate::beside::open_regular_nofollow(path, "the lock's hash cache", MAX_CACHE_SIZE).ok()??;
-    let trusted =
-        metadata.is_file() && metadata.uid() == nix::unistd::geteuid().as_raw() && metadata.mode() & 0o022 == 0;
-    trusted.then_some(file)
+    crate::beside::trusted_owner(&metadata).then_some(file)
 }
 
 /// The small cache file, or an empty one when it is missing, untrusted or not this version.
@@ -545,51 +543,32 @@ pub(super) fn save_cache_file(path: &Path, bytes: Result<Vec<u8>>) {
             fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
             fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
         }
-        write_atomically(path, &bytes, 0o600, Durability::Unsynced)
+        crate::beside::write_atomically(path, &bytes, 0o600, false)
     })();
     if let Err(error) = result {
         eprintln!("warning: cannot save the lock's hash cache ({error:#}); the next plan hashes host files again");
     }
 }
 
-/// How a file written by [`write_atomically_with`] meets a crash.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Durability {
-    /// Synced before the rename: after a crash, the old file or the new one, whole.
-    Synced,
-    /// Not synced: after a crash possibly a torn file. Only for the cache, which every reader
-    /// checks (its version and record layout, the lock file's stat print and the line lengths
-    /// adding up to its size): a torn cache costs a full review, never a wrong lock.
-    Unsynced,
-}
-
-/// Writes through a temporary file in the same directory and a rename: never a half-written file.
-fn write_atomically(path: &Path, bytes: &[u8], mode: u32, durability: Durability) -> Result<()> {
-    write_atomically_with(path, mode, durability, |mut file, temporary| {
-        file.write_all(bytes).with_context(|| format!("cannot write {}", temporary.display()))
-    })
-    .map(drop)
-}
-
-/// [`write_atomically`] of what `fill` writes into the temporary file (given with its path);
-/// an error of `fill` is returned as it is, the temporary file removed. Returns the file written,
-/// now at `path`.
+/// Writes what `fill` writes into a fresh temporary file beside `path` (given with its path),
+/// synced, then renamed over `path`: never a half-written lock. An error of `fill` is returned as
+/// it is, the temporary file removed. Returns the file written, now at `path`.
 pub(super) fn write_atomically_with(
     path: &Path,
     mode: u32,
-    durability: Durability,
     fill: impl FnOnce(&fs::File, &Path) -> Result<()>,
 ) -> Result<fs::File> {
     // A random name, O_EXCL | O_NOFOLLOW: a link planted beside the lock is never written through.
     let (file, temporary) = crate::beside::create_temp_beside(path, mode)?;
-    let written = fill(&file, &temporary).and_then(|()| match durability {
-        Durability::Synced => file.sync_all().with_context(|| format!("cannot write {}", temporary.display())),
-        Durability::Unsynced => Ok(()),
-    });
+    // Synced before the rename: after a crash, the old file or the new one, whole. (The cache is
+    // written unsynced by crate::beside::write_atomically: every reader checks it, so a torn
+    // cache costs a full review, never a wrong lock.)
+    let written = fill(&file, &temporary)
+        .and_then(|()| file.sync_all().with_context(|| format!("cannot write {}", temporary.display())));
     if let Err(error) = written {
         let _ = fs::remove_file(&temporary);
         return Err(error);
     }
-    fs::rename(&temporary, path).with_context(|| format!("cannot move {} into place", path.display()))?;
+    crate::beside::rename_into_place(&temporary, path)?;
     Ok(file)
 }

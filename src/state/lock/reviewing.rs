@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use crate::desired::{ClosureFacts, DesiredKind, DesiredTree};
 use crate::host::{HostFs, StatPrint};
 
-use super::cache::{source_tag, write_atomically_with, Cache, Durability, GlibcSeen, Memo, MemoLine};
+use super::cache::{source_tag, write_atomically_with, Cache, GlibcSeen, Memo, MemoLine};
 use super::drift::{Comparison, Drift};
 use super::format::{entry_lengths, fingerprint_with, glibc_version, HostFingerprint, LockEntry};
 use super::lines::{fresh_key, DesiredLines};
@@ -110,7 +110,7 @@ impl Reviewing<'_> {
     /// write. [`OldLockMoved`] is returned as an error whatever the mode: the caller reviews
     /// again.
     pub(super) fn write_lock(&self, fill: impl FnOnce(&fs::File, &Path) -> Result<()>) -> Result<Option<fs::File>> {
-        match write_atomically_with(&self.lock_path, 0o644, Durability::Synced, fill) {
+        match write_atomically_with(&self.lock_path, 0o644, fill) {
             Ok(file) => Ok(Some(file)),
             Err(error) if error.is::<OldLockMoved>() || self.mode == Mode::Deliberate => Err(error),
             Err(error) => {
