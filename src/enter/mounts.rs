@@ -239,12 +239,11 @@ fn option_attributes(options: &[String]) -> u64 {
 /// symlink at the target itself refused) and attaches the mount onto that very node.
 pub fn realize(sys: &impl MountSys, jail: &JailRoot, operation: &MountOp) -> Result<()> {
     let what = format!("{} at {}", operation.key, operation.target);
-    let kind = match jail.stat(&operation.target) {
-        Ok(None) if operation.optional => return Ok(()),
-        Ok(stat) => stat.map(|stat| stat.kind),
-        // The messages below say it better (a symlink on the way, a missing parent).
-        Err(_) => None,
-    };
+    // A /proc or /sys entry this kernel lacks is skipped; any other error is said below, better
+    // (a symlink on the way, a missing parent).
+    if operation.optional && matches!(jail.stat(&operation.target), Ok(None)) {
+        return Ok(());
+    }
     let target = jail.open_path(&operation.target).map_err(|error| match error.downcast_ref::<JailError>() {
         Some(JailError::SymlinkInPath { path }) => anyhow::anyhow!(
             "refusing {what}: {path} is a symlink in the jail, and jailprov never mounts through one (it could point at the host)"
@@ -253,6 +252,8 @@ pub fn realize(sys: &impl MountSys, jail: &JailRoot, operation: &MountOp) -> Res
             "cannot mount {what}: the target must exist in the jail (declare it in [[dirs]] and run `jailprov apply`)"
         )),
     })?;
+    // The kind of the very node the mount goes onto, not of what a path named a moment before.
+    let kind = nix::sys::stat::fstat(&target).ok().and_then(|stat| NodeKind::from_mode(stat.st_mode));
     match &operation.source {
         MountSource::Bind { source } => sys.mount_bind(source, true, operation.attributes, target.as_fd()),
         MountSource::Filesystem { fstype, options } => {
