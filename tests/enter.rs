@@ -10,7 +10,7 @@
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -144,17 +144,6 @@ impl Jail {
         jail
     }
 
-    /// `jailprov enter ... -- ARGS`
-    fn enter_command(&self, args: &[&str]) -> Command {
-        let mut command = self.command("enter", &[]);
-        command.arg("--").args(args);
-        command
-    }
-
-    fn enter(&self, args: &[&str]) -> Run {
-        output(self.enter_command(args))
-    }
-
     /// Runs a bash script in the jail.
     fn bash(&self, script: &str) -> Run {
         self.enter(&["/usr/bin/bash", "-c", script])
@@ -169,24 +158,11 @@ fn host_mount_lines() -> Vec<String> {
 // The escape
 // ---------------------------------------------------------------------------------------------
 
-/// Builds the static escape program into `dir/escape`; `None` (test skipped) without gcc or libc.a.
-fn build_escape(dir: &Path) -> Option<PathBuf> {
-    let source = dir.join("escape.c");
-    fs::write(&source, ESCAPE_C).expect("write escape.c");
-    let binary = dir.join("escape");
-    let gcc = Command::new("gcc").arg("-static").arg("-O2").arg("-o").arg(&binary).arg(&source).output().ok()?;
-    if !gcc.status.success() {
-        eprintln!("gcc -static failed: {}", String::from_utf8_lossy(&gcc.stderr));
-        return None;
-    }
-    Some(binary)
-}
-
 #[test]
 fn the_classic_escape_works_under_plain_chroot_and_fails_under_enter() {
     need_root!("the_classic_escape_works_under_plain_chroot_and_fails_under_enter");
     let build = tempfile::tempdir().expect("tempdir");
-    let Some(escape) = build_escape(build.path()) else {
+    let Some(escape) = cli::build_static(build.path(), "escape", ESCAPE_C) else {
         eprintln!("SKIPPED the_classic_escape_works_under_plain_chroot_and_fails_under_enter: gcc -static (libc6-dev) is missing");
         return;
     };

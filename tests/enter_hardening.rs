@@ -8,12 +8,12 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 #[macro_use]
 mod cli;
-use cli::{output, Run, Workspace, UNUSED_ROOT};
+use cli::{output, Workspace, UNUSED_ROOT};
 
 /// A jail with bash and a few tools, /proc mounted, `files` (static test programs) installed and
 /// `enter` as its `[enter]` table.
@@ -76,31 +76,6 @@ impl Jail {
         workspace.apply();
         Jail { workspace }
     }
-
-    /// `jailprov enter ... -- ARGS` as a Command (stdin closed).
-    fn enter_command(&self, args: &[&str]) -> Command {
-        let mut command = self.command("enter", &[]);
-        command.arg("--").args(args);
-        command
-    }
-
-    fn enter(&self, args: &[&str]) -> Run {
-        output(self.enter_command(args))
-    }
-}
-
-/// Builds `source` into a static `dir/name`; `None` (the caller skips, saying so) without gcc
-/// or a static libc.
-fn build_static(dir: &Path, name: &str, source: &str) -> Option<PathBuf> {
-    let source_path = dir.join(format!("{name}.c"));
-    fs::write(&source_path, source).expect("write the C source");
-    let binary = dir.join(name);
-    let gcc = Command::new("gcc").arg("-static").arg("-O2").arg("-o").arg(&binary).arg(&source_path).output().ok()?;
-    if !gcc.status.success() {
-        eprintln!("gcc -static failed: {}", String::from_utf8_lossy(&gcc.stderr));
-        return None;
-    }
-    Some(binary)
 }
 
 /// The `[[files]]` entry installing `binary` as /usr/bin/NAME.
@@ -195,7 +170,7 @@ int main(void) {
 fn seccomp_denies_what_dockers_default_denies_in_the_jail() {
     need_root!("seccomp_denies_what_dockers_default_denies_in_the_jail");
     let build = tempfile::tempdir().expect("tempdir");
-    let Some(program) = build_static(build.path(), "denials", DOCKER_DENIALS_C) else {
+    let Some(program) = cli::build_static(build.path(), "denials", DOCKER_DENIALS_C) else {
         eprintln!("SKIPPED seccomp_denies_what_dockers_default_denies_in_the_jail: gcc -static is missing");
         return;
     };
@@ -251,7 +226,7 @@ int main(void) {
 fn the_jail_s_pid_1_keeps_no_capability_and_cannot_be_ptraced() {
     need_root!("the_jail_s_pid_1_keeps_no_capability_and_cannot_be_ptraced");
     let build = tempfile::tempdir().expect("tempdir");
-    let Some(program) = build_static(build.path(), "attack-init", ATTACK_INIT_C) else {
+    let Some(program) = cli::build_static(build.path(), "attack-init", ATTACK_INIT_C) else {
         eprintln!("SKIPPED the_jail_s_pid_1_keeps_no_capability_and_cannot_be_ptraced: gcc -static is missing");
         return;
     };
@@ -325,7 +300,7 @@ fn read_available(fd: &std::os::fd::OwnedFd) -> String {
 fn a_command_in_the_jail_cannot_type_into_the_caller_s_terminal() {
     need_root!("a_command_in_the_jail_cannot_type_into_the_caller_s_terminal");
     let build = tempfile::tempdir().expect("tempdir");
-    let Some(program) = build_static(build.path(), "probe", TERMINAL_PROBE_C) else {
+    let Some(program) = cli::build_static(build.path(), "probe", TERMINAL_PROBE_C) else {
         eprintln!("SKIPPED a_command_in_the_jail_cannot_type_into_the_caller_s_terminal: gcc -static is missing");
         return;
     };

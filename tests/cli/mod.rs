@@ -56,6 +56,17 @@ impl Workspace {
         self.command_at(subcommand, &self.root, extra)
     }
 
+    /// `jailprov enter ... -- ARGS` as a Command (stdin closed).
+    pub fn enter_command(&self, args: &[&str]) -> Command {
+        let mut command = self.command("enter", &[]);
+        command.arg("--").args(args);
+        command
+    }
+
+    pub fn enter(&self, args: &[&str]) -> Run {
+        output(self.enter_command(args))
+    }
+
     /// Like `command` with another `--root`.
     pub fn command_at(&self, subcommand: &str, root: &Path, extra: &[&str]) -> Command {
         let mut command = Command::new(BIN);
@@ -160,4 +171,19 @@ impl Drop for UnmountGuard {
             }
         }
     }
+}
+
+/// Builds C `source` into a static `dir/name` (for programs run inside a jail that has no libc);
+/// `None` (the caller skips, saying so) without gcc or a static libc.
+pub fn build_static(dir: &Path, name: &str, source: &str) -> Option<PathBuf> {
+    let source_path = dir.join(format!("{name}.c"));
+    #[allow(clippy::disallowed_methods)] // the test's own build directory, outside every jail
+    std::fs::write(&source_path, source).expect("write the C source");
+    let binary = dir.join(name);
+    let gcc = Command::new("gcc").arg("-static").arg("-O2").arg("-o").arg(&binary).arg(&source_path).output().ok()?;
+    if !gcc.status.success() {
+        eprintln!("gcc -static failed: {}", String::from_utf8_lossy(&gcc.stderr));
+        return None;
+    }
+    Some(binary)
 }
