@@ -355,14 +355,10 @@ fn mode_drift_of_a_managed_program_is_found_and_fixed() {
 #[test]
 fn a_clean_jail_from_each_example_has_no_findings() {
     need_root!("a_clean_jail_from_each_example_has_no_findings");
+    cli::prerequisites::require(&cli::prerequisites::PYTHON3);
+    cli::prerequisites::require(&cli::prerequisites::SFTP_SERVER);
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
-    for (name, needs) in
-        [("seed-shell", "/usr/bin/bash"), ("python", "/usr/bin/python3"), ("sftp", "/usr/lib/openssh/sftp-server")]
-    {
-        if !Path::new(needs).exists() {
-            eprintln!("SKIPPED a_clean_jail_from_each_example_has_no_findings ({name}): {needs} is not installed");
-            continue;
-        }
+    for name in ["seed-shell", "python", "sftp"] {
         let text = fs::read_to_string(examples.join(name).join("Jailfile.toml")).expect("read the example");
         let jail = Jail::with_jailfile(&text);
         jail.apply();
@@ -377,10 +373,7 @@ fn a_clean_jail_from_each_example_has_no_findings() {
 #[test]
 fn no_op_plan_hashes_no_host_source_while_the_cache_vouches() {
     need_root!("no_op_plan_hashes_no_host_source_while_the_cache_vouches");
-    if Command::new("strace").arg("-V").output().is_err() {
-        eprintln!("SKIPPED no_op_plan_hashes_no_host_source_while_the_cache_vouches: strace is not installed");
-        return;
-    }
+    cli::prerequisites::require(&cli::prerequisites::STRACE);
     let jail = jail_with_source(b"port = 1\n");
     jail.apply();
     let source = jail.src.join("app.conf").display().to_string();
