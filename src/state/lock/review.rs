@@ -220,7 +220,7 @@ fn review_full(reviewing: &Reviewing, mut cache: Cache) -> Result<Review> {
 
 /// The plan's lock section (empty when the lock matches): a missing lock, the host drift per
 /// path, or a lock behind an edited Jailfile; shown before the jail changes, in every plan
-/// until `jailprov lock` or `apply` accepts it.
+/// until `jailprov lock` or `apply` accepts it (apply shows [`written_text`] once it has).
 pub fn drift_text(review: &Review) -> String {
     let name = lock_name(review);
     let mut text = String::new();
@@ -234,16 +234,12 @@ pub fn drift_text(review: &Review) -> String {
         for item in &drift {
             let _ = writeln!(text, "  {}", item.line());
         }
-        if review.wrote {
-            let _ = writeln!(text, "\n{name} was updated: review it (git diff) and commit it.");
-        } else {
-            let _ = writeln!(
-                text,
-                "\nNot accepted yet: `jailprov lock` (or a plain `jailprov apply`) records it in {name};\n\
-                 review and commit the lock. Until then `--locked` refuses it."
-            );
-        }
-    } else if !review.comparison.is_empty() && !review.wrote {
+        let _ = writeln!(
+            text,
+            "\nNot accepted yet: `jailprov lock` (or a plain `jailprov apply`) records it in {name};\n\
+             review and commit the lock. Until then `--locked` refuses it."
+        );
+    } else if !review.comparison.is_empty() {
         let _ =
             writeln!(text, "{name} does not match the Jailfile yet; `jailprov apply` or `jailprov lock` updates it.");
     } else {
