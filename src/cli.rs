@@ -26,6 +26,12 @@ pub enum Command {
     /// Show the chain from a Jailfile entry to PATH: why PATH is in the jail.
     Why(WhyArgs),
     /// Show what apply would create, change and delete in the jail (reads only).
+    ///
+    /// plan writes nothing you see: not the jail, not Jailfile.lock, not the state record, and
+    /// it creates neither the jail root nor the state directory. Host drift against
+    /// Jailfile.lock shows in every plan until `jailprov lock` (or a plain `apply`) accepts it.
+    /// Only caches are written, and only into a state directory that exists: the plan memo and
+    /// lock-cache/ (stat prints and hashes of host files), which make the next plan faster.
     Plan(PlanArgs),
     /// Make the jail match the Jailfile (or apply a plan saved with `plan -o`).
     Apply(ApplyArgs),
@@ -33,7 +39,7 @@ pub enum Command {
     Destroy(DestroyArgs),
     /// Run a command in the applied jail: namespaces, pivot_root, no capabilities, seccomp.
     Enter(EnterArgs),
-    /// Refresh Jailfile.lock deliberately and show what changed since it was written.
+    /// Refresh Jailfile.lock deliberately (accepting host drift) and show what changed since.
     Lock(LockArgs),
     /// Audit the jail on disk: content hashes, setuid files, devices, symlinks, permissions.
     Check(CheckArgs),
@@ -62,10 +68,12 @@ pub struct PlanArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
     pub format: PlanFormat,
-    /// Exit 0 when there is nothing to do, 2 when changes are pending, 1 on error.
+    /// Exit 0 when there is nothing to do, 2 when changes are pending (in the jail, or
+    /// Jailfile.lock missing or not matching the host and the Jailfile), 1 on error.
     #[arg(long = "detailed-exitcode")]
     pub detailed_exitcode: bool,
-    /// Save the plan; `jailprov apply FILE` applies exactly it, or refuses if anything moved.
+    /// Save the plan (a private 0600 file, replaced whole); `jailprov apply FILE` applies
+    /// exactly it, or refuses if anything moved.
     #[arg(short = 'o', long = "out")]
     pub out: Option<PathBuf>,
     /// Plan to take over files jailprov did not create where the Jailfile wants its own.

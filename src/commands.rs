@@ -99,32 +99,30 @@ fn open_jail_if_present(root: &Path) -> Result<Option<JailRoot>> {
 }
 
 impl Prepared {
-    /// Checks Jailfile.lock against what the host gives (writing it when missing or stale, or
-    /// refusing any difference when `locked`).
-    fn review_lock(&self, jailfile: &Path, state_dir: &Path, locked: bool) -> Result<lock::Review> {
+    /// Checks Jailfile.lock against what the host gives, as `mode` says: plan only compares,
+    /// apply writes it when missing or stale, `--locked` refuses any difference.
+    fn review_lock(&self, jailfile: &Path, state_dir: &Path, mode: lock::Mode) -> Result<lock::Review> {
         let inputs =
             lock::Inputs { jailfile, desired: &self.desired, facts: &self.lock_facts, host: &self.host, state_dir };
-        let review = lock::review(&inputs, if locked { lock::Mode::Locked } else { lock::Mode::Refresh })?;
-        lock::note(&review);
-        Ok(review)
+        lock::review(&inputs, mode)
     }
 
-    /// The lock review and the plan, side by side: both only read (the review writes the lock
-    /// beside the Jailfile, never the jail), and neither needs the other. A failed review
-    /// (`--locked`) wins over the plan, so nothing is applied. With `want_scan`, also the jail
-    /// scan the plan was judged on (for the plan memo).
+    /// The lock review and the plan, side by side: both only read the jail (apply's review
+    /// writes the lock beside the Jailfile, never the jail), and neither needs the other. A
+    /// failed review (`--locked`) wins over the plan, so nothing is applied. With `want_scan`,
+    /// also the jail scan the plan was judged on (for the plan memo).
     fn review_and_plan(
         &self,
         jailfile: &Path,
         state_dir: &Path,
-        locked: bool,
+        mode: lock::Mode,
         adopt: bool,
         want_scan: bool,
     ) -> Result<(lock::Review, Plan, Option<plan::JailScan>)> {
         let (review, planned) = std::thread::scope(|scope| {
             let review = scope.spawn(|| {
                 let _t = jailprov::timings::phase("lock review");
-                self.review_lock(jailfile, state_dir, locked)
+                self.review_lock(jailfile, state_dir, mode)
             });
             let planned = {
                 let _t = jailprov::timings::phase("plan compute");
@@ -171,8 +169,10 @@ pub fn plan(args: &PlanArgs) -> Result<ExitCode> {
         }
     }
     let prepared = prepare(&spec, host, &args.jailfile.file, &args.state.state_dir)?;
+    // plan never writes the lock: drift stays in every plan until `lock` or `apply` accepts it.
+    let mode = if args.locked { lock::Mode::Locked } else { lock::Mode::Review };
     let (review, plan, jail_scan) =
-        prepared.review_and_plan(&args.jailfile.file, &args.state.state_dir, args.locked, args.adopt, true)?;
+        prepared.review_and_plan(&args.jailfile.file, &args.state.state_dir, mode, args.adopt, true)?;
     if let Some(out) = &args.out {
         let saved = SavedPlan {
             format_version: SAVED_PLAN_FORMAT.into(),
@@ -185,12 +185,15 @@ pub fn plan(args: &PlanArgs) -> Result<ExitCode> {
             plan: plan.clone(),
         };
         let text = serde_json::to_string_pretty(&saved).context("serializing the plan")?;
-        #[allow(clippy::disallowed_methods)] // the operator's plan file, not a jail path
-        std::fs::write(out, text).with_context(|| format!("cannot write the plan to {}", out.display()))?;
+        // A fresh temporary file renamed over FILE: a symlink planted at FILE is replaced, never
+        // written through. 0600: the plan's diffs may show the content of secret files.
+        jailprov::beside::write_atomically(out, text.as_bytes(), 0o600, false)
+            .with_context(|| format!("cannot write the plan to {}", out.display()))?;
     }
     let code = print_plan(args, &prepared.root, &plan, &review)?;
     if let (Some(memo), Some(jail_scan)) = (memo, jail_scan) {
-        let lock_fresh = review.existed && !review.wrote && review.comparison.is_empty();
+        // Never while the lock is pending: the memo's "no changes" would hide it.
+        let lock_fresh = !review.pending() && !review.wrote;
         let mounts_as_keyed = format!("{:?}", prepared.mounts.active) == memo.key.mounts;
         if is_empty(&plan) && lock_fresh && mounts_as_keyed {
             memo::record(&memo.file, memo.key, prepared.desired.warnings.clone(), &prepared.host, jail_scan);
@@ -201,7 +204,8 @@ pub fn plan(args: &PlanArgs) -> Result<ExitCode> {
     Ok(code)
 }
 
-/// Prints a plan (text or JSON, with the lock's host drift) and says which exit code it means.
+/// Prints a plan (text or JSON, with the lock's host drift) and says which exit code it means:
+/// a missing or stale lock is pending like a jail change.
 fn print_plan(args: &PlanArgs, root: &Path, plan: &Plan, review: &lock::Review) -> Result<ExitCode> {
     match args.format {
         PlanFormat::Text => {
@@ -209,7 +213,8 @@ fn print_plan(args: &PlanArgs, root: &Path, plan: &Plan, review: &lock::Review) 
         }
         PlanFormat::Json => print(&lock::plan_json_with_drift(&render::plan_json(plan), review)?)?,
     };
-    Ok(if args.detailed_exitcode && plan.has_changes() { ExitCode::from(CHANGES_PENDING) } else { ExitCode::SUCCESS })
+    let pending = plan.has_changes() || review.pending();
+    Ok(if args.detailed_exitcode && pending { ExitCode::from(CHANGES_PENDING) } else { ExitCode::SUCCESS })
 }
 
 /// The review of a lock found fresh (what the memo vouches for).
@@ -280,9 +285,10 @@ pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
     let _lock = store.lock(Duration::from_secs(args.lock_timeout))?;
 
     let mut prepared = prepare(&spec, host, &jailfile.file, &args.state.state_dir)?;
-    let (review, plan, _) =
-        prepared.review_and_plan(&jailfile.file, &args.state.state_dir, args.locked, adopt, false)?;
-    eprint!("{}", lock::drift_text(&review));
+    let mode = if args.locked { lock::Mode::Locked } else { lock::Mode::Refresh };
+    let (review, plan, _) = prepared.review_and_plan(&jailfile.file, &args.state.state_dir, mode, adopt, false)?;
+    // A plain apply accepts drift: it says what it wrote into the lock, as `jailprov lock` does.
+    eprint!("{}", lock::written_text(&review).unwrap_or_else(|| lock::drift_text(&review)));
     if let Some(saved) = &saved {
         refuse_stale(saved, &prepared.digests()?, &plan)?;
     }
@@ -400,14 +406,8 @@ pub fn lock(args: &LockArgs) -> Result<ExitCode> {
         state_dir: &args.state.state_dir,
     };
     let review = lock::review(&inputs, lock::Mode::Deliberate)?;
-    let name = review.lock_path.display();
-    let text = if !review.existed {
-        format!("Wrote {name}: {} entries.\n", review.entries)
-    } else if !review.wrote {
-        format!("{name} is up to date ({} entries).\n", review.entries)
-    } else {
-        format!("{}\nUpdated {name}.\n", lock::diff_closures_text(&review.comparison))
-    };
+    let text = lock::written_text(&review)
+        .unwrap_or_else(|| format!("{} is up to date ({} entries).\n", review.lock_path.display(), review.entries));
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(text.as_bytes())?;
     Ok(ExitCode::SUCCESS)

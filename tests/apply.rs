@@ -318,10 +318,7 @@ fn whole_calls(log: &str) -> Vec<String> {
 #[test]
 fn no_op_plan_never_opens_a_copied_file() {
     need_root!("no_op_plan_never_opens_a_copied_file");
-    if Command::new("strace").arg("-V").output().is_err() {
-        eprintln!("SKIPPED no_op_plan_never_opens_a_copied_file: strace is not installed (apt-get install strace)");
-        return;
-    }
+    cli::prerequisites::require(&cli::prerequisites::STRACE);
     let jail = Jail::new(&seed_like(&SEED_BINARIES));
     jail.apply();
     let opened = files_opened_by_plan(&jail, &jail.dir.join("strace-1.log"));
@@ -981,12 +978,8 @@ fn plan_text_and_json_snapshots() {
 #[test]
 fn interactive_apply_asks_on_a_terminal_and_refuses_without_one() {
     need_root!("interactive_apply_asks_on_a_terminal_and_refuses_without_one");
-    let Ok(script) = which("script") else {
-        eprintln!(
-            "SKIPPED interactive_apply_asks_on_a_terminal_and_refuses_without_one: no `script` to provide a terminal"
-        );
-        return;
-    };
+    cli::prerequisites::require(&cli::prerequisites::SCRIPT);
+    let script = which("script").expect("script is installed");
     let jail = Jail::new("[[files]]\npath = \"/etc/motd\"\ncontent = \"hi\\n\"\n");
 
     let no_tty = jail.run("apply", &["--interactive"]).code(1, "apply --interactive without a terminal");

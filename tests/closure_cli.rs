@@ -15,6 +15,9 @@ use std::process::Command;
 use serde::Deserialize;
 use serde_json::Value;
 
+#[path = "support/prerequisites.rs"]
+mod prerequisites;
+
 /// Where the closure looks up bare program names (and `#!/usr/bin/env NAME`), as documented.
 const SEARCH_PATH: &[&str] = &["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"];
 
@@ -117,8 +120,13 @@ impl Workdir {
         self.run(&["why", path, "-f", "Jailfile.toml"])
     }
 
-    /// Runs gcc in the tempdir; panics with its stderr on failure.
+    /// Runs gcc in the tempdir; panics with its stderr on failure (naming the package when
+    /// gcc or a static libc is missing).
     fn gcc(&self, args: &[&str]) {
+        prerequisites::require(&prerequisites::GCC);
+        if args.contains(&"-static") {
+            prerequisites::require(&prerequisites::STATIC_LIBC);
+        }
         let output = Command::new("gcc").args(args).current_dir(&self.root).output().expect("gcc runs");
         assert!(output.status.success(), "gcc {args:?} failed:\n{}", String::from_utf8_lossy(&output.stderr));
     }
@@ -343,6 +351,7 @@ fn usr_merge_bin_link_comes_with_a_program_in_usr_bin() {
 
 #[test]
 fn symlinked_binary_brings_the_link_with_its_text_and_the_target_as_binary() {
+    prerequisites::require(&prerequisites::PYTHON3);
     let work = Workdir::new();
     work.jailfile("binaries = [\"/usr/bin/python3\"]\n");
     let listing = work.listing();
@@ -361,6 +370,7 @@ fn symlinked_binary_brings_the_link_with_its_text_and_the_target_as_binary() {
 
 #[test]
 fn env_script_brings_env_and_the_program_env_runs() {
+    prerequisites::require(&prerequisites::PYTHON3);
     let work = Workdir::new();
     let script = work.write_executable("bin/hello.py", "#!/usr/bin/env python3\nprint('hello')\n");
     work.jailfile(&format!("binaries = [\"{script}\"]\n"));
@@ -717,19 +727,9 @@ fn tree_starts_with_the_declaration_and_indents_the_binary_under_it() {
 // 10. static binary
 // ---------------------------------------------------------------------------------------------
 
-fn static_libc_available() -> bool {
-    Command::new("gcc")
-        .arg("-print-file-name=libc.a")
-        .output()
-        .is_ok_and(|output| Path::new(String::from_utf8_lossy(&output.stdout).trim()).is_absolute())
-}
-
 #[test]
 fn static_binary_has_no_interpreter_or_libraries() {
-    if !static_libc_available() {
-        eprintln!("SKIPPED: static_binary_has_no_interpreter_or_libraries: gcc finds no libc.a (install libc6-dev)");
-        return;
-    }
+    prerequisites::require(&prerequisites::STATIC_LIBC);
     let work = Workdir::new();
     work.write("src/static.c", "int main(void) { return 0; }\n");
     let exe = work.path("static-exe");
@@ -779,6 +779,8 @@ fn unsafe_device_is_refused_by_validate() {
 /// programs it names are in the closure.
 #[test]
 fn every_example_closes_cleanly() {
+    prerequisites::require(&prerequisites::PYTHON3);
+    prerequisites::require(&prerequisites::SFTP_SERVER);
     let examples = ["seed-shell", "python", "sftp"];
     for name in examples {
         let jailfile = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(name).join("Jailfile.toml");

@@ -162,10 +162,7 @@ fn host_mount_lines() -> Vec<String> {
 fn the_classic_escape_works_under_plain_chroot_and_fails_under_enter() {
     need_root!("the_classic_escape_works_under_plain_chroot_and_fails_under_enter");
     let build = tempfile::tempdir().expect("tempdir");
-    let Some(escape) = cli::build_static(build.path(), "escape", ESCAPE_C) else {
-        eprintln!("SKIPPED the_classic_escape_works_under_plain_chroot_and_fails_under_enter: gcc -static (libc6-dev) is missing");
-        return;
-    };
+    let escape = cli::build_static(build.path(), "escape", ESCAPE_C);
     let files = format!("[[files]]\nsrc = \"{}\"\ndest = \"/usr/bin/escape\"\nmode = \"0755\"\n", escape.display());
     for (enter, what) in [
         ("user = \"root\"", "jail user root"),

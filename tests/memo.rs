@@ -218,6 +218,7 @@ fn a_library_appearing_earlier_in_the_search_path_is_planned() {
     fs::write(workspace.dir.join("lib.c"), "int memo_lib(void) { return 7; }\n").expect("lib.c");
     fs::write(workspace.dir.join("main.c"), "int memo_lib(void);\nint main(void) { return memo_lib(); }\n")
         .expect("main.c");
+    cli::prerequisites::require(&cli::prerequisites::GCC);
     let gcc = |args: &[&str]| {
         let run = output({
             let mut command = Command::new("gcc");

@@ -37,8 +37,10 @@ impl Fixture {
         path
     }
 
-    /// Runs gcc in the fixture directory; the build must work.
+    /// Runs gcc in the fixture directory; the build must work (without gcc, the test fails
+    /// naming its package).
     fn gcc(&self, args: &[&str]) {
+        cli::prerequisites::require(&cli::prerequisites::GCC);
         let output = Command::new("gcc").args(args).current_dir(self.path("")).output().expect("gcc runs");
         assert!(output.status.success(), "gcc {args:?} failed:\n{}", String::from_utf8_lossy(&output.stderr));
     }

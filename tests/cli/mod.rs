@@ -15,6 +15,11 @@ macro_rules! need_root {
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+/// What the tests need from the host, each with its Debian package (one copy, shared with
+/// tests/support).
+#[path = "../support/prerequisites.rs"]
+pub mod prerequisites;
+
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_jailprov");
 
@@ -174,16 +179,22 @@ impl Drop for UnmountGuard {
 }
 
 /// Builds C `source` into a static `dir/name` (for programs run inside a jail that has no libc);
-/// `None` (the caller skips, saying so) without gcc or a static libc.
-pub fn build_static(dir: &Path, name: &str, source: &str) -> Option<PathBuf> {
+/// without gcc or a static libc the test fails, naming the package to install.
+pub fn build_static(dir: &Path, name: &str, source: &str) -> PathBuf {
+    prerequisites::require(&prerequisites::GCC);
+    prerequisites::require(&prerequisites::STATIC_LIBC);
     let source_path = dir.join(format!("{name}.c"));
     #[allow(clippy::disallowed_methods)] // the test's own build directory, outside every jail
     std::fs::write(&source_path, source).expect("write the C source");
     let binary = dir.join(name);
-    let gcc = Command::new("gcc").arg("-static").arg("-O2").arg("-o").arg(&binary).arg(&source_path).output().ok()?;
-    if !gcc.status.success() {
-        eprintln!("gcc -static failed: {}", String::from_utf8_lossy(&gcc.stderr));
-        return None;
-    }
-    Some(binary)
+    let gcc = Command::new("gcc")
+        .arg("-static")
+        .arg("-O2")
+        .arg("-o")
+        .arg(&binary)
+        .arg(&source_path)
+        .output()
+        .unwrap_or_else(|error| panic!("running gcc: {error}"));
+    assert!(gcc.status.success(), "gcc -static {name}.c failed: {}", String::from_utf8_lossy(&gcc.stderr));
+    binary
 }

@@ -20,6 +20,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
+
+/// What the tests need from the host, each with its Debian package.
+pub mod prerequisites;
 use jailprov::closure::loader::{LoadResult, Loader, LoaderOptions};
 
 /// The x86_64 program interpreter (PT_INTERP of every dynamic executable on Debian 12 x86_64).
@@ -103,8 +106,16 @@ fn c_source(defines: Option<&str>, deps: &[&Path]) -> String {
     src
 }
 
-/// Runs gcc on `source` (written to a temporary .c file) with `args` (output, flags, inputs).
+/// Runs gcc on `source` (written to a temporary .c file) with `args` (output, flags, inputs);
+/// without gcc (or, for `-m32`, gcc-multilib) the test fails naming the package.
 fn gcc(source: &str, args: &[OsString]) -> Result<()> {
+    prerequisites::require(&prerequisites::GCC);
+    if args.iter().any(|arg| arg == "-m32") {
+        prerequisites::require(&prerequisites::GCC_32BIT);
+    }
+    if args.iter().any(|arg| arg == "-static") {
+        prerequisites::require(&prerequisites::STATIC_LIBC);
+    }
     let mut file = tempfile::Builder::new()
         .prefix("jailprov-fixture-")
         .suffix(".c")
@@ -206,17 +217,6 @@ pub fn runpath(dirs: &[&str]) -> Vec<String> {
 /// `path` as a `&str` (fixture paths are always UTF-8 tempdir paths).
 pub fn s(path: &Path) -> &str {
     path.to_str().expect("fixture paths are UTF-8")
-}
-
-pub fn gcc_m32_works() -> bool {
-    let Ok(dir) = tempfile::tempdir() else {
-        return false;
-    };
-    build_lib_m32(&dir.path().join("libprobe.so"), "libprobe.so").is_ok()
-}
-
-pub fn static_libc_available() -> bool {
-    ["/usr/lib/x86_64-linux-gnu/libc.a", "/lib/x86_64-linux-gnu/libc.a"].iter().any(|p| Path::new(p).is_file())
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -530,14 +530,19 @@ pub(super) fn peek_fresh(path: &Path) -> Option<[u8; 32]> {
 }
 
 /// Saves a cache file; failing only warns (a plan by a user who cannot write the state
-/// directory still works, just slower next time).
-pub(super) fn save_cache_file(path: &Path, bytes: Result<Vec<u8>>) {
+/// directory still works, just slower next time). Without `may_create_state_dir` (plan),
+/// nothing is saved when the state directory does not exist.
+pub(super) fn save_cache_file(path: &Path, bytes: Result<Vec<u8>>, may_create_state_dir: bool) {
     let result = (|| -> Result<()> {
-        let bytes = bytes?;
         let dir = path.parent().context("the cache path has a parent")?;
         if let Some(state_dir) = dir.parent() {
+            if !may_create_state_dir && !state_dir.exists() {
+                // plan: a missing state directory stays missing; the cache is only an accelerator.
+                return Ok(());
+            }
             crate::beside::check_state_dir(state_dir)?;
         }
+        let bytes = bytes?;
         crate::beside::check_state_dir(dir)?;
         if !dir.exists() {
             fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;

@@ -11,9 +11,7 @@ use rustc_hash::FxHashMap as HashMap;
 use crate::desired::DesiredNode;
 use crate::host::StatPrint;
 
-use super::cache::{
-    save_cache_file, source_tag, Cache, KnownHashes, LazyStore, Memo, MemoLine, SourceHash, SourceStore, RECENT_LIMIT,
-};
+use super::cache::{source_tag, Cache, KnownHashes, LazyStore, Memo, MemoLine, SourceHash, SourceStore, RECENT_LIMIT};
 use super::drift::compare;
 use super::entries::{entry_of, hash_sources, source_keys};
 use super::format::{
@@ -198,12 +196,22 @@ pub(super) fn review_incremental(reviewing: &Reviewing, cache: &mut Cache) -> Re
         save_incremental(reviewing, cache, &store, None);
         return Ok(Some(reviewing.unchanged(comparison)));
     }
-    if reviewing.mode == Mode::Locked {
-        // Nothing is written: the memo still describes the lock, which stays as it was.
+    if matches!(reviewing.mode, Mode::Locked | Mode::Review) {
+        // Nothing is written: the memo still describes the lock, which stays as it was, and
+        // nothing vouches for it being fresh.
         cache.memo = Some(memo);
         cache.fresh = None;
         save_incremental(reviewing, cache, &store, None);
-        return Err(reviewing.locked_error(&comparison));
+        if reviewing.mode == Mode::Locked {
+            return Err(reviewing.locked_error(&comparison));
+        }
+        return Ok(Some(Review {
+            lock_path: reviewing.lock_path.clone(),
+            existed: true,
+            comparison,
+            wrote: false,
+            entries: reviewing.lines.len(),
+        }));
     }
     let _t = crate::timings::phase("lock: incremental packages");
     // As the full review: by content key from any line of the old lock (unchanged lines
@@ -413,8 +421,8 @@ fn save_incremental(reviewing: &Reviewing, cache: &mut Cache, store: &LazyStore,
             }
             None => SourceStore::encode(files, store.packages(), store.database, &keep),
         };
-        save_cache_file(&reviewing.store_file, bytes);
+        reviewing.save_cache(&reviewing.store_file, bytes);
         cache.recent.clear();
     }
-    save_cache_file(&reviewing.cache_file, cache.encode());
+    reviewing.save_cache(&reviewing.cache_file, cache.encode());
 }

@@ -707,3 +707,37 @@ fn caches_round_trip_and_refuse_what_is_not_theirs() {
     assert!(LazyStore::for_few_lookups(&file).hash(&[1; 16], &print).is_none(), "a torn store is no store");
     assert!(LazyStore::new(&file).hash(&[1; 16], &print).is_none(), "a torn store is no store");
 }
+
+/// plan's review reports drift and writes no lock: the incremental review finds what the full
+/// one finds, the lock stays byte for byte, and every later review finds the same drift again
+/// (nothing vouches for the stale lock), so `--locked` still refuses it.
+#[test]
+fn a_plan_review_reports_drift_every_time_and_writes_no_lock() {
+    let mut bench = Bench::typical().locked_in();
+    let before = fs::read(bench.lock_file()).expect("the lock");
+    bench.edit("/srv/app/b.conf", b"b = 22\n");
+    for round in 1..=3 {
+        let seen = bench.assert_incremental_is_full(Mode::Review);
+        assert!(!wrote(&seen), "round {round}: {seen:?}");
+        assert_eq!(lines(&seen).len(), 1, "round {round}: {seen:?}");
+        assert_eq!(seen.lock.as_deref(), Some(&before[..]), "round {round}: plan rewrote the lock");
+    }
+    let seen = bench.seen(Mode::Locked);
+    assert!(seen.outcome.as_ref().is_err_and(|error| error.starts_with("--locked: what the host gives differs")));
+}
+
+/// plan's review of a Jailfile without a lock says so, and creates neither the lock nor a
+/// missing state directory (its cache is only an accelerator).
+#[test]
+fn a_plan_review_without_a_lock_creates_nothing() {
+    let bench = Bench::typical();
+    let seen = bench.seen(Mode::Review);
+    let reviewed = seen.outcome.as_ref().expect("a review without a lock is no error");
+    assert!(!reviewed.existed && !reviewed.wrote && reviewed.entries > 0, "{seen:?}");
+    assert!(seen.lock.is_none(), "plan wrote the lock");
+    assert!(!bench.state().exists(), "plan created the state directory");
+    fs::create_dir(bench.state()).expect("mkdir the state directory");
+    bench.seen(Mode::Review);
+    assert!(bench.cache_file().exists(), "into an existing state directory, the cache is saved");
+    assert!(!bench.lock_file().exists(), "plan wrote the lock");
+}

@@ -12,8 +12,7 @@ use rayon::prelude::*;
 use crate::host::StatPrint;
 
 use super::cache::{
-    cache_path, load_cache, peek_fresh, save_cache_file, store_path, Cache, KnownHashes, LazyStore, SourceKey,
-    SourceStore,
+    cache_path, load_cache, peek_fresh, store_path, Cache, KnownHashes, LazyStore, SourceKey, SourceStore,
 };
 use super::drift::{compare, Comparison};
 use super::entries::{entry_of, hash_sources};
@@ -35,7 +34,8 @@ pub(super) enum Route {
 }
 
 /// Compares the lock with what the host gives now, writes it when missing or stale (in
-/// `Refresh` and `Deliberate` modes), refuses any difference in `Locked` mode.
+/// `Refresh` and `Deliberate` modes), refuses any difference in `Locked` mode, only reports
+/// it in `Review` mode (plan).
 pub fn review(inputs: &Inputs, mode: Mode) -> Result<Review> {
     review_by_route(inputs, mode).map(|(review, _)| review)
 }
@@ -147,18 +147,31 @@ fn review_full(reviewing: &Reviewing, mut cache: Cache) -> Result<Review> {
             cache.fresh = Some(reviewing.fresh_key);
             drop(_t);
             let _t = crate::timings::phase("lock: save cache");
-            save_cache_file(&reviewing.store_file, SourceStore::encode(files, store.packages(), store.database, &keep));
-            save_cache_file(&reviewing.cache_file, cache.encode());
+            reviewing
+                .save_cache(&reviewing.store_file, SourceStore::encode(files, store.packages(), store.database, &keep));
+            reviewing.save_cache(&reviewing.cache_file, cache.encode());
             return Ok(reviewing.unchanged(comparison));
         }
     }
-    if reviewing.mode == Mode::Locked {
-        // The cache still learned the hashes; it never vouches for a stale lock.
+    if matches!(reviewing.mode, Mode::Locked | Mode::Review) {
+        // The cache still learned the hashes; it never vouches for a stale or missing lock, so
+        // the next plan sees the same difference and `--locked` refuses it, however many plans
+        // ran before.
         cache.fresh = None;
         cache.memo = None;
-        save_cache_file(&reviewing.store_file, SourceStore::encode(files, store.packages(), store.database, &keep));
-        save_cache_file(&reviewing.cache_file, cache.encode());
-        return Err(reviewing.locked_error(&comparison));
+        reviewing
+            .save_cache(&reviewing.store_file, SourceStore::encode(files, store.packages(), store.database, &keep));
+        reviewing.save_cache(&reviewing.cache_file, cache.encode());
+        if reviewing.mode == Mode::Locked {
+            return Err(reviewing.locked_error(&comparison));
+        }
+        return Ok(Review {
+            lock_path: reviewing.lock_path.clone(),
+            existed: old.is_some(),
+            comparison,
+            wrote: false,
+            entries: new.entries.len(),
+        });
     }
     // A file the old lock already had, from the same source with the same content, keeps the
     // package it was found in; the dpkg database (hundreds of list files) is searched only for
@@ -192,8 +205,8 @@ fn review_full(reviewing: &Reviewing, mut cache: Cache) -> Result<Review> {
     }
     let wrote = written.is_some();
     let (database, packages) = answers.into_store_packages();
-    save_cache_file(&reviewing.store_file, SourceStore::encode(files, packages, database, &keep));
-    save_cache_file(&reviewing.cache_file, cache.encode());
+    reviewing.save_cache(&reviewing.store_file, SourceStore::encode(files, packages, database, &keep));
+    reviewing.save_cache(&reviewing.cache_file, cache.encode());
     Ok(Review {
         lock_path: reviewing.lock_path.clone(),
         existed: old.is_some(),
@@ -205,40 +218,71 @@ fn review_full(reviewing: &Reviewing, mut cache: Cache) -> Result<Review> {
 
 // What a review found, as plan and apply show it
 
-/// The plan's "host drift" section (empty when there is none), shown before the jail changes.
+/// The plan's lock section (empty when the lock matches): a missing lock, the host drift per
+/// path, or a lock behind an edited Jailfile; shown before the jail changes, in every plan
+/// until `jailprov lock` or `apply` accepts it (apply shows [`written_text`] once it has).
 pub fn drift_text(review: &Review) -> String {
-    let drift = review.host_drift();
+    let name = lock_name(review);
     let mut text = String::new();
-    if drift.is_empty() {
+    if !review.existed {
+        let _ = writeln!(text, "{name} does not exist yet; `jailprov apply` or `jailprov lock` writes it.\n");
         return text;
     }
-    let name = review.lock_path.file_name().map_or_else(String::new, |name| name.to_string_lossy().into_owned());
-    let _ = writeln!(text, "The host no longer gives what {name} records:\n");
-    for item in &drift {
-        let _ = writeln!(text, "  {}", item.line());
-    }
-    if review.wrote {
-        let _ = writeln!(text, "\n{name} was updated: review it (git diff) and commit it; `--locked` refuses drift.");
+    let drift = review.host_drift();
+    if !drift.is_empty() {
+        let _ = writeln!(text, "The host no longer gives what {name} records:\n");
+        for item in &drift {
+            let _ = writeln!(text, "  {}", item.line());
+        }
+        let _ = writeln!(
+            text,
+            "\nNot accepted yet: `jailprov lock` (or a plain `jailprov apply`) records it in {name};\n\
+             review and commit the lock. Until then `--locked` refuses it."
+        );
+    } else if !review.comparison.is_empty() {
+        let _ =
+            writeln!(text, "{name} does not match the Jailfile yet; `jailprov apply` or `jailprov lock` updates it.");
+    } else {
+        return text;
     }
     text.push('\n');
     text
 }
 
-/// The plan JSON with `"host_drift": [{"path","what"}...]` added.
+/// The lock's file name ("Jailfile.lock", "web.lock").
+fn lock_name(review: &Review) -> String {
+    review.lock_path.file_name().map_or_else(String::new, |name| name.to_string_lossy().into_owned())
+}
+
+/// The plan JSON with `"host_drift": [{"path","what"}...]` and `"lock": "fresh" | "missing" |
+/// "stale"` added (missing and stale are pending, like a jail change).
 pub fn plan_json_with_drift(plan_json: &str, review: &Review) -> Result<String> {
     let mut value: serde_json::Value = serde_json::from_str(plan_json).context("re-reading the plan JSON")?;
     if let Some(fields) = value.as_object_mut() {
         fields.insert("host_drift".into(), serde_json::to_value(review.host_drift())?);
+        let lock = match (review.existed, review.pending()) {
+            (false, _) => "missing",
+            (true, true) => "stale",
+            (true, false) => "fresh",
+        };
+        fields.insert("lock".into(), lock.into());
     }
     let mut text = serde_json::to_string_pretty(&value)?;
     text.push('\n');
     Ok(text)
 }
 
-/// A line on stderr when plan or apply wrote the lock.
-pub fn note(review: &Review) {
-    if review.wrote {
-        let verb = if review.existed { "updated" } else { "wrote" };
-        eprintln!("jailprov: {verb} {} ({} entries)", review.lock_path.display(), review.entries);
+/// What writing the lock did, as `jailprov lock` and `apply` say it: None when nothing was
+/// written; else the new lock's size, or every changed path in the style of
+/// `nix store diff-closures` (old → new) and where to review it.
+pub fn written_text(review: &Review) -> Option<String> {
+    let name = review.lock_path.display();
+    match (review.wrote, review.existed) {
+        (false, _) => None,
+        (true, false) => Some(format!("Wrote {name}: {} entries.\n", review.entries)),
+        (true, true) => Some(format!(
+            "{}\nUpdated {name}: review it (git diff) and commit it.\n",
+            super::drift::diff_closures_text(&review.comparison)
+        )),
     }
 }

@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use crate::desired::{ClosureFacts, DesiredKind, DesiredTree};
 use crate::host::{HostFs, StatPrint};
 
-use super::cache::{source_tag, write_atomically_with, Cache, GlibcSeen, Memo, MemoLine};
+use super::cache::{save_cache_file, source_tag, write_atomically_with, Cache, GlibcSeen, Memo, MemoLine};
 use super::drift::{Comparison, Drift};
 use super::format::{entry_lengths, fingerprint_with, glibc_version, HostFingerprint, LockEntry};
 use super::lines::{fresh_key, DesiredLines};
@@ -26,7 +26,11 @@ pub struct Inputs<'a> {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// plan and apply: write the lock when it is missing or stale.
+    /// plan: compare only. The lock is never written (host drift stays visible in every plan
+    /// until `jailprov lock` or `apply` accepts it); the per-host cache is saved only into a
+    /// state directory that exists already.
+    Review,
+    /// apply: write the lock when it is missing or stale (a plain apply accepts drift).
     Refresh,
     /// `--locked`: any difference is an error; nothing is written.
     Locked,
@@ -47,6 +51,12 @@ pub struct Review {
 }
 
 impl Review {
+    /// Whether `apply` or `jailprov lock` would write the lock: it is missing, or differs
+    /// from what the host gives now (drift, an edited Jailfile). Pending like a jail change.
+    pub fn pending(&self) -> bool {
+        !self.existed || !self.comparison.is_empty()
+    }
+
     pub fn host_drift(&self) -> Vec<Drift> {
         if self.existed {
             self.comparison.host_drift()
@@ -89,6 +99,12 @@ impl Reviewing<'_> {
         Review { lock_path: self.lock_path.clone(), existed: true, comparison, wrote: false, entries }
     }
 
+    /// Saves one of the cache's files; plan (`Review`) leaves a missing state directory
+    /// missing: it writes nothing a user sees.
+    pub(super) fn save_cache(&self, path: &Path, bytes: Result<Vec<u8>>) {
+        save_cache_file(path, bytes, self.mode != Mode::Review);
+    }
+
     pub(super) fn no_lock_error(&self) -> anyhow::Error {
         anyhow::anyhow!(
             "--locked: {} does not exist; run `jailprov lock -f {}` and commit it",
@@ -99,17 +115,20 @@ impl Reviewing<'_> {
 
     pub(super) fn locked_error(&self, comparison: &Comparison) -> anyhow::Error {
         anyhow::anyhow!(
-            "--locked: what the host gives differs from {}; nothing was changed:\n  {}\nrun `jailprov lock` to accept it, review and commit the lock",
+            "--locked: what the host gives differs from {}; nothing was changed:\n  {}\nrun `jailprov lock -f {}` to \
+             accept it, then review and commit the lock",
             self.lock_path.display(),
-            comparison.lines().join("\n  ")
+            comparison.lines().join("\n  "),
+            self.inputs.jailfile.display()
         )
     }
 
-    /// Writes the lock through `fill`; returns the file written. Ok(None) when plan or apply
-    /// cannot (a read-only checkout: they still work, with a warning); `jailprov lock` must
-    /// write. [`OldLockMoved`] is returned as an error whatever the mode: the caller reviews
+    /// Writes the lock through `fill`; returns the file written. Ok(None) when apply cannot (a
+    /// read-only checkout: it still works, with a warning); `jailprov lock` must write. Never
+    /// called in `Review` mode. [`OldLockMoved`] is returned as an error whatever the mode: the caller reviews
     /// again.
     pub(super) fn write_lock(&self, fill: impl FnOnce(&fs::File, &Path) -> Result<()>) -> Result<Option<fs::File>> {
+        assert!(self.mode != Mode::Review, "plan reviews the lock without writing it");
         match write_atomically_with(&self.lock_path, 0o644, fill) {
             Ok(file) => Ok(Some(file)),
             Err(error) if error.is::<OldLockMoved>() || self.mode == Mode::Deliberate => Err(error),
