@@ -33,6 +33,12 @@ pub enum Command {
     Destroy(DestroyArgs),
     /// Run a command in the applied jail: namespaces, pivot_root, no capabilities, seccomp.
     Enter(EnterArgs),
+    /// Run a command in the applied jail as `enter` does, watching what it looks for in vain;
+    /// print the Jailfile entries that bring what the host has (a diff), `--write` to add them.
+    #[command(
+        long_about = "Run CMD in the applied jail with exactly the isolation of `enter`, following it and every process it starts (ptrace from the jail's PID 1), and note each path it tries to open, exec, stat, access, readlink or dlopen that is missing in the jail (ENOENT, ENOTDIR) but present on the host. Prints a Jailfile suggestion as a unified diff: one [[files]] entry per path, with the reason as a comment (8 or more files of one directory fold into one DIR/* glob). Never suggested: paths under /proc, /sys, /dev, /tmp, /var/tmp, /run, /home and your $HOME, the deny list (/etc/shadow, /etc/gshadow, /etc/sudoers*, /root, /etc/ssh/ssh_host_*, /etc/ssl/private, ...), files not readable by others, paths the host lacks. CMD never runs on the host. Exit code: CMD's, or 1 on a jailprov error."
+    )]
+    Trace(TraceArgs),
     /// Refresh Jailfile.lock deliberately and show what changed since it was written.
     Lock(LockArgs),
     /// Audit the jail on disk: content hashes, setuid files, devices, symlinks, permissions.
@@ -159,6 +165,23 @@ pub struct EnterArgs {
     /// Accept a jail root under a directory that others could rename or replace.
     #[arg(long = "unsafe-root")]
     pub unsafe_root: bool,
+    /// The command and its arguments, after `--` (default: `[enter].command`).
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    #[command(flatten)]
+    pub jailfile: JailfileArgs,
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// Accept a jail root under a directory that others could rename or replace.
+    #[arg(long = "unsafe-root")]
+    pub unsafe_root: bool,
+    /// Append the suggestion to the Jailfile (validated first; the text above it is kept as is).
+    #[arg(long)]
+    pub write: bool,
     /// The command and its arguments, after `--` (default: `[enter].command`).
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
