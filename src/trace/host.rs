@@ -117,6 +117,21 @@ pub fn judge(path: &str, home: Option<&str>) -> Result<HostKind, String> {
     Ok(if starts_with_elf_magic(&resolved) { HostKind::Elf } else { HostKind::File })
 }
 
+/// What a directory holds on the host, for the reason of its entry: its few entries by name,
+/// or how many there are.
+pub fn contents(directory: &str) -> String {
+    let Ok(listing) = std::fs::read_dir(directory) else { return "unreadable".to_owned() };
+    let mut names: Vec<String> =
+        listing.filter_map(|entry| entry.ok()).map(|entry| entry.file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    match names.len() {
+        0 => "empty".to_owned(),
+        1 => format!("1 entry: {}", names[0]),
+        count @ 2..=3 => format!("{count} entries: {}", names.join(", ")),
+        count => format!("{count} entries"),
+    }
+}
+
 fn starts_with_elf_magic(path: &Path) -> bool {
     let mut magic = [0u8; 4];
     std::fs::OpenOptions::new()

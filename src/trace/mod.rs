@@ -3,8 +3,9 @@
 //! The tracing itself is [`crate::enter::trace`]; which paths may be suggested is [`host`];
 //! the run is [`run`]. Here, from paths already judged on the host, the entries to add: one
 //! `[[files]]` entry per path (jailprov computes the closure of an ELF object itself), a
-//! directory's descendants folded into it, and [`COLLAPSE_AT`] or more files of one directory
-//! folded into one `DIR/*` glob. The suggestion is appended to the Jailfile, whose text above it
+//! directory's descendants folded into it (unless all of them are ELF objects: then the
+//! directory was the loader probing its search path, and the objects are suggested alone), and
+//! [`COLLAPSE_AT`] or more files of one directory folded into one `DIR/*` glob. The suggestion is appended to the Jailfile, whose text above it
 //! stays byte for byte what the user wrote.
 
 pub mod host;
@@ -34,6 +35,8 @@ pub struct Candidate {
     pub syscall: String,
     pub errno: String,
     pub program: String,
+    /// For a directory, what it holds on the host (shown in the reason).
+    pub holds: Option<String>,
 }
 
 /// One `[[files]]` entry to add, with the comment lines that say why.
@@ -50,13 +53,17 @@ pub fn suggest(candidates: &[Candidate], already: &BTreeSet<String>) -> Vec<Entr
     for candidate in candidates {
         by_path.entry(candidate.path.as_str()).or_insert(candidate);
     }
-    let directories: Vec<&str> =
-        by_path.values().filter(|candidate| candidate.kind == HostKind::Directory).map(|c| c.path.as_str()).collect();
+    let whole: Vec<&str> = by_path
+        .values()
+        .filter(|candidate| candidate.kind == HostKind::Directory && !only_objects_under(&candidate.path, &by_path))
+        .map(|candidate| candidate.path.as_str())
+        .collect();
     let wanted: Vec<&Candidate> = by_path
         .values()
         .copied()
         .filter(|candidate| !is_brought_by(&candidate.path, already.iter().map(String::as_str)))
-        .filter(|candidate| !directories.iter().any(|directory| is_strictly_under(&candidate.path, directory)))
+        .filter(|candidate| candidate.kind != HostKind::Directory || whole.contains(&candidate.path.as_str()))
+        .filter(|candidate| !whole.iter().any(|directory| is_strictly_under(&candidate.path, directory)))
         .collect();
     let mut files_by_parent: BTreeMap<&str, Vec<&Candidate>> = BTreeMap::new();
     for candidate in wanted.iter().filter(|candidate| candidate.kind != HostKind::Directory) {
@@ -82,6 +89,14 @@ pub fn suggest(candidates: &[Candidate], already: &BTreeSet<String>) -> Vec<Entr
     entries
 }
 
+/// Whether the misses under `directory` are all ELF objects (and there are some): the loader
+/// looks at each directory of its search path before it opens the object it wants there, and
+/// that object, not the whole directory, is what the program needs.
+fn only_objects_under(directory: &str, by_path: &BTreeMap<&str, &Candidate>) -> bool {
+    let mut under = by_path.values().filter(|candidate| is_strictly_under(&candidate.path, directory)).peekable();
+    under.peek().is_some() && under.all(|candidate| candidate.kind == HostKind::Elf)
+}
+
 /// `# trace: openat by /usr/bin/python3 (ENOENT)`, and what the entry brings.
 fn reason(candidate: &Candidate) -> String {
     let what = match candidate.kind {
@@ -89,8 +104,9 @@ fn reason(candidate: &Candidate) -> String {
         HostKind::File => "",
         HostKind::Directory => ", a directory: copied whole",
     };
+    let holds = candidate.holds.as_deref().map(|holds| format!(" ({})", printable(holds))).unwrap_or_default();
     format!(
-        "trace: {} by {} ({}){what}",
+        "trace: {} by {} ({}){what}{holds}",
         printable(&candidate.syscall),
         printable(&candidate.program),
         printable(&candidate.errno)
@@ -197,6 +213,7 @@ mod tests {
             syscall: "openat".into(),
             errno: "ENOENT".into(),
             program: "/usr/bin/python3.11".into(),
+            holds: (kind == HostKind::Directory).then(|| "2 entries: a, b".to_owned()),
         }
     }
 
@@ -221,6 +238,18 @@ mod tests {
         assert!(text.starts_with(JAILFILE), "the user's text is kept as it was");
         text.parse::<toml::Table>().expect("the suggestion is TOML");
         insta::assert_snapshot!(unified_diff(JAILFILE, &text, "Jailfile.toml"));
+    }
+
+    #[test]
+    fn a_search_directory_the_loader_looked_at_gives_way_to_the_object_it_wanted() {
+        let candidates = [
+            candidate("/opt/app/plugins", HostKind::Directory),
+            candidate("/opt/app/plugins/libplugin.so", HostKind::Elf),
+            candidate("/opt/app/data", HostKind::Directory),
+        ];
+        let entries = suggest(&candidates, &BTreeSet::new());
+        let sources: Vec<&str> = entries.iter().map(|entry| entry.src.as_str()).collect();
+        assert_eq!(sources, ["/opt/app/data", "/opt/app/plugins/libplugin.so"]);
     }
 
     #[test]

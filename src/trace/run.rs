@@ -6,9 +6,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Context, Result};
 
-use super::{appended, host, printable, sources_in, suggest, unified_diff, Candidate};
+use super::{appended, host, printable, sources_in, suggest, unified_diff, Candidate, HostKind};
 use crate::enter::trace::Record;
 use crate::host::HostFs;
 use crate::spec::{self, Spec};
@@ -43,6 +43,7 @@ pub fn trace(spec: &Spec, request: &Request<'_>) -> Result<Outcome> {
                 let Some(path) = host::normalized(path) else { continue };
                 match host::judge(&path, home.as_deref()) {
                     Ok(kind) => candidates.push(Candidate {
+                        holds: (kind == HostKind::Directory).then(|| host::contents(&path)),
                         path,
                         kind,
                         syscall: syscall.clone(),
@@ -50,7 +51,12 @@ pub fn trace(spec: &Spec, request: &Request<'_>) -> Result<Outcome> {
                         program: program.clone(),
                     }),
                     Err(why) if why == "missing on the host too" => missing_on_host += 1,
-                    Err(why) => notes.push(format!("not suggested: {} ({why})", printable(&path))),
+                    Err(why) => {
+                        let note = format!("not suggested: {} ({why})", printable(&path));
+                        if !notes.contains(&note) {
+                            notes.push(note);
+                        }
+                    }
                 }
             }
             Record::Unresolved { path, .. } => {
@@ -99,8 +105,16 @@ pub fn trace(spec: &Spec, request: &Request<'_>) -> Result<Outcome> {
 
 /// Validates the suggested Jailfile as `apply` would read it, then replaces the file atomically.
 fn write_suggestion(request: &Request<'_>, suggested: &str) -> Result<()> {
-    spec::from_text(request.jailfile, suggested.to_owned(), request.root_override, &HostFs::real())
-        .with_context(|| format!("the suggestion does not validate; {} left unchanged", request.jailfile.display()))?;
+    // A plain error, not the JailfileErrors itself: the problem is in the suggestion, not in
+    // what the user wrote, and the message must say so.
+    spec::from_text(request.jailfile, suggested.to_owned(), request.root_override, &HostFs::real()).map_err(
+        |error| {
+            anyhow!(
+            "the suggestion does not validate once appended to {} (left unchanged; add the entries by hand): {error}",
+            request.jailfile.display()
+        )
+        },
+    )?;
     // Through a symlink the operator made, the file it leads to is the one rewritten.
     let target = std::fs::canonicalize(request.jailfile)
         .with_context(|| format!("cannot resolve {}", request.jailfile.display()))?;
