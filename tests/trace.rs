@@ -258,3 +258,77 @@ fn a_jail_never_applied_is_refused_and_nothing_runs() {
     assert!(traced.stderr.contains("run `jailprov apply` first"), "{}", traced.describe());
     assert!(!marker.exists(), "the command never runs on the host");
 }
+
+/// Looks for more distinct missing paths than the tracer reports, then says it is done.
+const FLOOD_C: &str = r#"
+#include <stdio.h>
+#include <sys/stat.h>
+int main(void) {
+    char path[64];
+    struct stat st;
+    for (int i = 0; i < 10100; i++) {
+        snprintf(path, sizeof path, "/jailprov-flood/%d", i);
+        stat(path, &st);
+    }
+    puts("FLOODED");
+    return 0;
+}
+"#;
+
+#[test]
+fn a_flood_of_missing_paths_is_cut_at_the_bound_and_said() {
+    need_root!("a_flood_of_missing_paths_is_cut_at_the_bound_and_said");
+    let scratch = host_scratch("trace-flood");
+    let Some(flood) = build_static(scratch.path(), "flood", FLOOD_C) else {
+        eprintln!("SKIPPED a_flood_of_missing_paths_is_cut_at_the_bound_and_said: no static gcc");
+        return;
+    };
+    let work = Workspace::new("jp-trace-flood");
+    work.write_jailfile(&jailfile(&flood.to_string_lossy(), false));
+    work.apply();
+    let traced = trace(&work, &[], &[&flood.to_string_lossy()]).ok("the command's exit code");
+    assert!(traced.stdout.starts_with("FLOODED"), "{}", traced.describe());
+    assert!(traced.stderr.contains("more than 10000 distinct paths"), "{}", traced.describe());
+    // Never more than the bound reaches jailprov (a note or two besides, such as the C
+    // library's readlink of /proc/self/exe).
+    let counted = traced
+        .stderr
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("jailprov trace: ")?.split_once(" paths missing in the jail are missing on the host")
+        })
+        .and_then(|(count, _)| count.parse::<usize>().ok());
+    assert!(counted.is_some_and(|count| (9990..=10000).contains(&count)), "{}", traced.describe());
+}
+
+/// Says it is ready, then waits for a signal.
+const WAIT_C: &str = r#"
+#include <stdio.h>
+#include <unistd.h>
+int main(void) { puts("ready"); fflush(stdout); for (;;) pause(); }
+"#;
+
+#[test]
+fn sigterm_sent_to_jailprov_reaches_the_traced_command() {
+    need_root!("sigterm_sent_to_jailprov_reaches_the_traced_command");
+    use std::io::{BufRead, BufReader};
+    let scratch = host_scratch("trace-wait");
+    let Some(wait) = build_static(scratch.path(), "wait", WAIT_C) else {
+        eprintln!("SKIPPED sigterm_sent_to_jailprov_reaches_the_traced_command: no static gcc");
+        return;
+    };
+    let work = Workspace::new("jp-trace-signal");
+    work.write_jailfile(&jailfile(&wait.to_string_lossy(), false));
+    work.apply();
+    let mut command = work.command("trace", &[]);
+    command.arg("--").arg(&wait).stdout(std::process::Stdio::piped());
+    let mut child = command.spawn().expect("spawn jailprov trace");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("read");
+    assert_eq!(line, "ready\n");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
+        .expect("kill");
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(128 + 15), "the command ended by SIGTERM: {status:?}");
+}

@@ -39,8 +39,9 @@ use crate::enter::signals::{Ended, FORWARDED_SIGNALS};
 
 /// The longest path the tracer reads (PATH_MAX, its NUL included).
 const MAX_PATH: usize = 4096;
-/// Distinct paths reported at most: past it, one `Truncated` record, and the rest is dropped.
-pub const MAX_RECORDS: usize = 20_000;
+/// Distinct paths reported at most (PID 1 holds them all: at most 40 MiB of paths): past it,
+/// one `Truncated` record, and the rest is dropped.
+pub const MAX_RECORDS: usize = 10_000;
 /// The longest record line jailprov accepts (three fields of at most MAX_PATH, and the rest).
 pub const MAX_RECORD_LINE: usize = 3 * MAX_PATH + 64;
 /// AUDIT_ARCH_X86_64: syscalls of the 64-bit ABI.
@@ -384,29 +385,27 @@ impl Tracer<'_> {
             // AT_EMPTY_PATH on a descriptor: no path was looked up.
             return;
         }
-        let program = self.program_of(pid);
-        let syscall = in_call.call.name.to_owned();
-        let record = match absolute(pid, in_call.call, &in_call.args, &raw) {
-            Some(path) => {
-                if !self.reported.insert(path.clone()) {
-                    return;
-                }
-                Record::Missing { syscall, errno: errno.to_owned(), program, path }
-            }
-            None => {
-                if !self.reported.insert(format!("\0{raw}")) {
-                    return;
-                }
-                Record::Unresolved { syscall, program, path: raw }
-            }
-        };
-        if self.reported.len() > MAX_RECORDS {
+        let resolved = absolute(pid, in_call.call, &in_call.args, &raw);
+        // An unresolved path is told apart from an absolute one by a leading NUL.
+        let key = resolved.clone().unwrap_or_else(|| format!("\0{raw}"));
+        if self.reported.contains(&key) {
+            return;
+        }
+        // Bounded: the set (and the report) stop growing at MAX_RECORDS paths.
+        if self.reported.len() >= MAX_RECORDS {
             if !self.truncated {
                 self.truncated = true;
                 self.send(&Record::Truncated);
             }
             return;
         }
+        self.reported.insert(key);
+        let program = self.program_of(pid);
+        let syscall = in_call.call.name.to_owned();
+        let record = match resolved {
+            Some(path) => Record::Missing { syscall, errno: errno.to_owned(), program, path },
+            None => Record::Unresolved { syscall, program, path: raw },
+        };
         self.send(&record);
     }
 
