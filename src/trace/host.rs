@@ -198,5 +198,13 @@ mod tests {
         std::os::unix::fs::symlink("/etc/shadow", &link).expect("symlink");
         let why = judge(&link.to_string_lossy(), None).expect_err("a link to /etc/shadow");
         assert!(why.contains("/etc/shadow"), "{why}");
+        // A file only its owner may read stays out, wherever it is.
+        let private = dir.path().join("private.key");
+        #[allow(clippy::disallowed_methods)] // the test's own scratch directory, outside every jail
+        std::fs::write(&private, "secret").expect("write");
+        #[allow(clippy::disallowed_methods)] // the test's own scratch directory, outside every jail
+        std::fs::set_permissions(&private, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
+        let why = judge(&private.to_string_lossy(), None).expect_err("mode 0600");
+        assert_eq!(why, "not readable by others on the host (mode 600)");
     }
 }
