@@ -6,7 +6,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{bail, Context, Result};
 
 use super::{appended, host, printable, sources_in, suggest, unified_diff, Candidate, HostKind};
 use crate::enter::trace::Record;
@@ -107,14 +107,11 @@ pub fn trace(spec: &Spec, request: &Request<'_>) -> Result<Outcome> {
 fn write_suggestion(request: &Request<'_>, suggested: &str) -> Result<()> {
     // A plain error, not the JailfileErrors itself: the problem is in the suggestion, not in
     // what the user wrote, and the message must say so.
-    spec::from_text(request.jailfile, suggested.to_owned(), request.root_override, &HostFs::real()).map_err(
-        |error| {
-            anyhow!(
-            "the suggestion does not validate once appended to {} (left unchanged; add the entries by hand): {error}",
-            request.jailfile.display()
-        )
-        },
-    )?;
+    let checked = spec::from_text(request.jailfile, suggested.to_owned(), request.root_override, &HostFs::real());
+    if let Err(error) = checked {
+        let name = request.jailfile.display();
+        bail!("the suggestion does not validate once appended to {name} (left unchanged; add the entries by hand): {error}");
+    }
     // Through a symlink the operator made, the file it leads to is the one rewritten.
     let target = std::fs::canonicalize(request.jailfile)
         .with_context(|| format!("cannot resolve {}", request.jailfile.display()))?;
