@@ -674,7 +674,9 @@ impl Sys for RealSys {
     }
 
     fn trace_me(&self) -> Result<()> {
-        nix::sys::ptrace::traceme().context("cannot let the jail's PID 1 trace the command (PTRACE_TRACEME)")
+        nix::sys::ptrace::traceme().context(
+            "cannot let the jail's PID 1 trace the command (PTRACE_TRACEME; a Yama ptrace_scope of 3 forbids it)",
+        )
     }
 
     fn supervise_traced(&self, command: Pid, program: &str) -> Result<Ended> {

@@ -9,6 +9,9 @@
 //! user-notification filter sees entries only and would have to perform the call on the
 //! command's behalf (the very thing a tracer must never do for a jailed process). The enter
 //! filter is installed unchanged after `PTRACE_TRACEME`, so it still applies to the command.
+//! The kernel records PID 1's credentials of that moment as the tracer's (PID 1 may not have
+//! dropped its own yet); they would only let a setuid or file-capability exec keep its privileges
+//! under the trace, which no_new_privs refuses anyway, or let PID 1 read a non-dumpable tracee.
 //!
 //! What the tracer does, and does not: it only *reads*. At each syscall exit of one of the
 //! watched x86_64 calls (open, openat, openat2, execve, execveat, stat, lstat, newfstatat, statx,
