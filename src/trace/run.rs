@@ -91,7 +91,9 @@ pub fn trace(spec: &Spec, request: &Request<'_>) -> Result<Outcome> {
         ));
         return Ok(Outcome { code, diff: String::new(), notes });
     }
-    let suggested = appended(&original, &entries, request.command);
+    // The command as it ran: the Jailfile's own when none was given.
+    let ran = if request.command.is_empty() { &spec.enter.command } else { request.command };
+    let suggested = appended(&original, &entries, ran);
     let diff = unified_diff(&original, &suggested, &name);
     if request.write {
         write_suggestion(request, &suggested)?;
