@@ -332,3 +332,27 @@ fn sigterm_sent_to_jailprov_reaches_the_traced_command() {
     let status = child.wait().expect("wait");
     assert_eq!(status.code(), Some(128 + 15), "the command ended by SIGTERM: {status:?}");
 }
+
+#[test]
+fn without_proc_in_the_jail_relative_paths_are_counted_and_the_way_to_place_them_is_said() {
+    need_root!("without_proc_in_the_jail_relative_paths_are_counted_and_the_way_to_place_them_is_said");
+    let scratch = host_scratch("trace-noproc");
+    let Some(probe) = build_static(scratch.path(), "probe", PROBE_C) else {
+        eprintln!("SKIPPED without_proc_in_the_jail...: no static gcc");
+        return;
+    };
+    let work = Workspace::new("jp-trace-noproc");
+    work.write_jailfile(&jailfile(&probe.to_string_lossy(), false));
+    work.apply();
+    let traced = trace(&work, &[], &[&probe.to_string_lossy()]).code(7, "the probe's own exit code");
+    assert!(!traced.stdout.contains("+src = \"/etc/hostname\""), "not placed, so not suggested: {}", traced.describe());
+    assert!(
+        traced.stderr.contains("relative paths could not be placed (etc/debian_version, etc/hostname")
+            && traced.stderr.contains("kind = \"proc\""),
+        "{}",
+        traced.describe()
+    );
+    if Path::new("/etc/hosts").exists() {
+        assert!(traced.stdout.contains("+src = \"/etc/hosts\""), "absolute paths still are: {}", traced.describe());
+    }
+}
