@@ -19,8 +19,17 @@ use std::path::Path;
 use super::HostKind;
 
 /// Paths under these are never suggested: what the kernel or the jail's mounts provide, scratch
-/// space, and homes.
-pub const NEVER_UNDER: &[&str] = &["/proc", "/sys", "/dev", "/tmp", "/var/tmp", "/run", "/var/run", "/home"];
+/// space, and homes; each with what to declare instead.
+pub const NEVER_UNDER: &[(&str, &str)] = &[
+    ("/proc", "mount one: [[mounts]] kind = \"proc\""),
+    ("/sys", "mount one: [[mounts]] kind = \"sysfs\""),
+    ("/dev", "declare the node in devices = [...]"),
+    ("/tmp", "declare a writable [[dirs]]"),
+    ("/var/tmp", "declare a writable [[dirs]]"),
+    ("/run", "declare a writable [[dirs]] or a [[mounts]] kind = \"tmpfs\""),
+    ("/var/run", "declare a writable [[dirs]] or a [[mounts]] kind = \"tmpfs\""),
+    ("/home", "declare [[users]] with their home"),
+];
 
 /// Never suggested, nor anything under them: the host's secrets.
 pub const DENIED: &[&str] = &[
@@ -66,8 +75,8 @@ pub fn normalized(path: &str) -> Option<String> {
 /// Why `path` (normalised) may never be suggested, whatever the host holds; `None` if it may.
 pub fn refused(path: &str, home: Option<&str>) -> Option<String> {
     let under = |base: &str| path == base || is_under(path, base);
-    if let Some(base) = NEVER_UNDER.iter().find(|base| under(base)) {
-        return Some(format!("under {base}, never suggested"));
+    if let Some((base, instead)) = NEVER_UNDER.iter().find(|(base, _)| under(base)) {
+        return Some(format!("under {base}, never suggested; {instead}"));
     }
     if let Some(home) = home.filter(|home| home.len() > 1 && under(home.trim_end_matches('/'))) {
         return Some(format!("under the caller's home {home}, never suggested"));
