@@ -356,3 +356,19 @@ fn without_proc_in_the_jail_relative_paths_are_counted_and_the_way_to_place_them
         assert!(traced.stdout.contains("+src = \"/etc/hosts\""), "absolute paths still are: {}", traced.describe());
     }
 }
+
+#[test]
+fn a_command_keeping_capabilities_is_refused_before_anything_runs() {
+    need_root!("a_command_keeping_capabilities_is_refused_before_anything_runs");
+    let work = Workspace::new("jp-trace-caps");
+    work.write_jailfile(&format!("{}\n[enter]\ncapabilities = [\"CAP_NET_BIND_SERVICE\"]\n", jailfile("true", false)));
+    work.apply();
+    let traced = trace(&work, &[], &["true"]).code(1, "a jailprov error");
+    assert!(
+        traced.stderr.contains("cannot follow a command that keeps capabilities")
+            && traced.stderr.contains("CAP_NET_BIND_SERVICE"),
+        "{}",
+        traced.describe()
+    );
+    work.enter(&["true"]).ok("enter itself is unchanged");
+}

@@ -332,7 +332,7 @@ fn run_with_collector(
         }
     };
     let side = run_observed(sys, plan, cgroup, &mut on_clone);
-    if !matches!(side, Ok(Side::Jailprov(_)) | Err(_)) {
+    if let Ok(Side::Child(_)) = side {
         // In the jail, the descriptor was closed with every other inherited one: never again.
         std::mem::forget(reader.borrow_mut().take());
     }
