@@ -39,6 +39,12 @@ pub enum Command {
     Destroy(DestroyArgs),
     /// Run a command in the applied jail: namespaces, pivot_root, no capabilities, seccomp.
     Enter(EnterArgs),
+    /// Run a command in the applied jail as `enter` does, watching what it looks for in vain;
+    /// print the Jailfile entries that bring what the host has (a diff), `--write` to add them.
+    #[command(
+        long_about = "Run CMD in the applied jail with exactly the isolation of `enter` (never on the host),\nfollowing it and every process it starts (ptrace from the jail's PID 1), and note each path\nit tries to open, exec, stat, access, readlink or dlopen that is missing in the jail\n(ENOENT, ENOTDIR) but present on the host.\n\nPrints a Jailfile suggestion as a unified diff: one [[files]] entry per path, its reason as\na comment; 8 or more files of one directory fold into one DIR/* glob. --write appends it.\n\nNever suggested: paths under /proc, /sys, /dev, /tmp, /var/tmp, /run, /home and your $HOME;\nthe deny list (/etc/shadow, /etc/gshadow, /etc/sudoers*, /root, /etc/ssh/ssh_host_*,\n/etc/ssl/private, ...); /etc/passwd and /etc/group; files not readable by others; paths\nthe host lacks.\n\nExit code: CMD's, or 1 on a jailprov error (125, 126, 127 as for `enter`)."
+    )]
+    Trace(TraceArgs),
     /// Refresh Jailfile.lock deliberately (accepting host drift) and show what changed since.
     Lock(LockArgs),
     /// Audit the jail on disk: content hashes, setuid files, devices, symlinks, permissions.
@@ -167,6 +173,23 @@ pub struct EnterArgs {
     /// Accept a jail root under a directory that others could rename or replace.
     #[arg(long = "unsafe-root")]
     pub unsafe_root: bool,
+    /// The command and its arguments, after `--` (default: `[enter].command`).
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    #[command(flatten)]
+    pub jailfile: JailfileArgs,
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// Accept a jail root under a directory that others could rename or replace.
+    #[arg(long = "unsafe-root")]
+    pub unsafe_root: bool,
+    /// Append the suggestion to the Jailfile (validated first; the text above it is kept as is).
+    #[arg(long)]
+    pub write: bool,
     /// The command and its arguments, after `--` (default: `[enter].command`).
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,

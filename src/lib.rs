@@ -18,4 +18,5 @@ pub mod root_safety;
 pub mod spec;
 pub mod state;
 pub mod timings;
+pub mod trace;
 pub mod tree;

@@ -12,7 +12,7 @@ use clap::Parser;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use jailprov::cli::{Cli, ClosureArgs, ClosureFormat, Command, EnterArgs, JailfileArgs, WhyArgs};
+use jailprov::cli::{Cli, ClosureArgs, ClosureFormat, Command, EnterArgs, JailfileArgs, TraceArgs, WhyArgs};
 use jailprov::closure;
 use jailprov::diagnostics::JailfileErrors;
 use jailprov::host::HostFs;
@@ -55,6 +55,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Apply(args) => commands::apply(&args),
         Command::Destroy(args) => commands::destroy(&args),
         Command::Enter(args) => enter(&args),
+        Command::Trace(args) => trace(&args),
         Command::Lock(args) => commands::lock(&args),
         Command::Check(args) => commands::check(&args),
     }
@@ -121,6 +122,28 @@ fn enter(args: &EnterArgs) -> Result<ExitCode> {
     }
     check_applied(spec.root()?, &args.state.state_dir)?;
     jailprov::enter::run_in_jail(&spec, &args.command)
+}
+
+/// `jailprov trace`: the checks of `enter`, then the traced run; the suggestion goes to stdout,
+/// notes to stderr, and the exit code is the command's.
+fn trace(args: &TraceArgs) -> Result<ExitCode> {
+    let spec = load_spec(&args.jailfile, &HostFs::real())?;
+    if !args.unsafe_root {
+        jailprov::root_safety::check(spec.root()?)?;
+    }
+    check_applied(spec.root()?, &args.state.state_dir)?;
+    let request = jailprov::trace::run::Request {
+        jailfile: &args.jailfile.file,
+        root_override: args.jailfile.root.as_deref(),
+        command: &args.command,
+        write: args.write,
+    };
+    let outcome = jailprov::trace::run::trace(&spec, &request)?;
+    print(&outcome.diff)?;
+    for note in &outcome.notes {
+        eprintln!("jailprov trace: {note}");
+    }
+    Ok(outcome.code)
 }
 
 /// The jail root must exist and be applied: a record of what jailprov put there, or (when the

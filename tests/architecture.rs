@@ -32,8 +32,8 @@ const LAYERS: &[&[&str]] = &[
     &["state"],
     // Scan, diff and the plan memo.
     &["plan"],
-    // apply may use enter's mounts for persistent mounts until they move.
-    &["apply", "enter", "export"],
+    // apply may use enter's mounts for persistent mounts until they move; trace runs through enter.
+    &["apply", "enter", "export", "trace"],
     &["check"],
     // The face: nothing below imports it.
     &["render", "commands", "cli", "main"],

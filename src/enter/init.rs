@@ -39,7 +39,9 @@ pub fn run(sys: &impl Sys, plan: &EnterPlan) -> i32 {
             }
             // A failure means the command's process already ended: supervise reports how.
             let _ = sys.release_command();
-            match sys.supervise(command, true) {
+            let supervised =
+                if plan.trace { sys.supervise_traced(command, &plan.argv[0]) } else { sys.supervise(command, true) };
+            match supervised {
                 Ok(ended) => ended.code(),
                 Err(error) => {
                     eprintln!("jailprov enter: error: {error:#}");

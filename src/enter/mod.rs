@@ -27,6 +27,7 @@ pub mod seccomp;
 pub mod signals;
 pub mod sys;
 pub mod terminal;
+pub mod trace;
 
 use std::collections::BTreeSet;
 use std::ffi::CString;
@@ -90,6 +91,8 @@ pub struct EnterPlan {
     pub workdir: String,
     pub argv: Vec<String>,
     pub warnings: Vec<String>,
+    /// `jailprov trace`: PID 1 follows the command with ptrace and reports what it missed.
+    pub trace: bool,
 }
 
 /// Decides what `enter` does: pure, from the Spec, the command line and the caller.
@@ -194,6 +197,7 @@ pub fn plan(spec: &Spec, command: &[String], caller: &Caller, cgroup_controllers
         workdir,
         argv,
         warnings,
+        trace: false,
     })
 }
 
@@ -241,6 +245,24 @@ fn clone_flag(namespace: Namespace) -> CloneFlags {
 /// `jailprov enter` once the caller has checked the jail is applied: runs `command` (the
 /// Jailfile's `[enter].command` when empty) in the jail and returns its exit code.
 pub fn run_in_jail(spec: &Spec, command: &[String]) -> Result<ExitCode> {
+    let (code, _) = run_in_jail_with(spec, command, false)?;
+    Ok(code)
+}
+
+/// `jailprov trace`'s run: [`run_in_jail`] with the command followed by the jail's PID 1;
+/// returns the exit code and what the command looked for in vain, as PID 1 reported it.
+pub fn trace_in_jail(spec: &Spec, command: &[String]) -> Result<(ExitCode, trace::Report)> {
+    if !spec.enter.capabilities.is_empty() {
+        bail!(
+            "jailprov trace cannot follow a command that keeps capabilities ([enter].capabilities = {:?}): the jail's PID 1, its tracer, holds none; remove them while tracing",
+            spec.enter.capabilities
+        );
+    }
+    let (code, report) = run_in_jail_with(spec, command, true)?;
+    Ok((code, report.unwrap_or_default()))
+}
+
+fn run_in_jail_with(spec: &Spec, command: &[String], traced: bool) -> Result<(ExitCode, Option<trace::Report>)> {
     let caller = Caller {
         uid: nix::unistd::geteuid().as_raw(),
         gid: nix::unistd::getegid().as_raw(),
@@ -254,7 +276,8 @@ pub fn run_in_jail(spec: &Spec, command: &[String]) -> Result<ExitCode> {
         (0, false) => cgroup::probe(&needed).map_or((None, Vec::new()), |(base, found)| (Some(base), found)),
         _ => (None, Vec::new()),
     };
-    let plan = plan(spec, command, &caller, &controllers)?;
+    let mut plan = plan(spec, command, &caller, &controllers)?;
+    plan.trace = traced;
     for warning in &plan.warnings {
         eprintln!("jailprov enter: warning: {warning}");
     }
@@ -262,8 +285,17 @@ pub fn run_in_jail(spec: &Spec, command: &[String]) -> Result<ExitCode> {
         (Some(base), true) => Some(Cgroup::create(base, &plan.limits)?),
         _ => None,
     };
-    let sys = RealSys::default();
-    let code = match run(&sys, &plan, cgroup.as_ref()) {
+    let (sys, reader) = if traced {
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|errno| anyhow::anyhow!("cannot create the trace's report pipe: {errno}"))?;
+        (RealSys::reporting_to(write), Some(read))
+    } else {
+        (RealSys::default(), None)
+    };
+    // jailprov reads the report while it supervises: a thread, started only after the clone
+    // (jailprov stays single-threaded until then).
+    let mut collector = None;
+    let code = match run_with_collector(&sys, &plan, cgroup.as_ref(), reader, &mut collector) {
         Ok(Side::Jailprov(code)) => code,
         Ok(Side::Child(code)) => {
             // A process of the jail: no destructors of jailprov's objects (the cgroup) here.
@@ -276,7 +308,35 @@ pub fn run_in_jail(spec: &Spec, command: &[String]) -> Result<ExitCode> {
         }
     };
     drop(cgroup);
-    Ok(ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX)))
+    let report = match collector {
+        Some(thread) => Some(thread.join().map_err(|_| anyhow::anyhow!("the trace's report reader panicked"))??),
+        None => None,
+    };
+    Ok((ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX)), report))
+}
+
+type Collector = std::thread::JoinHandle<Result<trace::Report>>;
+
+/// [`run`], starting the reader of the trace's report in jailprov once the jail is cloned.
+fn run_with_collector(
+    sys: &RealSys,
+    plan: &EnterPlan,
+    cgroup: Option<&Cgroup>,
+    reader: Option<std::os::fd::OwnedFd>,
+    collector: &mut Option<Collector>,
+) -> Result<Side> {
+    let reader = std::cell::RefCell::new(reader);
+    let mut on_clone = || {
+        if let Some(read) = reader.borrow_mut().take() {
+            *collector = Some(std::thread::spawn(move || trace::read_report(read)));
+        }
+    };
+    let side = run_observed(sys, plan, cgroup, &mut on_clone);
+    if let Ok(Side::Child(_)) = side {
+        // In the jail, the descriptor was closed with every other inherited one: never again.
+        std::mem::forget(reader.borrow_mut().take());
+    }
+    side
 }
 
 /// TERM, passed on only when the command talks to a terminal.
@@ -296,6 +356,11 @@ pub enum Side {
 
 /// jailprov's side: create the namespaces and supervise the jail's PID 1.
 pub fn run(sys: &impl Sys, plan: &EnterPlan, cgroup: Option<&Cgroup>) -> Result<Side> {
+    run_observed(sys, plan, cgroup, &mut || {})
+}
+
+/// [`run`], calling `on_clone` in jailprov right after the clone (never in the jail).
+fn run_observed(sys: &impl Sys, plan: &EnterPlan, cgroup: Option<&Cgroup>, on_clone: &mut dyn FnMut()) -> Result<Side> {
     // Signals arrive through sigwait in the supervisors; the command's process unblocks them.
     sys.block_signals()?;
     // The jail's own terminal when the caller's stdin is one: what the jail does to its
@@ -307,6 +372,7 @@ pub fn run(sys: &impl Sys, plan: &EnterPlan, cgroup: Option<&Cgroup>) -> Result<
         Fork::Child => return Ok(Side::Child(init::run(sys, plan))),
         Fork::Parent(child) => child,
     };
+    on_clone();
     let released = release(sys, plan, cgroup, child);
     if let Err(error) = released {
         let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
@@ -397,6 +463,11 @@ fn drop_privileges(sys: &impl Sys, plan: &EnterPlan) -> Result<()> {
     sys.set_ids(plan.uid, plan.gid)?;
     // Effective, permitted, inheritable and ambient: only what the Jailfile keeps (usually none).
     sys.set_capabilities(&plan.keep)?;
+    // Traced: before seccomp (which denies ptrace) and once this process holds no more than the
+    // jail's PID 1 will (nothing), so the kernel lets PID 1 be its tracer.
+    if plan.trace {
+        sys.trace_me()?;
+    }
     // No setuid binary or file capability can raise privileges again; also what lets an
     // unprivileged process install a seccomp filter.
     sys.set_no_new_privs()?;

@@ -124,6 +124,13 @@ pub trait Sys: MountSys {
     /// In the command's process: waits until PID 1 has dropped its own privileges.
     fn wait_for_init(&self) -> Result<()>;
 
+    // The traced mode (`jailprov trace`, see [`crate::enter::trace`]).
+    /// In the command's process: PTRACE_TRACEME, so that the jail's PID 1 follows it.
+    fn trace_me(&self) -> Result<()>;
+    /// [`Sys::supervise`] of PID 1 for a traced command (`program` names it until it execs):
+    /// follows it and its descendants and reports what they missed.
+    fn supervise_traced(&self, command: Pid, program: &str) -> Result<Ended>;
+
     // The terminal and the session.
     /// jailprov's side, before the clone: when its stdin is a terminal, opens a pty pair for
     /// the jail (see [`crate::enter::terminal`]); returns whether it did.
@@ -244,6 +251,26 @@ pub struct RealSys {
     terminal: RefCell<Option<(OwnedFd, OwnedFd)>>,
     /// Whether the jail has a pty of its own (so the command makes it its terminal).
     has_terminal: std::cell::Cell<bool>,
+    /// The traced mode's report pipe (write end): kept by the jail's PID 1 alone.
+    report: RefCell<Option<OwnedFd>>,
+}
+
+impl RealSys {
+    /// The system calls of a traced `enter`, whose PID 1 writes its report to `report`.
+    pub fn reporting_to(report: OwnedFd) -> RealSys {
+        RealSys { report: RefCell::new(Some(report)), ..RealSys::default() }
+    }
+}
+
+/// The do-nothing handlers of the forwarded signals: a namespace's PID 1 is sent only signals
+/// it handles (they stay blocked and are taken by sigwait).
+pub fn install_forwarding_handlers() -> Result<()> {
+    let action = SigAction::new(SigHandler::Handler(note_signal), SaFlags::SA_RESTART, SigSet::empty());
+    for signal in FORWARDED_SIGNALS {
+        // SAFETY: the handler does nothing; the signals stay blocked and are taken by sigwait.
+        unsafe { sigaction(*signal, &action) }.context("cannot install a signal handler")?;
+    }
+    Ok(())
 }
 
 fn forwarded_and_child() -> SigSet {
@@ -353,6 +380,8 @@ impl Sys for RealSys {
             }
             Ok(pid) => {
                 drop(read);
+                // Only the jail's PID 1 writes the report: jailprov reads until it ends.
+                drop(self.report.borrow_mut().take());
                 *self.release.borrow_mut() = Some(write);
                 // SAFETY: with CLONE_PIDFD the kernel stored a new descriptor, owned by nobody else.
                 *self.child.borrow_mut() = Some(unsafe { OwnedFd::from_raw_fd(pidfd) });
@@ -405,6 +434,8 @@ impl Sys for RealSys {
                 Ok(Fork::Parent(child))
             }
             nix::unistd::ForkResult::Child => {
+                // The command's process must not hold the report pipe (closed again below).
+                drop(self.report.borrow_mut().take());
                 *self.command_gate.borrow_mut() = Some(read);
                 Ok(Fork::Child)
             }
@@ -413,11 +444,7 @@ impl Sys for RealSys {
 
     fn supervise(&self, child: Pid, reap_all: bool) -> Result<Ended> {
         // A handler, not SIG_DFL: a namespace's PID 1 is sent only signals it handles.
-        let action = SigAction::new(SigHandler::Handler(note_signal), SaFlags::SA_RESTART, SigSet::empty());
-        for signal in FORWARDED_SIGNALS {
-            // SAFETY: the handler does nothing; the signals stay blocked and are taken by sigwait.
-            unsafe { sigaction(*signal, &action) }.context("cannot install a signal handler")?;
-        }
+        install_forwarding_handlers()?;
         let set = forwarded_and_child();
         loop {
             // SAFETY: sigwaitinfo writes one siginfo_t into `info`, which outlives the call.
@@ -590,10 +617,19 @@ impl Sys for RealSys {
     }
 
     fn close_fds_above_stderr(&self) -> Result<()> {
-        // SAFETY: close_range(3, ~0, 0) closes descriptors this process no longer uses; nothing
-        // holds them past this point (the process execs next).
-        Errno::result(unsafe { libc::syscall(libc::SYS_close_range, 3, libc::c_uint::MAX, 0) })
-            .context("cannot close inherited file descriptors")?;
+        // The traced mode's report pipe stays open around the ranges closed.
+        let kept = self.report.borrow().as_ref().map(|fd| fd.as_raw_fd() as libc::c_uint);
+        let ranges = match kept {
+            Some(fd) if fd > 3 => vec![(3, fd - 1), (fd + 1, libc::c_uint::MAX)],
+            Some(3) => vec![(4, libc::c_uint::MAX)],
+            _ => vec![(3, libc::c_uint::MAX)],
+        };
+        for (first, last) in ranges {
+            // SAFETY: close_range(first, last, 0) closes descriptors this process no longer uses;
+            // nothing holds them past this point (the process execs or drops privileges next).
+            Errno::result(unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) })
+                .context("cannot close inherited file descriptors")?;
+        }
         Ok(())
     }
 
@@ -635,6 +671,18 @@ impl Sys for RealSys {
                 Err(errno) => bail!("cannot wait for the jail's PID 1: {errno}"),
             }
         }
+    }
+
+    fn trace_me(&self) -> Result<()> {
+        nix::sys::ptrace::traceme().context(
+            "cannot let the jail's PID 1 trace the command (PTRACE_TRACEME; a Yama ptrace_scope of 3 forbids it)",
+        )
+    }
+
+    fn supervise_traced(&self, command: Pid, program: &str) -> Result<Ended> {
+        let report = self.report.borrow();
+        let report = report.as_ref().context("supervise_traced without a report pipe")?;
+        super::trace::supervise(command, program, report)
     }
 
     fn open_terminal(&self) -> Result<bool> {
@@ -883,6 +931,13 @@ impl Sys for Recorder {
     }
     fn wait_for_init(&self) -> Result<()> {
         self.record("wait_for_init", String::new())
+    }
+    fn trace_me(&self) -> Result<()> {
+        self.record("trace_me", String::new())
+    }
+    fn supervise_traced(&self, command: Pid, program: &str) -> Result<Ended> {
+        self.record("supervise_traced", format!("{command} {program}"))?;
+        Ok(self.ended)
     }
     fn open_terminal(&self) -> Result<bool> {
         self.record("open_terminal", String::new())?;

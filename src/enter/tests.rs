@@ -473,3 +473,25 @@ fn with_a_terminal_the_jail_gets_its_own_pty_and_session() -> Result<()> {
     assert_order(&sys, &["fork", "wait_for_init", "start_session", "execve"]);
     Ok(())
 }
+
+#[test]
+fn traced_the_command_asks_for_its_tracer_before_seccomp_and_pid_1_follows_it() -> Result<()> {
+    let fixture = fixture(JAILFILE)?;
+    let mut plan = plan(&fixture.spec, &["/usr/bin/prog".into()], &root_caller(), &[])?;
+    plan.trace = true;
+    let sys = recorder(&fixture, &[Fork::Child, Fork::Child]);
+    run(&sys, &plan, None)?;
+    // Its own capabilities gone first (PID 1, bare, must be allowed to trace it), then
+    // PTRACE_TRACEME while seccomp (which denies ptrace) is not there yet; the filter still comes.
+    assert_order(&sys, &["set_capabilities", "trace_me", "set_no_new_privs", "install_seccomp", "execve"]);
+    let sys = recorder(&fixture, &[Fork::Child, Fork::Parent(Pid::from_raw(7))]);
+    run(&sys, &plan, None)?;
+    assert_order(&sys, &["set_non_dumpable", "release_command", "supervise_traced 7 /usr/bin/prog"]);
+    assert!(sys.position("supervise ").is_none(), "{:#?}", sys.lines());
+    // Untraced, nothing of the trace happens.
+    plan.trace = false;
+    let sys = recorder(&fixture, &[Fork::Child, Fork::Child]);
+    run(&sys, &plan, None)?;
+    assert!(sys.position("trace_me").is_none(), "{:#?}", sys.lines());
+    Ok(())
+}
