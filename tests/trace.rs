@@ -78,18 +78,11 @@ fn host_scratch(prefix: &str) -> tempfile::TempDir {
     tempfile::Builder::new().prefix(prefix).tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("scratch dir")
 }
 
-fn gcc(args: &[&str]) -> bool {
-    match Command::new("gcc").args(args).output() {
-        Ok(out) if out.status.success() => true,
-        Ok(out) => {
-            eprintln!("gcc {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-            false
-        }
-        Err(error) => {
-            eprintln!("no gcc: {error}");
-            false
-        }
-    }
+/// Runs gcc; a fixture that does not build fails the test (gcc itself missing names its package).
+fn gcc(args: &[&str]) {
+    cli::prerequisites::require(&cli::prerequisites::GCC);
+    let out = Command::new("gcc").args(args).output().expect("gcc runs");
+    assert!(out.status.success(), "gcc {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 fn trace(work: &Workspace, extra: &[&str], command: &[&str]) -> Run {
@@ -104,7 +97,7 @@ fn read(path: &Path) -> String {
 
 /// Builds the plugin demo in `dir`: `dir/bin/plugin-demo`, RUNPATH `dir/plugins`, where
 /// `libplugin.so` is.
-fn build_plugin_demo(dir: &Path) -> Option<(PathBuf, PathBuf)> {
+fn build_plugin_demo(dir: &Path) -> (PathBuf, PathBuf) {
     for sub in ["bin", "plugins", "src"] {
         fs::create_dir_all(dir.join(sub)).expect("mkdir");
     }
@@ -113,20 +106,16 @@ fn build_plugin_demo(dir: &Path) -> Option<(PathBuf, PathBuf)> {
     let plugin = dir.join("plugins/libplugin.so");
     let program = dir.join("bin/plugin-demo");
     let runpath = format!("-Wl,-rpath,{},--enable-new-dtags", dir.join("plugins").display());
-    let built =
-        gcc(&["-shared", "-fPIC", "-o", &plugin.to_string_lossy(), &dir.join("src/plugin.c").to_string_lossy()])
-            && gcc(&["-o", &program.to_string_lossy(), &dir.join("src/demo.c").to_string_lossy(), &runpath]);
-    built.then_some((program, plugin))
+    gcc(&["-shared", "-fPIC", "-o", &plugin.to_string_lossy(), &dir.join("src/plugin.c").to_string_lossy()]);
+    gcc(&["-o", &program.to_string_lossy(), &dir.join("src/demo.c").to_string_lossy(), &runpath]);
+    (program, plugin)
 }
 
 #[test]
 fn a_plugin_dlopened_by_name_is_found_and_the_suggestion_makes_the_program_run() {
     need_root!("a_plugin_dlopened_by_name_is_found_and_the_suggestion_makes_the_program_run");
     let scratch = host_scratch("trace-plugin");
-    let Some((program, plugin)) = build_plugin_demo(scratch.path()) else {
-        eprintln!("SKIPPED a_plugin_dlopened_by_name...: gcc cannot build the fixture");
-        return;
-    };
+    let (program, plugin) = build_plugin_demo(scratch.path());
     let work = Workspace::new("jp-trace-plugin");
     work.write_jailfile(&jailfile(&program.to_string_lossy(), false));
     work.apply();
@@ -166,10 +155,7 @@ fn a_plugin_dlopened_by_name_is_found_and_the_suggestion_makes_the_program_run()
 #[test]
 fn python_importing_json_is_given_its_standard_library() {
     need_root!("python_importing_json_is_given_its_standard_library");
-    if !Path::new("/usr/bin/python3").exists() {
-        eprintln!("SKIPPED python_importing_json_is_given_its_standard_library: no python3");
-        return;
-    }
+    cli::prerequisites::require(&cli::prerequisites::PYTHON3);
     let work = Workspace::new("jp-trace-python");
     work.write_jailfile(&jailfile("python3", true));
     work.apply();
@@ -190,10 +176,7 @@ fn python_importing_json_is_given_its_standard_library() {
 fn a_jailed_program_cannot_use_the_trace_to_get_host_secrets_and_every_process_is_followed() {
     need_root!("a_jailed_program_cannot_use_the_trace_to_get_host_secrets_and_every_process_is_followed");
     let scratch = host_scratch("trace-probe");
-    let Some(probe) = build_static(scratch.path(), "probe", PROBE_C) else {
-        eprintln!("SKIPPED a_jailed_program_cannot_use_the_trace...: no static gcc");
-        return;
-    };
+    let probe = build_static(scratch.path(), "probe", PROBE_C);
     let work = Workspace::new("jp-trace-probe");
     work.write_jailfile(&jailfile(&probe.to_string_lossy(), true));
     work.apply();
@@ -233,10 +216,7 @@ fn a_jailed_program_cannot_use_the_trace_to_get_host_secrets_and_every_process_i
 fn a_suggestion_that_would_not_validate_is_not_written() {
     need_root!("a_suggestion_that_would_not_validate_is_not_written");
     let scratch = host_scratch("trace-invalid");
-    let Some(probe) = build_static(scratch.path(), "probe", PROBE_C) else {
-        eprintln!("SKIPPED a_suggestion_that_would_not_validate_is_not_written: no static gcc");
-        return;
-    };
+    let probe = build_static(scratch.path(), "probe", PROBE_C);
     let work = Workspace::new("jp-trace-invalid");
     // `files` as an inline array: appending [[files]] tables to it is no TOML.
     work.write_jailfile(&jailfile(&probe.to_string_lossy(), true).replacen("binaries", "files = []\nbinaries", 1));
@@ -279,10 +259,7 @@ int main(void) {
 fn a_flood_of_missing_paths_is_cut_at_the_bound_and_said() {
     need_root!("a_flood_of_missing_paths_is_cut_at_the_bound_and_said");
     let scratch = host_scratch("trace-flood");
-    let Some(flood) = build_static(scratch.path(), "flood", FLOOD_C) else {
-        eprintln!("SKIPPED a_flood_of_missing_paths_is_cut_at_the_bound_and_said: no static gcc");
-        return;
-    };
+    let flood = build_static(scratch.path(), "flood", FLOOD_C);
     let work = Workspace::new("jp-trace-flood");
     work.write_jailfile(&jailfile(&flood.to_string_lossy(), false));
     work.apply();
@@ -313,10 +290,7 @@ fn sigterm_sent_to_jailprov_reaches_the_traced_command() {
     need_root!("sigterm_sent_to_jailprov_reaches_the_traced_command");
     use std::io::{BufRead, BufReader};
     let scratch = host_scratch("trace-wait");
-    let Some(wait) = build_static(scratch.path(), "wait", WAIT_C) else {
-        eprintln!("SKIPPED sigterm_sent_to_jailprov_reaches_the_traced_command: no static gcc");
-        return;
-    };
+    let wait = build_static(scratch.path(), "wait", WAIT_C);
     let work = Workspace::new("jp-trace-signal");
     work.write_jailfile(&jailfile(&wait.to_string_lossy(), false));
     work.apply();
@@ -337,10 +311,7 @@ fn sigterm_sent_to_jailprov_reaches_the_traced_command() {
 fn without_proc_in_the_jail_relative_paths_are_counted_and_the_way_to_place_them_is_said() {
     need_root!("without_proc_in_the_jail_relative_paths_are_counted_and_the_way_to_place_them_is_said");
     let scratch = host_scratch("trace-noproc");
-    let Some(probe) = build_static(scratch.path(), "probe", PROBE_C) else {
-        eprintln!("SKIPPED without_proc_in_the_jail...: no static gcc");
-        return;
-    };
+    let probe = build_static(scratch.path(), "probe", PROBE_C);
     let work = Workspace::new("jp-trace-noproc");
     work.write_jailfile(&jailfile(&probe.to_string_lossy(), false));
     work.apply();
