@@ -42,6 +42,23 @@ impl StatPrint {
     }
 }
 
+/// A host file read to exactly its recorded size: more is never read, less is an error.
+pub struct ExactReader {
+    inner: io::Take<fs::File>,
+    remaining: u64,
+}
+
+impl io::Read for ExactReader {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        let read = self.inner.read(buffer)?;
+        if read == 0 && self.remaining > 0 && !buffer.is_empty() {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file shrank while it was read"));
+        }
+        self.remaining -= read as u64;
+        Ok(read)
+    }
+}
+
 /// One look at the host: a disk path, how it was looked at, and what was there.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Observation {
@@ -389,6 +406,27 @@ impl HostFs {
         let disk = self.disk_path(path);
         self.note_before_reading(&disk);
         fs::File::open(disk)
+    }
+
+    /// Opens a host file the desired tree copies, refusing it unless it is still the file the
+    /// tree was built from: a final symlink is never followed, a FIFO never waited on, and a file
+    /// swapped (or reached through a swapped directory) is another inode, which `print` catches.
+    /// The reader yields exactly `print.size` bytes, or fails: a file truncated meanwhile can
+    /// never produce a short copy.
+    pub fn open_unchanged(&self, source: &Path, print: &StatPrint) -> Result<ExactReader> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+            .open(self.disk_path(source))
+            .with_context(|| {
+                format!("cannot read {} on the host (a symlink there is not followed)", source.display())
+            })?;
+        let metadata = file.metadata().with_context(|| format!("cannot inspect {}", source.display()))?;
+        if !metadata.is_file() || StatPrint::of(&metadata) != *print {
+            bail!("{} changed on the host while jailprov was working; run the command again", source.display());
+        }
+        Ok(ExactReader { inner: io::Read::take(file, print.size), remaining: print.size })
     }
 
     /// Lists a host directory; when observing, its stat is written down first (an entry added,

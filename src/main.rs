@@ -57,6 +57,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Enter(args) => enter(&args),
         Command::Lock(args) => commands::lock(&args),
         Command::Check(args) => commands::check(&args),
+        Command::Export(args) => commands::export(&args),
     }
 }
 
