@@ -546,6 +546,29 @@ mod tests {
     use std::os::unix::fs::symlink;
 
     #[test]
+    fn open_unchanged_reads_exactly_the_recorded_file_and_refuses_a_changed_or_linked_one() {
+        let sysroot = tempfile::tempdir().expect("tempdir");
+        let host = HostFs::new(sysroot.path());
+        fs::write(sysroot.path().join("data"), b"hello").expect("write");
+        let print = StatPrint::of(&fs::metadata(sysroot.path().join("data")).expect("stat"));
+        let mut read = Vec::new();
+        io::Read::read_to_end(&mut host.open_unchanged(Path::new("/data"), &print).expect("opens"), &mut read)
+            .expect("reads");
+        assert_eq!(read, b"hello");
+        // A file that holds fewer bytes than recorded: the reader fails, never comes up short.
+        fs::write(sysroot.path().join("short"), b"hello").expect("write");
+        let short = StatPrint::of(&fs::metadata(sysroot.path().join("short")).expect("stat"));
+        let opened = fs::File::open(sysroot.path().join("short")).expect("open");
+        let mut reader = ExactReader { inner: io::Read::take(opened, short.size + 1), remaining: short.size + 1 };
+        assert!(io::Read::read_to_end(&mut reader, &mut Vec::new()).is_err(), "a short file is an error");
+        fs::write(sysroot.path().join("data"), b"changed!").expect("rewrite");
+        let error = host.open_unchanged(Path::new("/data"), &print).err().expect("a changed file is refused");
+        assert!(error.to_string().contains("changed on the host"), "{error}");
+        symlink("short", sysroot.path().join("link")).expect("symlink");
+        assert!(host.open_unchanged(Path::new("/link"), &short).is_err(), "a symlink is never followed");
+    }
+
+    #[test]
     fn resolve_records_directory_and_file_links_inside_the_sysroot() {
         let sysroot = tempfile::tempdir().expect("tempdir");
         let base = sysroot.path();

@@ -222,6 +222,41 @@ fn two_exports_are_byte_identical() {
     assert_eq!(index(&first), index(&second), "the same manifest digest");
 }
 
+/// Every layer entry: sorted, parents first, numeric owners without names, the time of
+/// SOURCE_DATE_EPOCH, and the config's creation time from it too.
+#[test]
+fn layers_have_sorted_entries_numeric_owners_and_the_source_date_epoch() {
+    let workspace = locked("jailprov-export-epoch-", &example_text("seed-shell"));
+    let layout = workspace.dir.join("image");
+    let mut command = workspace.command("export", &["--format", "oci-layout", "--output"]);
+    command.arg(&layout).env("SOURCE_DATE_EPOCH", "1700000000");
+    output(command).ok("export with SOURCE_DATE_EPOCH");
+    let manifest = layout_manifest(&layout);
+    let config_digest = manifest["config"]["digest"].as_str().expect("config digest").trim_start_matches("sha256:");
+    let config = json(&std::fs::read_to_string(layout.join("blobs/sha256").join(config_digest)).expect("config"));
+    assert_eq!(config["created"], "2023-11-14T22:13:20Z");
+    let mut seen_paths = 0;
+    for digest in layer_digests(&layout) {
+        let blob =
+            std::fs::File::open(layout.join("blobs/sha256").join(digest.trim_start_matches("sha256:"))).expect("layer");
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(blob));
+        let mut previous = String::new();
+        for entry in archive.entries().expect("a tar") {
+            let entry = entry.expect("an entry");
+            let header = entry.header();
+            let path = entry.path().expect("path").to_string_lossy().trim_end_matches('/').to_owned();
+            assert!(previous < path, "{digest}: {path} after {previous}: entries are sorted");
+            assert_eq!(header.mtime().expect("mtime"), 1_700_000_000, "{path}");
+            assert_eq!(header.username_bytes(), Some(&b""[..]), "{path}: no user name");
+            assert_eq!(header.groupname_bytes(), Some(&b""[..]), "{path}: no group name");
+            assert!(header.entry_type() != tar::EntryType::Char, "{path}: no device node");
+            previous = path;
+            seen_paths += 1;
+        }
+    }
+    assert!(seen_paths > 30, "the layers hold the jail ({seen_paths} entries)");
+}
+
 #[test]
 fn seed_shell_and_python_share_the_c_runtime_layer() {
     let shell = locked("jailprov-export-share-shell-", &example_text("seed-shell"));
