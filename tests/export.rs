@@ -236,6 +236,8 @@ fn layers_have_sorted_entries_numeric_owners_and_the_source_date_epoch() {
     let config = json(&std::fs::read_to_string(layout.join("blobs/sha256").join(config_digest)).expect("config"));
     assert_eq!(config["created"], "2023-11-14T22:13:20Z");
     let mut seen_paths = 0;
+    let mut files_seen = std::collections::BTreeSet::new();
+    let mut directories: BTreeMap<String, (u32, u64, u64)> = BTreeMap::new();
     for digest in layer_digests(&layout) {
         let blob =
             std::fs::File::open(layout.join("blobs/sha256").join(digest.trim_start_matches("sha256:"))).expect("layer");
@@ -250,6 +252,13 @@ fn layers_have_sorted_entries_numeric_owners_and_the_source_date_epoch() {
             assert_eq!(header.username_bytes(), Some(&b""[..]), "{path}: no user name");
             assert_eq!(header.groupname_bytes(), Some(&b""[..]), "{path}: no group name");
             assert!(header.entry_type() != tar::EntryType::Char, "{path}: no device node");
+            let attributes = (header.mode().expect("mode"), header.uid().expect("uid"), header.gid().expect("gid"));
+            if header.entry_type() == tar::EntryType::Directory {
+                let first = directories.entry(path.clone()).or_insert(attributes);
+                assert_eq!(*first, attributes, "{path}: one mode and owner in every layer that has it");
+            } else {
+                assert!(files_seen.insert(path.clone()), "{path} is in two layers");
+            }
             previous = path;
             seen_paths += 1;
         }
