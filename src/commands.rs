@@ -9,10 +9,7 @@ use anyhow::{bail, Context, Result};
 
 use jailprov::apply::{self, Outcome};
 use jailprov::check;
-use jailprov::cli::{
-    ApplyArgs, CheckArgs, CheckFormat, DestroyArgs, ExportArgs, ExportFormat, JailfileArgs, LockArgs, PlanArgs,
-    PlanFormat,
-};
+use jailprov::cli::{ApplyArgs, CheckArgs, CheckFormat, DestroyArgs, JailfileArgs, LockArgs, PlanArgs, PlanFormat};
 use jailprov::desired::{self, ClosureFacts, DesiredTree};
 use jailprov::host::HostFs;
 use jailprov::jail_root::JailRoot;
@@ -520,7 +517,8 @@ pub fn destroy(args: &DestroyArgs) -> Result<ExitCode> {
 
 /// `jailprov export`: the image from the same desired tree and lock review plan and apply use
 /// (the lock must be up to date: what is exported is what was reviewed), or the systemd unit.
-pub fn export(args: &ExportArgs) -> Result<ExitCode> {
+pub fn export(args: &jailprov::cli::ExportArgs) -> Result<ExitCode> {
+    use jailprov::cli::ExportFormat;
     let host = HostFs::real();
     let spec = load_spec(&args.jailfile, &host)?;
     let format = match args.format {
