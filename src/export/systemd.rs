@@ -6,6 +6,7 @@ use std::path::Path;
 
 use crate::jailfile::{MountKind, Namespace, NetworkMode};
 use crate::spec::Spec;
+use crate::tree::JailPath;
 
 /// The unit's file name for a jail.
 pub fn unit_name(name: &str) -> String {
@@ -37,6 +38,12 @@ pub fn unit_text(spec: &Spec, root: &Path, name: &str) -> String {
     }
     for (variable, value) in &enter.env {
         line(format!("Environment={}", quoted_value(&format!("{variable}={value}"))));
+    }
+    // As inside `enter`: the jail read-only but for its writable places. These two settings
+    // take host paths (systemd.exec(5)), unlike every other path here.
+    line(format!("ReadOnlyPaths={}", quoted_value(&root.to_string_lossy())));
+    for place in writable_places(spec) {
+        line(format!("ReadWritePaths={}", quoted_value(&root.join(place.relative()).to_string_lossy())));
     }
     for directive in mount_directives(spec) {
         line(directive);
@@ -75,6 +82,17 @@ pub fn unit_text(spec: &Spec, root: &Path, name: &str) -> String {
     line("[Install]".into());
     line("WantedBy=multi-user.target".into());
     unit
+}
+
+/// What `enter` leaves writable in the jail: `writable = true` [[dirs]] and the users' homes
+/// (a home of "/" excepted: the root stays read-only).
+fn writable_places(spec: &Spec) -> Vec<&JailPath> {
+    let dirs = spec.dirs.iter().filter(|dir| dir.writable).map(|dir| &dir.path);
+    let homes = spec.users.iter().filter(|user| !user.home.is_root()).map(|user| &user.home);
+    let mut places: Vec<&JailPath> = dirs.chain(homes).collect();
+    places.sort();
+    places.dedup();
+    places
 }
 
 /// `[[mounts]]` as directives: bind mounts (read-only or not), tmpfs, and the API file
