@@ -51,6 +51,9 @@ pub fn unit_text(spec: &Spec, root: &Path, name: &str) -> String {
     for directive in namespace_directives(spec) {
         line(directive);
     }
+    // MountAPIVFS= alone would bind the host's /dev: a minimal private one instead (null, zero,
+    // full, random, urandom, tty, pts), the devices a jail may hold without allow_unsafe_device.
+    line("PrivateDevices=yes".into());
     line("NoNewPrivileges=yes".into());
     let capabilities = enter.capabilities.join(" ");
     line(format!("CapabilityBoundingSet={capabilities}"));
