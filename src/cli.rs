@@ -49,6 +49,13 @@ pub enum Command {
     Lock(LockArgs),
     /// Audit the jail on disk: content hashes, setuid files, devices, symlinks, permissions.
     Check(CheckArgs),
+    /// Hand the locked jail to other engines: an OCI image (byte-reproducible, layers shared
+    /// between jails by Debian package) or a systemd unit running the applied jail.
+    ///
+    /// Images are built from what apply would write and Jailfile.lock records (the lock must be
+    /// up to date, as with --locked); they need neither an applied jail nor root. Device nodes
+    /// and mounts are the runtime's: nodes are left out, mount targets listed as volumes.
+    Export(ExportArgs),
 }
 
 /// Where jailprov records what it manages, and how long to wait for another jailprov.
@@ -176,6 +183,38 @@ pub struct EnterArgs {
     /// The command and its arguments, after `--` (default: `[enter].command`).
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// An OCI image layout directory (oci-layout, index.json, blobs/sha256/...).
+    OciLayout,
+    /// The OCI layout as one tar file.
+    OciArchive,
+    /// A tar `docker load` and `podman load` read (manifest.json; the OCI layout beside it).
+    DockerArchive,
+    /// A systemd service unit `jailprov-NAME.service` in the --output directory.
+    Systemd,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub jailfile: JailfileArgs,
+    /// Where the lock's per-host hash cache lives (read, and saved when it can be).
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// What to write.
+    #[arg(long, value_enum)]
+    pub format: ExportFormat,
+    /// The layout directory, the archive file, or (systemd) the directory of the unit; replaced
+    /// whole, a symlink there never followed.
+    #[arg(short = 'o', long)]
+    pub output: PathBuf,
+    /// The image tag (index annotation org.opencontainers.image.ref.name; `jailprov/NAME:TAG`
+    /// in a docker-archive).
+    #[arg(long, default_value = "latest")]
+    pub tag: String,
 }
 
 #[derive(Debug, Args)]

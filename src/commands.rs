@@ -514,3 +514,57 @@ pub fn destroy(args: &DestroyArgs) -> Result<ExitCode> {
     }
     print(&text)
 }
+
+/// `jailprov export`: the image from the same desired tree and lock review plan and apply use
+/// (the lock must be up to date: what is exported is what was reviewed), or the systemd unit.
+pub fn export(args: &jailprov::cli::ExportArgs) -> Result<ExitCode> {
+    use jailprov::cli::ExportFormat;
+    let host = HostFs::real();
+    let spec = load_spec(&args.jailfile, &host)?;
+    let format = match args.format {
+        ExportFormat::Systemd => {
+            let unit = jailprov::export::write_unit(&spec, spec.root()?, &args.output)?;
+            return print(&format!("Wrote {}.\n", unit.display()));
+        }
+        ExportFormat::OciLayout => jailprov::export::Format::OciLayout,
+        ExportFormat::OciArchive => jailprov::export::Format::OciArchive,
+        ExportFormat::DockerArchive => jailprov::export::Format::DockerArchive,
+    };
+    if args.tag.is_empty() || !args.tag.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+        bail!("--tag {:?}: a tag is letters, digits, `.`, `_` and `-` (e.g. latest, 1.2.0)", args.tag);
+    }
+    let (desired, facts) = desired::desired_with_facts(&spec, &host)?;
+    let inputs = lock::Inputs {
+        jailfile: &args.jailfile.file,
+        desired: &desired,
+        facts: &facts,
+        host: &host,
+        state_dir: &args.state.state_dir,
+    };
+    lock::review(&inputs, lock::Mode::Locked).context("jailprov export ships only what Jailfile.lock records")?;
+    let lock_path = lock::lock_path(&args.jailfile.file);
+    let lock_text = jailprov::beside::read_text(&lock_path, "the lock", MAX_LOCK_SIZE)?;
+    let parsed = lock::Lock::parse(&lock_text, &lock_path)?;
+    let image = jailprov::export::Image {
+        spec: &spec,
+        desired: &desired,
+        lock: &parsed,
+        jailfile_digest: parsed.jailfile.clone(),
+        lock_digest: jailprov::export::sha256_text(lock_text.as_bytes()),
+        tag: args.tag.clone(),
+    };
+    let exported = jailprov::export::write_image(&image, &host, format, &args.output)?;
+    let mut text = format!(
+        "Wrote {} ({} layers, manifest {}):\n",
+        args.output.display(),
+        exported.layers.len(),
+        exported.manifest_digest
+    );
+    for (what, digest, size) in &exported.layers {
+        text.push_str(&format!("  {digest}  {size:>10}  {what}\n"));
+    }
+    print(&text)
+}
+
+/// The largest lock export reads (a 50,000-path lock is some 15 MB).
+const MAX_LOCK_SIZE: u64 = 512 * 1024 * 1024;

@@ -42,6 +42,23 @@ impl StatPrint {
     }
 }
 
+/// A host file read to exactly its recorded size: more is never read, less is an error.
+pub struct ExactReader {
+    inner: io::Take<fs::File>,
+    remaining: u64,
+}
+
+impl io::Read for ExactReader {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        let read = self.inner.read(buffer)?;
+        if read == 0 && self.remaining > 0 && !buffer.is_empty() {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file shrank while it was read"));
+        }
+        self.remaining -= read as u64;
+        Ok(read)
+    }
+}
+
 /// One look at the host: a disk path, how it was looked at, and what was there.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Observation {
@@ -391,6 +408,27 @@ impl HostFs {
         fs::File::open(disk)
     }
 
+    /// Opens a host file the desired tree copies, refusing it unless it is still the file the
+    /// tree was built from: a final symlink is never followed, a FIFO never waited on, and a file
+    /// swapped (or reached through a swapped directory) is another inode, which `print` catches.
+    /// The reader yields exactly `print.size` bytes, or fails: a file truncated meanwhile can
+    /// never produce a short copy.
+    pub fn open_unchanged(&self, source: &Path, print: &StatPrint) -> Result<ExactReader> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+            .open(self.disk_path(source))
+            .with_context(|| {
+                format!("cannot read {} on the host (a symlink there is not followed)", source.display())
+            })?;
+        let metadata = file.metadata().with_context(|| format!("cannot inspect {}", source.display()))?;
+        if !metadata.is_file() || StatPrint::of(&metadata) != *print {
+            bail!("{} changed on the host while jailprov was working; run the command again", source.display());
+        }
+        Ok(ExactReader { inner: io::Read::take(file, print.size), remaining: print.size })
+    }
+
     /// Lists a host directory; when observing, its stat is written down first (an entry added,
     /// removed or renamed changes the directory's mtime and ctime).
     pub fn read_dir(&self, path: &Path) -> io::Result<fs::ReadDir> {
@@ -506,6 +544,29 @@ fn components_reversed(path: &Path) -> Vec<std::ffi::OsString> {
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+
+    #[test]
+    fn open_unchanged_reads_exactly_the_recorded_file_and_refuses_a_changed_or_linked_one() {
+        let sysroot = tempfile::tempdir().expect("tempdir");
+        let host = HostFs::new(sysroot.path());
+        fs::write(sysroot.path().join("data"), b"hello").expect("write");
+        let print = StatPrint::of(&fs::metadata(sysroot.path().join("data")).expect("stat"));
+        let mut read = Vec::new();
+        io::Read::read_to_end(&mut host.open_unchanged(Path::new("/data"), &print).expect("opens"), &mut read)
+            .expect("reads");
+        assert_eq!(read, b"hello");
+        // A file that holds fewer bytes than recorded: the reader fails, never comes up short.
+        fs::write(sysroot.path().join("short"), b"hello").expect("write");
+        let short = StatPrint::of(&fs::metadata(sysroot.path().join("short")).expect("stat"));
+        let opened = fs::File::open(sysroot.path().join("short")).expect("open");
+        let mut reader = ExactReader { inner: io::Read::take(opened, short.size + 1), remaining: short.size + 1 };
+        assert!(io::Read::read_to_end(&mut reader, &mut Vec::new()).is_err(), "a short file is an error");
+        fs::write(sysroot.path().join("data"), b"changed!").expect("rewrite");
+        let error = host.open_unchanged(Path::new("/data"), &print).err().expect("a changed file is refused");
+        assert!(error.to_string().contains("changed on the host"), "{error}");
+        symlink("short", sysroot.path().join("link")).expect("symlink");
+        assert!(host.open_unchanged(Path::new("/link"), &short).is_err(), "a symlink is never followed");
+    }
 
     #[test]
     fn resolve_records_directory_and_file_links_inside_the_sysroot() {

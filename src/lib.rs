@@ -8,6 +8,7 @@ pub mod closure;
 pub mod desired;
 pub mod diagnostics;
 pub mod enter;
+pub mod export;
 pub mod host;
 pub mod jail_root;
 pub mod jailfile;

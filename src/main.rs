@@ -58,6 +58,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Trace(args) => trace(&args),
         Command::Lock(args) => commands::lock(&args),
         Command::Check(args) => commands::check(&args),
+        Command::Export(args) => commands::export(&args),
     }
 }
 

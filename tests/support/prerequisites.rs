@@ -20,7 +20,8 @@ pub struct Prerequisite {
 }
 
 /// Every prerequisite, for the test that checks them all at once and against scripts/test.
-pub const ALL: [&Prerequisite; 7] = [&GCC, &STATIC_LIBC, &GCC_32BIT, &SFTP_SERVER, &PYTHON3, &STRACE, &SCRIPT];
+pub const ALL: [&Prerequisite; 10] =
+    [&GCC, &STATIC_LIBC, &GCC_32BIT, &SFTP_SERVER, &PYTHON3, &STRACE, &SCRIPT, &SKOPEO, &UMOCI, &SYSTEMD_ANALYZE];
 
 /// gcc builds the fixture programs and libraries.
 pub const GCC: Prerequisite = Prerequisite { what: "gcc", package: "gcc", present: gcc_runs };
@@ -42,6 +43,14 @@ pub const PYTHON3: Prerequisite = Prerequisite { what: "python3", package: "pyth
 pub const STRACE: Prerequisite = Prerequisite { what: "strace", package: "strace", present: strace_runs };
 /// `script` gives `apply --interactive` a terminal (essential on Debian, named for other hosts).
 pub const SCRIPT: Prerequisite = Prerequisite { what: "script", package: "bsdutils", present: script_exists };
+
+/// skopeo reads the OCI layouts and archives `jailprov export` writes, as registries' tools do.
+pub const SKOPEO: Prerequisite = Prerequisite { what: "skopeo", package: "skopeo", present: skopeo_runs };
+/// umoci unpacks an exported image into a rootfs, to compare with the applied jail.
+pub const UMOCI: Prerequisite = Prerequisite { what: "umoci", package: "umoci", present: umoci_runs };
+/// `systemd-analyze verify` checks the exported systemd unit.
+pub const SYSTEMD_ANALYZE: Prerequisite =
+    Prerequisite { what: "systemd-analyze", package: "systemd", present: systemd_analyze_runs };
 
 /// Fails the calling test, naming the package, unless `prerequisite` is present.
 pub fn require(prerequisite: &Prerequisite) {
@@ -104,4 +113,16 @@ fn strace_runs() -> bool {
 
 fn script_exists() -> bool {
     ["/usr/bin/script", "/bin/script"].iter().any(|path| Path::new(path).is_file())
+}
+
+fn skopeo_runs() -> bool {
+    runs("skopeo", "--version")
+}
+
+fn umoci_runs() -> bool {
+    runs("umoci", "--version")
+}
+
+fn systemd_analyze_runs() -> bool {
+    runs("systemd-analyze", "--version")
 }
