@@ -275,8 +275,14 @@ impl Loader {
         self.host.note_before_reading(&target);
         let file =
             read_elf_with_metadata(&target)?.map(|(info, metadata)| (Arc::new(info), (metadata.dev(), metadata.ino())));
-        self.lock_elf_cache().insert(path.as_os_str().to_owned(), file.clone());
-        Ok(file)
+        Ok(self.keep_elf_file(path, file))
+    }
+
+    /// Caches what was read of `path`, unless another thread cached it first: then theirs is
+    /// kept and returned. One path has one `Arc<ElfInfo>` for the loader's life, which is what
+    /// makes a [`ScopeKey`] (its address) name that path and no other.
+    fn keep_elf_file(&self, path: &Path, file: Option<ElfFile>) -> Option<ElfFile> {
+        self.lock_elf_cache().entry(path.as_os_str().to_owned()).or_insert(file).clone()
     }
 
     /// The ELF facts of a program that is about to be judged, and its symbol facts read in the
@@ -288,13 +294,11 @@ impl Loader {
         }
         let target = self.disk_target(path)?;
         let Some((info, metadata, symbols)) = read_program(&target)? else {
-            self.lock_elf_cache().insert(path.as_os_str().to_owned(), None);
-            return Ok((None, None));
+            let kept = self.keep_elf_file(path, None);
+            return Ok((kept.map(|(info, _)| info), None));
         };
-        let info = Arc::new(info);
-        let file = (info.clone(), (metadata.dev(), metadata.ino()));
-        self.lock_elf_cache().insert(path.as_os_str().to_owned(), Some(file));
-        Ok((Some(info), symbols.map(Arc::new)))
+        let kept = self.keep_elf_file(path, Some((Arc::new(info), (metadata.dev(), metadata.ino()))));
+        Ok((kept.map(|(info, _)| info), symbols.map(Arc::new)))
     }
 
     /// The dynamic symbols and versions of a host ELF path, read once.
