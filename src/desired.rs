@@ -157,7 +157,7 @@ fn node_for(entry: Box<Entry>, host: &HostFs) -> Result<DesiredNode> {
             (kind, metadata.mode() & 0o7777)
         }
         EntryKind::Content | EntryKind::Generated => {
-            let bytes = entry.content.unwrap_or_default().into_bytes();
+            let bytes = entry.content.unwrap_or_default();
             (DesiredKind::Content { bytes }, 0o644)
         }
     };
@@ -372,7 +372,7 @@ mod tests {
     fn parents_are_directories_owned_by_root() {
         let mut closure = Closure::default();
         let mut motd = entry("/etc/deep/motd", EntryKind::Content, None);
-        motd.content = Some("hi\n".into());
+        motd.content = Some(b"hi\n".to_vec());
         closure.entries.insert(motd.path.clone(), Box::new(motd));
         let tree = build(closure.clone(), &HostFs::real()).expect("builds");
         let parent = &tree.nodes[&JailPath::parse("/etc/deep").expect("valid")];
@@ -387,7 +387,7 @@ mod tests {
         link.target = Some("usr/lib".into());
         closure.entries.insert(link.path.clone(), Box::new(link));
         let mut conf = entry("/lib/foo.conf", EntryKind::Content, None);
-        conf.content = Some("x".into());
+        conf.content = Some(b"x".to_vec());
         closure.entries.insert(conf.path.clone(), Box::new(conf));
         let error = build(closure.clone(), &HostFs::real()).expect_err("must refuse");
         assert!(error.to_string().contains("/lib/foo.conf lies under /lib"), "{error}");

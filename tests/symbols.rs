@@ -183,6 +183,30 @@ fn new_library_first_in_rpath_defining_the_needed_version_is_accepted() {
     assert!(!run.stderr.contains("warning"), "no false alarm: {}", run.describe());
 }
 
+/// Defines VER_2 (so the version check passes) but puts v2 at VER_1 and v1 at VER_2.
+const MAP_SWAPPED: &str = "VER_1 { global: v2; local: *; };\nVER_2 { global: v1; } VER_1;\n";
+
+#[test]
+fn symbol_defined_only_at_another_version_is_unresolved() {
+    let fixture = Fixture::new();
+    fixture.library("swapped", "v", LIBV_NEW, Some(MAP_SWAPPED));
+    let new = fixture.library("new", "v", LIBV_NEW, Some(MAP_NEW)).display().to_string();
+    fixture.write("prog.c", "int v1(void); int v2(void);\nint main(void) { return v1() + v2() == 3 ? 0 : 1; }\n");
+    let rpath = format!("-Wl,-rpath,{}", fixture.path("swapped").display());
+    fixture.gcc(&["-o", "prog", "prog.c", &new, "-Wl,--disable-new-dtags", &rpath, "-Wl,-z,now"]);
+    let program = fixture.path("prog");
+    // The loader's verdict: the copy defines VER_2, but not v2 at VER_2.
+    let (code, stderr) = run_program(&program, &[]);
+    assert_ne!(code, 0, "the loader refuses it: {stderr}");
+    assert!(stderr.contains("undefined symbol: v"), "{stderr}");
+
+    fixture.jailfile(&format!("binaries = [{:?}]\n", program.display().to_string()));
+    let run = fixture.closure();
+    assert_ne!(run.code, 0, "closure must fail like the loader: {}", run.describe());
+    assert!(run.stderr.contains("undefined symbol `v2', version VER_2"), "{}", run.describe());
+    assert!(!run.stderr.contains("not found in"), "every needed version is defined: {}", run.describe());
+}
+
 const LIBF_FULL: &str = "int present(void) { return 0; }\nint gone(void) { return 7; }\n";
 const LIBF_STUB: &str = "int present(void) { return 0; }\n";
 /// Calls `gone` only when given an argument: started lazily, it runs until that call.

@@ -23,7 +23,9 @@ use goblin::elf::sym::{STB_GLOBAL, STB_GNU_UNIQUE, STB_WEAK, STT_COMMON, STT_FUN
 use goblin::elf::sym::{STT_NOTYPE, STT_OBJECT, STT_TLS};
 use rustc_hash::FxHashMap as HashMap;
 
-use super::elf::{file_slice, ident_of, program_headers, ByteSource, ElfClass, FileSource};
+use super::elf::{
+    file_slice, ident_of, open_regular_file, parse_from, program_headers, ByteSource, ElfClass, ElfInfo, FileSource,
+};
 
 const SHN_UNDEF: usize = 0;
 const SHN_ABS: usize = 0xfff1;
@@ -84,15 +86,25 @@ struct GnuHashTable {
     bloom: Vec<u64>,
     bloom_shift: u32,
     buckets: Vec<u32>,
-    /// Chain values of the symbols from `symbol_offset` on.
-    chains: Vec<u32>,
+    /// The symbols from `symbol_offset` on, as the chain walk reads them (kept instead of the
+    /// 16- or 24-byte table entries: the tables of every library stay in memory for the run).
+    hashed: Vec<HashedSymbol>,
     symbol_offset: u32,
-    /// DT_SYMTAB, DT_STRTAB and DT_VERSYM as read.
-    symbols: Vec<u8>,
-    versions: Vec<u8>,
     is_64: bool,
-    little_endian: bool,
 }
+
+/// One symbol of a DT_GNU_HASH table: its chain value, and what a lookup compares.
+#[derive(Debug, Clone, Copy)]
+struct HashedSymbol {
+    chain: u32,
+    /// Its name's offset in DT_STRTAB; [`NOT_EXPORTED`] for a symbol no other object binds to.
+    name: u32,
+    /// Its `.gnu.version` entry.
+    version: u16,
+}
+
+/// The name offset of a hashed symbol that is not an exported definition.
+const NOT_EXPORTED: u32 = u32::MAX;
 
 /// The fields of a dynamic symbol the lookup looks at.
 struct RawSymbol {
@@ -103,43 +115,31 @@ struct RawSymbol {
 }
 
 impl GnuHashTable {
-    fn entry_size(&self) -> usize {
-        if self.is_64 {
-            24
-        } else {
-            16
-        }
-    }
-
-    fn symbol(&self, index: usize) -> Option<RawSymbol> {
-        raw_symbol(&self.symbols, index, self.is_64, self.little_endian)
-    }
-
-    /// The `.gnu.version` entries of every exported definition of `name`.
-    fn definitions_of(&self, name: &[u8], hash: u32, strings: &[u8]) -> Vec<u16> {
-        let mut found = Vec::new();
+    /// Whether some exported definition of `name` has a `.gnu.version` entry `accept` takes
+    /// (a lookup allocates nothing: it runs once per reference of every program).
+    fn any_definition(&self, name: &[u8], hash: u32, strings: &[u8], mut accept: impl FnMut(u16) -> bool) -> bool {
         if self.buckets.is_empty() || !self.may_define(hash) {
-            return found;
+            return false;
         }
-        let Some(&start) = self.buckets.get(hash as usize % self.buckets.len()) else { return found };
+        let Some(&start) = self.buckets.get(hash as usize % self.buckets.len()) else { return false };
         if start < self.symbol_offset {
-            return found;
+            return false;
         }
-        let mut index = start as usize;
-        while let Some(&chain) = self.chains.get(index - self.symbol_offset as usize) {
-            if chain | 1 == hash | 1 {
-                if let Some(symbol) = self.symbol(index).filter(is_exported) {
-                    if name_in(strings, symbol.name) == Some(name) {
-                        found.push(u16_of(&self.versions, index, self.little_endian).unwrap_or(1));
-                    }
-                }
+        let mut position = (start - self.symbol_offset) as usize;
+        while let Some(symbol) = self.hashed.get(position) {
+            if symbol.chain | 1 == hash | 1
+                && symbol.name != NOT_EXPORTED
+                && name_at(strings, symbol.name, name)
+                && accept(symbol.version)
+            {
+                return true;
             }
-            if chain & 1 == 1 {
+            if symbol.chain & 1 == 1 {
                 break;
             }
-            index += 1;
+            position += 1;
         }
-        found
+        false
     }
 }
 
@@ -166,10 +166,9 @@ fn u16_of(bytes: &[u8], index: usize, little_endian: bool) -> Option<u16> {
     Some(if little_endian { u16::from_le_bytes(raw) } else { u16::from_be_bytes(raw) })
 }
 
-/// Decodes entry `index` of a dynamic symbol table (Elf32_Sym or Elf64_Sym).
-fn raw_symbol(table: &[u8], index: usize, is_64: bool, little_endian: bool) -> Option<RawSymbol> {
-    let size = if is_64 { 24 } else { 16 };
-    let bytes = table.get(index.checked_mul(size)?..index.checked_mul(size)?.checked_add(size)?)?;
+/// Decodes one Elf32_Sym (16 bytes) or Elf64_Sym (24 bytes); `bytes` holds exactly one entry
+/// (callers slice it out of the table with its size).
+fn decode_symbol(bytes: &[u8], is_64: bool, little_endian: bool) -> RawSymbol {
     let u16_at = |at: usize| -> u16 {
         let raw = [bytes[at], bytes[at + 1]];
         if little_endian {
@@ -186,14 +185,14 @@ fn raw_symbol(table: &[u8], index: usize, is_64: bool, little_endian: bool) -> O
             u32::from_be_bytes(raw)
         }
     };
-    Some(if is_64 {
+    if is_64 {
         let low = u64::from(u32_at(8));
         let high = u64::from(u32_at(12));
         let value = if little_endian { low | high << 32 } else { high | low << 32 };
         RawSymbol { name: u32_at(0), info: bytes[4], section: u16_at(6), value }
     } else {
         RawSymbol { name: u32_at(0), info: bytes[12], section: u16_at(14), value: u64::from(u32_at(4)) }
-    })
+    }
 }
 
 /// Whether a defined symbol is one other objects can bind to (glibc's do_lookup_x).
@@ -206,10 +205,12 @@ fn is_exported(symbol: &RawSymbol) -> bool {
         && !(symbol.value == 0 && usize::from(symbol.section) != SHN_ABS && kind != STT_TLS)
 }
 
-/// The NUL-terminated name at `offset` of a string table.
-fn name_in(strings: &[u8], offset: u32) -> Option<&[u8]> {
-    let rest = strings.get(offset as usize..)?;
-    Some(&rest[..rest.iter().position(|&byte| byte == 0)?])
+/// Whether the NUL-terminated name at `offset` of a string table is `name` (without scanning
+/// the table for the NUL first).
+fn name_at(strings: &[u8], offset: u32, name: &[u8]) -> bool {
+    let start = offset as usize;
+    let Some(end) = start.checked_add(name.len()) else { return false };
+    strings.get(start..end) == Some(name) && strings.get(end) == Some(&0)
 }
 
 /// An undefined, non-weak dynamic symbol of an object.
@@ -221,8 +222,8 @@ pub struct Reference {
     name_length: u32,
     /// Its index in the dynamic symbol table (what relocations name).
     pub index: u32,
-    /// The `.gnu.version` index of the version it asks for (found in DT_VERNEED), if any.
-    version_index: Option<u16>,
+    /// The DT_VERNEED pair (its position in `need_names`) whose version it asks for, if any.
+    need: Option<u16>,
     /// Its `.gnu.version` entry has the hidden bit.
     pub hidden: bool,
 }
@@ -265,25 +266,11 @@ impl SymbolFacts {
 
     /// [`SymbolFacts::satisfies`] with the name's [`gnu_hash`] computed once by the caller.
     pub fn satisfies_hashed(&self, name: &[u8], hash: u32, version: Option<&str>, hidden: bool) -> bool {
-        let found;
-        let definitions: &[u16] = match &self.definitions {
-            Definitions::Map(map) => match map.get(name) {
-                Some(definitions) => definitions,
-                None => return false,
-            },
-            Definitions::GnuHash(table) => {
-                found = table.definitions_of(name, hash, &self.strings);
-                &found
-            }
-        };
-        if definitions.is_empty() {
-            return false;
-        }
         if !self.has_versym {
-            return true;
+            return self.any_definition(name, hash, |_| true);
         }
         match version {
-            Some(wanted) => definitions.iter().any(|&entry| {
+            Some(wanted) => self.any_definition(name, hash, |entry| {
                 let index = entry & !VERSYM_HIDDEN;
                 // An unversioned (index 0/1) visible definition serves any versioned reference.
                 self.version_name(index) == Some(wanted) || (!hidden && index < 2 && entry & VERSYM_HIDDEN == 0)
@@ -291,11 +278,21 @@ impl SymbolFacts {
             None => {
                 // An old unversioned reference binds to the base (index < 3) definition, or to
                 // the one visible versioned definition when there is exactly one.
-                if definitions.iter().any(|&entry| entry & !VERSYM_HIDDEN < 3) {
-                    return true;
-                }
-                definitions.iter().filter(|&&entry| entry & VERSYM_HIDDEN == 0).count() == 1
+                let mut visible = 0;
+                let base = self.any_definition(name, hash, |entry| {
+                    visible += usize::from(entry & VERSYM_HIDDEN == 0);
+                    entry & !VERSYM_HIDDEN < 3
+                });
+                base || visible == 1
             }
+        }
+    }
+
+    /// Whether some exported definition of `name` has a `.gnu.version` entry `accept` takes.
+    fn any_definition(&self, name: &[u8], hash: u32, mut accept: impl FnMut(u16) -> bool) -> bool {
+        match &self.definitions {
+            Definitions::Map(map) => map.get(name).is_some_and(|entries| entries.iter().any(|&entry| accept(entry))),
+            Definitions::GnuHash(table) => table.any_definition(name, hash, &self.strings, accept),
         }
     }
 
@@ -307,24 +304,52 @@ impl SymbolFacts {
 
     /// The version one of this object's references asks for.
     pub fn version_of(&self, reference: &Reference) -> Option<&str> {
-        let wanted = reference.version_index?;
-        self.need_names.iter().find(|(index, _, _)| *index == wanted).map(|(_, name, _)| name.as_str())
+        self.need_names.get(usize::from(reference.need?)).map(|(_, name, _)| name.as_str())
     }
 
-    /// The DT_VERNEED file whose version one of this object's references asks for: the object
-    /// that most likely defines it.
-    pub fn needed_file_of(&self, reference: &Reference) -> Option<&str> {
-        let wanted = reference.version_index?;
-        self.need_names.iter().find(|(index, _, _)| *index == wanted).map(|(_, _, file)| file.as_str())
+    /// Which DT_VERNEED (file, version) pair of [`SymbolFacts::needs`] a reference asks for.
+    pub fn need_of(&self, reference: &Reference) -> Option<usize> {
+        reference.need.map(usize::from)
+    }
+
+    /// The (file, version) pairs this object's references name, in the order [`SymbolFacts::need_of`]
+    /// counts them.
+    pub fn needs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.need_names.iter().map(|(_, version, file)| (file.as_str(), version.as_str()))
+    }
+
+    /// The `.gnu.version` indexes that stand for `version` in this object (glibc matches
+    /// versions by name; a reference's wanted version is looked up here once, then every
+    /// definition is checked by index).
+    pub fn version_indexes(&self, version: &str) -> Vec<u16> {
+        let mut indexes: Vec<u16> = Vec::new();
+        for (position, (index, name)) in self.version_definitions.iter().enumerate() {
+            // The first definition of an index names it (as `version_name` reads it).
+            let first = !self.version_definitions[..position].iter().any(|(earlier, _)| earlier == index);
+            if first && name == version {
+                indexes.push(*index);
+            }
+        }
+        indexes
+    }
+
+    /// [`SymbolFacts::satisfies_hashed`] for a versioned reference whose version is known here
+    /// by its [`SymbolFacts::version_indexes`].
+    pub fn satisfies_indexed(&self, name: &[u8], hash: u32, version_indexes: &[u16], hidden: bool) -> bool {
+        if !self.has_versym {
+            return self.any_definition(name, hash, |_| true);
+        }
+        self.any_definition(name, hash, |entry| {
+            let index = entry & !VERSYM_HIDDEN;
+            version_indexes.contains(&index) || (!hidden && index < 2 && entry & VERSYM_HIDDEN == 0)
+        })
     }
 
     /// How many definitions other objects can bind to.
     pub fn definition_count(&self) -> usize {
         match &self.definitions {
             Definitions::Map(map) => map.values().map(Vec::len).sum(),
-            Definitions::GnuHash(table) => (table.symbol_offset as usize..table.symbols.len() / table.entry_size())
-                .filter(|&index| table.symbol(index).is_some_and(|symbol| is_exported(&symbol)))
-                .count(),
+            Definitions::GnuHash(table) => table.hashed.iter().filter(|symbol| symbol.name != NOT_EXPORTED).count(),
         }
     }
 
@@ -356,6 +381,25 @@ pub fn read_symbols(path: &Path) -> Result<Option<SymbolFacts>> {
     FileSource::new(&file, length)
         .and_then(|source| symbols_from(&source))
         .with_context(|| format!("reading the dynamic symbols of {}", path.display()))
+}
+
+/// The ELF facts of a program with, when it is started (it has PT_INTERP), its symbol facts,
+/// read through one open: a program is judged right after its load, and reading it once spares
+/// an open, an fstat and the header reads. Ok(None) when it is not ELF or not a regular file.
+pub fn read_program(path: &Path) -> Result<Option<(ElfInfo, std::fs::Metadata, Option<SymbolFacts>)>> {
+    let Some((file, metadata)) = open_regular_file(path)? else { return Ok(None) };
+    let source =
+        FileSource::new(&file, metadata.len()).with_context(|| format!("parsing ELF file {}", path.display()))?;
+    let Some(info) = parse_from(&source).with_context(|| format!("parsing ELF file {}", path.display()))? else {
+        return Ok(None);
+    };
+    let symbols = match info.interpreter {
+        Some(_) => {
+            symbols_from(&source).with_context(|| format!("reading the dynamic symbols of {}", path.display()))?
+        }
+        None => None,
+    };
+    Ok(Some((info, metadata, symbols)))
 }
 
 /// [`read_symbols`] on bytes in memory.
@@ -505,16 +549,31 @@ fn symbols_from(source: &dyn ByteSource) -> Result<Option<SymbolFacts>> {
         _ => Cow::Borrowed(&[][..]),
     };
     let (is_64, little_endian) = (ctx.is_big(), ctx.is_little_endian());
-    let version_entry = |index: usize| -> Result<u16> {
+    // Both tables were read at exactly `count` entries: no entry lies past its data.
+    let version_entry = |index: usize| -> u16 {
         if refs.versym.is_none() {
-            return Ok(1);
+            return 1;
         }
-        u16_of(&versions, index, little_endian).context("DT_VERSYM shorter than DT_SYMTAB")
+        u16_of(&versions, index, little_endian).unwrap_or(1)
     };
     let gnu_table = gnu_table_of(&image, &refs, count)?;
     let mut map: Option<HashMap<Box<[u8]>, Vec<u16>>> = gnu_table.is_none().then(HashMap::default);
-    for index in 1..count as usize {
-        let symbol = raw_symbol(&table, index, is_64, little_endian).context("DT_SYMTAB entry past its data")?;
+    // The hashed symbols' chain values, filled in with what a lookup compares as the loop
+    // meets them.
+    let (mut hashed, hashed_from) = match &gnu_table {
+        Some((_, _, _, chains, symbol_offset)) => (
+            chains.iter().map(|&chain| HashedSymbol { chain, name: NOT_EXPORTED, version: 1 }).collect(),
+            *symbol_offset as usize,
+        ),
+        None => (Vec::new(), usize::MAX),
+    };
+    for (index, entry_bytes) in table.chunks_exact(entry_size as usize).enumerate().skip(1) {
+        let symbol = decode_symbol(entry_bytes, is_64, little_endian);
+        if let Some(slot) = index.checked_sub(hashed_from).and_then(|position| hashed.get_mut(position)) {
+            if is_exported(&symbol) {
+                *slot = HashedSymbol { chain: slot.chain, name: symbol.name, version: version_entry(index) };
+            }
+        }
         if usize::from(symbol.section) == SHN_UNDEF {
             if symbol.info >> 4 != STB_GLOBAL {
                 // A weak undefined reference resolves to 0 when nothing defines it.
@@ -524,20 +583,24 @@ fn symbols_from(source: &dyn ByteSource) -> Result<Option<SymbolFacts>> {
             if symbol_name.is_empty() {
                 continue;
             }
-            let entry = version_entry(index)?;
+            let entry = version_entry(index);
             let version_index = entry & !VERSYM_HIDDEN;
-            let version_index = need_names.iter().any(|(index, _, _)| *index == version_index).then_some(version_index);
+            let need = match version_index {
+                0 | 1 => None,
+                _ => need_names.iter().position(|(index, _, _)| *index == version_index),
+            };
             facts.undefined.push(Reference {
                 name_offset: symbol.name,
                 name_length: symbol_name.len() as u32,
                 index: index as u32,
-                version_index: version_index.filter(|&index| index >= 2),
+                // At most MAX_VERSION_ENTRIES pairs are read: a position fits.
+                need: need.and_then(|position| u16::try_from(position).ok()),
                 hidden: entry & VERSYM_HIDDEN != 0,
             });
             continue;
         }
         if let Some(map) = map.as_mut().filter(|_| is_exported(&symbol)) {
-            map.entry(name(symbol.name, "symbol")?.into()).or_default().push(version_entry(index)?);
+            map.entry(name(symbol.name, "symbol")?.into()).or_default().push(version_entry(index));
         }
     }
     facts.need_names = need_names;
@@ -545,17 +608,9 @@ fn symbols_from(source: &dyn ByteSource) -> Result<Option<SymbolFacts>> {
     facts.definitions = match (map, gnu_table) {
         (Some(map), _) => Definitions::Map(map),
         (None, None) => Definitions::default(),
-        (None, Some((bloom, bloom_shift, buckets, chains, symbol_offset))) => Definitions::GnuHash(GnuHashTable {
-            bloom,
-            bloom_shift,
-            buckets,
-            chains,
-            symbol_offset,
-            symbols: table.into_owned(),
-            versions: versions.into_owned(),
-            is_64,
-            little_endian,
-        }),
+        (None, Some((bloom, bloom_shift, buckets, _, symbol_offset))) => {
+            Definitions::GnuHash(GnuHashTable { bloom, bloom_shift, buckets, hashed, symbol_offset, is_64 })
+        }
     };
     Ok(Some(facts))
 }
@@ -569,10 +624,10 @@ fn gnu_table_of(image: &Image, refs: &SymbolRefs, count: u64) -> Result<Option<G
     let Some(gnu_hash) = refs.gnu_hash else { return Ok(None) };
     let layout = gnu_hash_layout(image, gnu_hash)?;
     let bucket_bytes = image.read(layout.buckets_at, layout.buckets * 4, "DT_GNU_HASH buckets")?;
-    let buckets = bucket_bytes.chunks_exact(4).filter_map(|raw| image.u32_at(raw, 0)).collect();
+    let buckets = u32s(&bucket_bytes, image.ctx.is_little_endian());
     let hashed = count.saturating_sub(layout.symbol_offset);
     let chain_bytes = image.read(layout.buckets_at + layout.buckets * 4, hashed * 4, "DT_GNU_HASH chains")?;
-    let chains = chain_bytes.chunks_exact(4).filter_map(|raw| image.u32_at(raw, 0)).collect();
+    let chains = u32s(&chain_bytes, image.ctx.is_little_endian());
     let symbol_offset = u32::try_from(layout.symbol_offset).context("DT_GNU_HASH symbol offset")?;
     let word = if image.ctx.is_big() { 8 } else { 4 };
     let bloom_bytes = image.read(gnu_hash + 16, layout.buckets_at - (gnu_hash + 16), "DT_GNU_HASH Bloom filter")?;
@@ -588,6 +643,21 @@ fn gnu_table_of(image: &Image, refs: &SymbolRefs, count: u64) -> Result<Option<G
         })
         .collect();
     Ok(Some((bloom, layout.bloom_shift, buckets, chains, symbol_offset)))
+}
+
+/// The 32-bit words of `bytes` (collected at their exact count: no regrowing).
+fn u32s(bytes: &[u8], little_endian: bool) -> Vec<u32> {
+    bytes
+        .chunks_exact(4)
+        .map(|raw| {
+            let raw = [raw[0], raw[1], raw[2], raw[3]];
+            if little_endian {
+                u32::from_le_bytes(raw)
+            } else {
+                u32::from_be_bytes(raw)
+            }
+        })
+        .collect()
 }
 
 /// Where the parts of a DT_GNU_HASH table are.
@@ -801,156 +871,4 @@ fn relocation_uses(source: &dyn ByteSource, tables: &RelocationTables) -> Result
 }
 
 #[cfg(test)]
-#[allow(clippy::disallowed_methods)] // tests build their fixtures with plain fs calls
-mod tests {
-    use super::*;
-    use std::fs;
-    use std::process::Command;
-
-    const LIBC: &str = "/usr/lib/x86_64-linux-gnu/libc.so.6";
-
-    fn gcc(dir: &Path, args: &[&str]) -> bool {
-        let out = Command::new("gcc").current_dir(dir).args(args).output().expect("gcc can be spawned");
-        if !out.status.success() {
-            eprintln!("gcc {:?} failed: {}", args, String::from_utf8_lossy(&out.stderr));
-        }
-        out.status.success()
-    }
-
-    /// A versioned library that also calls out (undefined references, relocations).
-    fn versioned_library(dir: &Path, out: &str, extra: &[&str]) -> Vec<u8> {
-        fs::write(
-            dir.join("v.c"),
-            "#include <stdio.h>\nint v1(void) { return puts(\"x\"); }\nint v2(void) { return 2; }\n",
-        )
-        .expect("tempdir is writable");
-        fs::write(dir.join("v.map"), "VER_1 { global: v1; local: *; };\nVER_2 { global: v2; } VER_1;\n")
-            .expect("tempdir is writable");
-        let mut args = vec!["-shared", "-fPIC", "-o", out, "-Wl,-soname,libv.so", "-Wl,--version-script=v.map", "v.c"];
-        args.extend_from_slice(extra);
-        assert!(gcc(dir, &args), "building {out} must succeed");
-        fs::read(dir.join(out)).expect("gcc output is readable")
-    }
-
-    #[test]
-    fn libc_defines_its_versions_and_puts() {
-        let facts = read_symbols(Path::new(LIBC)).unwrap().expect("libc is ELF");
-        assert!(facts.has_versym);
-        assert!(facts.defines_version("GLIBC_2.2.5") && facts.defines_version("GLIBC_2.34"));
-        assert!(facts.defines_version("libc.so.6"), "the base entry counts, as in glibc's match_symbol");
-        assert!(!facts.defined_versions().contains(&"libc.so.6"), "but is not listed as a version");
-        assert!(facts.satisfies(b"puts", Some("GLIBC_2.2.5"), false));
-        assert!(!facts.satisfies(b"puts", Some("GLIBC_9.99"), false));
-        assert!(facts.satisfies(b"puts", None, false), "an unversioned reference binds to the default");
-        assert!(!facts.satisfies(b"no_such_function_anywhere", None, false));
-        assert!(facts.version_needs.iter().any(|need| need.file == "ld-linux-x86-64.so.2"));
-    }
-
-    #[test]
-    fn version_script_definitions_needs_and_references() {
-        let tmp = tempfile::tempdir().unwrap();
-        let bytes = versioned_library(tmp.path(), "libv.so", &[]);
-        let facts = parse_symbols(&bytes).unwrap().unwrap();
-        assert_eq!(facts.defined_versions(), ["VER_1", "VER_2"]);
-        assert!(facts.satisfies(b"v2", Some("VER_2"), false));
-        assert!(!facts.satisfies(b"v2", Some("VER_1"), false), "v2 is VER_2 only");
-        assert!(!facts.satisfies(b"v1", Some("VER_2"), false));
-        let puts =
-            facts.undefined.iter().find(|reference| facts.name_of(reference) == b"puts").expect("puts is undefined");
-        assert_eq!(facts.version_of(puts), Some("GLIBC_2.2.5"));
-        assert!(facts.version_needs.iter().any(|need| need.file == "libc.so.6" && need.version == "GLIBC_2.2.5"));
-        let uses = parse_relocation_uses(&bytes, &facts).unwrap();
-        assert!(uses.plt.contains(&puts.index) || uses.at_start.contains(&puts.index), "{uses:?}");
-    }
-
-    #[test]
-    fn sysv_and_gnu_hash_tables_count_the_same_symbols() {
-        let tmp = tempfile::tempdir().unwrap();
-        let gnu = parse_symbols(&versioned_library(tmp.path(), "libgnu.so", &["-Wl,--hash-style=gnu"])).unwrap();
-        let sysv = parse_symbols(&versioned_library(tmp.path(), "libsysv.so", &["-Wl,--hash-style=sysv"])).unwrap();
-        let (gnu, sysv) = (gnu.unwrap(), sysv.unwrap());
-        assert!(matches!(gnu.definitions, Definitions::GnuHash(_)), "{:?}", gnu.definitions);
-        assert!(matches!(sysv.definitions, Definitions::Map(_)), "{:?}", sysv.definitions);
-        assert_eq!(gnu.definition_count(), sysv.definition_count());
-        let names = |facts: &SymbolFacts| -> Vec<Vec<u8>> {
-            facts.undefined.iter().map(|reference| facts.name_of(reference).to_vec()).collect()
-        };
-        assert_eq!(names(&gnu), names(&sysv));
-        assert!(gnu.definition_count() >= 2);
-        for facts in [&gnu, &sysv] {
-            assert!(facts.satisfies(b"v1", Some("VER_1"), false) && facts.satisfies(b"v2", Some("VER_2"), false));
-            assert!(!facts.satisfies(b"v3", None, false) && !facts.satisfies(b"puts", None, false));
-        }
-    }
-
-    #[test]
-    fn bind_now_relocations_are_read_from_the_plt_or_got() {
-        let tmp = tempfile::tempdir().unwrap();
-        let bytes = versioned_library(tmp.path(), "libnow.so", &["-Wl,-z,now"]);
-        let facts = parse_symbols(&bytes).unwrap().unwrap();
-        let uses = parse_relocation_uses(&bytes, &facts).unwrap();
-        let puts =
-            facts.undefined.iter().find(|reference| facts.name_of(reference) == b"puts").expect("puts is undefined");
-        assert!(uses.plt.contains(&puts.index) || uses.at_start.contains(&puts.index), "{uses:?}");
-    }
-
-    #[test]
-    fn verneed_chains_revisiting_the_same_bytes_end_quickly() {
-        // 65,536 overlapping records, each both an entry (vn_cnt 0x8000) and an aux, each
-        // pointing 16 bytes on: every chain stays inside the 1 MiB read, and without a bound on
-        // the pairs the walk takes ~2^30 steps and as many pushes.
-        let record = [&1u16.to_le_bytes()[..], &0x8000u16.to_le_bytes(), &[0; 8], &16u32.to_le_bytes()].concat();
-        let bytes = record.repeat(1 << 16);
-        let empty: &[u8] = &[];
-        let ctx = Ctx::new(goblin::container::Container::Big, goblin::container::Endian::Little);
-        let image = Image { source: &empty, phdrs: Vec::new(), ctx };
-        let started = std::time::Instant::now();
-        let walked = walk_verneed(&image, &bytes, u64::MAX);
-        assert!(walked.is_err(), "more pairs than any object has is corruption");
-        assert!(started.elapsed() < std::time::Duration::from_secs(2), "{:?}", started.elapsed());
-    }
-
-    #[test]
-    fn every_truncation_and_corruption_of_a_library_is_handled_without_panic() {
-        let tmp = tempfile::tempdir().unwrap();
-        let original = versioned_library(tmp.path(), "libcut.so", &[]);
-        let complete = parse_symbols(&original).unwrap().unwrap();
-        let mut errors = 0;
-        for len in (0..original.len()).step_by(7) {
-            match parse_symbols(&original[..len]) {
-                Ok(Some(facts)) => {
-                    // A prefix that still parses must not invent anything.
-                    assert!(facts.definition_count() <= complete.definition_count(), "prefix of {len} bytes");
-                    let _ = parse_relocation_uses(&original[..len], &facts);
-                }
-                Ok(None) => assert!(len < 64, "only a cut header is 'not ELF' ({len})"),
-                Err(_) => errors += 1,
-            }
-        }
-        assert!(errors > 0, "short prefixes must be rejected");
-        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
-        let mut outcomes = [0usize; 2];
-        // The headers, dynamic symbols, strings and version sections of a small library lie in
-        // its first pages: corrupt there, where every byte matters.
-        let hot = original.len().min(8192);
-        for _ in 0..3000 {
-            let mut bytes = original.clone();
-            for _ in 0..(1 + next() % 6) {
-                let at = 4 + (next() as usize) % (hot - 4);
-                bytes[at] = next() as u8;
-            }
-            let parsed = parse_symbols(&bytes);
-            if let Ok(Some(facts)) = &parsed {
-                let _ = parse_relocation_uses(&bytes, facts);
-            }
-            outcomes[usize::from(parsed.is_ok())] += 1;
-        }
-        assert!(outcomes[0] > 0 && outcomes[1] > 0, "corruptions are caught, and harmless ones pass: {outcomes:?}");
-    }
-}
+mod tests;

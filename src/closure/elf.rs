@@ -137,6 +137,16 @@ pub fn read_elf(path: &Path) -> Result<Option<ElfInfo>> {
 /// [`read_elf`], also returning the file's metadata (for its identity), with one open and one
 /// fstat: a missing path is Ok(None), like any non-ELF.
 pub fn read_elf_with_metadata(path: &Path) -> Result<Option<(ElfInfo, fs::Metadata)>> {
+    let Some((file, metadata)) = open_regular_file(path)? else { return Ok(None) };
+    let parsed = FileSource::new(&file, metadata.len())
+        .and_then(|source| parse_from(&source))
+        .with_context(|| format!("parsing ELF file {}", path.display()))?;
+    Ok(parsed.map(|info| (info, metadata)))
+}
+
+/// Opens a regular file for reading, with its metadata (one open and one fstat): Ok(None) when
+/// the path is missing or not a regular file.
+pub(super) fn open_regular_file(path: &Path) -> Result<Option<(File, fs::Metadata)>> {
     use std::os::unix::fs::OpenOptionsExt;
     // O_NONBLOCK: opening a FIFO must not block; it is then refused as not a regular file.
     let file = match fs::OpenOptions::new().read(true).custom_flags(nix::libc::O_NONBLOCK).open(path) {
@@ -147,13 +157,7 @@ pub fn read_elf_with_metadata(path: &Path) -> Result<Option<(ElfInfo, fs::Metada
         Err(error) => return Err(error).with_context(|| format!("opening {}", path.display())),
     };
     let metadata = file.metadata().with_context(|| format!("inspecting {}", path.display()))?;
-    if !metadata.is_file() {
-        return Ok(None);
-    }
-    let parsed = FileSource::new(&file, metadata.len())
-        .and_then(|source| parse_from(&source))
-        .with_context(|| format!("parsing ELF file {}", path.display()))?;
-    Ok(parsed.map(|info| (info, metadata)))
+    Ok(metadata.is_file().then_some((file, metadata)))
 }
 
 /// Parses an ELF image held in memory. Ok(None) when it does not start with the ELF magic.
@@ -213,7 +217,7 @@ impl ByteSource for FileSource<'_> {
     }
 }
 
-fn parse_from(source: &dyn ByteSource) -> Result<Option<ElfInfo>> {
+pub(super) fn parse_from(source: &dyn ByteSource) -> Result<Option<ElfInfo>> {
     let head_size = source.length().min(ElfClass::Elf64.header_size() as u64) as usize;
     let head = source.read(0, head_size)?;
     if !head.starts_with(ELF_MAGIC) {

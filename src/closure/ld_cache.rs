@@ -123,6 +123,12 @@ impl LdCache {
         &self.entries
     }
 
+    /// The x86 ISA level ldconfig recorded for entry `index` of [`LdCache::entries`] (0 for
+    /// plain entries).
+    pub fn isa_level(&self, index: usize) -> u8 {
+        self.isa_levels.get(index).copied().unwrap_or(0)
+    }
+
     /// The generator extension ("ldconfig (Debian GLIBC 2.36-...) ..."), if present.
     pub fn generator(&self) -> Option<&str> {
         self.generator.as_deref()
@@ -465,7 +471,7 @@ fn canonical_key(name: &str) -> Cow<'_, str> {
 }
 
 /// `_dl_cache_libcmp`: digit runs compare by numeric value, other bytes as C `char`.
-fn libcmp(a: &[u8], b: &[u8]) -> Ordering {
+pub(super) fn libcmp(a: &[u8], b: &[u8]) -> Ordering {
     let (mut i, mut j) = (0, 0);
     loop {
         let ca = a.get(i).copied().unwrap_or(0);

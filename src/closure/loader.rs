@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{anyhow, Context, Result};
 
-use super::dynsym::{read_relocation_uses, read_symbols, RelocationUses, SymbolFacts};
+use super::dynsym::{read_program, read_relocation_uses, read_symbols, RelocationUses, SymbolFacts};
 use super::elf::{read_elf_with_metadata, ElfIdent, ElfInfo};
 use super::ld_cache::{CacheQuery, LdCache};
 use super::platform::{
@@ -155,9 +155,26 @@ pub struct Loader {
     contexts: Mutex<HashMap<&'static str, Arc<SearchContext>>>,
     /// Symbol facts per host path, read once (by whichever thread asks first) and shared.
     symbol_cache: Mutex<HashMap<OsString, Arc<OnceLock<SymbolsRead>>>>,
-    /// Per object and its own load scope (the paths, in order): the indexes of its references
-    /// that scope leaves unresolved. libc and friends are checked once, not once per program.
-    local_unresolved: Mutex<HashMap<Vec<PathBuf>, Arc<Vec<usize>>>>,
+    /// Per object and its own load scope (the objects, in order, by [`ScopeKey`]): the indexes
+    /// of its references that scope leaves unresolved. libc and friends are checked once, not
+    /// once per program.
+    local_unresolved: Mutex<HashMap<Vec<ScopeKey>, Arc<Vec<usize>>>>,
+    /// Libraries the cache found where the built-in directories would not find them (a
+    /// directory of /etc/ld.so.conf.d): a jail holding one needs its own cache.
+    found_only_through_cache: Mutex<Vec<PathBuf>>,
+}
+
+/// A program's ELF facts (None when it is not ELF) and, read with them, its symbol facts.
+pub type ProgramRead = (Option<Arc<ElfInfo>>, Option<Arc<SymbolFacts>>);
+
+/// One object of a load scope, named by the address of its ELF facts: the loader reads each
+/// path once and keeps its facts (and so that address) for as long as it lives, so equal keys
+/// mean the same path, and a key costs no path copy or path hashing.
+pub type ScopeKey = usize;
+
+/// The [`ScopeKey`] of a mapped object.
+pub fn scope_key(object: &MappedFacts) -> ScopeKey {
+    Arc::as_ptr(&object.info) as ScopeKey
 }
 
 /// The outcome of reading one object's symbols (the error as text, so every asker gets it).
@@ -216,11 +233,26 @@ impl Loader {
             default_search_memo: Mutex::new(HashMap::default()),
             symbol_cache: Mutex::new(HashMap::default()),
             local_unresolved: Mutex::new(HashMap::default()),
+            found_only_through_cache: Mutex::new(Vec::new()),
         })
     }
 
     pub fn host(&self) -> &HostFs {
         &self.host
+    }
+
+    /// The host's /etc/ld.so.cache, if it has one.
+    pub fn cache(&self) -> Option<&LdCache> {
+        self.cache.as_ref()
+    }
+
+    /// The libraries (as the cache spells them) that only the cache finds: without a cache,
+    /// the loader would not find them in the built-in directories. Sorted, each once.
+    pub fn found_only_through_cache(&self) -> Vec<PathBuf> {
+        let mut found = self.found_only_through_cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        found.sort_unstable();
+        found.dedup();
+        found
     }
 
     /// Reads (once) the ELF facts of a host path; `None` when it is not ELF or does not exist.
@@ -243,8 +275,30 @@ impl Loader {
         self.host.note_before_reading(&target);
         let file =
             read_elf_with_metadata(&target)?.map(|(info, metadata)| (Arc::new(info), (metadata.dev(), metadata.ino())));
-        self.lock_elf_cache().insert(path.as_os_str().to_owned(), file.clone());
-        Ok(file)
+        Ok(self.keep_elf_file(path, file))
+    }
+
+    /// Caches what was read of `path`, unless another thread cached it first: then theirs is
+    /// kept and returned. One path has one `Arc<ElfInfo>` for the loader's life, which is what
+    /// makes a [`ScopeKey`] (its address) name that path and no other.
+    fn keep_elf_file(&self, path: &Path, file: Option<ElfFile>) -> Option<ElfFile> {
+        self.lock_elf_cache().entry(path.as_os_str().to_owned()).or_insert(file).clone()
+    }
+
+    /// The ELF facts of a program that is about to be judged, and its symbol facts read in the
+    /// same open (when it is started: it has PT_INTERP). A path read before (a program that is
+    /// also a library of another) gives no symbols here: the check reads them as for any object.
+    pub fn program(&self, path: &Path) -> Result<ProgramRead> {
+        if let Some(known) = self.lock_elf_cache().get(path.as_os_str()) {
+            return Ok((known.as_ref().map(|(info, _)| info.clone()), None));
+        }
+        let target = self.disk_target(path)?;
+        let Some((info, metadata, symbols)) = read_program(&target)? else {
+            let kept = self.keep_elf_file(path, None);
+            return Ok((kept.map(|(info, _)| info), None));
+        };
+        let kept = self.keep_elf_file(path, Some((Arc::new(info), (metadata.dev(), metadata.ino()))));
+        Ok((kept.map(|(info, _)| info), symbols.map(Arc::new)))
     }
 
     /// The dynamic symbols and versions of a host ELF path, read once.
@@ -282,10 +336,9 @@ impl Loader {
     /// `compute` for a scope (an object, then its own dependencies), or what it gave before.
     pub fn unresolved_in_scope(
         &self,
-        scope: &[&Path],
+        key: Vec<ScopeKey>,
         compute: impl FnOnce() -> Result<Vec<usize>>,
     ) -> Result<Arc<Vec<usize>>> {
-        let key: Vec<PathBuf> = scope.iter().map(|path| path.to_path_buf()).collect();
         if let Some(known) = self.local_unresolved.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&key) {
             return Ok(known.clone());
         }
@@ -575,6 +628,12 @@ impl Loader {
                 let in_system_dir = context.platform.system_dirs.iter().any(|dir| is_under(&hit, dir));
                 if !(nodeflib && in_system_dir) {
                     if let Some(info) = self.usable(&hit, context)? {
+                        if !self.built_in_search_finds(&hit, name, context) {
+                            self.found_only_through_cache
+                                .lock()
+                                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                                .push(hit.clone());
+                        }
                         return Ok(Some((hit, info, SearchStep::Cache)));
                     }
                 }
@@ -589,6 +648,20 @@ impl Loader {
             }
         }
         Ok(None)
+    }
+
+    /// Whether the built-in directories' search would reach `hit` for `name` in a jail that
+    /// holds it: it is `name` in one of the directories really tried there (a file earlier in
+    /// that order on the host is not in the jail unless something else loads it, and then it
+    /// is what the host's loader would load too). Reads nothing new: the directories tried are
+    /// known per system directory.
+    fn built_in_search_finds(&self, hit: &Path, name: &str, context: &SearchContext) -> bool {
+        let (Some(dir), Some(file_name)) = (hit.parent(), hit.file_name()) else { return false };
+        file_name == name
+            && context.platform.system_dirs.iter().any(|system_dir| {
+                self.search_directories(Path::new(system_dir), context)
+                    .is_some_and(|tried| tried.iter().any(|candidate| candidate == dir))
+            })
     }
 
     /// Tries `dir/glibc-hwcaps/<level>/name` for each level, then `dir/name`.

@@ -8,6 +8,7 @@
 pub mod dynsym;
 pub mod elf;
 pub mod ld_cache;
+pub mod ld_cache_writer;
 pub mod loader;
 pub mod nss;
 pub mod origin;
@@ -103,9 +104,9 @@ pub struct Entry {
     /// Overrides from the Jailfile (mode, owner, group, setuid).
     #[serde(skip)]
     pub attributes: Attributes,
-    /// Inline or generated content.
+    /// Inline or generated content (bytes: a generated ld.so.cache is binary).
     #[serde(skip)]
-    pub content: Option<String>,
+    pub content: Option<Vec<u8>>,
     /// The host source's stat and mode as the closure saw it (spares the desired tree a second
     /// stat of every file in a large `[[files]]` tree).
     #[serde(skip)]
@@ -167,6 +168,8 @@ struct ProgramFacts {
     env_program: Option<Box<ProgramFacts>>,
     /// What the loader's symbol and version checks say, for a program that is started.
     verdict: Option<symbols::Verdict>,
+    /// The program's own symbols, read with its ELF headers when it is judged (taken by the check).
+    symbols: Option<Arc<dynsym::SymbolFacts>>,
 }
 
 /// The closure of a validated Jailfile on this host (its loader rules and ld.so.cache); the
@@ -200,7 +203,7 @@ pub fn build(spec: &Spec, loader: &Loader) -> Result<Closure> {
         scope.spawn(move || {
             spec.binaries.par_iter().enumerate().for_each_with(sender, |sender, (index, binary)| {
                 // A send fails only when placing stopped at an error; the rest is then moot.
-                let facts = analyze_program(loader, &binary.host_path, search_path, 0)
+                let facts = analyze_program(loader, &binary.host_path, search_path, true, 0)
                     .and_then(|facts| symbols::check_program(loader, facts, binary.allow_unresolved));
                 let _ = sender.send((index, facts));
             });
@@ -230,7 +233,7 @@ pub fn build(spec: &Spec, loader: &Loader) -> Result<Closure> {
     let _t = crate::timings::phase("closure: their ELF loads");
     let loads: Vec<(JailPath, Result<ProgramFacts>)> = elf_files
         .into_par_iter()
-        .map(|(host_path, jail_path)| (jail_path, analyze_program(loader, &host_path, &search_path, 0)))
+        .map(|(host_path, jail_path)| (jail_path, analyze_program(loader, &host_path, &search_path, false, 0)))
         .collect();
     for (jail_path, facts) in loads {
         builder.add_dependencies(&facts?, &jail_path)?;
@@ -257,6 +260,7 @@ pub fn build(spec: &Spec, loader: &Loader) -> Result<Closure> {
     nss::add_nss(spec, loader, &mut builder)?;
     builder.add_usr_merge_links()?;
     builder.apply_exclude(spec);
+    ld_cache_writer::add_jail_cache(spec, loader, &mut builder);
     builder.finish_missing(spec)?;
     symbols::report(spec, &mut builder.closure)?;
     Ok(builder.finish())
@@ -270,8 +274,15 @@ fn program_search_path(spec: &Spec) -> Vec<String> {
     }
 }
 
-/// Reads what a program needs: its ELF closure, or its script interpreters (recursively).
-fn analyze_program(loader: &Loader, named: &Path, search_path: &[String], depth: usize) -> Result<ProgramFacts> {
+/// Reads what a program needs: its ELF closure, or its script interpreters (recursively);
+/// `judged`: its symbols are checked next, so they are read with its headers.
+fn analyze_program(
+    loader: &Loader,
+    named: &Path,
+    search_path: &[String],
+    judged: bool,
+    depth: usize,
+) -> Result<ProgramFacts> {
     let host = loader.host();
     let resolved = host.resolve(named)?;
     let canonical = resolved.path;
@@ -284,8 +295,11 @@ fn analyze_program(loader: &Loader, named: &Path, search_path: &[String], depth:
         shebang: None,
         env_program: None,
         verdict: None,
+        symbols: None,
     };
-    if let Some(info) = loader.elf(&canonical)? {
+    let (info, symbols) = if judged { loader.program(&canonical)? } else { (loader.elf(&canonical)?, None) };
+    facts.symbols = symbols;
+    if let Some(info) = info {
         facts.ident = Some(info.ident);
         if info.has_dynamic || info.interpreter.is_some() {
             let load = if info.interpreter.is_some() {
@@ -303,9 +317,9 @@ fn analyze_program(loader: &Loader, named: &Path, search_path: &[String], depth:
     }
     let programs = script::programs_run_by(&shebang, host, search_path)
         .with_context(|| format!("{}: its `#!` line", named.display()))?;
-    facts.shebang = Some(Box::new(analyze_program(loader, &programs.interpreter, search_path, depth + 1)?));
+    facts.shebang = Some(Box::new(analyze_program(loader, &programs.interpreter, search_path, judged, depth + 1)?));
     if let Some(program) = &programs.env_program {
-        facts.env_program = Some(Box::new(analyze_program(loader, program, search_path, depth + 1)?));
+        facts.env_program = Some(Box::new(analyze_program(loader, program, search_path, judged, depth + 1)?));
     }
     Ok(facts)
 }
@@ -516,7 +530,7 @@ impl Builder<'_> {
             FileSpec::Inline { path, content, attributes, .. } => {
                 let entry = self.add(path.clone(), EntryKind::Content, None, origin);
                 entry.kind = EntryKind::Content;
-                entry.content = Some(content.clone());
+                entry.content = Some(content.clone().into_bytes());
                 entry.attributes = attributes.clone();
             }
             FileSpec::Host { key, source, dest, attributes } => {
@@ -648,7 +662,7 @@ impl Builder<'_> {
                 continue;
             }
             let entry = self.add(path, EntryKind::Generated, None, Origin::Accounts);
-            entry.content = Some(content);
+            entry.content = Some(content.into_bytes());
             entry.attributes.mode = Some(0o644);
         }
         for user in &spec.users {

@@ -44,7 +44,7 @@ pub(super) fn add_nss(spec: &Spec, loader: &Loader, builder: &mut Builder) -> Re
         Some(content) => content,
         None => {
             let entry = builder.add(nsswitch_path.clone(), EntryKind::Generated, None, Origin::NameService);
-            entry.content = Some(DEFAULT_NSSWITCH.to_owned());
+            entry.content = Some(DEFAULT_NSSWITCH.as_bytes().to_vec());
             entry.attributes.mode = Some(0o644);
             DEFAULT_NSSWITCH.to_owned()
         }

@@ -120,6 +120,9 @@ pub enum Origin {
     LinkTarget { link: JailPath },
     /// A symlink met on the way to `to`: in the jail for the same reason as `to`.
     Link { to: JailPath, reason: Box<Origin> },
+    /// The jail's own /etc/ld.so.cache, for libraries the host finds only through the cache in
+    /// these directories (listed in /etc/ld.so.conf.d, outside the loader's built-in ones).
+    LibraryCache { dirs: Vec<String> },
 }
 
 impl Origin {
@@ -140,6 +143,7 @@ impl Origin {
             | Origin::Home { .. }
             | Origin::Accounts
             | Origin::NameService
+            | Origin::LibraryCache { .. }
             | Origin::UsrMerge => None,
         }
     }
@@ -175,6 +179,7 @@ impl Origin {
             Origin::Accounts => Cow::Borrowed("users/groups"),
             Origin::NameService => Cow::Borrowed("users/groups/network files"),
             Origin::UsrMerge => Cow::Borrowed("usr-merge layout of the host"),
+            Origin::LibraryCache { dirs } => Cow::Owned(format!("ld.so.cache for {}", dirs.join(", "))),
             Origin::Link { reason, .. } => reason.name(),
             Origin::Needed { by: path, .. }
             | Origin::Interpreter { of: path }
@@ -238,6 +243,7 @@ mod tests {
             (Origin::Accounts, "users/groups"),
             (Origin::NameService, "users/groups/network files"),
             (Origin::UsrMerge, "usr-merge layout of the host"),
+            (Origin::LibraryCache { dirs: vec!["/opt/lib".into()] }, "ld.so.cache for /opt/lib"),
             (Origin::Needed { by: bash.clone(), soname: "libc.so.6".into() }, "/usr/bin/bash"),
             (Origin::Interpreter { of: bash.clone() }, "/usr/bin/bash"),
             (Origin::Nss { nsswitch: path("/etc/nsswitch.conf"), service: "files".into() }, "/etc/nsswitch.conf"),

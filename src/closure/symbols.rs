@@ -17,7 +17,7 @@ use anyhow::{bail, Result};
 use serde::Serialize;
 
 use super::dynsym::{gnu_hash, SymbolFacts};
-use super::loader::{LoadResult, Loader, MappedFacts, SearchStep};
+use super::loader::{scope_key, LoadResult, Loader, MappedFacts, SearchStep};
 use super::{Closure, ProgramFacts};
 use crate::spec::Spec;
 
@@ -80,7 +80,8 @@ pub(super) fn check_program(loader: &Loader, mut facts: ProgramFacts, allow_unre
     if let Some(load) = &facts.load {
         // Only executables are started; a shared object named in `binaries` is loaded by others.
         if load.interpreter.is_some() {
-            facts.verdict = Some(judge_load(loader, &facts.canonical, load, allow_unresolved)?);
+            let symbols = facts.symbols.take();
+            facts.verdict = Some(judge_load(loader, &facts.canonical, load, symbols, allow_unresolved)?);
         }
     }
     for interpreter in [&mut facts.shebang, &mut facts.env_program] {
@@ -154,17 +155,26 @@ fn describe_unresolved(program: &Path, symbol: &UnresolvedSymbol) -> String {
     )
 }
 
-fn judge_load(loader: &Loader, program: &Path, load: &LoadResult, allow_unresolved: bool) -> Result<Verdict> {
+/// `program_symbols`: the program's own symbols when its load read them already.
+fn judge_load(
+    loader: &Loader,
+    program: &Path,
+    load: &LoadResult,
+    program_symbols: Option<Arc<SymbolFacts>>,
+    allow_unresolved: bool,
+) -> Result<Verdict> {
     let mapped = &load.mapped;
     let order = breadth_first(mapped, 0);
-    let facts: Vec<Option<Arc<SymbolFacts>>> = mapped
-        .iter()
-        .enumerate()
-        .map(|(index, object)| {
-            let read = || if index == 0 { loader.symbols_uncached(&object.path) } else { loader.symbols(&object.path) };
-            order.contains(&index).then(read).transpose()
-        })
-        .collect::<Result<_>>()?;
+    let mut facts: Vec<Option<Arc<SymbolFacts>>> = vec![None; mapped.len()];
+    let mut program_symbols = program_symbols;
+    for &index in &order {
+        let path = &mapped[index].path;
+        facts[index] = Some(match (index, program_symbols.take()) {
+            (0, Some(known)) => known,
+            (0, None) => loader.symbols_uncached(path)?,
+            _ => loader.symbols(path)?,
+        });
+    }
     let in_scope = |index: usize| facts[index].as_deref();
     let mut verdict = Verdict {
         program: program.to_path_buf(),
@@ -261,8 +271,7 @@ fn check_undefined<'a>(
         return Ok(());
     }
     let own_scope = if index == 0 { order.to_vec() } else { breadth_first(mapped, index) };
-    let scope_paths: Vec<&Path> = own_scope.iter().map(|&other| mapped[other].path.as_path()).collect();
-    let left = loader.unresolved_in_scope(&scope_paths, || {
+    let compute = || {
         let own_facts: Vec<&SymbolFacts> = own_scope.iter().filter_map(|&other| in_scope(other)).collect();
         let mut providers: Vec<(&str, &SymbolFacts)> = Vec::new();
         for need in &object_facts.version_needs {
@@ -275,7 +284,14 @@ fn check_undefined<'a>(
             }
         }
         Ok(unresolved_among(object_facts, &own_facts, &providers))
-    })?;
+    };
+    // The program's own scope starts with the program: no other program shares it, so it is
+    // not memoized (a library's is, and most programs share libc's).
+    let left = if index == 0 {
+        Arc::new(compute()?)
+    } else {
+        loader.unresolved_in_scope(own_scope.iter().map(|&other| scope_key(&mapped[other])).collect(), compute)?
+    };
     if left.is_empty() {
         return Ok(());
     }
@@ -319,21 +335,29 @@ fn check_undefined<'a>(
 
 /// Indexes (into `object.undefined`) of the references no object of `scope` satisfies. A
 /// versioned reference is tried first in the object its DT_VERNEED names (`providers`: file
-/// name -> that object), where it almost always is: one probe instead of one per object.
+/// name -> that object), where it almost always is: one probe, its version compared by index
+/// (looked up once per DT_VERNEED pair, not once per reference), instead of one per object.
 fn unresolved_among(object: &SymbolFacts, scope: &[&SymbolFacts], providers: &[(&str, &SymbolFacts)]) -> Vec<usize> {
+    let first_tries: Vec<Option<(&SymbolFacts, Vec<u16>)>> = object
+        .needs()
+        .map(|(file, version)| {
+            let (_, provider) = providers.iter().find(|(provider_file, _)| *provider_file == file)?;
+            Some((*provider, provider.version_indexes(version)))
+        })
+        .collect();
     object
         .undefined
         .iter()
         .enumerate()
         .filter(|(_, reference)| {
-            let (name, version) = (object.name_of(reference), object.version_of(reference));
+            let name = object.name_of(reference);
             let hash = gnu_hash(name);
-            let provider = object
-                .needed_file_of(reference)
-                .and_then(|file| providers.iter().find(|(provider_file, _)| *provider_file == file));
-            if provider.is_some_and(|(_, facts)| facts.satisfies_hashed(name, hash, version, reference.hidden)) {
+            let first_try = object.need_of(reference).and_then(|need| first_tries.get(need)?.as_ref());
+            if first_try.is_some_and(|(facts, indexes)| facts.satisfies_indexed(name, hash, indexes, reference.hidden))
+            {
                 return false;
             }
+            let version = object.version_of(reference);
             !scope.iter().any(|facts| facts.satisfies_hashed(name, hash, version, reference.hidden))
         })
         .map(|(index, _)| index)
