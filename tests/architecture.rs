@@ -36,7 +36,7 @@ const LAYERS: &[&[&str]] = &[
     &["apply", "enter", "export", "trace"],
     &["check"],
     // The face: nothing below imports it.
-    &["render", "commands", "cli", "main"],
+    &["render", "commands", "cli", "main", "init"],
 ];
 
 /// One use of a top-level module by another, where it is written.
