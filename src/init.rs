@@ -151,3 +151,26 @@ pub fn write(jailfile: &Path, programs: &[Program], root: &str) -> Result<Writte
     crate::beside::write_new(&jailfile, jailfile_text(programs, root, schema_text).as_bytes(), 0o644, "the Jailfile")?;
     Ok(Written { jailfile, schema: wrote_schema.then_some(schema) })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_root_is_named_for_the_first_program_and_never_the_host_root() {
+        let bash = Program { declared: "bash".into(), host_path: PathBuf::from("/usr/bin/bash") };
+        assert_eq!(default_root(None, &[bash]).expect("a root"), "/srv/jails/bash");
+        assert_eq!(default_root(None, &[]).expect("a root"), "/srv/jails/jail");
+        let error = default_root(Some(Path::new("/")), &[]).expect_err("/ is refused");
+        assert!(error.to_string().contains("cannot be the host's root"), "{error:#}");
+    }
+
+    #[test]
+    fn a_quote_in_a_program_path_stays_valid_toml() {
+        let odd = Program { declared: "/opt/a\"b".into(), host_path: PathBuf::from("/opt/a\"b") };
+        let text = jailfile_text(&[odd], "/srv/jails/x", "/s.json");
+        let parsed: toml::Table = toml::from_str(&text).expect("valid TOML");
+        assert_eq!(parsed["binaries"][0].as_str(), Some("/opt/a\"b"));
+        assert_eq!(parsed["enter"]["command"][0].as_str(), Some("/opt/a\"b"));
+    }
+}
