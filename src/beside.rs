@@ -199,6 +199,38 @@ pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32, sync: bool) -> Res
     rename_into_place(&temporary, path)
 }
 
+/// Writes `bytes` to `path`, which must not exist: a fresh temporary file moved into place with
+/// `RENAME_NOREPLACE`, so an existing file (or a symlink planted there) is never replaced and a
+/// reader never sees half a file. `what` names the file in the error ("the Jailfile").
+pub fn write_new(path: &Path, bytes: &[u8], mode: u32, what: &str) -> Result<()> {
+    let (mut file, temporary) = create_temp_beside(path, mode)?;
+    let written = file.write_all(bytes).with_context(|| format!("cannot write {}", temporary.display()));
+    if let Err(error) = written {
+        let _ = fs::remove_file(&temporary);
+        return Err(error);
+    }
+    let moved = nix::fcntl::renameat2(
+        nix::fcntl::AT_FDCWD,
+        temporary.as_path(),
+        nix::fcntl::AT_FDCWD,
+        path,
+        nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+    );
+    match moved {
+        Ok(()) => Ok(()),
+        Err(errno) => {
+            let _ = fs::remove_file(&temporary);
+            if errno == Errno::EEXIST {
+                bail!(
+                    "{what} {} already exists; jailprov never overwrites it (remove it or choose another -f)",
+                    path.display()
+                );
+            }
+            bail!("cannot move {} into place: {errno}", path.display())
+        }
+    }
+}
+
 /// Renames a temporary file made by [`create_temp_beside`] over `path` (removing it on failure).
 pub fn rename_into_place(temporary: &Path, path: &Path) -> Result<()> {
     fs::rename(temporary, path).map_err(|error| {
@@ -249,6 +281,21 @@ mod tests {
         assert_eq!(fs::metadata(&path).expect("stat").permissions().mode() & 0o777, 0o600);
         let leftovers = fs::read_dir(dir.path()).expect("list").count();
         assert_eq!(leftovers, 2, "no temporary file left");
+    }
+
+    #[test]
+    fn write_new_never_replaces_a_file_or_a_planted_symlink() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("Jailfile.toml");
+        write_new(&path, b"first", 0o644, "the Jailfile").expect("a new file is written");
+        let error = write_new(&path, b"second", 0o644, "the Jailfile").expect_err("it exists");
+        assert!(error.to_string().contains("already exists"), "{error:#}");
+        assert_eq!(fs::read_to_string(&path).expect("read"), "first");
+        let link = dir.path().join("link.toml");
+        symlink(dir.path().join("nowhere"), &link).expect("plant a dangling link");
+        write_new(&link, b"x", 0o644, "the Jailfile").expect_err("a symlink counts as existing");
+        assert!(!dir.path().join("nowhere").exists(), "the link was not followed");
+        assert_eq!(fs::read_dir(dir.path()).expect("list").count(), 2, "no temporary file left");
     }
 
     #[test]

@@ -11,12 +11,25 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     about = "Declarative chroot jails: Jailfile.toml -> closure -> plan -> apply -> enter"
 )]
 pub struct Cli {
+    /// Color the output of plan, apply and destroy: auto (on a terminal, unless NO_COLOR is set),
+    /// always (even into a pipe), never.
+    #[arg(long, global = true, value_enum, default_value_t = ColorWhen::Auto)]
+    pub color: ColorWhen,
     #[command(subcommand)]
     pub command: Command,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorWhen {
+    Auto,
+    Always,
+    Never,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Write a commented Jailfile.toml for the given programs (never over an existing file).
+    Init(InitArgs),
     /// Check a Jailfile: syntax, keys, values, and that every host path it names exists.
     Validate(JailfileArgs),
     /// Print the JSON schema of Jailfile.toml (for editors and CI linters).
@@ -56,6 +69,39 @@ pub enum Command {
     /// up to date, as with --locked); they need neither an applied jail nor root. Device nodes
     /// and mounts are the runtime's: nodes are left out, mount targets listed as volumes.
     Export(ExportArgs),
+    /// Print a shell completion script, e.g. `jailprov completions bash >
+    /// /etc/bash_completion.d/jailprov`.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff) to stdout, or write one page per subcommand into --output DIR.
+    Manpage(ManpageArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Programs for the jail: bare names (looked up in PATH as `binaries` does) or paths.
+    #[arg(value_name = "BINARY")]
+    pub binaries: Vec<String>,
+    /// The jail root to write (default /srv/jails/<first program>).
+    #[arg(long = "root")]
+    pub root: Option<PathBuf>,
+    /// The Jailfile to write; it must not exist.
+    #[arg(short = 'f', long = "file", default_value = "Jailfile.toml")]
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManpageArgs {
+    /// Write jailprov.1 and jailprov-SUBCOMMAND.1 into this directory (created if missing)
+    /// instead of printing jailprov.1.
+    #[arg(short = 'o', long = "output")]
+    pub output: Option<PathBuf>,
 }
 
 /// Where jailprov records what it manages, and how long to wait for another jailprov.

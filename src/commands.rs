@@ -480,9 +480,10 @@ pub fn destroy(args: &DestroyArgs) -> Result<ExitCode> {
     let mounts = Mounts { wished: Vec::new(), active: JailMounts::read(&root)? };
     let plan = plan::compute(&nothing, Some(&jail), &state, &RecordedScan::default(), &mounts, &host, false)?;
     let Outcome { destroyed, unmounted, .. } = {
+        let palette = render::Palette::for_stdout();
         let mut stdout = std::io::stdout().lock();
         let mut report = |change: &Change| {
-            let _ = writeln!(stdout, "{:<3} {:<8} {}", change.action.marker(), change.kind, change.path);
+            let _ = writeln!(stdout, "{}", render::change_line(change, palette));
         };
         apply::apply(&plan, &nothing, &jail, &host, &mut state, &store, &mut report)?
     };

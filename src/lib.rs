@@ -10,6 +10,7 @@ pub mod diagnostics;
 pub mod enter;
 pub mod export;
 pub mod host;
+pub mod init;
 pub mod jail_root;
 pub mod jailfile;
 pub mod mountinfo;

@@ -12,7 +12,10 @@ use clap::Parser;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use jailprov::cli::{Cli, ClosureArgs, ClosureFormat, Command, EnterArgs, JailfileArgs, TraceArgs, WhyArgs};
+use jailprov::cli::{
+    Cli, ClosureArgs, ClosureFormat, ColorWhen, Command, EnterArgs, InitArgs, JailfileArgs, ManpageArgs, TraceArgs,
+    WhyArgs,
+};
 use jailprov::closure;
 use jailprov::diagnostics::JailfileErrors;
 use jailprov::host::HostFs;
@@ -46,7 +49,22 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
+    // Read by render (and anything printing through anstream) when it decides to color stdout.
+    match cli.color {
+        ColorWhen::Auto => anstream::ColorChoice::Auto,
+        ColorWhen::Always => anstream::ColorChoice::Always,
+        ColorWhen::Never => anstream::ColorChoice::Never,
+    }
+    .write_global();
     match cli.command {
+        Command::Init(args) => init(&args),
+        Command::Completions(args) => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(args.shell, &mut command, "jailprov", &mut script);
+            print(&String::from_utf8_lossy(&script))
+        }
+        Command::Manpage(args) => manpage(&args),
         Command::Validate(args) => validate(&args),
         Command::Schema => print(&jailfile::json_schema()),
         Command::Closure(args) => closure_command(&args),
@@ -73,6 +91,59 @@ mod commands;
 
 pub(crate) fn load_spec(args: &JailfileArgs, host: &HostFs) -> Result<Spec> {
     spec::load(&args.file, args.root.as_deref(), host)
+}
+
+/// `jailprov init`: resolve the programs first (an unknown one writes nothing), then write.
+fn init(args: &InitArgs) -> Result<ExitCode> {
+    let host = HostFs::real();
+    let mut programs: Vec<jailprov::init::Program> = Vec::new();
+    for name in &args.binaries {
+        let program = jailprov::init::resolve_program(name, &host)?;
+        if !programs.contains(&program) {
+            programs.push(program);
+        }
+    }
+    let root = jailprov::init::default_root(args.root.as_deref(), &programs)?;
+    let written = jailprov::init::write(&args.file, &programs, &root)?;
+    let schema = match &written.schema {
+        Some(schema) => format!(" and its schema {}", schema.display()),
+        None => String::new(),
+    };
+    print(&format!(
+        "Wrote {}{schema}: {} programs, jail root {root}.\nNext: jailprov validate -f {}\n",
+        written.jailfile.display(),
+        programs.len(),
+        args.file.display()
+    ))
+}
+
+/// `jailprov manpage`: jailprov.1 to stdout, or one page per (sub)command into a directory.
+fn manpage(args: &ManpageArgs) -> Result<ExitCode> {
+    let mut command = <Cli as clap::CommandFactory>::command().disable_help_subcommand(true);
+    command.build();
+    let Some(dir) = &args.output else {
+        return print(&String::from_utf8_lossy(&man_page(&command)?));
+    };
+    #[allow(clippy::disallowed_methods)] // the directory the user asked for, outside every jail
+    std::fs::create_dir_all(dir).map_err(|error| anyhow!("cannot create {}: {error}", dir.display()))?;
+    let mut pages = vec![command.clone()];
+    let mut written = 0;
+    while let Some(page) = pages.pop() {
+        pages.extend(page.get_subcommands().filter(|sub| !sub.is_hide_set()).cloned());
+        let path = dir.join(clap_mangen::Man::new(page.clone()).get_filename());
+        jailprov::beside::write_atomically(&path, &man_page(&page)?, 0o644, false)?;
+        written += 1;
+    }
+    print(&format!("Wrote {written} man pages into {}.\n", dir.display()))
+}
+
+/// One command's man page, in roff.
+fn man_page(command: &clap::Command) -> Result<Vec<u8>> {
+    let mut roff = Vec::new();
+    clap_mangen::Man::new(command.clone())
+        .render(&mut roff)
+        .map_err(|error| anyhow!("cannot render the man page of {}: {error}", command.get_name()))?;
+    Ok(roff)
 }
 
 fn validate(args: &JailfileArgs) -> Result<ExitCode> {

@@ -3,6 +3,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
+use anstyle::{AnsiColor, Style};
+
 use crate::closure::origin::Section;
 use crate::closure::{Closure, Entry, EntryKind, Origin, Why};
 use crate::tree::JailPath;
@@ -138,17 +140,86 @@ fn described_origin(origin: &Origin, jailfile: &str) -> String {
     }
 }
 
-/// A plan for people, in the spirit of Terraform: markers, what changes, diffs, a closing line.
+/// Colors for people at a terminal, as Terraform's plan: + green, ~ yellow, - red. Off, every
+/// string comes back as it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Palette {
+    enabled: bool,
+}
+
+impl Palette {
+    pub const PLAIN: Palette = Palette { enabled: false };
+    pub const COLOR: Palette = Palette { enabled: true };
+
+    /// Colored when stdout gets color: `--color always`; or `auto` (the default) on a terminal
+    /// with no NO_COLOR set (anstream decides, from the choice main recorded).
+    pub fn for_stdout() -> Palette {
+        let choice = anstream::AutoStream::choice(&std::io::stdout());
+        Palette { enabled: choice != anstream::ColorChoice::Never }
+    }
+
+    fn paint(self, style: Style, text: &str) -> String {
+        if self.enabled {
+            format!("{style}{text}{style:#}")
+        } else {
+            text.to_owned()
+        }
+    }
+
+    fn action(self, action: crate::plan::Action, text: &str) -> String {
+        use crate::plan::Action;
+        let color = match action {
+            Action::Create | Action::Mount => AnsiColor::Green,
+            Action::Update => AnsiColor::Yellow,
+            Action::Replace | Action::Delete | Action::Unmount => AnsiColor::Red,
+        };
+        self.paint(Style::new().fg_color(Some(color.into())), text)
+    }
+}
+
+const BOLD: Style = Style::new().bold();
+
+fn colored(color: AnsiColor) -> Style {
+    Style::new().fg_color(Some(color.into()))
+}
+
+/// One change as apply and destroy report it: "+   file     /usr/bin/bash", the marker colored.
+pub fn change_line(change: &crate::plan::Change, palette: Palette) -> String {
+    let marker = palette.action(change.action, &format!("{:<3}", change.action.marker()));
+    format!("{marker} {:<8} {}", change.kind, change.path)
+}
+
+/// A line of a unified diff in a plan: added lines green, removed red, hunk headers cyan.
+fn diff_line(line: &str, palette: Palette) -> String {
+    match line.as_bytes().first() {
+        Some(b'+') => palette.paint(colored(AnsiColor::Green), line),
+        Some(b'-') => palette.paint(colored(AnsiColor::Red), line),
+        Some(b'@') => palette.paint(colored(AnsiColor::Cyan), line),
+        _ => line.to_owned(),
+    }
+}
+
+/// A plan for people, in the spirit of Terraform, colored when stdout takes color.
 pub fn plan_text(plan: &crate::plan::Plan, root: &std::path::Path, jailfile: &std::path::Path) -> String {
+    plan_text_in(plan, root, jailfile, Palette::for_stdout())
+}
+
+/// A plan for people, in the spirit of Terraform: markers, what changes, diffs, a closing line.
+pub fn plan_text_in(
+    plan: &crate::plan::Plan,
+    root: &std::path::Path,
+    jailfile: &std::path::Path,
+    palette: Palette,
+) -> String {
     let mut text = String::new();
     if !plan.changes.is_empty() {
         let _ = writeln!(text, "jailprov will make these changes in {}:\n", root.display());
         for change in &plan.changes {
             let what = if change.what.is_empty() { String::new() } else { format!(" ({})", change.what.join(", ")) };
-            let _ = writeln!(text, "  {:<3} {:<8} {}{what}", change.action.marker(), change.kind, change.path);
+            let _ = writeln!(text, "  {}{what}", change_line(change, palette));
             if let Some(diff) = &change.diff {
                 for line in diff.lines() {
-                    let _ = writeln!(text, "        {line}");
+                    let _ = writeln!(text, "        {}", diff_line(line, palette));
                 }
             }
         }
@@ -159,7 +230,13 @@ pub fn plan_text(plan: &crate::plan::Plan, root: &std::path::Path, jailfile: &st
             "Conflicts: jailprov did not create these and will not overwrite them (apply --adopt takes them over):\n",
         );
         for conflict in &plan.conflicts {
-            let _ = writeln!(text, "  !   {}: {}", conflict.path, conflict.reason);
+            let _ = writeln!(
+                text,
+                "  {}   {}: {}",
+                palette.paint(BOLD.fg_color(Some(AnsiColor::Red.into())), "!"),
+                conflict.path,
+                conflict.reason
+            );
         }
         text.push('\n');
     }
@@ -172,21 +249,26 @@ pub fn plan_text(plan: &crate::plan::Plan, root: &std::path::Path, jailfile: &st
     }
     let summary = plan.summary();
     if plan.changes.is_empty() && plan.conflicts.is_empty() {
-        text.push_str(&no_changes(jailfile));
+        text.push_str(&no_changes_in(jailfile, palette));
     } else {
         // Like Terraform, a replacement counts as one to add and one to destroy.
-        let mut line = format!(
-            "Plan: {} to add, {} to change, {} to destroy",
-            summary.create + summary.replace,
-            summary.update,
-            summary.delete + summary.replace
-        );
-        for (count, what) in [(summary.mount, "to mount"), (summary.unmount, "to unmount")] {
+        let counts = [
+            (summary.create + summary.replace, "to add", AnsiColor::Green),
+            (summary.update, "to change", AnsiColor::Yellow),
+            (summary.delete + summary.replace, "to destroy", AnsiColor::Red),
+        ];
+        let mut parts: Vec<String> = counts
+            .iter()
+            .map(|(count, what, color)| palette.paint(colored(*color), &format!("{count} {what}")))
+            .collect();
+        for (count, what, color) in
+            [(summary.mount, "to mount", AnsiColor::Green), (summary.unmount, "to unmount", AnsiColor::Red)]
+        {
             if count > 0 {
-                let _ = write!(line, ", {count} {what}");
+                parts.push(palette.paint(colored(color), &format!("{count} {what}")));
             }
         }
-        let _ = writeln!(text, "{line}.");
+        let _ = writeln!(text, "{} {}.", palette.paint(BOLD, "Plan:"), parts.join(", "));
     }
     text
 }
@@ -202,11 +284,15 @@ pub fn outcome(outcome: &crate::apply::Outcome) -> String {
     text
 }
 
-/// The closing line of a plan with nothing to do.
+/// The closing line of a plan with nothing to do (colored when stdout takes color).
 pub fn no_changes(jailfile: &std::path::Path) -> String {
+    no_changes_in(jailfile, Palette::for_stdout())
+}
+
+fn no_changes_in(jailfile: &std::path::Path, palette: Palette) -> String {
     let name =
         jailfile.file_name().map_or_else(|| jailfile.display().to_string(), |name| name.to_string_lossy().into_owned());
-    format!("No changes. The jail matches {name}.\n")
+    format!("{} The jail matches {name}.\n", palette.paint(BOLD.fg_color(Some(AnsiColor::Green.into())), "No changes."))
 }
 
 /// The plan as `{"format_version":"1","changes":[...],"summary":{...}}`.

@@ -1003,7 +1003,9 @@ fn interactive_apply_asks_on_a_terminal_and_refuses_without_one() {
             .expect("script starts");
         child.stdin.take().expect("piped stdin").write_all(answer.as_bytes()).expect("answer");
         let output = child.wait_with_output().expect("script ends");
-        (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stdout).into_owned())
+        // On a terminal the plan may be colored (TERM decides under `--color auto`): read its text.
+        let text = anstream::adapter::strip_str(&String::from_utf8_lossy(&output.stdout)).to_string();
+        (output.status.code().unwrap_or(-1), text)
     };
 
     let (code, text) = interactive("no\n");

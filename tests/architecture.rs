@@ -34,7 +34,8 @@ const LAYERS: &[&[&str]] = &[
     &["plan"],
     // apply may use enter's mounts for persistent mounts until they move; trace runs through enter.
     &["apply", "enter", "export", "trace"],
-    &["check"],
+    // init writes a first Jailfile from host look-ups (host, beside, jailfile's schema only).
+    &["check", "init"],
     // The face: nothing below imports it.
     &["render", "commands", "cli", "main"],
 ];
