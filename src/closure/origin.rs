@@ -11,6 +11,7 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::sync::Arc;
 
+use super::runtime::Need;
 use crate::spec::{BinarySpec, DeviceSpec, DirSpec, FileSpec, HostSource, MountSpec};
 use crate::tree::JailPath;
 
@@ -120,6 +121,8 @@ pub enum Origin {
     LinkTarget { link: JailPath },
     /// A symlink met on the way to `to`: in the jail for the same reason as `to`.
     Link { to: JailPath, reason: Box<Origin> },
+    /// What the object `importer` opens at run time because it imports `symbol` (runtime.rs).
+    Runtime { need: Need, symbol: Arc<str>, importer: JailPath },
 }
 
 impl Origin {
@@ -133,7 +136,8 @@ impl Origin {
             | Origin::Shebang { of: path }
             | Origin::Env { of: path }
             | Origin::Nss { nsswitch: path, .. }
-            | Origin::LinkTarget { link: path } => Some(path),
+            | Origin::LinkTarget { link: path }
+            | Origin::Runtime { importer: path, .. } => Some(path),
             Origin::Link { reason, .. } => reason.needer(),
             Origin::Declared(_)
             | Origin::MountTarget(_)
@@ -176,6 +180,7 @@ impl Origin {
             Origin::NameService => Cow::Borrowed("users/groups/network files"),
             Origin::UsrMerge => Cow::Borrowed("usr-merge layout of the host"),
             Origin::Link { reason, .. } => reason.name(),
+            Origin::Runtime { symbol, importer, .. } => Cow::Owned(format!("run-time: {symbol} in {importer}")),
             Origin::Needed { by: path, .. }
             | Origin::Interpreter { of: path }
             | Origin::Shebang { of: path }

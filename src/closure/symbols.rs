@@ -80,7 +80,9 @@ pub(super) fn check_program(loader: &Loader, mut facts: ProgramFacts, allow_unre
     if let Some(load) = &facts.load {
         // Only executables are started; a shared object named in `binaries` is loaded by others.
         if load.interpreter.is_some() {
-            facts.verdict = Some(judge_load(loader, &facts.canonical, load, allow_unresolved)?);
+            let (verdict, imports) = judge_load(loader, &facts.canonical, load, allow_unresolved)?;
+            facts.verdict = Some(verdict);
+            facts.imports = imports;
         }
     }
     for interpreter in [&mut facts.shebang, &mut facts.env_program] {
@@ -154,7 +156,14 @@ fn describe_unresolved(program: &Path, symbol: &UnresolvedSymbol) -> String {
     )
 }
 
-fn judge_load(loader: &Loader, program: &Path, load: &LoadResult, allow_unresolved: bool) -> Result<Verdict> {
+/// The verdict, and the run-time needs the program's own imports trigger (read here, with its
+/// symbols, rather than a second time).
+fn judge_load(
+    loader: &Loader,
+    program: &Path,
+    load: &LoadResult,
+    allow_unresolved: bool,
+) -> Result<(Verdict, Vec<super::runtime::Import>)> {
     let mapped = &load.mapped;
     let order = breadth_first(mapped, 0);
     let facts: Vec<Option<Arc<SymbolFacts>>> = mapped
@@ -166,6 +175,8 @@ fn judge_load(loader: &Loader, program: &Path, load: &LoadResult, allow_unresolv
         })
         .collect::<Result<_>>()?;
     let in_scope = |index: usize| facts[index].as_deref();
+    let imports =
+        in_scope(0).map(|own| super::runtime::program_imports(own, &mapped[0].info.needed, load)).unwrap_or_default();
     let mut verdict = Verdict {
         program: program.to_path_buf(),
         verdict: "ok",
@@ -189,7 +200,7 @@ fn judge_load(loader: &Loader, program: &Path, load: &LoadResult, allow_unresolv
     } else {
         "warning"
     };
-    Ok(verdict)
+    Ok((verdict, imports))
 }
 
 /// The objects from `start` on in glibc's breadth-first order (each once); when `start` is the

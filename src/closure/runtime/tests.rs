@@ -1,0 +1,51 @@
+use super::*;
+
+#[test]
+fn each_opening_function_triggers_its_need_and_nothing_else_does() {
+    let cases: &[(&str, Option<Need>)] = &[
+        ("iconv_open", Some(Need::Iconv)),
+        ("pthread_cancel", Some(Need::Unwind)),
+        ("pthread_exit", Some(Need::Unwind)),
+        ("backtrace", Some(Need::Unwind)),
+        ("_Unwind_Resume", Some(Need::Unwind)),
+        ("setlocale", Some(Need::Locales)),
+        ("newlocale", Some(Need::Locales)),
+        ("tzset", Some(Need::Timezones)),
+        ("localtime_r", Some(Need::Timezones)),
+        ("mktime", Some(Need::Timezones)),
+        ("strftime", Some(Need::Timezones)),
+        ("getaddrinfo", Some(Need::Resolver)),
+        ("gethostbyname", Some(Need::Resolver)),
+        ("getnameinfo", Some(Need::Resolver)),
+        ("openlog", Some(Need::Syslog)),
+        ("syslog", Some(Need::Syslog)),
+        ("iconv", None),
+        ("gmtime", None),
+        ("printf", None),
+        ("pthread_create", None),
+        ("setlocale_r", None),
+    ];
+    for (name, need) in cases {
+        assert_eq!(need_of_symbol(name.as_bytes()), *need, "{name}");
+    }
+}
+
+#[test]
+fn terminfo_readers_are_libtinfo_and_libncurses_by_soname() {
+    assert!(reads_terminfo("libtinfo.so.6"));
+    assert!(reads_terminfo("libncursesw.so.6"));
+    assert!(reads_terminfo("libncurses.so.6"));
+    assert!(!reads_terminfo("libreadline.so.8"));
+    assert!(!reads_terminfo("libc.so.6"));
+}
+
+#[test]
+fn origins_show_the_import_and_its_importer() {
+    let origin = Origin::Runtime {
+        need: Need::Iconv,
+        symbol: "iconv_open".into(),
+        importer: JailPath::parse("/usr/bin/iconv").expect("a valid jail path"),
+    };
+    assert_eq!(origin.to_string(), "run-time: iconv_open in /usr/bin/iconv");
+    assert_eq!(origin.needer().map(JailPath::as_str), Some("/usr/bin/iconv"), "it leaves with its importer");
+}
