@@ -279,3 +279,22 @@ fn a_syslog_user_gets_a_note_with_the_mount_to_add_and_no_copy() {
     let text = host_run(&jail, "closure", &[]).ok("closure with the mount").stdout;
     assert!(!text.contains("note:"), "the mount answers the note:\n{text}");
 }
+
+#[test]
+fn resolv_conf_comes_only_with_the_host_s_network() {
+    if !Path::new("/etc/resolv.conf").exists() {
+        eprintln!("SKIPPED resolv_conf_comes_only_with_the_host_s_network: the host has no /etc/resolv.conf");
+        return;
+    }
+    let listed = |text: &str| text.lines().any(|line| line.split_whitespace().nth(1) == Some("/etc/resolv.conf"));
+    let isolated = jailfile_only("\"getent\"", "");
+    let text = host_run(&isolated, "closure", &[]).ok("closure").stdout;
+    assert!(!listed(&text), "a jail with only loopback has no use for the host's resolvers:\n{text}");
+    assert!(text.contains("/etc/hosts"), "{text}");
+    let networked = Workspace::new("jailprov-runtime-");
+    networked.write_jailfile(&format!(
+        "root = \"{UNUSED_ROOT}\"\nbinaries = [\"getent\"]\n[enter]\nnetwork = \"host\"\nnamespaces = [\"mount\", \"pid\"]\n"
+    ));
+    let text = host_run(&networked, "closure", &[]).ok("closure").stdout;
+    assert!(listed(&text), "{text}");
+}

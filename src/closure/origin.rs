@@ -122,10 +122,18 @@ pub enum Origin {
     /// A symlink met on the way to `to`: in the jail for the same reason as `to`.
     Link { to: JailPath, reason: Box<Origin> },
     /// What the object `importer` opens at run time because it imports `symbol` (runtime.rs).
-    Runtime { need: Need, symbol: Arc<str>, importer: JailPath },
+    /// `shown` is its text, made once ([`Origin::runtime`]): a locale file has an origin per
+    /// program, compared and listed by text many times.
+    Runtime { need: Need, symbol: Arc<str>, importer: JailPath, shown: Arc<str> },
 }
 
 impl Origin {
+    /// Why a run-time need of `importer` is in the jail: "run-time: iconv_open in /usr/bin/iconv".
+    pub fn runtime(need: Need, symbol: Arc<str>, importer: JailPath) -> Origin {
+        let shown = format!("run-time: {symbol} in {importer}").into();
+        Origin::Runtime { need, symbol, importer, shown }
+    }
+
     /// The entry of the jail this origin hangs on (the object that needs the path, the script
     /// it interprets...): the path leaves the jail when that entry does. None for a Jailfile
     /// declaration or a reason of jailprov's own, which always hold.
@@ -180,7 +188,7 @@ impl Origin {
             Origin::NameService => Cow::Borrowed("users/groups/network files"),
             Origin::UsrMerge => Cow::Borrowed("usr-merge layout of the host"),
             Origin::Link { reason, .. } => reason.name(),
-            Origin::Runtime { symbol, importer, .. } => Cow::Owned(format!("run-time: {symbol} in {importer}")),
+            Origin::Runtime { shown, .. } => Cow::Borrowed(shown),
             Origin::Needed { by: path, .. }
             | Origin::Interpreter { of: path }
             | Origin::Shebang { of: path }

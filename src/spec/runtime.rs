@@ -460,6 +460,23 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::disallowed_methods)] // the test builds its sysroot with plain fs calls
+    fn a_locale_only_the_archive_has_brings_the_archive_and_a_directory_wins_over_it() {
+        let sysroot = tempfile::tempdir().expect("tempdir");
+        let locale_dir = sysroot.path().join("usr/lib/locale");
+        std::fs::create_dir_all(&locale_dir).expect("mkdir");
+        std::fs::write(locale_dir.join("locale-archive"), archive_with(&["C.utf8", "fr_FR.utf8"])).expect("archive");
+        let host = HostFs::new(sysroot.path());
+        let archive = Path::new(LOCALE_DIR).join("locale-archive");
+        assert_eq!(find_locale(&host, "fr_FR.UTF-8"), Ok(Some(LocaleSource::Archive(archive))));
+        assert_eq!(find_locale(&host, "de_DE.UTF-8"), Err(NoSuchLocale));
+        assert_eq!(find_locale(&host, "POSIX"), Ok(None), "built in");
+        std::fs::create_dir(locale_dir.join("C.utf8")).expect("mkdir C.utf8");
+        assert_eq!(find_locale(&host, "C.UTF-8"), Ok(Some(LocaleSource::Dir(Path::new(LOCALE_DIR).join("C.utf8")))));
+        assert_eq!(host_locales(&host), ["C.utf8", "fr_FR.utf8"]);
+    }
+
+    #[test]
     fn zone_names_cannot_climb_out_of_zoneinfo() {
         let host = HostFs::real();
         assert_eq!(zone_file(&host, "../../../etc/passwd"), None);

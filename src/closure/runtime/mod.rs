@@ -133,7 +133,7 @@ pub(super) struct Importer {
 
 impl Importer {
     fn origin(&self) -> Origin {
-        Origin::Runtime { need: self.import.need, symbol: self.import.symbol.clone(), importer: self.jail_path.clone() }
+        Origin::runtime(self.import.need, self.import.symbol.clone(), self.jail_path.clone())
     }
 }
 
@@ -156,8 +156,11 @@ pub(super) fn add_runtime(spec: &Spec, loader: &Loader, builder: &mut Builder) -
     {
         return Ok(());
     }
+    let _t = crate::timings::phase("closure: run-time needs, libraries' imports");
     let mut importers = std::mem::take(&mut builder.importers);
     importers.extend(library_importers(loader, builder)?);
+    drop(_t);
+    let _t = crate::timings::phase("closure: run-time needs, their files");
     let mut by_need: BTreeMap<Need, Vec<Importer>> = BTreeMap::new();
     for importer in importers.into_iter().filter(|importer| switched_on(importer.import.need)) {
         by_need.entry(importer.import.need).or_default().push(importer);
@@ -165,22 +168,26 @@ pub(super) fn add_runtime(spec: &Spec, loader: &Loader, builder: &mut Builder) -
     for (need, mut importers) in by_need {
         importers.sort_by(|a, b| a.jail_path.cmp(&b.jail_path));
         importers.dedup_by(|a, b| a.jail_path == b.jail_path);
-        let mut adder = Adder { builder: &mut *builder, importers: &importers };
+        let _need = crate::timings::phase(match need {
+            Need::Iconv => "  run-time: iconv",
+            Need::Unwind => "  run-time: unwind",
+            Need::Locales => "  run-time: locales",
+            Need::Timezones => "  run-time: timezones",
+            Need::Resolver => "  run-time: resolver",
+            Need::Terminfo => "  run-time: terminfo",
+            Need::Syslog => "  run-time: syslog",
+        });
+        let mut adder = Adder::new(&mut *builder, &importers);
         match need {
             Need::Iconv => {
                 let charsets = runtime.iconv.as_ref().expect("switched on");
                 for (ident, group) in by_architecture(loader, &importers)? {
-                    gconv::add_gconv(
-                        loader,
-                        &mut Adder { builder: &mut *adder.builder, importers: &group },
-                        &ident,
-                        charsets,
-                    )?;
+                    gconv::add_gconv(loader, &mut Adder::new(&mut *adder.builder, &group), &ident, charsets)?;
                 }
             }
             Need::Unwind => {
                 for (ident, group) in by_architecture(loader, &importers)? {
-                    add_libgcc(loader, &mut Adder { builder: &mut *adder.builder, importers: &group }, &ident)?;
+                    add_libgcc(loader, &mut Adder::new(&mut *adder.builder, &group), &ident)?;
                 }
             }
             Need::Locales => {
@@ -328,14 +335,23 @@ fn mount_kind_name(kind: MountKind) -> &'static str {
 struct Adder<'b, 'a, 'i> {
     builder: &'b mut Builder<'a>,
     importers: &'i [Importer],
+    /// The importers' origins, made once (not once per file).
+    origins: Vec<Origin>,
+}
+
+impl<'b, 'a, 'i> Adder<'b, 'a, 'i> {
+    fn new(builder: &'b mut Builder<'a>, importers: &'i [Importer]) -> Adder<'b, 'a, 'i> {
+        let origins = importers.iter().map(Importer::origin).collect();
+        Adder { builder, importers, origins }
+    }
 }
 
 impl Adder<'_, '_, '_> {
     /// One host file (the links on its way kept); returns its jail path.
     fn file(&mut self, host_path: &Path) -> Result<JailPath> {
         let mut placed = None;
-        for importer in self.importers {
-            placed = Some(self.builder.add_host_path(host_path, EntryKind::RuntimeFile, importer.origin())?);
+        for origin in &self.origins {
+            placed = Some(self.builder.add_host_path(host_path, EntryKind::RuntimeFile, origin.clone())?);
         }
         match placed {
             Some(path) => Ok(path),

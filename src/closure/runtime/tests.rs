@@ -41,11 +41,11 @@ fn terminfo_readers_are_libtinfo_and_libncurses_by_soname() {
 
 #[test]
 fn origins_show_the_import_and_its_importer() {
-    let origin = Origin::Runtime {
-        need: Need::Iconv,
-        symbol: "iconv_open".into(),
-        importer: JailPath::parse("/usr/bin/iconv").expect("a valid jail path"),
-    };
+    let origin = Origin::runtime(
+        Need::Iconv,
+        "iconv_open".into(),
+        JailPath::parse("/usr/bin/iconv").expect("a valid jail path"),
+    );
     assert_eq!(origin.to_string(), "run-time: iconv_open in /usr/bin/iconv");
     assert_eq!(origin.needer().map(JailPath::as_str), Some("/usr/bin/iconv"), "it leaves with its importer");
 }
