@@ -17,7 +17,7 @@ use super::dynsym::SymbolFacts;
 use super::elf::ElfIdent;
 use super::loader::{LoadResult, Loader};
 use super::{jail_path_of, Builder, EntryKind, Origin};
-use crate::jailfile::{MountKind, NetworkMode};
+use crate::jailfile::NetworkMode;
 use crate::spec::{LocaleSource, Spec, Timezones, ZONEINFO_DIR};
 use crate::tree::JailPath;
 
@@ -299,8 +299,10 @@ fn add_libgcc(loader: &Loader, adder: &mut Adder, ident: &ElfIdent) -> Result<()
 /// The note for `openlog`/`syslog` importers: /dev/log is a socket of the host's logger, which
 /// only a bind mount brings.
 fn note_syslog(spec: &Spec, builder: &mut Builder, importers: &[Importer]) {
-    let mounted =
-        spec.mounts.iter().any(|mount| mount.target.as_str() == "/dev/log" || mount.target.as_str() == "/dev");
+    let mounted = spec.mounts.iter().any(|mount| {
+        let target = mount.target.as_str();
+        target == "/dev/log" || target == "/dev" || target == "/run/systemd/journal"
+    });
     if mounted || importers.is_empty() {
         return;
     }
@@ -311,23 +313,27 @@ fn note_syslog(spec: &Spec, builder: &mut Builder, importers: &[Importer]) {
         .collect();
     let more = importers.len().saturating_sub(3);
     let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+    let link_target = builder.host.read_link(Path::new("/dev/log")).ok();
     builder.closure.notes.push(format!(
-        "{}{more} log through syslog(3), which writes to /dev/log: the jail has none, so those messages are lost. \
-         To keep them, add to {}:\n  [[mounts]]\n  kind = \"{}\"\n  source = \"/dev/log\"\n  target = \"/dev/log\"",
+        "{}{more} log through syslog(3), which writes to the socket /dev/log: the jail has none, so those \
+         messages are lost. To keep them, add to {}:\n{}",
         names.join(", "),
         spec.jailfile.display(),
-        mount_kind_name(MountKind::Bind)
+        syslog_lines(link_target.as_deref())
     ));
 }
 
-fn mount_kind_name(kind: MountKind) -> &'static str {
-    match kind {
-        MountKind::Bind => "bind",
-        MountKind::Proc => "proc",
-        MountKind::Tmpfs => "tmpfs",
-        MountKind::Sysfs => "sysfs",
-        MountKind::Devpts => "devpts",
-        MountKind::Mqueue => "mqueue",
+/// The Jailfile lines that give a jail the host's /dev/log. A mount goes onto a directory: where
+/// /dev/log is a link (systemd: to /run/systemd/journal/dev-log), the link is copied and the
+/// socket's directory bound; else /dev/log itself is bound.
+fn syslog_lines(dev_log_target: Option<&Path>) -> String {
+    let socket_dir = dev_log_target.filter(|target| target.is_absolute()).and_then(Path::parent);
+    match socket_dir {
+        Some(dir) => format!(
+            "  [[files]]\n  src = \"/dev/log\"\n  [[mounts]]\n  kind = \"bind\"\n  source = \"{0}\"\n  target = \"{0}\"",
+            dir.display()
+        ),
+        None => "  [[mounts]]\n  kind = \"bind\"\n  source = \"/dev/log\"\n  target = \"/dev/log\"".to_owned(),
     }
 }
 

@@ -49,3 +49,15 @@ fn origins_show_the_import_and_its_importer() {
     assert_eq!(origin.to_string(), "run-time: iconv_open in /usr/bin/iconv");
     assert_eq!(origin.needer().map(JailPath::as_str), Some("/usr/bin/iconv"), "it leaves with its importer");
 }
+
+#[test]
+fn syslog_lines_bind_the_socket_s_directory_when_dev_log_is_a_link() {
+    assert_eq!(
+        syslog_lines(Some(Path::new("/run/systemd/journal/dev-log"))),
+        "  [[files]]\n  src = \"/dev/log\"\n  [[mounts]]\n  kind = \"bind\"\n  source = \"/run/systemd/journal\"\n  \
+         target = \"/run/systemd/journal\""
+    );
+    let plain = "  [[mounts]]\n  kind = \"bind\"\n  source = \"/dev/log\"\n  target = \"/dev/log\"";
+    assert_eq!(syslog_lines(None), plain, "a socket at /dev/log itself");
+    assert_eq!(syslog_lines(Some(Path::new("dev-log"))), plain, "a relative link names no directory to bind");
+}
