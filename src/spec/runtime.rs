@@ -166,11 +166,10 @@ impl Validator<'_> {
                     );
                     let known = host_zones(self.host);
                     let help = match closest(name.get_ref(), known.iter().map(String::as_str)) {
-                        Some(near) => format!("did you mean {near:?}? (the host has {} zones)", known.len()),
+                        Some(near) => format!("did you mean {near:?}?"),
                         None if known.is_empty() => "the host has no zoneinfo: install tzdata".to_owned(),
                         None => format!(
-                            "the host has {} zones, e.g. \"Europe/Paris\", \"UTC\"; or \"*\" for all",
-                            known.len()
+                            "a zone is a path under {ZONEINFO_DIR} such as \"Europe/Paris\" or \"UTC\"; \"*\" brings them all"
                         ),
                     };
                     self.report(problem.with_help(help));
@@ -188,10 +187,8 @@ impl Validator<'_> {
                 None => {
                     let known = host_terminals(self.host);
                     let help = match closest(name.get_ref(), known.iter().map(String::as_str)) {
-                        Some(near) => format!("did you mean {near:?}? (the host has {} terminfo entries)", known.len()),
-                        None => {
-                            format!("the host has {} terminfo entries in {}", known.len(), TERMINFO_DIRS.join(", "))
-                        }
+                        Some(near) => format!("did you mean {near:?}?"),
+                        None => format!("the host's terminfo entries are in {}", TERMINFO_DIRS.join(", ")),
                     };
                     self.report(
                         Problem::at(
