@@ -174,10 +174,29 @@ fn host_run(jail: &Workspace, subcommand: &str, extra: &[&str]) -> Run {
     output(command)
 }
 
-/// The gconv module of ISO-8859-1 on this host, found through iconv's libc.
-fn latin1_module() -> String {
+/// A file of the gconv directory of this host's libc (where iconv's libc looks).
+fn gconv_file(name: &str) -> String {
     let libc = std::fs::canonicalize("/lib/x86_64-linux-gnu/libc.so.6").expect("an x86-64 glibc host");
-    libc.parent().expect("libc has a directory").join("gconv/ISO8859-1.so").display().to_string()
+    libc.parent().expect("libc has a directory").join("gconv").join(name).display().to_string()
+}
+
+/// The gconv module of ISO-8859-1 on this host.
+fn latin1_module() -> String {
+    gconv_file("ISO8859-1.so")
+}
+
+/// The gconv configuration files of this host (the modules hang on them).
+fn gconv_configs() -> Vec<String> {
+    let mut configs = vec![gconv_file("gconv-modules"), gconv_file("gconv-modules.cache")];
+    let confd = gconv_file("gconv-modules.d");
+    for entry in std::fs::read_dir(&confd).into_iter().flatten().flatten() {
+        if entry.file_name().to_string_lossy().ends_with(".conf") {
+            configs.push(entry.path().display().to_string());
+        }
+    }
+    configs.retain(|config| Path::new(config).is_file());
+    configs.sort();
+    configs
 }
 
 #[test]
@@ -190,7 +209,13 @@ fn closure_lists_each_run_time_file_with_the_import_that_needs_it() {
         .find(|line| line.split_whitespace().nth(1) == Some(module.as_str()))
         .unwrap_or_else(|| panic!("{module} listed:\n{text}"));
     assert!(line.starts_with("run-time "), "its own kind: {line}");
-    assert!(line.ends_with("run-time: iconv_open in /usr/bin/iconv"), "its reason: {line}");
+    let config = gconv_file("gconv-modules");
+    assert!(line.contains(&config), "a module is there because the configuration names it: {line}");
+    let config_line = text
+        .lines()
+        .find(|line| line.split_whitespace().nth(1) == Some(config.as_str()))
+        .unwrap_or_else(|| panic!("{config} listed:\n{text}"));
+    assert!(config_line.ends_with("  run-time: iconv_open in /usr/bin/iconv"), "its reason: {config_line}");
     assert!(!text.contains("/usr/lib/locale/"), "locales = false brings none:\n{text}");
     assert!(!text.contains("gconv/IBM"), "charsets narrows the modules:\n{text}");
 
@@ -202,7 +227,12 @@ fn closure_lists_each_run_time_file_with_the_import_that_needs_it() {
         .and_then(|entries| entries.iter().find(|entry| entry["path"] == module.as_str()))
         .unwrap_or_else(|| panic!("{module} in the JSON"));
     assert_eq!(entry["kind"], "run-time");
-    assert_eq!(entry["needed_by"], serde_json::json!(["run-time: iconv_open in /usr/bin/iconv"]));
+    assert_eq!(entry["needed_by"], serde_json::json!(gconv_configs()));
+    let config = json["entries"]
+        .as_array()
+        .and_then(|entries| entries.iter().find(|entry| entry["path"] == gconv_file("gconv-modules").as_str()))
+        .unwrap_or_else(|| panic!("gconv-modules in the JSON"));
+    assert_eq!(config["needed_by"], serde_json::json!(["run-time: iconv_open in /usr/bin/iconv"]));
 }
 
 #[test]
@@ -210,13 +240,18 @@ fn why_names_the_import_and_the_lock_pins_the_run_time_entry() {
     let jail = jailfile_only("\"iconv\"", "charsets = [\"ISO-8859-1\"]");
     let module = latin1_module();
     let why = host_run(&jail, "why", &[&module]).ok("why").stdout;
-    assert!(why.contains("needed at run time (iconv_open) by /usr/bin/iconv (binary)"), "{why}");
-    assert!(why.contains("binaries[0] = \"iconv\""), "{why}");
+    let lines: Vec<&str> = why.lines().collect();
+    assert_eq!(lines.len(), 4, "module, its configuration, iconv, the Jailfile:\n{why}");
+    assert_eq!(lines[0], format!("{module} (run-time)"));
+    assert!(lines[1].starts_with("  needed by ") && lines[1].contains("/gconv/gconv-modules"), "{why}");
+    assert_eq!(lines[2], "    needed at run time (iconv_open) by /usr/bin/iconv (binary)", "{why}");
+    assert!(lines[3].contains("binaries[0] = \"iconv\""), "{why}");
 
     host_run(&jail, "lock", &[]).ok("lock");
     let lock = std::fs::read_to_string(jail.dir.join("Jailfile.lock")).expect("the lock is written");
-    let line = lock.lines().find(|line| line.contains(&format!("\"path\":\"{module}\""))).unwrap_or_else(|| {
-        panic!("{module} pinned in the lock:\n{lock}");
+    let config = gconv_file("gconv-modules");
+    let line = lock.lines().find(|line| line.contains(&format!("\"path\":\"{config}\""))).unwrap_or_else(|| {
+        panic!("{config} pinned in the lock:\n{lock}");
     });
     assert!(line.contains("\"kind\":\"run-time\""), "{line}");
     assert!(line.contains("\"needed_by\":[\"run-time: iconv_open in /usr/bin/iconv\"]"), "{line}");
@@ -297,4 +332,16 @@ fn resolv_conf_comes_only_with_the_host_s_network() {
     ));
     let text = host_run(&networked, "closure", &[]).ok("closure").stdout;
     assert!(listed(&text), "{text}");
+}
+
+#[test]
+fn excluding_the_gconv_configuration_takes_the_modules_it_names_with_it() {
+    let jail = Workspace::new("jailprov-runtime-");
+    let dir = gconv_file("");
+    jail.write_jailfile(&format!(
+        "root = \"{UNUSED_ROOT}\"\nbinaries = [\"iconv\"]\nexclude = [\"{dir}gconv-modules*\", \"{dir}gconv-modules.d/**\"]\n"
+    ));
+    let text = host_run(&jail, "closure", &[]).ok("closure").stdout;
+    assert!(!text.contains(&latin1_module()), "no configuration names it any more:\n{text}");
+    assert!(text.contains("/usr/lib/locale/C.utf8/LC_CTYPE"), "the other needs stay:\n{text}");
 }

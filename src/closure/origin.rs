@@ -125,6 +125,8 @@ pub enum Origin {
     /// `shown` is its text, made once ([`Origin::runtime`]): a locale file has an origin per
     /// program, compared and listed by text many times.
     Runtime { need: Need, symbol: Arc<str>, importer: JailPath, shown: Arc<str> },
+    /// A gconv module the gconv configuration file `config` names (brought for `iconv_open`).
+    GconvConfig { config: JailPath },
 }
 
 impl Origin {
@@ -145,7 +147,8 @@ impl Origin {
             | Origin::Env { of: path }
             | Origin::Nss { nsswitch: path, .. }
             | Origin::LinkTarget { link: path }
-            | Origin::Runtime { importer: path, .. } => Some(path),
+            | Origin::Runtime { importer: path, .. }
+            | Origin::GconvConfig { config: path } => Some(path),
             Origin::Link { reason, .. } => reason.needer(),
             Origin::Declared(_)
             | Origin::MountTarget(_)
@@ -194,6 +197,7 @@ impl Origin {
             | Origin::Shebang { of: path }
             | Origin::Env { of: path }
             | Origin::Nss { nsswitch: path, .. }
+            | Origin::GconvConfig { config: path }
             | Origin::LinkTarget { link: path } => Cow::Borrowed(path.as_str()),
         }
     }

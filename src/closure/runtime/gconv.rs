@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use super::Adder;
 use crate::closure::elf::ElfIdent;
 use crate::closure::loader::Loader;
-use crate::closure::EntryKind;
+use crate::closure::{EntryKind, Origin};
 use crate::diagnostics::closest;
 use crate::spec::Charsets;
 
@@ -164,15 +164,24 @@ pub(super) fn add_gconv(loader: &Loader, adder: &mut Adder, ident: &ElfIdent, ch
     if host.is_file(&cache) {
         config_files.push(cache);
     }
+    let mut configs = Vec::new();
     for file in &config_files {
-        adder.file(file)?;
+        configs.push(adder.file(file)?);
     }
+    // A module is loaded because a configuration file names it: it hangs on those files (and
+    // leaves with the last of them), not on every importer of iconv_open again.
+    let origins: Vec<Origin> = configs.into_iter().map(|config| Origin::GconvConfig { config }).collect();
     // Read in parallel (a few hundred small files), placed in order.
     let modules = module_files(&config, &dir, charsets, host)?;
     let loads: Vec<_> = modules.par_iter().map(|module| loader.load_library(module)).collect::<Result<_>>()?;
     for (module, load) in modules.iter().zip(loads) {
-        let own = adder.file(module)?;
-        adder.builder.add_load(&load, &own, EntryKind::Library)?;
+        let mut own = None;
+        for origin in &origins {
+            own = Some(adder.builder.add_host_path(module, EntryKind::RuntimeFile, origin.clone())?);
+        }
+        if let Some(own) = own {
+            adder.builder.add_load(&load, &own, EntryKind::Library)?;
+        }
     }
     Ok(())
 }

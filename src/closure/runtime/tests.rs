@@ -48,6 +48,10 @@ fn origins_show_the_import_and_its_importer() {
     );
     assert_eq!(origin.to_string(), "run-time: iconv_open in /usr/bin/iconv");
     assert_eq!(origin.needer().map(JailPath::as_str), Some("/usr/bin/iconv"), "it leaves with its importer");
+    let config = JailPath::parse("/usr/lib/x86_64-linux-gnu/gconv/gconv-modules").expect("a valid jail path");
+    let module = Origin::GconvConfig { config: config.clone() };
+    assert_eq!(module.to_string(), config.as_str(), "a module shows the configuration that names it");
+    assert_eq!(module.needer(), Some(&config));
 }
 
 #[test]
