@@ -111,6 +111,7 @@ fn node_for(entry: Box<Entry>, host: &HostFs) -> Result<DesiredNode> {
         | EntryKind::Library
         | EntryKind::ScriptInterpreter
         | EntryKind::NssModule
+        | EntryKind::RuntimeFile
         | EntryKind::File => {
             let source = source_of(&entry)?;
             let (source_print, mode) = match entry.source_stat {

@@ -64,6 +64,87 @@ pub struct Jailfile {
     /// How `jailprov enter` runs a command inside the jail.
     #[schemars(with = "Option<EnterSection>")]
     pub enter: Option<Spanned<EnterSection>>,
+    /// What the jail's programs open while they run, found from what they import (their
+    /// undefined dynamic symbols): gconv modules for `iconv_open`, libgcc_s for
+    /// `pthread_cancel`, locales for `setlocale`, zoneinfo for `localtime`, resolver files for
+    /// `getaddrinfo`, terminfo for libtinfo users. All on by default.
+    #[schemars(with = "Option<RuntimeSection>")]
+    pub runtime: Option<Spanned<RuntimeSection>>,
+}
+
+/// The `[runtime]` table: which run-time needs the closure brings, and which of each.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeSection {
+    /// false switches every run-time need off (the closure is then the ELF closure alone).
+    /// Default true.
+    pub enabled: Option<bool>,
+    /// `iconv_open` importers get gconv-modules, gconv-modules.d/, gconv-modules.cache and the
+    /// charset modules of `charsets`. Default true.
+    pub iconv: Option<bool>,
+    /// Charsets whose gconv modules are brought, as iconv names them (e.g. "ISO-8859-1").
+    /// Default: every module of the host.
+    #[schemars(with = "Option<Vec<String>>")]
+    pub charsets: Option<Vec<Spanned<String>>>,
+    /// Importers of `pthread_cancel`, `pthread_exit`, `_Unwind_*` or `backtrace` get
+    /// libgcc_s.so.1 (glibc dlopens it to unwind). Default true.
+    pub unwind: Option<bool>,
+    /// `setlocale`/`newlocale` importers get these locales from /usr/lib/locale (a locale
+    /// directory, or the locale-archive when that is all the host has); false switches this
+    /// off. Default ["C.UTF-8"].
+    #[schemars(with = "Option<SwitchOrNames>")]
+    pub locales: Option<Spanned<SwitchOrNames>>,
+    /// `tzset`/`localtime`/`mktime`/`strftime` importers get /etc/localtime as the host has it
+    /// and these zones of /usr/share/zoneinfo (["*"]: all of it); false switches this off.
+    /// Default: the host's zone and UTC.
+    #[schemars(with = "Option<SwitchOrNames>")]
+    pub timezones: Option<Spanned<SwitchOrNames>>,
+    /// `getaddrinfo`/`gethostbyname`/`getnameinfo` importers get /etc/hosts, host.conf,
+    /// gai.conf, resolv.conf when `[enter].network = "host"`, and the NSS modules of the
+    /// `hosts:` line. Default true.
+    pub resolver: Option<bool>,
+    /// Programs that load libtinfo or libncurses get the terminfo entries of `terminals`.
+    /// Default true.
+    pub terminfo: Option<bool>,
+    /// Terminal names whose terminfo entries are brought. Default xterm, xterm-256color, screen,
+    /// screen-256color, tmux, tmux-256color, linux, vt100, dumb (those the host has).
+    #[schemars(with = "Option<Vec<String>>")]
+    pub terminals: Option<Vec<Spanned<String>>>,
+}
+
+/// `false` (switched off), `true` (the default list), or a list of names.
+#[derive(Debug, Clone, PartialEq, Eq, JsonSchema)]
+#[serde(untagged)]
+pub enum SwitchOrNames {
+    /// true: the default list; false: none.
+    Switch(bool),
+    /// The names to bring.
+    Names(#[schemars(with = "Vec<String>")] Vec<Spanned<String>>),
+}
+
+// A bool or a list; a hand-written visitor keeps the spans of the names (untagged would lose
+// them) and says what is expected.
+impl<'de> Deserialize<'de> for SwitchOrNames {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SwitchVisitor;
+        impl<'de> Visitor<'de> for SwitchVisitor {
+            type Value = SwitchOrNames;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("true, false or a list of names such as [\"C.UTF-8\"]")
+            }
+            fn visit_bool<E: de::Error>(self, value: bool) -> Result<SwitchOrNames, E> {
+                Ok(SwitchOrNames::Switch(value))
+            }
+            fn visit_seq<S: de::SeqAccess<'de>>(self, mut seq: S) -> Result<SwitchOrNames, S::Error> {
+                let mut names = Vec::new();
+                while let Some(name) = seq.next_element::<Spanned<String>>()? {
+                    names.push(name);
+                }
+                Ok(SwitchOrNames::Names(names))
+            }
+        }
+        deserializer.deserialize_any(SwitchVisitor)
+    }
 }
 
 /// A device node: a path such as "/dev/null", or a table when it needs more.

@@ -21,6 +21,9 @@ pub fn closure_text(closure: &Closure) -> String {
         let _ = writeln!(text, "{:<18} {:<width$}  {}", entry.kind.label(), shown, needers(entry));
     }
     text.push_str(&summary(closure));
+    for note in &closure.notes {
+        let _ = writeln!(text, "note: {note}");
+    }
     text
 }
 
@@ -120,10 +123,23 @@ pub fn why_text(why: &Why, jailfile: &str) -> String {
         if index == 0 {
             let _ = writeln!(text, "{described}");
         } else {
-            let _ = writeln!(text, "{}needed by {described}", "  ".repeat(index));
+            let _ = writeln!(text, "{}needed {}by {described}", "  ".repeat(index), run_time_import(why, index));
         }
     }
     text
+}
+
+/// "at run time (iconv_open) " when the entry before `index` is in the chain for an import of
+/// the entry at `index`; empty otherwise.
+fn run_time_import(why: &Why, index: usize) -> String {
+    let (Some(needed), Some(needer)) = (why.entries.get(index - 1), why.entries.get(index)) else {
+        return String::new();
+    };
+    let import = needed.origins.iter().find_map(|origin| match origin.reason() {
+        Origin::Runtime { symbol, importer, .. } if *importer == needer.path => Some(symbol),
+        _ => None,
+    });
+    import.map(|symbol| format!("at run time ({symbol}) ")).unwrap_or_default()
 }
 
 /// The end of a why-chain: a binary with what it names, another Jailfile key, or a reason of

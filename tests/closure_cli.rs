@@ -261,9 +261,13 @@ fn reversed_components(path: &Path) -> Vec<OsString> {
     parts
 }
 
+const BASH_ELF_ONLY: &str = "binaries = [\"bash\"]\n\n[runtime]\nenabled = false\n";
+
+/// bash's ELF closure alone: its run-time needs (gconv modules, locales...) are pinned by
+/// tests/runtime.rs.
 fn bash_jail() -> (Workdir, Listing) {
     let work = Workdir::new();
-    work.jailfile("binaries = [\"bash\"]\n");
+    work.jailfile(BASH_ELF_ONLY);
     let listing = work.listing();
     (work, listing)
 }
@@ -275,7 +279,7 @@ fn bash_jail() -> (Workdir, Listing) {
 #[test]
 fn json_is_an_entries_list_with_path_kind_needed_by_and_host_sources() {
     let work = Workdir::new();
-    work.jailfile("binaries = [\"bash\"]\n");
+    work.jailfile(BASH_ELF_ONLY);
     let stdout = work.closure_ok(&["--format", "json"]);
     let json: Value = serde_json::from_str(&stdout).expect("closure --format json is JSON");
     let entries = json["entries"].as_array().unwrap_or_else(|| panic!("{{\"entries\": [...]}} expected:\n{stdout}"));

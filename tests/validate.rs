@@ -49,6 +49,14 @@ fn unknown_key_in_a_nested_table_names_its_key_path() {
 }
 
 #[test]
+fn runtime_names_the_host_lacks_and_a_switch_of_the_wrong_type_are_refused() {
+    insta::assert_snapshot!(rejected(
+        "root = \"/srv/jails/t\"\n[runtime]\ntimezones = [\"UTC\", \"../../../etc/passwd\"]\nterminals = [\"zz-no-such-terminal\"]\n"
+    ));
+    insta::assert_snapshot!(rejected("root = \"/srv/jails/t\"\n[runtime]\nlocales = \"C.UTF-8\"\n"));
+}
+
+#[test]
 fn root_slash_is_refused() {
     insta::assert_snapshot!(rejected("root = \"/\"\n"));
 }

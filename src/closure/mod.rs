@@ -13,6 +13,7 @@ pub mod loader;
 pub mod nss;
 pub mod origin;
 pub mod platform;
+pub mod runtime;
 pub mod script;
 pub mod symbols;
 mod walk;
@@ -63,6 +64,11 @@ pub enum EntryKind {
     Content,
     /// A file jailprov writes: /etc/passwd, /etc/group, /etc/nsswitch.conf.
     Generated,
+    /// What a program opens while it runs (a gconv module, a locale, a zone...), brought for an
+    /// import of one of the jail's objects (runtime.rs). Last: any other reason for the same
+    /// path names it better.
+    #[serde(rename = "run-time")]
+    RuntimeFile,
 }
 
 impl EntryKind {
@@ -79,6 +85,7 @@ impl EntryKind {
             EntryKind::Device => "device",
             EntryKind::Content => "content",
             EntryKind::Generated => "generated",
+            EntryKind::RuntimeFile => "run-time",
         }
     }
 }
@@ -132,6 +139,9 @@ pub struct Closure {
     /// Each started program's symbol and version verdict (src/closure/symbols.rs).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub symbols: Vec<symbols::Verdict>,
+    /// What the jail may need that no copy gives (a socket to mount), with the Jailfile lines.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl Entry {
@@ -170,6 +180,8 @@ struct ProgramFacts {
     verdict: Option<symbols::Verdict>,
     /// The program's own symbols, read with its ELF headers when it is judged (taken by the check).
     symbols: Option<Arc<dynsym::SymbolFacts>>,
+    /// The run-time needs its imports trigger (read with its symbols for the checks).
+    imports: Vec<runtime::Import>,
 }
 
 /// The closure of a validated Jailfile on this host (its loader rules and ld.so.cache); the
@@ -193,6 +205,7 @@ pub fn build(spec: &Spec, loader: &Loader) -> Result<Closure> {
         closure: Closure::default(),
         resolved: HashMap::default(),
         missing: Vec::new(),
+        importers: Vec::new(),
     };
 
     // Programs are read in parallel and placed, in Jailfile order, as their results arrive: the
@@ -257,6 +270,8 @@ pub fn build(spec: &Spec, loader: &Loader) -> Result<Closure> {
         }
     }
     builder.add_accounts(spec);
+    // Before NSS: the resolver files it brings are network files, which ask for nsswitch.conf.
+    runtime::add_runtime(spec, loader, &mut builder)?;
     nss::add_nss(spec, loader, &mut builder)?;
     builder.add_usr_merge_links()?;
     builder.apply_exclude(spec);
@@ -296,6 +311,7 @@ fn analyze_program(
         env_program: None,
         verdict: None,
         symbols: None,
+        imports: Vec::new(),
     };
     let (info, symbols) = if judged { loader.program(&canonical)? } else { (loader.elf(&canonical)?, None) };
     facts.symbols = symbols;
@@ -354,6 +370,8 @@ pub struct Builder<'a> {
     /// Host path -> the links on its way and its canonical jail path (resolved once).
     resolved: HashMap<std::ffi::OsString, Arc<Placement>>,
     missing: Vec<MissingLibrary>,
+    /// Programs whose imports trigger a run-time need (libraries are scanned in runtime.rs).
+    importers: Vec<runtime::Importer>,
 }
 
 /// Records one more reason for `entry` (origins are deduplicated in `finish`; most repeats are
@@ -478,6 +496,11 @@ impl Builder<'_> {
         self.add_links_on_the_way(&placement.links, &path, &origin);
         self.add(path.clone(), kind, Some(facts.canonical.clone()), origin);
         self.closure.symbols.extend(facts.verdict.clone());
+        self.importers.extend(facts.imports.iter().map(|import| runtime::Importer {
+            import: import.clone(),
+            jail_path: path.clone(),
+            host_path: facts.canonical.clone(),
+        }));
         self.resolved.insert(facts.named.as_os_str().to_owned(), Arc::new(placement));
         self.add_dependencies(facts, &path)?;
         Ok(path)
@@ -708,7 +731,12 @@ impl Builder<'_> {
             .filter(|entry| {
                 matches!(
                     entry.kind,
-                    EntryKind::File | EntryKind::Library | EntryKind::Symlink | EntryKind::Dir | EntryKind::NssModule
+                    EntryKind::File
+                        | EntryKind::Library
+                        | EntryKind::Symlink
+                        | EntryKind::Dir
+                        | EntryKind::NssModule
+                        | EntryKind::RuntimeFile
                 ) && (spec.exclude.is_excluded(Path::new(entry.path.as_str()))
                     || entry.source.as_deref().is_some_and(|source| spec.exclude.is_excluded(source)))
             })
@@ -845,7 +873,12 @@ impl Closure {
         let mut queue = std::collections::VecDeque::from([start]);
         while let Some(entry) = queue.pop_front() {
             for origin in &entry.origins {
-                let name = origin.name();
+                // Keyed by the entry it hangs on, so the chain can be walked back by path (a
+                // run-time origin shows as more than its importer's path).
+                let name = match origin.needer() {
+                    Some(needer) => std::borrow::Cow::Borrowed(needer.as_str()),
+                    None => origin.name(),
+                };
                 if previous.contains_key(&name) || name == start.path.as_str() {
                     continue;
                 }

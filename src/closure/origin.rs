@@ -11,6 +11,7 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::sync::Arc;
 
+use super::runtime::Need;
 use crate::spec::{BinarySpec, DeviceSpec, DirSpec, FileSpec, HostSource, MountSpec};
 use crate::tree::JailPath;
 
@@ -123,9 +124,21 @@ pub enum Origin {
     /// The jail's own /etc/ld.so.cache, for libraries the host finds only through the cache in
     /// these directories (listed in /etc/ld.so.conf.d, outside the loader's built-in ones).
     LibraryCache { dirs: Vec<String> },
+    /// What the object `importer` opens at run time because it imports `symbol` (runtime.rs).
+    /// `shown` is its text, made once ([`Origin::runtime`]): a locale file has an origin per
+    /// program, compared and listed by text many times.
+    Runtime { need: Need, symbol: Arc<str>, importer: JailPath, shown: Arc<str> },
+    /// A gconv module the gconv configuration file `config` names (brought for `iconv_open`).
+    GconvConfig { config: JailPath },
 }
 
 impl Origin {
+    /// Why a run-time need of `importer` is in the jail: "run-time: iconv_open in /usr/bin/iconv".
+    pub fn runtime(need: Need, symbol: Arc<str>, importer: JailPath) -> Origin {
+        let shown = format!("run-time: {symbol} in {importer}").into();
+        Origin::Runtime { need, symbol, importer, shown }
+    }
+
     /// The entry of the jail this origin hangs on (the object that needs the path, the script
     /// it interprets...): the path leaves the jail when that entry does. None for a Jailfile
     /// declaration or a reason of jailprov's own, which always hold.
@@ -136,7 +149,9 @@ impl Origin {
             | Origin::Shebang { of: path }
             | Origin::Env { of: path }
             | Origin::Nss { nsswitch: path, .. }
-            | Origin::LinkTarget { link: path } => Some(path),
+            | Origin::LinkTarget { link: path }
+            | Origin::Runtime { importer: path, .. }
+            | Origin::GconvConfig { config: path } => Some(path),
             Origin::Link { reason, .. } => reason.needer(),
             Origin::Declared(_)
             | Origin::MountTarget(_)
@@ -181,11 +196,13 @@ impl Origin {
             Origin::UsrMerge => Cow::Borrowed("usr-merge layout of the host"),
             Origin::LibraryCache { dirs } => Cow::Owned(format!("ld.so.cache for {}", dirs.join(", "))),
             Origin::Link { reason, .. } => reason.name(),
+            Origin::Runtime { shown, .. } => Cow::Borrowed(shown),
             Origin::Needed { by: path, .. }
             | Origin::Interpreter { of: path }
             | Origin::Shebang { of: path }
             | Origin::Env { of: path }
             | Origin::Nss { nsswitch: path, .. }
+            | Origin::GconvConfig { config: path }
             | Origin::LinkTarget { link: path } => Cow::Borrowed(path.as_str()),
         }
     }

@@ -81,7 +81,9 @@ pub(super) fn check_program(loader: &Loader, mut facts: ProgramFacts, allow_unre
         // Only executables are started; a shared object named in `binaries` is loaded by others.
         if load.interpreter.is_some() {
             let symbols = facts.symbols.take();
-            facts.verdict = Some(judge_load(loader, &facts.canonical, load, symbols, allow_unresolved)?);
+            let (verdict, imports) = judge_load(loader, &facts.canonical, load, symbols, allow_unresolved)?;
+            facts.verdict = Some(verdict);
+            facts.imports = imports;
         }
     }
     for interpreter in [&mut facts.shebang, &mut facts.env_program] {
@@ -155,14 +157,16 @@ fn describe_unresolved(program: &Path, symbol: &UnresolvedSymbol) -> String {
     )
 }
 
-/// `program_symbols`: the program's own symbols when its load read them already.
+/// The verdict, and the run-time needs the program's own imports trigger (read here, with its
+/// symbols, rather than a second time). `program_symbols`: the program's own symbols when its
+/// load read them already.
 fn judge_load(
     loader: &Loader,
     program: &Path,
     load: &LoadResult,
     program_symbols: Option<Arc<SymbolFacts>>,
     allow_unresolved: bool,
-) -> Result<Verdict> {
+) -> Result<(Verdict, Vec<super::runtime::Import>)> {
     let mapped = &load.mapped;
     let order = breadth_first(mapped, 0);
     let mut facts: Vec<Option<Arc<SymbolFacts>>> = vec![None; mapped.len()];
@@ -176,6 +180,8 @@ fn judge_load(
         });
     }
     let in_scope = |index: usize| facts[index].as_deref();
+    let imports =
+        in_scope(0).map(|own| super::runtime::program_imports(own, &mapped[0].info.needed, load)).unwrap_or_default();
     let mut verdict = Verdict {
         program: program.to_path_buf(),
         verdict: "ok",
@@ -199,7 +205,7 @@ fn judge_load(
     } else {
         "warning"
     };
-    Ok(verdict)
+    Ok((verdict, imports))
 }
 
 /// The objects from `start` on in glibc's breadth-first order (each once); when `start` is the

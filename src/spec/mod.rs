@@ -12,6 +12,7 @@ mod devices;
 mod enter;
 mod files;
 mod mounts;
+mod runtime;
 mod users;
 mod values;
 
@@ -28,6 +29,11 @@ use crate::jailfile::{BinaryEntry, Jailfile, MountKind, Namespace, NetworkMode};
 use crate::tree::JailPath;
 use users::Owners;
 
+pub use runtime::{
+    archive_names, find_locale, host_zone, normalize_locale_name, parse_archive_names, terminfo_file, zone_file,
+    Charsets, LocaleSource, NoSuchLocale, RuntimeSpec, Timezones, DEFAULT_TERMINALS, LOCALE_DIR, TERMINFO_DIRS,
+    ZONEINFO_DIR,
+};
 pub use values::{compile_glob, glob_base, is_glob, parse_mode, parse_size};
 
 /// A validated Jailfile.
@@ -50,6 +56,8 @@ pub struct Spec {
     pub groups: Vec<GroupSpec>,
     pub mounts: Vec<MountSpec>,
     pub enter: EnterSpec,
+    /// What the closure brings for what the programs open while they run.
+    pub runtime: RuntimeSpec,
 }
 
 /// A program to bring, found on the host.
@@ -302,6 +310,7 @@ impl Validator<'_> {
         let dirs = self.dirs(&parsed.dirs, &owners);
         let enter = self.enter(parsed.enter.as_ref(), &users);
         let mounts = self.mounts(&parsed.mounts, &enter);
+        let runtime = self.runtime(parsed.runtime.as_ref());
         let allow_missing = parsed.allow_missing.iter().map(|name| name.get_ref().clone()).collect();
         Some(Spec {
             jailfile: jailfile.to_path_buf(),
@@ -316,6 +325,7 @@ impl Validator<'_> {
             groups,
             mounts,
             enter: enter?,
+            runtime,
         })
     }
 
