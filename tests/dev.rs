@@ -1,0 +1,41 @@
+//! /dev in a jail: `/proc` magic links (`/dev/stdout`) copied as the links they are.
+#![allow(clippy::disallowed_methods)] // tests build fixtures with plain fs calls
+
+use std::fs;
+use std::process::Stdio;
+
+#[macro_use]
+mod cli;
+use cli::{Workspace, UNUSED_ROOT};
+
+/// `jailprov plan > FILE` with `[[files]] src = "/dev/stdout"`: the link names jailprov's own
+/// stdout, which is FILE; the plan holds the link once and never FILE's content.
+#[test]
+fn plan_redirected_to_a_file_plans_dev_stdout_as_one_symlink() {
+    let work = Workspace::new("jailprov-dev-");
+    work.write_jailfile(&format!("root = {UNUSED_ROOT:?}\n[[files]]\nsrc = \"/dev/stdout\"\n"));
+    let out = work.dir.join("plan.txt");
+    let file = fs::File::create(&out).expect("create the plan's file");
+    let status = work.command("plan", &[]).stdout(Stdio::from(file)).status().expect("run jailprov plan");
+    let plan = fs::read_to_string(&out).expect("read the plan");
+    assert!(status.success(), "plan failed:\n{plan}");
+    let changes: Vec<&str> = plan.lines().filter(|line| line.trim_start().starts_with('+')).collect();
+    let symlinks: Vec<&&str> = changes.iter().filter(|line| line.contains("symlink")).collect();
+    assert_eq!(symlinks.len(), 1, "exactly one symlink planned:\n{plan}");
+    assert!(symlinks[0].ends_with("/dev/stdout"), "{plan}");
+    assert!(
+        !changes.iter().any(|line| line.contains("plan.txt") || line.contains(" file ")),
+        "the file stdout points at is not planned:\n{plan}"
+    );
+}
+
+/// Applied, the jail holds the link itself (never a copy of what the caller's stdout was).
+#[test]
+fn apply_writes_dev_stdout_as_the_link_to_proc_self() {
+    need_root!("apply_writes_dev_stdout_as_the_link_to_proc_self");
+    let work = Workspace::new("jailprov-dev-");
+    work.write_jailfile(&format!("root = {UNUSED_ROOT:?}\n[[files]]\nsrc = \"/dev/stdout\"\n"));
+    work.apply();
+    let link = fs::read_link(work.at("/dev/stdout")).expect("/dev/stdout is a symlink in the jail");
+    assert_eq!(link, std::path::PathBuf::from("/proc/self/fd/1"));
+}
