@@ -248,7 +248,32 @@ pub fn desired_with_facts(spec: &Spec, host: &HostFs) -> Result<(DesiredTree, Cl
         ClosureFacts::of(&closure)
     };
     let _t = crate::timings::phase("desired build");
-    Ok((build(closure, host)?, facts))
+    let mut tree = build(closure, host)?;
+    add_network_files(&mut tree, spec, host);
+    Ok((tree, facts))
+}
+
+/// Under `network = "private"` the jail's /etc/resolv.conf and /etc/hosts are jailprov's:
+/// content entries (seen in `plan`, recorded and checked like any other), never a copy of a
+/// host whose resolver may be 127.0.0.53, unreachable from the jail. A Jailfile that declares
+/// either path keeps its own.
+fn add_network_files(tree: &mut DesiredTree, spec: &Spec, host: &HostFs) {
+    if spec.enter.network != crate::jailfile::NetworkMode::Private {
+        return;
+    }
+    let files =
+        [("/etc/resolv.conf", crate::spec::resolv_conf(spec.enter.egress)), ("/etc/hosts", crate::spec::hosts_file())];
+    for (path, text) in files {
+        let path = JailPath::parse(path).expect("a fixed absolute jail path");
+        tree.nodes.entry(path.clone()).or_insert(DesiredNode {
+            path,
+            kind: DesiredKind::Content { bytes: text.into_bytes() },
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+        });
+    }
+    add_parents(&mut tree.nodes, host);
 }
 
 /// The closure's kind, sonames and "needed by" of each path, kept before the desired tree takes

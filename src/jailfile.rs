@@ -338,6 +338,9 @@ pub enum NetworkMode {
     None,
     /// The host's network (no network namespace).
     Host,
+    /// A network namespace of its own with a user-mode stack (pasta, Debian's `passt`) that
+    /// reaches out and publishes `ports` on the host.
+    Private,
 }
 
 /// Resource limits for the entered command.
@@ -382,9 +385,17 @@ pub struct EnterSection {
     /// Namespaces to create. Default: mount, pid, uts, ipc, net.
     #[schemars(with = "Option<Vec<Namespace>>")]
     pub namespaces: Option<Vec<Spanned<Namespace>>>,
-    /// none (only loopback, the default) or host.
+    /// none (only loopback, the default), private (own namespace, user-mode stack) or host.
     #[schemars(with = "Option<NetworkMode>")]
     pub network: Option<Spanned<NetworkMode>>,
+    /// With network = "private": jail ports published on the host, "[ADDRESS:]HOSTPORT:JAILPORT[/tcp|/udp]",
+    /// e.g. "127.0.0.1:8080:80/tcp".
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub ports: Vec<Spanned<String>>,
+    /// With network = "private": whether the jail may connect out. Default true.
+    #[schemars(with = "Option<bool>")]
+    pub egress: Option<Spanned<bool>>,
     /// Resource limits.
     pub limits: Option<Limits>,
     /// Capabilities kept (e.g. "CAP_NET_BIND_SERVICE"); all others are dropped.

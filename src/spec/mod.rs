@@ -12,6 +12,7 @@ mod devices;
 mod enter;
 mod files;
 mod mounts;
+mod ports;
 mod users;
 mod values;
 
@@ -28,6 +29,7 @@ use crate::jailfile::{BinaryEntry, Jailfile, MountKind, Namespace, NetworkMode};
 use crate::tree::JailPath;
 use users::Owners;
 
+pub use ports::{hosts_file, resolv_conf, GATEWAY, JAIL_ADDRESS, RESOLVER};
 pub use values::{compile_glob, glob_base, is_glob, parse_mode, parse_size};
 
 /// A validated Jailfile.
@@ -175,6 +177,10 @@ pub struct EnterSpec {
     pub env: BTreeMap<String, String>,
     pub namespaces: BTreeSet<Namespace>,
     pub network: NetworkMode,
+    /// Published ports (network = "private" only).
+    pub ports: Vec<PortSpec>,
+    /// The jail may connect out (network = "private"; always true otherwise).
+    pub egress: bool,
     pub limits: LimitsSpec,
     pub capabilities: Vec<String>,
     pub seccomp: bool,
@@ -192,6 +198,16 @@ impl Spec {
             )
         })
     }
+}
+
+/// One published port: `address:host_port` on the host reaches `jail_port` in the jail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortSpec {
+    /// None: every host address.
+    pub address: Option<std::net::IpAddr>,
+    pub host_port: u16,
+    pub jail_port: u16,
+    pub udp: bool,
 }
 
 /// Namespaces `enter` creates when the Jailfile names none.
