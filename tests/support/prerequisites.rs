@@ -20,7 +20,8 @@ pub struct Prerequisite {
 }
 
 /// Every prerequisite, for the test that checks them all at once and against scripts/test.
-pub const ALL: [&Prerequisite; 7] = [&GCC, &STATIC_LIBC, &GCC_32BIT, &SFTP_SERVER, &PYTHON3, &STRACE, &SCRIPT];
+pub const ALL: [&Prerequisite; 10] =
+    [&GCC, &STATIC_LIBC, &GCC_32BIT, &SFTP_SERVER, &PYTHON3, &STRACE, &SCRIPT, &PASTA, &CURL, &NGINX];
 
 /// gcc builds the fixture programs and libraries.
 pub const GCC: Prerequisite = Prerequisite { what: "gcc", package: "gcc", present: gcc_runs };
@@ -42,6 +43,14 @@ pub const PYTHON3: Prerequisite = Prerequisite { what: "python3", package: "pyth
 pub const STRACE: Prerequisite = Prerequisite { what: "strace", package: "strace", present: strace_runs };
 /// `script` gives `apply --interactive` a terminal (essential on Debian, named for other hosts).
 pub const SCRIPT: Prerequisite = Prerequisite { what: "script", package: "bsdutils", present: script_exists };
+
+/// pasta, the user-mode network stack of `network = "private"`.
+pub const PASTA: Prerequisite = Prerequisite { what: "pasta", package: "passt", present: pasta_exists };
+/// The HTTP client that fetches the web example's page from the host.
+pub const CURL: Prerequisite = Prerequisite { what: "curl", package: "curl", present: curl_runs };
+/// The web example's server (its service is never started on the host: scripts/test).
+pub const NGINX: Prerequisite =
+    Prerequisite { what: "/usr/sbin/nginx (the web example)", package: "nginx-light", present: nginx_exists };
 
 /// Fails the calling test, naming the package, unless `prerequisite` is present.
 pub fn require(prerequisite: &Prerequisite) {
@@ -104,4 +113,16 @@ fn strace_runs() -> bool {
 
 fn script_exists() -> bool {
     ["/usr/bin/script", "/bin/script"].iter().any(|path| Path::new(path).is_file())
+}
+
+fn pasta_exists() -> bool {
+    ["/usr/bin/pasta", "/usr/sbin/pasta"].iter().any(|path| Path::new(path).is_file())
+}
+
+fn curl_runs() -> bool {
+    runs("curl", "--version")
+}
+
+fn nginx_exists() -> bool {
+    Path::new("/usr/sbin/nginx").is_file()
 }
