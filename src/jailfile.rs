@@ -49,6 +49,10 @@ pub struct Jailfile {
     #[serde(default)]
     #[schemars(with = "Vec<DirEntry>")]
     pub dirs: Vec<Spanned<DirEntry>>,
+    /// Symlinks to create, each with its target as written (e.g. /dev/log -> /run/systemd/journal/dev-log).
+    #[serde(default)]
+    #[schemars(with = "Vec<LinkEntry>")]
+    pub links: Vec<Spanned<LinkEntry>>,
     /// Users of the jail's /etc/passwd.
     #[serde(default)]
     #[schemars(with = "Vec<UserEntry>")]
@@ -194,6 +198,18 @@ pub struct FileEntry {
     /// Keep setuid/setgid bits of copied files (stripped by default).
     #[serde(default)]
     pub setuid: bool,
+}
+
+/// One `[[links]]` entry: a symlink stated directly, its target not looked at on the host.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LinkEntry {
+    /// Absolute path of the link in the jail.
+    #[schemars(with = "String")]
+    pub path: Spanned<String>,
+    /// What the link points at, as written (absolute or relative; need not exist).
+    #[schemars(with = "String")]
+    pub target: Spanned<String>,
 }
 
 /// One `[[dirs]]` entry.

@@ -39,3 +39,54 @@ fn apply_writes_dev_stdout_as_the_link_to_proc_self() {
     let link = fs::read_link(work.at("/dev/stdout")).expect("/dev/stdout is a symlink in the jail");
     assert_eq!(link, std::path::PathBuf::from("/proc/self/fd/1"));
 }
+
+/// `[[links]]`: planned, applied and recorded as the symlink it states; a second plan is empty.
+#[test]
+fn a_declared_link_is_planned_applied_and_then_in_place() {
+    need_root!("a_declared_link_is_planned_applied_and_then_in_place");
+    let work = Workspace::new("jailprov-dev-");
+    work.write_jailfile(&format!(
+        "root = {UNUSED_ROOT:?}\n[[links]]\npath = \"/dev/log\"\ntarget = \"/run/systemd/journal/dev-log\"\n"
+    ));
+    let plan = work.run("plan", &[]).ok("plan");
+    assert!(
+        plan.stdout.lines().any(|line| line.contains("+") && line.contains("symlink") && line.ends_with("/dev/log")),
+        "{}",
+        plan.describe()
+    );
+    work.apply();
+    let link = fs::read_link(work.at("/dev/log")).expect("/dev/log is a symlink");
+    assert_eq!(link, std::path::PathBuf::from("/run/systemd/journal/dev-log"));
+    let again = work.run("plan", &[]).ok("plan after apply");
+    assert!(!again.stdout.contains("symlink"), "nothing left to do:\n{}", again.describe());
+}
+
+/// A link over a path another entry brings is refused naming both; bad targets name the key.
+#[test]
+fn declared_links_are_validated_and_conflicts_named() {
+    let work = Workspace::new("jailprov-dev-");
+    work.write_jailfile(&format!(
+        "root = {UNUSED_ROOT:?}\n[[files]]\npath = \"/etc/motd\"\ncontent = \"hi\"\n\
+         [[links]]\npath = \"/etc/motd\"\ntarget = \"issue\"\n"
+    ));
+    let conflict = work.run("plan", &[]);
+    assert_ne!(conflict.code, 0, "{}", conflict.describe());
+    assert!(
+        conflict.stderr.contains("links[0]: /etc/motd is also in the jail for files[0]"),
+        "{}",
+        conflict.describe()
+    );
+
+    work.write_jailfile(&format!(
+        "root = {UNUSED_ROOT:?}\n[[links]]\npath = \"/a\"\ntarget = \"\"\n\
+         [[links]]\npath = \"relative\"\ntarget = \"x\"\n[[links]]\npath = \"/b\"\ntarget = \"x\"\n\
+         [[links]]\npath = \"/b\"\ntarget = \"y\"\n"
+    ));
+    let invalid = work.run("plan", &[]);
+    assert_ne!(invalid.code, 0, "{}", invalid.describe());
+    for expected in
+        ["links[0].target", "cannot be empty", "links[1].path", "links[3].path", "already declared by links[2]"]
+    {
+        assert!(invalid.stderr.contains(expected), "{expected}: {}", invalid.describe());
+    }
+}

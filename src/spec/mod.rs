@@ -11,6 +11,7 @@
 mod devices;
 mod enter;
 mod files;
+mod links;
 mod mounts;
 mod ports;
 mod users;
@@ -47,6 +48,7 @@ pub struct Spec {
     pub allow_missing: BTreeSet<String>,
     pub files: Vec<FileSpec>,
     pub dirs: Vec<DirSpec>,
+    pub links: Vec<LinkSpec>,
     pub users: Vec<UserSpec>,
     /// Declared groups plus a user-private group for each user whose gid no group declares.
     pub groups: Vec<GroupSpec>,
@@ -200,6 +202,15 @@ impl Spec {
     }
 }
 
+/// One `[[links]]` symlink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkSpec {
+    /// e.g. `links[0]`.
+    pub key: String,
+    pub path: JailPath,
+    pub target: String,
+}
+
 /// One published port: `address:host_port` on the host reaches `jail_port` in the jail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortSpec {
@@ -316,6 +327,7 @@ impl Validator<'_> {
         let devices = self.devices(&parsed.devices, &owners);
         let files = self.files(&parsed.files, &owners);
         let dirs = self.dirs(&parsed.dirs, &owners);
+        let links = self.links(&parsed.links);
         let enter = self.enter(parsed.enter.as_ref(), &users);
         let mounts = self.mounts(&parsed.mounts, &enter);
         let allow_missing = parsed.allow_missing.iter().map(|name| name.get_ref().clone()).collect();
@@ -328,6 +340,7 @@ impl Validator<'_> {
             allow_missing,
             files,
             dirs,
+            links,
             users,
             groups,
             mounts,
