@@ -359,6 +359,17 @@ pub enum NetworkMode {
     Private,
 }
 
+/// What `enter` puts at /dev.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DevMode {
+    /// Only the jail's own /dev on disk (the declared `devices`).
+    None,
+    /// A tmpfs /dev with null, zero, full, random, urandom and tty from the host, a private
+    /// devpts, a /dev/shm tmpfs and the fd/stdin/stdout/stderr links (as `bwrap --dev`).
+    Minimal,
+}
+
 /// Resource limits for the entered command.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -412,6 +423,9 @@ pub struct EnterSection {
     /// With network = "private": whether the jail may connect out. Default true.
     #[schemars(with = "Option<bool>")]
     pub egress: Option<Spanned<bool>>,
+    /// none (the jail's /dev on disk, the default) or minimal (a tmpfs /dev as `bwrap --dev`).
+    #[schemars(with = "Option<DevMode>")]
+    pub dev: Option<Spanned<DevMode>>,
     /// Resource limits.
     pub limits: Option<Limits>,
     /// Capabilities kept (e.g. "CAP_NET_BIND_SERVICE"); all others are dropped.

@@ -90,3 +90,38 @@ fn declared_links_are_validated_and_conflicts_named() {
         assert!(invalid.stderr.contains(expected), "{expected}: {}", invalid.describe());
     }
 }
+
+/// `[enter] dev = "minimal"`: every node of the tmpfs /dev works, /dev/stdout reaches the
+/// caller, a pty can be opened, and the jail's own /dev on disk stays empty.
+#[test]
+fn a_minimal_dev_has_working_nodes_a_pty_and_leaves_the_disk_alone() {
+    need_root!("a_minimal_dev_has_working_nodes_a_pty_and_leaves_the_disk_alone");
+    cli::prerequisites::require(&cli::prerequisites::SCRIPT);
+    let work = Workspace::new("jailprov-dev-");
+    work.write_jailfile(&format!(
+        "root = {UNUSED_ROOT:?}\nbinaries = [\"bash\", \"cat\", \"head\", \"script\", \"tty\"]\n\
+         [[dirs]]\npath = \"/dev\"\n[[mounts]]\nkind = \"proc\"\ntarget = \"/proc\"\n[enter]\ndev = \"minimal\"\n"
+    ));
+    work.apply();
+    let script = "echo hi > /dev/stdout; echo err > /dev/stderr; \
+        echo x > /dev/null && echo null-ok; \
+        head -c 4 /dev/zero > /dev/shm/zeros && [ -s /dev/shm/zeros ] && echo zero-and-shm-ok; \
+        head -c 4 /dev/random > /dev/null && head -c 4 /dev/urandom > /dev/null && echo random-ok; \
+        echo x > /dev/full || echo full-is-full; \
+        [ -c /dev/tty ] && echo tty-node; \
+        SHELL=/usr/bin/bash script -qc /usr/bin/tty /dev/null; \
+        cat /proc/self/mountinfo";
+    let run = work.enter(&["/usr/bin/bash", "-c", script]).ok("enter with a minimal /dev");
+    for expected in ["hi\n", "null-ok", "zero-and-shm-ok", "random-ok", "full-is-full", "tty-node", "/dev/pts/0"] {
+        assert!(run.stdout.contains(expected), "{expected}: {}", run.describe());
+    }
+    assert!(run.stderr.contains("err\n") && run.stderr.contains("No space left on device"), "{}", run.describe());
+    let dev_mount = run.stdout.lines().find(|line| line.split(' ').nth(4) == Some("/dev")).unwrap_or_default();
+    assert!(
+        dev_mount.contains("nosuid") && dev_mount.contains("noexec") && dev_mount.contains("tmpfs"),
+        "{}",
+        run.describe()
+    );
+    let on_disk: Vec<_> = fs::read_dir(work.at("/dev")).expect("read the jail's /dev").collect();
+    assert!(on_disk.is_empty(), "the jail's /dev on disk is untouched: {on_disk:?}");
+}

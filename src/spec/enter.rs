@@ -8,7 +8,7 @@ use toml::Spanned;
 use super::ports::parse_port;
 use super::{EnterSpec, LimitsSpec, PortSpec, UserSpec, Validator, CAPABILITIES, DEFAULT_NAMESPACES};
 use crate::diagnostics::{closest, Problem};
-use crate::jailfile::{EnterSection, Limits, Namespace, NetworkMode};
+use crate::jailfile::{DevMode, EnterSection, Limits, Namespace, NetworkMode};
 
 impl Validator<'_> {
     pub(super) fn enter(&mut self, enter: Option<&Spanned<EnterSection>>, users: &[UserSpec]) -> Option<EnterSpec> {
@@ -26,6 +26,7 @@ impl Validator<'_> {
                 network: NetworkMode::None,
                 ports: Vec::new(),
                 egress: true,
+                minimal_dev: false,
                 limits: LimitsSpec::default(),
                 capabilities: Vec::new(),
                 seccomp: true,
@@ -131,6 +132,7 @@ impl Validator<'_> {
             network,
             ports,
             egress,
+            minimal_dev: section.dev.as_ref().is_some_and(|dev| *dev.get_ref() == DevMode::Minimal),
             limits,
             capabilities,
             seccomp: section.seccomp.unwrap_or(true),

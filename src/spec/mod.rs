@@ -183,6 +183,8 @@ pub struct EnterSpec {
     pub ports: Vec<PortSpec>,
     /// The jail may connect out (network = "private"; always true otherwise).
     pub egress: bool,
+    /// A tmpfs /dev built at enter time (`dev = "minimal"`).
+    pub minimal_dev: bool,
     pub limits: LimitsSpec,
     pub capabilities: Vec<String>,
     pub seccomp: bool,
