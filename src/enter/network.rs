@@ -205,18 +205,23 @@ fn open_namespace(jail: Pid, kind: &str) -> Result<OwnedFd> {
 /// pasta from PATH (or the usual places when PATH lacks them), or the error naming its package.
 fn find_pasta() -> Result<PathBuf> {
     let path = std::env::var("PATH").unwrap_or_default();
-    let found = path
+    find_program("pasta", &path, &["/usr/bin", "/usr/sbin", "/bin", "/sbin"])
+}
+
+/// `name` in the directories of `search_path`, then in `fallback`; missing, the error says which
+/// Debian package to install.
+fn find_program(name: &str, search_path: &str, fallback: &[&str]) -> Result<PathBuf> {
+    let found = search_path
         .split(':')
-        .chain(["/usr/bin", "/usr/sbin", "/bin", "/sbin"])
+        .chain(fallback.iter().copied())
         .filter(|dir| !dir.is_empty())
-        .map(|dir| Path::new(dir).join("pasta"))
-        .find(|candidate| candidate.is_file())
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "[enter] network = \"private\" needs pasta, which is not installed: install Debian's `{PASTA_PACKAGE}` package (apt-get install {PASTA_PACKAGE})"
-            )
-        });
-    found
+        .map(|dir| Path::new(dir).join(name))
+        .find(|candidate| candidate.is_file());
+    found.ok_or_else(|| {
+        anyhow::anyhow!(
+            "[enter] network = \"private\" needs {name}, which is not installed: install Debian's `{PASTA_PACKAGE}` package (apt-get install {PASTA_PACKAGE})"
+        )
+    })
 }
 
 #[cfg(test)]
@@ -240,6 +245,13 @@ mod tests {
         assert!(args.contains("-t 127.0.0.1/8080:80 -u none -T none -U none --no-map-gw"), "{args}");
         assert!(args.contains("--runas 0 --netns-only --netns /proc/self/fd/3"), "{args}");
         assert!(args.contains("--config-net"), "{args}");
+    }
+
+    #[test]
+    fn a_missing_pasta_names_its_package() {
+        let empty = tempfile::tempdir().expect("tempdir");
+        let error = find_program("pasta", &empty.path().display().to_string(), &[]).expect_err("not there");
+        assert!(error.to_string().contains("install Debian's `passt` package"), "{error}");
     }
 
     #[test]
