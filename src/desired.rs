@@ -249,7 +249,70 @@ pub fn desired_with_facts(spec: &Spec, host: &HostFs) -> Result<(DesiredTree, Cl
         ClosureFacts::of(&closure)
     };
     let _t = crate::timings::phase("desired build");
-    Ok((build(closure, host)?, facts))
+    refuse_links_over_closure_entries(spec, &closure)?;
+    let mut tree = build(closure, host)?;
+    add_declared_links(&mut tree, spec, host)?;
+    add_network_files(&mut tree, spec, host);
+    Ok((tree, facts))
+}
+
+/// A `[[links]]` path the closure also brings (a file, a directory, a binary's library...) is
+/// declared twice: said with both names rather than one silently winning.
+fn refuse_links_over_closure_entries(spec: &Spec, closure: &Closure) -> Result<()> {
+    for link in &spec.links {
+        if let Some(entry) = closure.entries.get(&link.path) {
+            let others: Vec<String> = entry.origins.iter().map(|origin| origin.name().into_owned()).collect();
+            bail!(
+                "{}: {} is also in the jail for {}; declare it once (remove the link or the other entry)",
+                link.key,
+                link.path,
+                others.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `[[links]]` as symlink nodes, their parents as directories; nothing may then lie below one.
+fn add_declared_links(tree: &mut DesiredTree, spec: &Spec, host: &HostFs) -> Result<()> {
+    if spec.links.is_empty() {
+        return Ok(());
+    }
+    for link in &spec.links {
+        let node = DesiredNode {
+            path: link.path.clone(),
+            kind: DesiredKind::Symlink { target: link.target.clone() },
+            mode: 0o777,
+            uid: 0,
+            gid: 0,
+        };
+        tree.nodes.insert(link.path.clone(), node);
+    }
+    add_parents(&mut tree.nodes, host);
+    refuse_paths_under_symlinks(&tree.nodes)
+}
+
+/// Under `network = "private"` the jail's /etc/resolv.conf and /etc/hosts are jailprov's:
+/// content entries (seen in `plan`, recorded and checked like any other), never a copy of a
+/// host whose resolver may be 127.0.0.53, unreachable from the jail. A Jailfile that declares
+/// either path keeps its own.
+fn add_network_files(tree: &mut DesiredTree, spec: &Spec, host: &HostFs) {
+    if spec.enter.network != crate::jailfile::NetworkMode::Private {
+        return;
+    }
+    let files =
+        [("/etc/resolv.conf", crate::spec::resolv_conf(spec.enter.egress)), ("/etc/hosts", crate::spec::hosts_file())];
+    for (path, text) in files {
+        let path = JailPath::parse(path).expect("a fixed absolute jail path");
+        tree.nodes.entry(path.clone()).or_insert(DesiredNode {
+            path,
+            kind: DesiredKind::Content { bytes: text.into_bytes() },
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+        });
+    }
+    add_parents(&mut tree.nodes, host);
 }
 
 /// The closure's kind, sonames and "needed by" of each path, kept before the desired tree takes

@@ -493,7 +493,18 @@ impl HostFs {
             let Some(target_text) = target.to_str().map(str::to_owned) else {
                 bail!("symlink {} has a non-UTF-8 target", candidate.display());
             };
-            links.push(Link { path: candidate, target: target_text });
+            // A /proc magic link (/dev/stdout -> /proc/self/fd/1) names whatever the process
+            // looking at it has open, jailprov's own stdout here: it stays the link it is, the
+            // resolution ends at it.
+            let magic = is_in_a_process_directory(&candidate) || is_in_a_process_directory(&target);
+            links.push(Link { path: candidate.clone(), target: target_text });
+            if magic {
+                let mut rest = candidate;
+                while let Some(more) = pending.pop() {
+                    rest.push(more);
+                }
+                return Ok(Resolved { links, path: rest });
+            }
             if target.is_absolute() {
                 done = PathBuf::from("/");
             }
@@ -523,6 +534,20 @@ impl HostFs {
     pub fn find_in_search_path(&self, name: &str, search_path: &[&str]) -> Option<PathBuf> {
         search_path.iter().map(|dir| Path::new(dir).join(name)).find(|candidate| self.is_file(candidate))
     }
+}
+
+/// Whether `path` lies below a process's own /proc directory (/proc/self, /proc/thread-self,
+/// /proc/<pid>), where symlinks are magic: they resolve to the looking process's open files.
+pub fn is_in_a_process_directory(path: &Path) -> bool {
+    let mut components = path.components();
+    let (Some(std::path::Component::RootDir), Some(proc), Some(process), Some(_)) =
+        (components.next(), components.next(), components.next(), components.next())
+    else {
+        return false;
+    };
+    let process = process.as_os_str().to_string_lossy();
+    proc.as_os_str() == "proc"
+        && (process == "self" || process == "thread-self" || process.bytes().all(|byte| byte.is_ascii_digit()))
 }
 
 /// Path components as names, last first (a stack to pop from), skipping "/" and ".".
@@ -584,6 +609,19 @@ mod tests {
         assert_eq!(resolved.path, PathBuf::from("/usr/lib/x86_64-linux-gnu/libc.so.6"));
         let link_paths: Vec<&Path> = resolved.links.iter().map(|link| link.path.as_path()).collect();
         assert_eq!(link_paths, vec![Path::new("/lib64"), Path::new("/usr/lib64/ld.so"), Path::new("/lib")]);
+    }
+
+    #[test]
+    fn resolution_stops_at_a_proc_magic_link() {
+        let sysroot = tempfile::tempdir().expect("tempdir");
+        fs::create_dir_all(sysroot.path().join("dev")).expect("mkdir");
+        symlink("/proc/self/fd/1", sysroot.path().join("dev/stdout")).expect("symlink");
+        let resolved = HostFs::new(sysroot.path()).resolve(Path::new("/dev/stdout")).expect("resolves");
+        assert_eq!(resolved.path, PathBuf::from("/dev/stdout"), "the link itself, never what it names");
+        assert!(is_in_a_process_directory(Path::new("/proc/4242/fd/1")));
+        assert!(is_in_a_process_directory(Path::new("/proc/thread-self/fd")));
+        assert!(!is_in_a_process_directory(Path::new("/proc/self")), "the pid link itself is plain");
+        assert!(!is_in_a_process_directory(Path::new("/proc/sys/kernel")));
     }
 
     #[test]

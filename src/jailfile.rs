@@ -49,6 +49,10 @@ pub struct Jailfile {
     #[serde(default)]
     #[schemars(with = "Vec<DirEntry>")]
     pub dirs: Vec<Spanned<DirEntry>>,
+    /// Symlinks to create, each with its target as written (e.g. /dev/log -> /run/systemd/journal/dev-log).
+    #[serde(default)]
+    #[schemars(with = "Vec<LinkEntry>")]
+    pub links: Vec<Spanned<LinkEntry>>,
     /// Users of the jail's /etc/passwd.
     #[serde(default)]
     #[schemars(with = "Vec<UserEntry>")]
@@ -277,6 +281,18 @@ pub struct FileEntry {
     pub setuid: bool,
 }
 
+/// One `[[links]]` entry: a symlink stated directly, its target not looked at on the host.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LinkEntry {
+    /// Absolute path of the link in the jail.
+    #[schemars(with = "String")]
+    pub path: Spanned<String>,
+    /// What the link points at, as written (absolute or relative; need not exist).
+    #[schemars(with = "String")]
+    pub target: Spanned<String>,
+}
+
 /// One `[[dirs]]` entry.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -419,6 +435,20 @@ pub enum NetworkMode {
     None,
     /// The host's network (no network namespace).
     Host,
+    /// A network namespace of its own with a user-mode stack (pasta, Debian's `passt`) that
+    /// reaches out and publishes `ports` on the host.
+    Private,
+}
+
+/// What `enter` puts at /dev.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DevMode {
+    /// Only the jail's own /dev on disk (the declared `devices`).
+    None,
+    /// A tmpfs /dev with null, zero, full, random, urandom and tty from the host, a private
+    /// devpts, a /dev/shm tmpfs and the fd/stdin/stdout/stderr links (as `bwrap --dev`).
+    Minimal,
 }
 
 /// Resource limits for the entered command.
@@ -463,9 +493,20 @@ pub struct EnterSection {
     /// Namespaces to create. Default: mount, pid, uts, ipc, net.
     #[schemars(with = "Option<Vec<Namespace>>")]
     pub namespaces: Option<Vec<Spanned<Namespace>>>,
-    /// none (only loopback, the default) or host.
+    /// none (only loopback, the default), private (own namespace, user-mode stack) or host.
     #[schemars(with = "Option<NetworkMode>")]
     pub network: Option<Spanned<NetworkMode>>,
+    /// With network = "private": jail ports published on the host, "[ADDRESS:]HOSTPORT:JAILPORT[/tcp|/udp]",
+    /// e.g. "127.0.0.1:8080:80/tcp".
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub ports: Vec<Spanned<String>>,
+    /// With network = "private": whether the jail may connect out. Default true.
+    #[schemars(with = "Option<bool>")]
+    pub egress: Option<Spanned<bool>>,
+    /// none (the jail's /dev on disk, the default) or minimal (a tmpfs /dev as `bwrap --dev`).
+    #[schemars(with = "Option<DevMode>")]
+    pub dev: Option<Spanned<DevMode>>,
     /// Resource limits.
     pub limits: Option<Limits>,
     /// Capabilities kept (e.g. "CAP_NET_BIND_SERVICE"); all others are dropped.

@@ -652,6 +652,9 @@ impl Builder<'_> {
                 Ok(target_metadata) if target_metadata.is_dir() => {
                     self.add_host_path(&resolved.path, EntryKind::Dir, link_target)?;
                 }
+                // Resolution stopped at a /proc magic link (HostFs::resolve): the link is all
+                // there is to copy; what it names is the looking process's own file.
+                Ok(target_metadata) if target_metadata.is_symlink() => {}
                 _ => self.warn(format!(
                     "{key}: {} is a dangling symlink on the host; it is copied as it is",
                     host_path.display()

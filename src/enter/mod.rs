@@ -20,9 +20,12 @@
 
 pub mod caps;
 pub mod cgroup;
+pub mod dev;
 pub mod id_maps;
 pub mod init;
 pub mod mounts;
+pub mod network;
+pub mod output;
 pub mod seccomp;
 pub mod signals;
 pub mod sys;
@@ -80,6 +83,10 @@ pub struct EnterPlan {
     pub mounts: Vec<MountOp>,
     pub hostname: Option<String>,
     pub loopback: bool,
+    /// `dev = "minimal"`: a tmpfs /dev (dev.rs), built once the root is read-only.
+    pub minimal_dev: bool,
+    /// `network = "private"`: pasta wires the jail's network namespace to the host.
+    pub network: Option<network::NetworkPlan>,
     pub uid: u32,
     pub gid: u32,
     /// Supplementary groups; `None` where setgroups is denied (a rootless user namespace).
@@ -186,7 +193,13 @@ pub fn plan(spec: &Spec, command: &[String], caller: &Caller, cgroup_controllers
         id_maps,
         mounts: mounts::plan(spec),
         hostname,
-        loopback: enter.network == NetworkMode::None && wanted.contains(&Namespace::Net),
+        loopback: enter.network != NetworkMode::Host && wanted.contains(&Namespace::Net),
+        minimal_dev: enter.minimal_dev,
+        network: (enter.network == NetworkMode::Private).then(|| network::NetworkPlan {
+            ports: enter.ports.clone(),
+            egress: enter.egress,
+            rootless,
+        }),
         uid: enter.uid,
         gid: enter.gid,
         groups,
@@ -292,10 +305,24 @@ fn run_in_jail_with(spec: &Spec, command: &[String], traced: bool) -> Result<(Ex
     } else {
         (RealSys::default(), None)
     };
+    // The jail's stdout and stderr reopenable by the jail user (/dev/stdout), unless a pty
+    // carries them.
+    let output = match std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        false => {
+            let (uid, gid) = command_host_ids(&plan);
+            (uid != caller.uid).then(|| output::OutputRelay::install(uid, gid)).transpose()?
+        }
+        true => None,
+    };
     // jailprov reads the report while it supervises: a thread, started only after the clone
     // (jailprov stays single-threaded until then).
     let mut collector = None;
-    let code = match run_with_collector(&sys, &plan, cgroup.as_ref(), reader, &mut collector) {
+    let output = std::cell::RefCell::new(output);
+    let ran = run_with_collector(&sys, &plan, cgroup.as_ref(), reader, &mut collector, &output);
+    if let (Ok(Side::Jailprov(_)) | Err(_), Some(relay)) = (&ran, output.into_inner()) {
+        relay.finish();
+    }
+    let code = match ran {
         Ok(Side::Jailprov(code)) => code,
         Ok(Side::Child(code)) => {
             // A process of the jail: no destructors of jailprov's objects (the cgroup) here.
@@ -324,19 +351,37 @@ fn run_with_collector(
     cgroup: Option<&Cgroup>,
     reader: Option<std::os::fd::OwnedFd>,
     collector: &mut Option<Collector>,
+    output: &std::cell::RefCell<Option<output::OutputRelay>>,
 ) -> Result<Side> {
     let reader = std::cell::RefCell::new(reader);
     let mut on_clone = || {
         if let Some(read) = reader.borrow_mut().take() {
             *collector = Some(std::thread::spawn(move || trace::read_report(read)));
         }
+        if let Some(relay) = output.borrow_mut().as_mut() {
+            if let Err(error) = relay.start() {
+                eprintln!("jailprov enter: warning: {error:#}");
+            }
+        }
     };
     let side = run_observed(sys, plan, cgroup, &mut on_clone);
     if let Ok(Side::Child(_)) = side {
         // In the jail, the descriptor was closed with every other inherited one: never again.
         std::mem::forget(reader.borrow_mut().take());
+        std::mem::forget(output.borrow_mut().take());
     }
     side
+}
+
+/// The host uid and gid the command runs as: through the user namespace's maps when it has one.
+fn command_host_ids(plan: &EnterPlan) -> (u32, u32) {
+    match &plan.id_maps {
+        Some(maps) => (
+            maps.uid.outside + plan.uid.saturating_sub(maps.uid.inside),
+            maps.gid.outside + plan.gid.saturating_sub(maps.gid.inside),
+        ),
+        None => (plan.uid, plan.gid),
+    }
 }
 
 /// TERM, passed on only when the command talks to a terminal.
@@ -373,14 +418,24 @@ fn run_observed(sys: &impl Sys, plan: &EnterPlan, cgroup: Option<&Cgroup>, on_cl
         Fork::Parent(child) => child,
     };
     on_clone();
-    let released = release(sys, plan, cgroup, child);
-    if let Err(error) = released {
-        let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
-        let _ = nix::sys::wait::waitpid(child, None);
-        return Err(error);
-    }
-    let ended = if terminal { sys.relay_terminal(child)? } else { sys.supervise(child, false)? };
-    Ok(Side::Jailprov(ended.code()))
+    // The user-mode network stack, attached to the jail's namespace while the child waits;
+    // stopped (dropped) once the jail has ended.
+    let pasta = match &plan.network {
+        Some(network) => sys.connect_network(child, network),
+        None => Ok(None),
+    };
+    let released = pasta.and_then(|pasta| release(sys, plan, cgroup, child).map(|()| pasta));
+    let pasta = match released {
+        Ok(pasta) => pasta,
+        Err(error) => {
+            let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(child, None);
+            return Err(error);
+        }
+    };
+    let ended = if terminal { sys.relay_terminal(child) } else { sys.supervise(child, false) };
+    drop(pasta);
+    Ok(Side::Jailprov(ended?.code()))
 }
 
 /// Writes the child's id maps, puts it in the cgroup, and lets it go on.
@@ -404,6 +459,11 @@ pub fn prepare_jail(sys: &impl Sys, plan: &EnterPlan) -> Result<()> {
     // Nothing of the host may stay open in the jail's PID 1 (an inherited directory fd would
     // be a way out for whoever could reach it through /proc/1/fd).
     sys.close_fds_above_stderr()?;
+    // A private network: low ports for an unprivileged service, written through the host's
+    // /proc while it is still in reach (its /proc/sys/net is this process's namespace).
+    if plan.network.is_some() {
+        sys.allow_unprivileged_low_ports()?;
+    }
     // 1. Everything private, recursively, before anything is mounted: nothing mounted here may
     // propagate to the host, and nothing the host mounts later appears here.
     sys.make_mounts_private()?;
@@ -411,10 +471,22 @@ pub fn prepare_jail(sys: &impl Sys, plan: &EnterPlan) -> Result<()> {
     // plan realized under it, targets resolved inside it without following symlinks: writable
     // places and device nodes bound onto themselves, the root made read-only, nosuid and nodev,
     // the mount wishes, the hardening of proc and sysfs (mounts::plan).
+    // A minimal /dev creates files on a tmpfs of the user namespace: PID 1 takes the ids it has
+    // there (it still holds host ids that map to nothing, which such a file system refuses),
+    // keeping every capability, and asks again to die with jailprov (a change of ids forgets it).
+    if let (true, Some(maps)) = (plan.minimal_dev, &plan.id_maps) {
+        sys.set_ids(maps.uid.inside, maps.gid.inside)?;
+        sys.die_with_parent()?;
+    }
     let new_root = sys.bind_root_onto_itself(&plan.root)?;
     let jail = JailRoot::from_directory_fd(new_root, &plan.root)?;
     for operation in &plan.mounts {
         mounts::realize(sys, &jail, operation)?;
+        // The minimal /dev right after the root turns read-only: before the mount wishes, so
+        // that one below /dev (an mqueue) lands on it rather than under it.
+        if plan.minimal_dev && operation.source == mounts::MountSource::InPlace {
+            dev::build(sys, &jail)?;
+        }
     }
     // 3. pivot_root into the jail and detach the old root: no path leads back to the host.
     sys.pivot_root(jail.as_fd())?;

@@ -22,6 +22,7 @@ use nix::unistd::{Gid, Pid, Uid};
 use seccompiler::BpfProgram;
 
 use crate::enter::id_maps::IdMaps;
+use crate::enter::network::{allow_unprivileged_low_ports, start_pasta, NetworkPlan, Pasta};
 use crate::enter::signals::{Ended, FORWARDED_SIGNALS};
 
 /// Which side of a fork or clone the caller is on.
@@ -95,6 +96,9 @@ pub trait Sys: MountSys {
     // Other namespaces.
     fn set_hostname(&self, name: &str) -> Result<()>;
     fn bring_up_loopback(&self) -> Result<()>;
+    /// jailprov: pasta attached to `child`'s network namespace, ready (network.rs).
+    fn connect_network(&self, child: Pid, network: &NetworkPlan) -> Result<Option<Pasta>>;
+    fn allow_unprivileged_low_ports(&self) -> Result<()>;
 
     // Privileges.
     fn set_rlimit(&self, resource: Resource, limit: u64) -> Result<()>;
@@ -526,6 +530,12 @@ impl Sys for RealSys {
         nix::unistd::sethostname(name).with_context(|| format!("cannot set the hostname {name:?}"))
     }
 
+    fn connect_network(&self, child: Pid, network: &NetworkPlan) -> Result<Option<Pasta>> {
+        start_pasta(child, network).map(Some)
+    }
+    fn allow_unprivileged_low_ports(&self) -> Result<()> {
+        allow_unprivileged_low_ports()
+    }
     fn bring_up_loopback(&self) -> Result<()> {
         // SAFETY: a plain socket(2); the fd is owned right away.
         let socket =
@@ -879,6 +889,12 @@ impl Sys for Recorder {
     }
     fn set_hostname(&self, name: &str) -> Result<()> {
         self.record("set_hostname", name.to_owned())
+    }
+    fn connect_network(&self, child: Pid, network: &NetworkPlan) -> Result<Option<Pasta>> {
+        self.record("connect_network", format!("{child} egress={}", network.egress)).map(|()| None)
+    }
+    fn allow_unprivileged_low_ports(&self) -> Result<()> {
+        self.record("allow_unprivileged_low_ports", String::new())
     }
     fn bring_up_loopback(&self) -> Result<()> {
         self.record("bring_up_loopback", String::new())

@@ -5,9 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use toml::Spanned;
 
-use super::{EnterSpec, LimitsSpec, UserSpec, Validator, CAPABILITIES, DEFAULT_NAMESPACES};
+use super::ports::parse_port;
+use super::{EnterSpec, LimitsSpec, PortSpec, UserSpec, Validator, CAPABILITIES, DEFAULT_NAMESPACES};
 use crate::diagnostics::{closest, Problem};
-use crate::jailfile::{EnterSection, Limits, Namespace, NetworkMode};
+use crate::jailfile::{DevMode, EnterSection, Limits, Namespace, NetworkMode};
 
 impl Validator<'_> {
     pub(super) fn enter(&mut self, enter: Option<&Spanned<EnterSection>>, users: &[UserSpec]) -> Option<EnterSpec> {
@@ -23,6 +24,9 @@ impl Validator<'_> {
                 env: BTreeMap::new(),
                 namespaces: default_namespaces,
                 network: NetworkMode::None,
+                ports: Vec::new(),
+                egress: true,
+                minimal_dev: false,
                 limits: LimitsSpec::default(),
                 capabilities: Vec::new(),
                 seccomp: true,
@@ -89,11 +93,17 @@ impl Validator<'_> {
                 .with_value("host"),
             );
         }
+        let mut namespaces = namespaces;
+        if network == NetworkMode::Private {
+            // The private network is a network namespace of its own.
+            namespaces.insert(Namespace::Net);
+        }
         let namespaces = if network == NetworkMode::Host {
             namespaces.into_iter().filter(|ns| *ns != Namespace::Net).collect()
         } else {
             namespaces
         };
+        let (ports, egress) = self.published_ports(section, network);
         let limits = section.limits.as_ref().map(|limits| self.limits(limits)).unwrap_or_default();
         let mut capabilities = Vec::new();
         for (index, capability) in section.capabilities.iter().enumerate() {
@@ -120,11 +130,49 @@ impl Validator<'_> {
             env: section.env.iter().map(|(name, value)| (name.get_ref().clone(), value.clone())).collect(),
             namespaces,
             network,
+            ports,
+            egress,
+            minimal_dev: section.dev.as_ref().is_some_and(|dev| *dev.get_ref() == DevMode::Minimal),
             limits,
             capabilities,
             seccomp: section.seccomp.unwrap_or(true),
             allow_host_root: section.allow_host_root,
         })
+    }
+
+    /// `ports` and `egress`, which only a private network has (the host's network publishes
+    /// nothing, loopback only has nothing to publish through).
+    fn published_ports(&mut self, section: &EnterSection, network: NetworkMode) -> (Vec<PortSpec>, bool) {
+        let private = network == NetworkMode::Private;
+        let egress = section.egress.as_ref().is_none_or(|egress| *egress.get_ref());
+        let mut ports = Vec::new();
+        for (index, port) in section.ports.iter().enumerate() {
+            let key = format!("enter.ports[{index}]");
+            if !private {
+                self.report(Problem::at(key, port, "ports are published only with [enter] network = \"private\""));
+                continue;
+            }
+            match parse_port(port.get_ref()) {
+                // Without egress the jail's outside interface stays unconfigured: only host
+                // loopback connections reach it (pasta splices them to the jail's loopback).
+                Ok(parsed) if !egress && !parsed.address.is_some_and(|address| address.is_loopback()) => {
+                    self.report(Problem::at(
+                        key,
+                        port,
+                        "with egress = false a published port must name a loopback address (\"127.0.0.1:…\" or \"[::1]:…\"): the jail's outside interface is left unconfigured",
+                    ))
+                }
+                Ok(parsed) => ports.push(parsed),
+                Err(message) => self.report(Problem::at(key, port, message)),
+            }
+        }
+        if let Some(egress) = section.egress.as_ref().filter(|_| !private) {
+            self.report(
+                Problem::new("enter.egress", egress.span(), "egress applies only to [enter] network = \"private\"")
+                    .with_value(egress.get_ref()),
+            );
+        }
+        (ports, egress)
     }
 
     fn limits(&mut self, limits: &Limits) -> LimitsSpec {

@@ -11,7 +11,9 @@
 mod devices;
 mod enter;
 mod files;
+mod links;
 mod mounts;
+mod ports;
 mod runtime;
 mod users;
 mod values;
@@ -29,6 +31,7 @@ use crate::jailfile::{BinaryEntry, Jailfile, MountKind, Namespace, NetworkMode};
 use crate::tree::JailPath;
 use users::Owners;
 
+pub use ports::{hosts_file, resolv_conf, GATEWAY, JAIL_ADDRESS, RESOLVER};
 pub use runtime::{
     archive_names, find_locale, host_zone, normalize_locale_name, parse_archive_names, terminfo_file, zone_file,
     Charsets, LocaleSource, NoSuchLocale, RuntimeSpec, Timezones, DEFAULT_TERMINALS, LOCALE_DIR, TERMINFO_DIRS,
@@ -51,6 +54,7 @@ pub struct Spec {
     pub allow_missing: BTreeSet<String>,
     pub files: Vec<FileSpec>,
     pub dirs: Vec<DirSpec>,
+    pub links: Vec<LinkSpec>,
     pub users: Vec<UserSpec>,
     /// Declared groups plus a user-private group for each user whose gid no group declares.
     pub groups: Vec<GroupSpec>,
@@ -183,6 +187,12 @@ pub struct EnterSpec {
     pub env: BTreeMap<String, String>,
     pub namespaces: BTreeSet<Namespace>,
     pub network: NetworkMode,
+    /// Published ports (network = "private" only).
+    pub ports: Vec<PortSpec>,
+    /// The jail may connect out (network = "private"; always true otherwise).
+    pub egress: bool,
+    /// A tmpfs /dev built at enter time (`dev = "minimal"`).
+    pub minimal_dev: bool,
     pub limits: LimitsSpec,
     pub capabilities: Vec<String>,
     pub seccomp: bool,
@@ -200,6 +210,25 @@ impl Spec {
             )
         })
     }
+}
+
+/// One `[[links]]` symlink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkSpec {
+    /// e.g. `links[0]`.
+    pub key: String,
+    pub path: JailPath,
+    pub target: String,
+}
+
+/// One published port: `address:host_port` on the host reaches `jail_port` in the jail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortSpec {
+    /// None: every host address.
+    pub address: Option<std::net::IpAddr>,
+    pub host_port: u16,
+    pub jail_port: u16,
+    pub udp: bool,
 }
 
 /// Namespaces `enter` creates when the Jailfile names none.
@@ -308,6 +337,7 @@ impl Validator<'_> {
         let devices = self.devices(&parsed.devices, &owners);
         let files = self.files(&parsed.files, &owners);
         let dirs = self.dirs(&parsed.dirs, &owners);
+        let links = self.links(&parsed.links);
         let enter = self.enter(parsed.enter.as_ref(), &users);
         let mounts = self.mounts(&parsed.mounts, &enter);
         let runtime = self.runtime(parsed.runtime.as_ref());
@@ -321,6 +351,7 @@ impl Validator<'_> {
             allow_missing,
             files,
             dirs,
+            links,
             users,
             groups,
             mounts,

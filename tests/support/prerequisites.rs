@@ -20,8 +20,21 @@ pub struct Prerequisite {
 }
 
 /// Every prerequisite, for the test that checks them all at once and against scripts/test.
-pub const ALL: [&Prerequisite; 10] =
-    [&GCC, &STATIC_LIBC, &GCC_32BIT, &SFTP_SERVER, &PYTHON3, &STRACE, &SCRIPT, &SKOPEO, &UMOCI, &SYSTEMD_ANALYZE];
+pub const ALL: [&Prerequisite; 13] = [
+    &GCC,
+    &STATIC_LIBC,
+    &GCC_32BIT,
+    &SFTP_SERVER,
+    &PYTHON3,
+    &STRACE,
+    &SCRIPT,
+    &SKOPEO,
+    &UMOCI,
+    &SYSTEMD_ANALYZE,
+    &PASTA,
+    &CURL,
+    &NGINX,
+];
 
 /// gcc builds the fixture programs and libraries.
 pub const GCC: Prerequisite = Prerequisite { what: "gcc", package: "gcc", present: gcc_runs };
@@ -51,6 +64,14 @@ pub const UMOCI: Prerequisite = Prerequisite { what: "umoci", package: "umoci", 
 /// `systemd-analyze verify` checks the exported systemd unit.
 pub const SYSTEMD_ANALYZE: Prerequisite =
     Prerequisite { what: "systemd-analyze", package: "systemd", present: systemd_analyze_runs };
+
+/// pasta, the user-mode network stack of `network = "private"`.
+pub const PASTA: Prerequisite = Prerequisite { what: "pasta", package: "passt", present: pasta_exists };
+/// The HTTP client that fetches the web example's page from the host.
+pub const CURL: Prerequisite = Prerequisite { what: "curl", package: "curl", present: curl_runs };
+/// The web example's server (its service is never started on the host: scripts/test).
+pub const NGINX: Prerequisite =
+    Prerequisite { what: "/usr/sbin/nginx (the web example)", package: "nginx-light", present: nginx_exists };
 
 /// Fails the calling test, naming the package, unless `prerequisite` is present.
 pub fn require(prerequisite: &Prerequisite) {
@@ -125,4 +146,16 @@ fn umoci_runs() -> bool {
 
 fn systemd_analyze_runs() -> bool {
     runs("systemd-analyze", "--version")
+}
+
+fn pasta_exists() -> bool {
+    ["/usr/bin/pasta", "/usr/sbin/pasta"].iter().any(|path| Path::new(path).is_file())
+}
+
+fn curl_runs() -> bool {
+    runs("curl", "--version")
+}
+
+fn nginx_exists() -> bool {
+    Path::new("/usr/sbin/nginx").is_file()
 }
