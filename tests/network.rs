@@ -71,6 +71,12 @@ fn the_web_example_serves_a_page_on_its_published_port_and_stops_cleanly() {
     assert!(example.contains("127.0.0.1:8080:80/tcp"), "the example publishes 8080");
     work.write_jailfile(&example.replace("127.0.0.1:8080:80/tcp", &format!("127.0.0.1:{port}:80/tcp")));
     work.apply();
+    // nginx imports getaddrinfo (a run-time need for resolver files), yet behind pasta the
+    // host's /etc/hosts and resolv.conf mean nothing: the jail's are jailprov's own.
+    let hosts = fs::read_to_string(work.at("/etc/hosts")).expect("the jail has /etc/hosts");
+    assert!(hosts.starts_with("# written by jailprov"), "the host's /etc/hosts was copied:\n{hosts}");
+    let resolv = fs::read_to_string(work.at("/etc/resolv.conf")).expect("the jail has /etc/resolv.conf");
+    assert!(resolv.contains("nameserver 10.0.2.3"), "{resolv}");
     let mut enter = work.command("enter", &[]);
     let mut jail = enter.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start jailprov enter");
 

@@ -215,8 +215,12 @@ pub(super) fn add_runtime(spec: &Spec, loader: &Loader, builder: &mut Builder) -
             }
             Need::Resolver => {
                 let mut files: Vec<&str> = RESOLVER_FILES.to_vec();
-                if spec.enter.network == NetworkMode::Host {
-                    files.push("/etc/resolv.conf");
+                match spec.enter.network {
+                    NetworkMode::Host => files.push("/etc/resolv.conf"),
+                    // A private network's /etc/hosts is jailprov's own (src/desired.rs): the
+                    // host's names and addresses mean nothing behind pasta.
+                    NetworkMode::Private => files.retain(|file| *file != "/etc/hosts"),
+                    _ => {}
                 }
                 for file in files {
                     if adder.builder.host.metadata(Path::new(file)).is_ok_and(|metadata| metadata.is_file()) {
