@@ -286,7 +286,9 @@ pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
     if let Some(saved) = &saved {
         refuse_stale(saved, &prepared.digests()?, &plan)?;
     }
-    if is_empty(&plan) {
+    // An interrupted apply is finished even when nothing is left to change: its temporary
+    // files are swept and the record marked complete.
+    if is_empty(&plan) && !prepared.state.interrupted {
         print(&render::no_changes(&jailfile.file))?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -313,6 +315,10 @@ pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
         let _t = jailprov::timings::phase("apply");
         apply::apply(&plan, &prepared.desired, jail, &prepared.host, state, &prepared.store, &mut report)?
     };
+    if let Some(count) = jailprov::kill_point::count() {
+        // For tests/interrupt.rs: how many crash points a whole apply passes.
+        eprintln!("kill points passed: {count}");
+    }
     print(&format!("\nApply complete: {}.\n", render::outcome(&outcome)))
 }
 

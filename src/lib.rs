@@ -11,6 +11,7 @@ pub mod enter;
 pub mod host;
 pub mod jail_root;
 pub mod jailfile;
+pub mod kill_point;
 pub mod mountinfo;
 pub mod plan;
 pub mod render;

@@ -31,7 +31,8 @@ use crate::tree::JailPath;
 
 /// The first bytes of a memo file.
 const MAGIC: &[u8] = b"jailprov plan memo\n";
-const FORMAT_VERSION: u32 = 1;
+/// 2 added the journal to the key.
+const FORMAT_VERSION: u32 = 2;
 /// Paths checked per parallel task; also the unit the digests are taken over (both sides
 /// must cut the same way).
 const CHUNK: usize = 2048;
@@ -52,9 +53,10 @@ pub struct Key {
     pub adopt: bool,
     /// Jailfile.lock as the plan found it fresh.
     pub lock: Seen,
-    /// The state file (rewritten, so re-inoded, by every apply), and the intent file of an
-    /// apply that did not finish (its pending paths change how a plan judges).
+    /// The state file, its journal (appended to by every apply) and the intent file of an
+    /// apply of an older jailprov that did not finish (its pending paths change how a plan judges).
     pub state: Seen,
+    pub journal: Seen,
     pub intent: Seen,
     /// What was mounted in the jail.
     pub mounts: String,
@@ -80,6 +82,7 @@ impl Key {
             root: root.to_path_buf(),
             adopt,
             state: Seen::of(&fs::symlink_metadata(&store.state_file)),
+            journal: Seen::of(&fs::symlink_metadata(&store.journal_file)),
             intent: Seen::of(&fs::symlink_metadata(&store.intent_file)),
             mounts,
         }
