@@ -56,6 +56,9 @@ pub fn apply(
     journal.record(state, Step::Began)?;
     if !settled.is_empty() {
         journal.record(state, Step::Creating(settled))?;
+    }
+    if sweep {
+        // Still interrupted until the sweep is done, whatever file said so before.
         journal.commit()?;
     }
     store.remove_legacy_intent()?;
@@ -124,7 +127,7 @@ fn delete_phase(
         }
     }
     if !gone.is_empty() {
-        jail.sync()?;
+        flush(jail, &gone.iter().collect::<Vec<_>>())?;
         journal.record(state, Step::Forgotten(gone))?;
         journal.commit()?;
     }
@@ -161,6 +164,7 @@ fn write_phase(
     journal.commit()?;
     let mut untouched: Vec<String> = Vec::new();
     let mut recorded = Vec::new();
+    let written_paths: Vec<&JailPath> = changes.iter().map(|change| &change.path).collect();
     for change in changes {
         report(change);
         let node = desired_node(desired, change)?;
@@ -206,9 +210,8 @@ fn write_phase(
             recorded.push(entry(jail, node, state.created(path), None)?);
         }
     }
-    // One flush of the jail's file system instead of an fsync per file, before the record
-    // vouches for the stats of what was written.
-    jail.sync()?;
+    // Flushed before the record vouches for the stats of what was written.
+    flush(jail, &written_paths)?;
     if !recorded.is_empty() {
         journal.record(state, Step::Recorded(recorded))?;
     }
@@ -219,6 +222,24 @@ fn write_phase(
         journal.record(state, Step::Unmounted(target.clone()))?;
     }
     Ok(untouched)
+}
+
+/// How many written paths are flushed one by one (fsync of each and of its directory); more,
+/// and one syncfs of the jail's file system is cheaper.
+const FLUSHED_ONE_BY_ONE: usize = 64;
+
+/// Makes what was written at `paths` durable: before the journal records it as done, so that a
+/// power loss cannot leave a record vouching for a stat the disk never got.
+fn flush(jail: &JailRoot, paths: &[&JailPath]) -> Result<()> {
+    let _t = crate::timings::phase("apply: flush");
+    if paths.is_empty() {
+        return Ok(());
+    }
+    if paths.len() <= FLUSHED_ONE_BY_ONE {
+        jail.sync_paths(paths)
+    } else {
+        jail.sync()
+    }
 }
 
 fn desired_node<'d>(desired: &'d DesiredTree, change: &Change) -> Result<&'d DesiredNode> {

@@ -238,6 +238,38 @@ impl JailRoot {
         nix::unistd::syncfs(&self.fd).map_err(|errno| anyhow!("cannot sync {}: {errno}", self.host.display()))
     }
 
+    /// Flushes what was written at a few paths: each regular file and directory among them
+    /// (fsync), and the directory holding each (its entries: a rename, a new name, a removal).
+    /// Cheaper than [`JailRoot::sync`] when little was written, since syncfs also waits for
+    /// whatever else on the file system is dirty. A path gone meanwhile is skipped; symlinks and
+    /// devices are made durable by their directory.
+    pub fn sync_paths(&self, paths: &[&JailPath]) -> Result<()> {
+        let mut dirs = std::collections::BTreeSet::new();
+        for path in paths {
+            if let Some(parent) = path.parent() {
+                dirs.insert(parent);
+            }
+            match self.stat(path) {
+                Ok(Some(stat)) if stat.kind == NodeKind::File => {
+                    let file = self.open_read(path)?;
+                    file.sync_all().with_context(|| self.failure("sync", path))?;
+                }
+                Ok(Some(stat)) if stat.kind == NodeKind::Dir => {
+                    dirs.insert((*path).clone());
+                }
+                // Gone, under a path no longer a directory, or a node its directory covers.
+                _ => {}
+            }
+        }
+        for dir in dirs {
+            // Read-only is enough for fsync; a directory gone or replaced has nothing to flush.
+            if let Ok(Some(fd)) = self.lookup_dir(&dir, OFlag::O_RDONLY) {
+                nix::unistd::fsync(&fd).map_err(|errno| anyhow!("cannot sync {dir}: {errno}"))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Writes a regular file atomically: a temporary `.jailprov-tmp-<random>` in the same
     /// directory (`O_CREAT | O_EXCL | O_NOFOLLOW`, mode 0600 until done), written from
     /// `contents`, fchown, fchmod (exact mode including setuid bits, after fchown, which clears

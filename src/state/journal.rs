@@ -110,6 +110,12 @@ fn checksum(payload: &[u8]) -> [u8; 8] {
 /// the length of its intact part (0: not this snapshot's journal, or no valid header).
 /// `path` names the journal in errors: a journal of another format is refused, not guessed at.
 pub(super) fn replay(bytes: &[u8], generation: u64, state: &mut State, path: &Path) -> Result<u64> {
+    intact_steps(bytes, generation, path, |step| step.fold_into(state))
+}
+
+/// The length of the intact part of the journal `bytes` of the snapshot of `generation`, its
+/// steps handed to `each` in order.
+pub(super) fn intact_steps(bytes: &[u8], generation: u64, path: &Path, mut each: impl FnMut(Step)) -> Result<u64> {
     let Some(body) = bytes.strip_prefix(MAGIC) else {
         bail!("{} is not a jailprov journal; move it away if it is not needed", path.display());
     };
@@ -127,7 +133,7 @@ pub(super) fn replay(bytes: &[u8], generation: u64, state: &mut State, path: &Pa
     }
     let mut at = HEADER_LEN;
     while let Some((step, next)) = frame_at(bytes, at) {
-        step.fold_into(state);
+        each(step);
         at = next;
     }
     Ok(at as u64)

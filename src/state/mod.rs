@@ -231,9 +231,9 @@ impl StateStore {
             Some(generation) => generation,
             None => self.write_snapshot(state)?,
         };
-        let mut replayed = state.clone();
+        // `state` has these steps already (loaded under the same lock): only their extent is needed.
         let intact = match read_private(&self.journal_file, "the journal")? {
-            Some(bytes) => journal::replay(&bytes, generation, &mut replayed, &self.journal_file)?,
+            Some(bytes) => journal::intact_steps(&bytes, generation, &self.journal_file, drop)?,
             None => 0,
         };
         if intact == 0 {
