@@ -292,7 +292,9 @@ pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
     if let Some(saved) = &saved {
         refuse_stale(saved, &prepared.digests()?, &plan)?;
     }
-    if is_empty(&plan) {
+    // An interrupted apply is finished even when nothing is left to change: its temporary
+    // files are swept and the record marked complete.
+    if is_empty(&plan) && !prepared.state.interrupted {
         print(&render::no_changes(&jailfile.file))?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -311,14 +313,19 @@ pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
     };
     let jail = &*prepared.jail.insert(jail);
     let outcome = {
+        let palette = render::Palette::for_stdout();
         let mut stdout = std::io::stdout().lock();
         let mut report = |change: &Change| {
-            let _ = writeln!(stdout, "{:<3} {:<8} {}", change.action.marker(), change.kind, change.path);
+            let _ = writeln!(stdout, "{}", render::change_line(change, palette));
         };
         let state = &mut prepared.state;
         let _t = jailprov::timings::phase("apply");
         apply::apply(&plan, &prepared.desired, jail, &prepared.host, state, &prepared.store, &mut report)?
     };
+    if let Some(count) = jailprov::kill_point::count() {
+        // For tests/interrupt.rs: how many crash points a whole apply passes.
+        eprintln!("kill points passed: {count}");
+    }
     print(&format!("\nApply complete: {}.\n", render::outcome(&outcome)))
 }
 

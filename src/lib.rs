@@ -13,6 +13,7 @@ pub mod host;
 pub mod init;
 pub mod jail_root;
 pub mod jailfile;
+pub mod kill_point;
 pub mod mountinfo;
 pub mod plan;
 pub mod render;

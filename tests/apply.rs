@@ -374,6 +374,33 @@ fn adding_then_removing_a_binary_is_exactly_one_create_then_one_delete() {
     jail.assert_clean("after removing cat");
 }
 
+/// Jailfile.lock is written only when its bytes change: an apply that repairs the jail alone
+/// (the host gives what the lock says) leaves the very file in place, as does the plan after it;
+/// the record takes a few bytes in its journal, never a rewrite of the whole snapshot.
+#[test]
+fn an_apply_that_changes_only_the_jail_rewrites_neither_the_lock_nor_the_record() {
+    need_root!("an_apply_that_changes_only_the_jail_rewrites_neither_the_lock_nor_the_record");
+    let jail = Jail::new(&seed_like(&["cat"]));
+    jail.apply();
+    let lock = jail.dir.join("Jailfile.lock");
+    let snapshot = fs::read_dir(&jail.state)
+        .expect("the state directory")
+        .map(|entry| entry.expect("an entry").path())
+        .find(|path| path.extension().is_some_and(|extension| extension == "state"))
+        .expect("a snapshot of the record");
+    let identity = |path: &Path| {
+        let metadata = fs::metadata(path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+        (metadata.ino(), metadata.mtime(), metadata.mtime_nsec(), metadata.size())
+    };
+    let (lock_before, snapshot_before) = (identity(&lock), identity(&snapshot));
+    fs::remove_file(jail.at("/etc/motd")).expect("remove a managed file");
+    let run = jail.apply();
+    assert!(run.stdout.contains("Apply complete: 1 added"), "{}", run.describe());
+    jail.assert_clean("after the repair");
+    assert_eq!(identity(&lock), lock_before, "Jailfile.lock was rewritten with the same bytes");
+    assert_eq!(identity(&snapshot), snapshot_before, "the whole record was rewritten for one path");
+}
+
 // ---------------------------------------------------------------------------------------------
 // 4. Foreign data survives apply and destroy
 // ---------------------------------------------------------------------------------------------

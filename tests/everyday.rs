@@ -128,7 +128,8 @@ fn plan_into_a_pipe_has_no_color_unless_always() {
 }
 
 /// Markers colored as a user at a terminal sees them (create green, change yellow with its diff
-/// green/red/cyan, delete red) and the summary line; destroy's per-change lines the same way.
+/// green/red/cyan, delete red) and the summary line; apply's and destroy's per-change lines the
+/// same way.
 #[test]
 fn plan_and_destroy_colors_snapshot() {
     need_root!("plan_and_destroy_colors_snapshot");
@@ -142,6 +143,10 @@ fn plan_and_destroy_colors_snapshot() {
     let run = ws.run("plan", &["--color", "always"]).ok("plan --color always");
     let text = visible(&run.stdout).replace(&ws.dir.display().to_string(), "[DIR]");
     insta::assert_snapshot!("plan_colored", text);
+    let run = ws.run("apply", &["--color", "always"]).ok("apply --color always");
+    assert!(run.stdout.contains("\x1b[32m+  \x1b[0m file     /etc/hostname"), "{}", visible(&run.stdout));
+    let run = ws.run("apply", &[]).ok("apply into a pipe");
+    assert!(!run.stdout.contains('\x1b'), "{}", visible(&run.stdout));
     let run = ws.run("destroy", &["--color", "always"]).ok("destroy --color always");
     assert!(run.stdout.contains("\x1b[31m-  \x1b[0m file     /etc/motd"), "{}", visible(&run.stdout));
 }

@@ -21,7 +21,9 @@ impl JailRoot {
     /// Removes a non-directory (file, symlink, device...). `Ok(false)` if it (or its parent) did
     /// not exist; a directory is an error.
     pub fn remove_file(&self, path: &JailPath) -> Result<bool> {
-        self.remove_file_inner(path).with_context(|| self.failure("remove", path))
+        let done = self.remove_file_inner(path).with_context(|| self.failure("remove", path));
+        crate::kill_point::passed();
+        done
     }
 
     fn remove_file_inner(&self, path: &JailPath) -> Result<bool> {
@@ -37,7 +39,9 @@ impl JailRoot {
     /// Removes an empty directory. `Ok(false)` if it is not empty or does not exist; a
     /// non-directory is an error.
     pub fn remove_dir(&self, path: &JailPath) -> Result<bool> {
-        self.remove_dir_inner(path).with_context(|| self.failure("remove the directory", path))
+        let done = self.remove_dir_inner(path).with_context(|| self.failure("remove the directory", path));
+        crate::kill_point::passed();
+        done
     }
 
     fn remove_dir_inner(&self, path: &JailPath) -> Result<bool> {
@@ -97,7 +101,9 @@ fn remove_entry(parent: &OwnedFd, name: &CStr, shown: &str, depth: usize) -> Res
         Err(errno) => bail!("cannot inspect {shown}: {errno}"),
     };
     if NodeKind::from_mode(stat.st_mode) != Some(NodeKind::Dir) {
-        return match unlinkat(parent, name, UnlinkatFlags::NoRemoveDir) {
+        let removed = unlinkat(parent, name, UnlinkatFlags::NoRemoveDir);
+        crate::kill_point::passed();
+        return match removed {
             Ok(()) | Err(Errno::ENOENT) => Ok(()),
             Err(errno) => bail!("cannot remove {shown}: {errno}"),
         };
@@ -120,7 +126,9 @@ fn remove_entry(parent: &OwnedFd, name: &CStr, shown: &str, depth: usize) -> Res
         let child_shown = format!("{shown}/{}", child.to_string_lossy());
         remove_entry(&dir, &child, &child_shown, depth + 1)?;
     }
-    match unlinkat(parent, name, UnlinkatFlags::RemoveDir) {
+    let removed = unlinkat(parent, name, UnlinkatFlags::RemoveDir);
+    crate::kill_point::passed();
+    match removed {
         Ok(()) | Err(Errno::ENOENT) => Ok(()),
         Err(Errno::ENOTEMPTY | Errno::EEXIST) => bail!("{shown} filled up again while being removed"),
         Err(errno) => bail!("cannot remove {shown}: {errno}"),

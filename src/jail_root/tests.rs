@@ -160,6 +160,24 @@ fn open_refuses_a_symlink_a_file_and_the_host_root() -> Result<()> {
     Ok(())
 }
 
+/// apply flushes a few written paths one by one: every kind (a symlink and a device through
+/// their directory), a path already gone, and one under a symlink planted since, without error
+/// and without reaching outside.
+#[test]
+fn sync_paths_takes_every_kind_and_paths_gone_or_planted_over() -> Result<()> {
+    let scene = scene()?;
+    let jail = &scene.jail;
+    jail.mkdir(&jp("/d"), 0o755, 0, 0)?;
+    jail.write_file(&jp("/d/f"), &mut &b"x"[..], 0o644, 0, 0, None)?;
+    jail.symlink(&jp("/d/l"), "f", 0, 0)?;
+    jail.mknod(&jp("/d/null"), NodeKind::CharDevice, makedev(1, 3), 0o666, 0, 0)?;
+    host_symlink(&scene.outside, scene.jail_dir.join("planted"))?;
+    let paths = [jp("/d"), jp("/d/f"), jp("/d/l"), jp("/d/null"), jp("/gone"), jp("/planted/secret")];
+    jail.sync_paths(&paths.iter().collect::<Vec<_>>())?;
+    assert_eq!(fs::read(scene.outside.join("secret"))?, b"host secret\n");
+    Ok(())
+}
+
 #[test]
 fn creates_every_kind_exactly_whatever_the_umask() -> Result<()> {
     let scene = scene()?;

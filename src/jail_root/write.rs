@@ -176,7 +176,9 @@ impl JailRoot {
     /// [`JailError::NotADirectory`]), and so is a node swapped in between mkdirat and the open
     /// that sets the attributes.
     pub fn mkdir(&self, path: &JailPath, mode: u32, uid: u32, gid: u32) -> Result<()> {
-        self.mkdir_inner(path, mode, uid, gid).with_context(|| self.failure("create", path))
+        let done = self.mkdir_inner(path, mode, uid, gid).with_context(|| self.failure("create", path));
+        crate::kill_point::passed();
+        done
     }
 
     fn mkdir_inner(&self, path: &JailPath, mode: u32, uid: u32, gid: u32) -> Result<()> {
@@ -187,6 +189,8 @@ impl JailRoot {
             Err(Errno::EEXIST) => return Err(self.in_the_way_of_mkdir(&parent, name, path)),
             Err(errno) => bail!("{errno}"),
         }
+        // A crash here leaves a bare 0700 directory: the record already names it (write-ahead).
+        crate::kill_point::passed();
         // O_DIRECTORY: never opens anything but a directory; O_NOFOLLOW: never a planted symlink.
         let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         let just_made = || ChangedUnderfoot {
@@ -234,6 +238,38 @@ impl JailRoot {
         nix::unistd::syncfs(&self.fd).map_err(|errno| anyhow!("cannot sync {}: {errno}", self.host.display()))
     }
 
+    /// Flushes what was written at a few paths: each regular file and directory among them
+    /// (fsync), and the directory holding each (its entries: a rename, a new name, a removal).
+    /// Cheaper than [`JailRoot::sync`] when little was written, since syncfs also waits for
+    /// whatever else on the file system is dirty. A path gone meanwhile is skipped; symlinks and
+    /// devices are made durable by their directory.
+    pub fn sync_paths(&self, paths: &[&JailPath]) -> Result<()> {
+        let mut dirs = std::collections::BTreeSet::new();
+        for path in paths {
+            if let Some(parent) = path.parent() {
+                dirs.insert(parent);
+            }
+            match self.stat(path) {
+                Ok(Some(stat)) if stat.kind == NodeKind::File => {
+                    let file = self.open_read(path)?;
+                    file.sync_all().with_context(|| self.failure("sync", path))?;
+                }
+                Ok(Some(stat)) if stat.kind == NodeKind::Dir => {
+                    dirs.insert((*path).clone());
+                }
+                // Gone, under a path no longer a directory, or a node its directory covers.
+                _ => {}
+            }
+        }
+        for dir in dirs {
+            // Read-only is enough for fsync; a directory gone or replaced has nothing to flush.
+            if let Ok(Some(fd)) = self.lookup_dir(&dir, OFlag::O_RDONLY) {
+                nix::unistd::fsync(&fd).map_err(|errno| anyhow!("cannot sync {dir}: {errno}"))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Writes a regular file atomically: a temporary `.jailprov-tmp-<random>` in the same
     /// directory (`O_CREAT | O_EXCL | O_NOFOLLOW`, mode 0600 until done), written from
     /// `contents`, fchown, fchmod (exact mode including setuid bits, after fchown, which clears
@@ -253,7 +289,11 @@ impl JailRoot {
         gid: u32,
         mtime_ns: Option<i128>,
     ) -> Result<NodeStat> {
-        self.write_file_inner(path, contents, mode, uid, gid, mtime_ns).with_context(|| self.failure("write", path))
+        let done = self
+            .write_file_inner(path, contents, mode, uid, gid, mtime_ns)
+            .with_context(|| self.failure("write", path));
+        crate::kill_point::passed();
+        done
     }
 
     fn write_file_inner(
@@ -280,6 +320,8 @@ impl JailRoot {
                 futimens(&file, &TimeSpec::UTIME_OMIT, &mtime)
                     .map_err(|errno| anyhow!("cannot set the mtime: {errno}"))?;
             }
+            // A crash here leaves the temporary, for the next apply's sweep.
+            crate::kill_point::passed();
             rename_over(&parent, &temp, name)
         })();
         if written.is_err() {
@@ -295,7 +337,9 @@ impl JailRoot {
     /// Creates (or atomically replaces, via a temporary name and renameat) a symlink whose text
     /// is exactly `target`, owned by `uid:gid`.
     pub fn symlink(&self, path: &JailPath, target: &str, uid: u32, gid: u32) -> Result<()> {
-        self.symlink_inner(path, target, uid, gid).with_context(|| self.failure("create the symlink", path))
+        let done = self.symlink_inner(path, target, uid, gid).with_context(|| self.failure("create the symlink", path));
+        crate::kill_point::passed();
+        done
     }
 
     fn symlink_inner(&self, path: &JailPath, target: &str, uid: u32, gid: u32) -> Result<()> {
@@ -324,7 +368,11 @@ impl JailRoot {
     /// ignored), with `rdev`, exactly `mode` and owner: made under a temporary name with no
     /// permission bits, given its attributes through an O_PATH fd (never opened), renamed over.
     pub fn mknod(&self, path: &JailPath, kind: NodeKind, rdev: u64, mode: u32, uid: u32, gid: u32) -> Result<()> {
-        self.mknod_inner(path, kind, rdev, mode, uid, gid).with_context(|| self.failure("create the device node", path))
+        let done = self
+            .mknod_inner(path, kind, rdev, mode, uid, gid)
+            .with_context(|| self.failure("create the device node", path));
+        crate::kill_point::passed();
+        done
     }
 
     fn mknod_inner(&self, path: &JailPath, kind: NodeKind, rdev: u64, mode: u32, uid: u32, gid: u32) -> Result<()> {
@@ -359,8 +407,11 @@ impl JailRoot {
     /// opened, so a device node or FIFO is safe and a node swapped in after the check is not
     /// the one changed.
     pub fn set_attributes(&self, path: &JailPath, seen: &NodeIdentity, mode: u32, uid: u32, gid: u32) -> Result<()> {
-        self.set_attributes_inner(path, seen, mode, uid, gid)
-            .with_context(|| self.failure("set mode and owner of", path))
+        let done = self
+            .set_attributes_inner(path, seen, mode, uid, gid)
+            .with_context(|| self.failure("set mode and owner of", path));
+        crate::kill_point::passed();
+        done
     }
 
     fn set_attributes_inner(&self, path: &JailPath, seen: &NodeIdentity, mode: u32, uid: u32, gid: u32) -> Result<()> {

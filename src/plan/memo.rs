@@ -15,7 +15,7 @@
 
 use std::ffi::OsStr;
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -31,7 +31,8 @@ use crate::tree::JailPath;
 
 /// The first bytes of a memo file.
 const MAGIC: &[u8] = b"jailprov plan memo\n";
-const FORMAT_VERSION: u32 = 1;
+/// 2 added the journal to the key.
+const FORMAT_VERSION: u32 = 2;
 /// Paths checked per parallel task; also the unit the digests are taken over (both sides
 /// must cut the same way).
 const CHUNK: usize = 2048;
@@ -52,9 +53,10 @@ pub struct Key {
     pub adopt: bool,
     /// Jailfile.lock as the plan found it fresh.
     pub lock: Seen,
-    /// The state file (rewritten, so re-inoded, by every apply), and the intent file of an
-    /// apply that did not finish (its pending paths change how a plan judges).
+    /// The state file, its journal (appended to by every apply) and the intent file of an
+    /// apply of an older jailprov that did not finish (its pending paths change how a plan judges).
     pub state: Seen,
+    pub journal: Seen,
     pub intent: Seen,
     /// What was mounted in the jail.
     pub mounts: String,
@@ -80,6 +82,7 @@ impl Key {
             root: root.to_path_buf(),
             adopt,
             state: Seen::of(&fs::symlink_metadata(&store.state_file)),
+            journal: Seen::of(&fs::symlink_metadata(&store.journal_file)),
             intent: Seen::of(&fs::symlink_metadata(&store.intent_file)),
             mounts,
         }
@@ -177,10 +180,7 @@ fn write(file: &Path, memo: &Memo) -> Result<()> {
 /// or None (no memo, another key, or any path that moved).
 pub fn answers(file: &Path, key: &Key, jail: &JailRoot) -> Option<Vec<String>> {
     let _timing = crate::timings::phase("plan memo: check");
-    let memo = load(file)?;
-    if memo.format_version != FORMAT_VERSION || memo.key != *key {
-        return None;
-    }
+    let memo = load(file, key)?;
     let host_paths: Vec<&[u8]> = split_paths(&memo.host_paths);
     if host_paths.len() != memo.host_looks.len() {
         return None;
@@ -192,16 +192,32 @@ pub fn answers(file: &Path, key: &Key, jail: &JailRoot) -> Option<Vec<String>> {
     (host_holds && jail_holds).then_some(memo.warnings)
 }
 
-/// The memo, if there is one only this user could have written.
-fn load(file: &Path) -> Option<Memo> {
+/// The memo, if there is one only this user could have written, of this format and `key`.
+fn load(file: &Path, key: &Key) -> Option<Memo> {
     // Checked on the opened file (a regular file, not through a link, bounded like a record).
     let (opened, metadata) = crate::beside::open_regular_nofollow(file, "the plan memo", MAX_MEMO_SIZE).ok()??;
     if metadata.uid() != nix::unistd::geteuid().as_raw() || metadata.mode() & 0o022 != 0 {
         return None;
     }
-    let bytes = crate::beside::read_bounded(&opened, file, "the plan memo", MAX_MEMO_SIZE).ok()?;
+    // The format and key lead the file: read alone first, so that a memo of another key (every
+    // apply moves the record's stat) costs a few hundred bytes, not megabytes of paths.
+    let mut head = Vec::with_capacity(KEY_READ as usize);
+    (&opened).take(KEY_READ).read_to_end(&mut head).ok()?;
+    let (format_version, written_for) = postcard::take_from_bytes::<(u32, Key)>(head.strip_prefix(MAGIC)?).ok()?.0;
+    if format_version != FORMAT_VERSION || written_for != *key {
+        return None;
+    }
+    let mut bytes = head;
+    (&opened).take(MAX_MEMO_SIZE.saturating_sub(KEY_READ).saturating_add(1)).read_to_end(&mut bytes).ok()?;
+    if bytes.len() as u64 > MAX_MEMO_SIZE {
+        return None;
+    }
     postcard::from_bytes(bytes.strip_prefix(MAGIC)?).ok()
 }
+
+/// Bytes read first for the format and key (a key is a few hundred bytes; a memo shorter than
+/// this is read whole at once).
+const KEY_READ: u64 = 64 * 1024;
 
 /// Removes the memo (the jail is gone); a missing one is fine.
 pub fn forget(file: &Path) {

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::desired::{DesiredKind, DesiredNode, DesiredTree, StatPrint};
 use crate::host::HostFs;
-use crate::jail_root::{escaped, JailError, JailRoot, NodeIdentity, NodeKind, NodeStat};
+use crate::jail_root::{escaped, JailError, JailRoot, NodeIdentity, NodeKind, NodeStat, TEMP_PREFIX};
 use crate::jailfile::MountKind;
 use crate::mountinfo::JailMounts;
 use crate::spec::MountSpec;
@@ -771,9 +771,11 @@ fn deletions(desired: &DesiredTree, context: &Judge, plan: &mut Plan) -> Result<
         }
         let actual = match jail.stat(path) {
             Ok(actual) => actual,
-            // Under a symlink planted in the jail: not reachable without following it.
+            // A parent is a file or a symlink now (replaced by an apply a kill stopped before it
+            // recorded the deletion, or by a jail process): the path jailprov made cannot be
+            // there, only something reached through that parent, which is never followed.
             Err(error) if error.downcast_ref::<JailError>().is_some() => {
-                plan.kept.push((*path).clone());
+                plan.forget.push((*path).clone());
                 continue;
             }
             Err(error) => return Err(error),
@@ -786,7 +788,12 @@ fn deletions(desired: &DesiredTree, context: &Judge, plan: &mut Plan) -> Result<
             // Children come first (deepest first): a child kept for its foreign files keeps
             // its parent too.
             // A name that is not UTF-8 is no path jailprov ever created: foreign.
+            // A temporary file an interrupted apply left is swept by the next apply before it
+            // deletes: it keeps nothing.
             let foreign = jail.list(path)?.into_iter().any(|name| {
+                if state.interrupted && name.as_bytes().starts_with(TEMP_PREFIX.as_bytes()) {
+                    return false;
+                }
                 name.to_str()
                     .and_then(|name| JailPath::parse(&format!("{}/{name}", path.as_str())).ok())
                     .is_none_or(|child| !candidates.contains(&child) || plan.kept.contains(&child))

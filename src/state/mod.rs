@@ -6,10 +6,13 @@
 //!
 //! The file is binary (a magic line, then postcard): every plan reads it whole, and for a jail of
 //! 50,000 files JSON made a 13 MB file that took longer to parse than the jail took to stat.
+//! Applies do not rewrite it: they append what they do to a journal beside it (journal.rs),
+//! folded into a new snapshot once it passes a quarter of its size.
 #![allow(clippy::disallowed_methods)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
+use std::io::Read as _;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -22,14 +25,18 @@ use crate::desired::{DesiredKind, StatPrint};
 use crate::tree::JailPath;
 
 pub mod content_hash;
+pub mod journal;
 pub mod lock;
+
+pub use journal::{Journal, Step};
 
 /// Where state lives unless `--state-dir` says otherwise.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/jailprov";
 
 /// 3 added the content hash of each managed file (`Managed::hash`), 4 the persistent mounts
-/// (`State::mounts`); format 2 is still read.
-const FORMAT_VERSION: u32 = 4;
+/// (`State::mounts`), 5 the snapshot's generation (which journal extends it) before the record;
+/// formats 2 and 4 are still read, and rewritten as 5 by the next apply.
+const FORMAT_VERSION: u32 = 5;
 
 /// The first bytes of every state file, so that no other file is ever taken for one.
 const MAGIC: &[u8] = b"jailprov state\n";
@@ -137,10 +144,11 @@ pub struct StateStore {
     /// The memo of the last no-op plan (src/plan/memo.rs): named here, beside the record it is
     /// keyed on, but written, read and forgotten by the plan alone.
     pub memo_file: PathBuf,
-    /// Written when an apply starts, removed when it has recorded everything: the paths it is
-    /// about to create (a few lines, where rewriting the whole record would cost a 50,000-path
-    /// serialization and fsync on every apply).
+    /// Written by applies before format 5: the paths one was about to create. Still read (an
+    /// older jailprov may have been interrupted), removed once they are in the record.
     pub intent_file: PathBuf,
+    /// What applies did since the snapshot in `state_file` (journal.rs).
+    pub journal_file: PathBuf,
 }
 
 impl StateStore {
@@ -159,13 +167,19 @@ impl StateStore {
             lock_file: state_dir.join(format!("{name}.lock")),
             memo_file: state_dir.join(format!("{name}.memo")),
             intent_file: state_dir.join(format!("{name}.intent")),
+            journal_file: state_dir.join(format!("{name}.journal")),
         }
     }
 
-    /// The recorded state, or an empty one when this root was never applied; an apply that did
-    /// not finish (its intent file is still there) marks it interrupted, its paths pending.
+    /// The recorded state (the snapshot and its journal), or an empty one when this root was
+    /// never applied; an apply that did not finish marks it interrupted (and, for an apply of an
+    /// older jailprov, its intent's paths pending).
     pub fn load(&self, root: &Path) -> Result<State> {
-        let mut state = self.load_record(root)?;
+        let (mut state, generation) = self.load_snapshot(root)?;
+        if let Some(bytes) = read_private(&self.journal_file, "the journal")? {
+            let _t = crate::timings::phase("state: journal replay");
+            journal::replay(&bytes, generation, &mut state, &self.journal_file)?;
+        }
         if let Some(pending) = self.load_intent()? {
             state.interrupted = true;
             state.pending.extend(pending);
@@ -173,53 +187,115 @@ impl StateStore {
         Ok(state)
     }
 
-    fn load_record(&self, root: &Path) -> Result<State> {
+    /// The snapshot and its generation (0 for a format that had none, or no snapshot at all).
+    fn load_snapshot(&self, root: &Path) -> Result<(State, u64)> {
         self.check_dir()?;
-        let Some(bytes) = read_private(&self.state_file, "the state file")? else { return Ok(State::empty(root)) };
+        let Some(bytes) = read_private(&self.state_file, "the state file")? else {
+            return Ok((State::empty(root), 0));
+        };
         let corrupt = || format!("the state file {} is corrupt", self.state_file.display());
         let body = bytes
             .strip_prefix(MAGIC)
             .with_context(|| format!("{} is not a jailprov state file", self.state_file.display()))?;
         // The version leads the body: read it alone first, so that a newer format is named as
         // such rather than reported as corrupt.
-        let (format_version, _) = postcard::take_from_bytes::<u32>(body).with_context(corrupt)?;
-        if format_version == 2 {
-            let state = format2::upgrade(postcard::from_bytes(body).with_context(corrupt)?);
-            if state.root != root {
-                bail!(
-                    "{} records the root {}, not {}",
-                    self.state_file.display(),
-                    state.root.display(),
-                    root.display()
-                );
+        let (format_version, rest) = postcard::take_from_bytes::<u32>(body).with_context(corrupt)?;
+        let (state, generation) = match format_version {
+            2 => (format2::upgrade(postcard::from_bytes(body).with_context(corrupt)?), 0),
+            4 => {
+                let mut state: State = postcard::from_bytes(body).with_context(corrupt)?;
+                state.format_version = FORMAT_VERSION;
+                (state, 0)
             }
-            return Ok(state);
-        }
-        if format_version != FORMAT_VERSION {
-            bail!(
+            FORMAT_VERSION => {
+                let (generation, record) = rest.split_first_chunk::<8>().with_context(corrupt)?;
+                (postcard::from_bytes(record).with_context(corrupt)?, u64::from_le_bytes(*generation))
+            }
+            _ => bail!(
                 "{} has state format {format_version} but this jailprov reads format {FORMAT_VERSION}",
                 self.state_file.display()
-            );
-        }
-        let state: State = postcard::from_bytes(body).with_context(corrupt)?;
+            ),
+        };
         if state.root != root {
             bail!("{} records the root {}, not {}", self.state_file.display(), state.root.display(), root.display());
         }
-        Ok(state)
+        Ok((state, generation))
     }
 
-    /// Before an apply writes anything: the paths it may create, durably (temporary file,
-    /// fsync, rename). Until [`StateStore::finish`] removes it, every load treats the apply as
-    /// interrupted and these paths as jailprov's.
-    pub fn begin(&self, pending: &BTreeSet<JailPath>) -> Result<()> {
-        let _t = crate::timings::phase("state: intent");
-        let bytes =
-            postcard::to_extend(&(INTENT_VERSION, pending), INTENT_MAGIC.to_vec()).context("serializing the intent")?;
-        self.write_private(&self.intent_file, &bytes)
+    /// The journal, ready for an apply to append to: the snapshot is written first when there is
+    /// none yet or it has an older format (the upgrade), the journal started when it does not
+    /// extend this snapshot, and a torn tail cut off. `state` is the record as loaded.
+    pub fn journal(&self, state: &State) -> Result<Journal> {
+        let _t = crate::timings::phase("state: journal open");
+        let generation = match self.snapshot_generation()? {
+            Some(generation) => generation,
+            None => self.write_snapshot(state)?,
+        };
+        // `state` has these steps already (loaded under the same lock): only their extent is needed.
+        let intact = match read_private(&self.journal_file, "the journal")? {
+            Some(bytes) => journal::intact_steps(&bytes, generation, &self.journal_file, drop)?,
+            None => 0,
+        };
+        if intact == 0 {
+            self.write_private(&self.journal_file, &journal::header(generation))?;
+            crate::kill_point::passed();
+        }
+        let snapshot_len = fs::symlink_metadata(&self.state_file)
+            .with_context(|| format!("cannot inspect {}", self.state_file.display()))?
+            .len();
+        Journal::open(&self.journal_file, intact.max(journal::HEADER_LEN as u64), snapshot_len)
     }
 
-    /// After the apply's full record is saved: the intent is fulfilled.
-    pub fn finish(&self) -> Result<()> {
+    /// The generation of a format 5 snapshot, read from its first bytes; None when there is
+    /// no snapshot or an older one.
+    fn snapshot_generation(&self) -> Result<Option<u64>> {
+        let Some((file, _)) =
+            crate::beside::open_regular_nofollow(&self.state_file, "the state file", MAX_RECORD_SIZE)?
+        else {
+            return Ok(None);
+        };
+        let mut head = Vec::with_capacity(64);
+        std::io::Read::take(&file, (MAGIC.len() + 5 + 8) as u64)
+            .read_to_end(&mut head)
+            .with_context(|| format!("cannot read {}", self.state_file.display()))?;
+        let Some(body) = head.strip_prefix(MAGIC) else { return Ok(None) };
+        match postcard::take_from_bytes::<u32>(body) {
+            Ok((FORMAT_VERSION, rest)) => Ok(rest.first_chunk::<8>().map(|generation| u64::from_le_bytes(*generation))),
+            _ => Ok(None),
+        }
+    }
+
+    /// Writes `state` as a new snapshot (temporary file, fsync, rename) under a fresh
+    /// generation, which no journal extends yet; returns it.
+    fn write_snapshot(&self, state: &State) -> Result<u64> {
+        let _t = crate::timings::phase("state: snapshot write");
+        let generation = fresh_generation();
+        let mut bytes = postcard::to_extend(&FORMAT_VERSION, MAGIC.to_vec()).context("serializing the state")?;
+        bytes.extend_from_slice(&generation.to_le_bytes());
+        // Every State in memory has the current format (older ones are upgraded as they load).
+        let bytes = postcard::to_extend(state, bytes).context("serializing the state")?;
+        self.write_private(&self.state_file, &bytes)?;
+        crate::kill_point::passed();
+        Ok(generation)
+    }
+
+    /// Ends an apply: `Finished` appended and synced, or, when the journal has grown past a
+    /// quarter of the snapshot, everything folded into a new snapshot and a fresh journal.
+    pub fn finish(&self, mut journal: Journal, state: &mut State) -> Result<()> {
+        journal.record(state, Step::Finished)?;
+        if !journal.wants_compaction() {
+            return journal.commit();
+        }
+        drop(journal);
+        let generation = self.write_snapshot(state)?;
+        self.write_private(&self.journal_file, &journal::header(generation))?;
+        crate::kill_point::passed();
+        Ok(())
+    }
+
+    /// Removes the intent file an apply of jailprov before format 5 left (its paths are in the
+    /// record by now).
+    pub fn remove_legacy_intent(&self) -> Result<()> {
         match fs::remove_file(&self.intent_file) {
             Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
                 Err(error).with_context(|| format!("cannot remove {}", self.intent_file.display()))
@@ -244,13 +320,6 @@ impl StateStore {
         Ok(Some(pending))
     }
 
-    /// Writes the state atomically (temporary file, fsync, rename), readable by root only.
-    pub fn save(&self, state: &State) -> Result<()> {
-        let _t = crate::timings::phase("state save");
-        let bytes = postcard::to_extend(state, MAGIC.to_vec()).context("serializing the state")?;
-        self.write_private(&self.state_file, &bytes)
-    }
-
     /// Writes `bytes` to `path` in the state directory: temporary file, fsync, rename.
     /// The temporary file has a random name and is created `O_EXCL | O_NOFOLLOW`: a symlink
     /// planted at any name in the directory is never written through.
@@ -268,15 +337,19 @@ impl StateStore {
         crate::beside::check_state_dir(&dir.join("lock-cache"))
     }
 
-    /// Removes the state of a destroyed jail.
+    /// Removes the state of a destroyed jail: the snapshot last, so that a crash part-way
+    /// leaves a record (perhaps without its journal: the paths are gone by then).
     pub fn remove(&self) -> Result<()> {
-        self.finish()?;
-        match fs::remove_file(&self.state_file) {
-            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
-                Err(error).with_context(|| format!("cannot remove {}", self.state_file.display()))
+        self.remove_legacy_intent()?;
+        for file in [&self.journal_file, &self.state_file] {
+            match fs::remove_file(file) {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(error).with_context(|| format!("cannot remove {}", file.display()))
+                }
+                _ => {}
             }
-            _ => Ok(()),
         }
+        Ok(())
     }
 
     /// Takes the jail's lock, waiting up to `timeout` for another jailprov to finish.
@@ -403,6 +476,19 @@ fn check_private(path: &Path, metadata: &fs::Metadata) -> Result<()> {
     Ok(())
 }
 
+/// A generation no earlier snapshot of this jail had (random: a snapshot restored from a backup
+/// must not be taken as extended by today's journal).
+fn fresh_generation() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is seeded from the OS's random source.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    if let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        hasher.write_u128(now.as_nanos());
+    }
+    hasher.finish()
+}
+
 /// FNV-1a: a stable, dependency-free name hash (not a security boundary).
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf29ce484222325, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(0x100000001b3))
@@ -423,7 +509,7 @@ mod tests {
             JailPath::parse("/usr/bin/bash").expect("valid"),
             Managed { kind: ManagedKind::File, created: true, jail: None, source: None, hash: Some([7; 32]) },
         );
-        store.save(&state).expect("saves");
+        store.write_snapshot(&state).expect("saves");
         assert_eq!(store.load(Path::new("/srv/jails/a")).expect("loads"), state);
         assert!(store.load(Path::new("/srv/jails/b")).is_err());
     }
@@ -469,6 +555,115 @@ mod tests {
         assert_eq!(state.format_version, FORMAT_VERSION);
         assert_eq!(state.entries[&bash].hash, None, "format 2 had no hashes");
         assert!(state.entries[&bash].created);
+    }
+
+    fn file_entry() -> Managed {
+        Managed { kind: ManagedKind::File, created: true, jail: None, source: None, hash: Some([7; 32]) }
+    }
+
+    fn write_raw(path: &Path, bytes: &[u8]) {
+        let mut file =
+            fs::OpenOptions::new().write(true).create(true).truncate(true).mode_private().open(path).expect("create");
+        file.write_all(bytes).expect("write");
+    }
+
+    /// An apply appends to the journal instead of rewriting the record; the next load sees both.
+    #[test]
+    fn steps_in_the_journal_are_loaded_and_the_snapshot_is_not_rewritten() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = Path::new("/srv/jails/a");
+        let store = StateStore::for_root(dir.path(), root);
+        let mut state = State::empty(root);
+        for index in 0..200 {
+            state.entries.insert(JailPath::parse(&format!("/f{index:03}")).expect("valid"), file_entry());
+        }
+        store.write_snapshot(&state).expect("saves");
+        let snapshot = fs::metadata(&store.state_file).expect("stat");
+        let mut loaded = store.load(root).expect("loads");
+        let mut journal = store.journal(&loaded).expect("opens");
+        journal.record(&mut loaded, Step::Began).expect("records");
+        journal.record(&mut loaded, Step::Forgotten(vec![JailPath::parse("/f000").expect("valid")])).expect("records");
+        store.finish(journal, &mut loaded).expect("finishes");
+        let again = fs::metadata(&store.state_file).expect("stat");
+        assert_eq!((again.ino(), again.mtime_nsec()), (snapshot.ino(), snapshot.mtime_nsec()), "snapshot untouched");
+        let journal = fs::metadata(&store.journal_file).expect("a journal");
+        assert_eq!(journal.mode() & 0o777, 0o600);
+        let reloaded = store.load(root).expect("loads");
+        assert_eq!(reloaded, loaded);
+        assert!(!reloaded.entries.contains_key(&JailPath::parse("/f000").expect("valid")) && !reloaded.interrupted);
+    }
+
+    /// A journal past a quarter of the snapshot is folded into a new snapshot; a torn tail is
+    /// dropped on load and cut off before the next append.
+    #[test]
+    fn a_long_journal_is_compacted_and_a_torn_tail_cut_off() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = Path::new("/srv/jails/a");
+        let store = StateStore::for_root(dir.path(), root);
+        let mut state = store.load(root).expect("an empty record");
+        let journal = store.journal(&state).expect("opens");
+        store.finish(journal, &mut state).expect("finishes");
+        let mut journal = store.journal(&state).expect("opens");
+        journal.record(&mut state, Step::Began).expect("records");
+        // Torn: the Began frame written halfway, as a kill during the write leaves it.
+        journal.commit().expect("commits");
+        let len = fs::metadata(&store.journal_file).expect("stat").len();
+        fs::OpenOptions::new()
+            .append(true)
+            .open(&store.journal_file)
+            .expect("open")
+            .write_all(&[9, 0, 0])
+            .expect("tear");
+        assert!(store.load(root).expect("loads").interrupted, "the intact Began frame is read");
+        let mut loaded = store.load(root).expect("loads");
+        let journal = store.journal(&loaded).expect("opens");
+        assert_eq!(fs::metadata(&store.journal_file).expect("stat").len(), len, "the torn tail is cut off");
+        let entries: Vec<(JailPath, Managed)> =
+            (0..500).map(|index| (JailPath::parse(&format!("/g{index:03}")).expect("valid"), file_entry())).collect();
+        let mut journal = journal;
+        journal.record(&mut loaded, Step::Recorded(entries)).expect("records");
+        let before = fs::metadata(&store.state_file).expect("stat").ino();
+        store.finish(journal, &mut loaded).expect("finishes");
+        assert_ne!(fs::metadata(&store.state_file).expect("stat").ino(), before, "compacted into a new snapshot");
+        assert_eq!(fs::metadata(&store.journal_file).expect("stat").len(), journal::HEADER_LEN as u64);
+        assert_eq!(store.load(root).expect("loads"), loaded);
+    }
+
+    /// A format 4 record and the intent file of an older jailprov's interrupted apply still load
+    /// (the intent's paths pending); the first journal rewrites the record as format 5.
+    #[test]
+    fn a_format_4_record_with_an_intent_loads_and_is_upgraded_on_the_next_write() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = Path::new("/srv/jails/a");
+        let store = StateStore::for_root(dir.path(), root);
+        let mut old = State::empty(root);
+        old.format_version = 4;
+        old.entries.insert(JailPath::parse("/usr/bin/bash").expect("valid"), file_entry());
+        write_raw(&store.state_file, &postcard::to_extend(&old, MAGIC.to_vec()).expect("serializes"));
+        let pending: BTreeSet<JailPath> = [JailPath::parse("/etc/passwd").expect("valid")].into();
+        write_raw(
+            &store.intent_file,
+            &postcard::to_extend(&(INTENT_VERSION, &pending), INTENT_MAGIC.to_vec()).expect("serializes"),
+        );
+        let state = store.load(root).expect("loads");
+        assert!(state.interrupted && state.pending == pending);
+        assert_eq!(state.entries, old.entries);
+        assert_eq!(store.snapshot_generation().expect("reads"), None, "format 4 has no generation");
+        let _journal = store.journal(&state).expect("opens");
+        assert!(store.snapshot_generation().expect("reads").is_some(), "rewritten as format 5");
+        assert_eq!(store.load(root).expect("loads").entries, old.entries);
+    }
+
+    #[test]
+    fn a_journal_others_can_write_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = Path::new("/srv/jails/a");
+        let store = StateStore::for_root(dir.path(), root);
+        let state = store.load(root).expect("an empty record");
+        drop(store.journal(&state).expect("opens"));
+        fs::set_permissions(&store.journal_file, fs::Permissions::from_mode(0o622)).expect("chmod");
+        let error = store.load(root).expect_err("refused");
+        assert!(format!("{error:#}").contains("writable by no one else"), "{error:#}");
     }
 
     #[test]
