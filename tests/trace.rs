@@ -73,9 +73,16 @@ fn jailfile(binary: &str, proc: bool) -> String {
     format!("root = \"{UNUSED_ROOT}\"\nbinaries = [\"{binary}\"]\n{proc}")
 }
 
-/// A scratch directory outside /tmp for host files the suggestion may name.
+/// A scratch directory for host files the suggestion may name: under the build's target/ unless
+/// the checkout lies where trace never suggests anything (a clone under /tmp, /root or a home, as
+/// CI's may be), else under /var/lib (these tests run as root).
 fn host_scratch(prefix: &str) -> tempfile::TempDir {
-    tempfile::Builder::new().prefix(prefix).tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("scratch dir")
+    let home = std::env::var("HOME").ok();
+    let base = [PathBuf::from(env!("CARGO_TARGET_TMPDIR")), PathBuf::from("/var/lib")]
+        .into_iter()
+        .find(|base| jailprov::trace::host::refused(&base.to_string_lossy(), home.as_deref()).is_none())
+        .expect("/var/lib is a place trace may suggest");
+    tempfile::Builder::new().prefix(prefix).tempdir_in(base).expect("scratch dir")
 }
 
 /// Runs gcc; a fixture that does not build fails the test (gcc itself missing names its package).
