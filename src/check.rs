@@ -647,6 +647,7 @@ pub fn fix(
                 kind: node.kind.label().to_owned(),
                 what: vec!["content".to_owned()],
                 diff: None,
+                texts: None,
                 mount: None,
                 seen: None,
             }),

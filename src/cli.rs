@@ -155,8 +155,12 @@ pub struct ApplyArgs {
     #[arg(long)]
     pub adopt: bool,
     /// Show the plan and ask before applying (needs a terminal).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "format")]
     pub interactive: bool,
+    /// Output format. json: one object {changed, summary, changes, diff} on stdout (Ansible's
+    /// module and diff contract), errors as one JSON object on stderr.
+    #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+    pub format: PlanFormat,
     /// Seconds to wait for another jailprov working on the same jail.
     #[arg(long = "lock-timeout", default_value_t = 60)]
     pub lock_timeout: u64,

@@ -294,8 +294,9 @@ pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
     }
     // An interrupted apply is finished even when nothing is left to change: its temporary
     // files are swept and the record marked complete.
+    let json = args.format == PlanFormat::Json;
     if is_empty(&plan) && !prepared.state.interrupted {
-        print(&render::no_changes(&jailfile.file))?;
+        print(&if json { render::apply_json(&Plan::default()) } else { render::no_changes(&jailfile.file) })?;
         return Ok(ExitCode::SUCCESS);
     }
     if args.interactive && !confirm(&plan, &root, &jailfile.file)? {
@@ -315,8 +316,11 @@ pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
     let outcome = {
         let palette = render::Palette::for_stdout();
         let mut stdout = std::io::stdout().lock();
+        // JSON mode prints one object at the end, nothing per change.
         let mut report = |change: &Change| {
-            let _ = writeln!(stdout, "{}", render::change_line(change, palette));
+            if !json {
+                let _ = writeln!(stdout, "{}", render::change_line(change, palette));
+            }
         };
         let state = &mut prepared.state;
         let _t = jailprov::timings::phase("apply");
@@ -325,6 +329,9 @@ pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
     if let Some(count) = jailprov::kill_point::count() {
         // For tests/interrupt.rs: how many crash points a whole apply passes.
         eprintln!("kill points passed: {count}");
+    }
+    if json {
+        return print(&render::apply_json(&plan));
     }
     print(&format!("\nApply complete: {}.\n", render::outcome(&outcome)))
 }
@@ -379,11 +386,15 @@ fn refuse_stale(saved: &SavedPlan, now: &Digests, plan: &Plan) -> Result<()> {
 
 /// Whether a saved plan is the one computed now. A plan saved before changes carried the node
 /// they saw (`seen`) still matches: the jail digest, equal by then, covers the same inodes.
+/// Whole texts are never saved; the saved diff pins the same content.
 fn same_plan(saved: &Plan, now: &Plan) -> bool {
     let mut saved = saved.clone();
     for (old, new) in saved.changes.iter_mut().zip(&now.changes) {
         if old.seen.is_none() {
             old.seen = new.seen;
+        }
+        if old.diff == new.diff {
+            old.texts.clone_from(&new.texts);
         }
     }
     saved == *now

@@ -13,8 +13,8 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use jailprov::cli::{
-    Cli, ClosureArgs, ClosureFormat, ColorWhen, Command, EnterArgs, InitArgs, JailfileArgs, ManpageArgs, TraceArgs,
-    WhyArgs,
+    Cli, ClosureArgs, ClosureFormat, ColorWhen, Command, EnterArgs, InitArgs, JailfileArgs, ManpageArgs, PlanFormat,
+    TraceArgs, WhyArgs,
 };
 use jailprov::closure;
 use jailprov::diagnostics::JailfileErrors;
@@ -27,6 +27,7 @@ use jailprov::{jailfile, render};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let json_errors = wants_json(&cli.command);
     match run(cli) {
         Ok(code) => code,
         Err(error) => {
@@ -34,11 +35,23 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             match error.downcast_ref::<JailfileErrors>() {
+                // Machines reading JSON get their error as JSON too, on stderr.
+                _ if json_errors => eprint!("{}", render::error_json(&error)),
                 Some(problems) => eprintln!("{problems}"),
                 None => eprintln!("error: {error:#}"),
             }
             ExitCode::from(1)
         }
+    }
+}
+
+/// Whether the command was asked for JSON output (`--format json`), so errors are JSON too.
+fn wants_json(command: &Command) -> bool {
+    match command {
+        Command::Plan(args) => args.format == PlanFormat::Json,
+        Command::Apply(args) => args.format == PlanFormat::Json,
+        Command::Closure(args) => args.format == ClosureFormat::Json,
+        _ => false,
     }
 }
 

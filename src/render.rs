@@ -335,3 +335,141 @@ pub fn plan_json(plan: &crate::plan::Plan) -> String {
     text.push('\n');
     text
 }
+
+/// What `apply --format json` prints: Ansible's module result (`changed`) and diff contract.
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+// deny_unknown_fields: the schema says additionalProperties false, so a new field is a
+// deliberate schema change.
+#[serde(deny_unknown_fields)]
+#[schemars(title = "jailprov apply --format json")]
+pub struct ApplyReport {
+    /// Whether the jail was changed (false: it already matched the Jailfile).
+    pub changed: bool,
+    /// Counts per action, with the same keys as `plan --format json`.
+    pub summary: crate::plan::Summary,
+    pub changes: Vec<AppliedChange>,
+    /// Whole texts of the small text files whose content changed.
+    pub diff: Vec<TextDiff>,
+}
+
+/// One change made, as `plan --format json` lists it.
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AppliedChange {
+    pub action: crate::plan::Action,
+    pub path: String,
+    /// file | dir | symlink | device | mount ...
+    pub kind: String,
+    /// What differed: "content", "mode 0755 -> 1777", ...
+    pub what: Vec<String>,
+}
+
+/// One entry of Ansible's diff list: a file's text before and after.
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TextDiff {
+    pub path: String,
+    pub before: String,
+    pub after: String,
+}
+
+impl ApplyReport {
+    /// The report of an applied plan (an empty plan: nothing changed).
+    pub fn of(plan: &crate::plan::Plan) -> ApplyReport {
+        ApplyReport {
+            changed: !plan.changes.is_empty(),
+            summary: plan.summary(),
+            changes: plan
+                .changes
+                .iter()
+                .map(|change| AppliedChange {
+                    action: change.action,
+                    path: change.path.to_string(),
+                    kind: change.kind.clone(),
+                    what: change.what.clone(),
+                })
+                .collect(),
+            diff: plan
+                .changes
+                .iter()
+                .filter_map(|change| {
+                    let texts = change.texts.as_ref()?;
+                    Some(TextDiff {
+                        path: change.path.to_string(),
+                        before: texts.before.clone(),
+                        after: texts.after.clone(),
+                    })
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The apply report as one line of JSON (Ansible's `from_json` reads it whole).
+pub fn apply_json(plan: &crate::plan::Plan) -> String {
+    let mut text =
+        serde_json::to_string(&ApplyReport::of(plan)).unwrap_or_else(|error| format!("{{\"error\":\"{error}\"}}"));
+    text.push('\n');
+    text
+}
+
+/// The JSON Schema of `apply --format json` (committed as schemas/apply.schema.json).
+pub fn apply_json_schema() -> String {
+    let schema = schemars::schema_for!(ApplyReport);
+    let mut text = serde_json::to_string_pretty(&schema).expect("a JSON schema serializes");
+    text.push('\n');
+    text
+}
+
+/// An error as one JSON object for machines: `{"error", "file", "line", "column", "key",
+/// "value"}`, the place fields present when known (a Jailfile problem knows them; with several
+/// problems the first gives them and all are under "problems").
+pub fn error_json(error: &anyhow::Error) -> String {
+    let value = match error.downcast_ref::<crate::diagnostics::JailfileErrors>() {
+        Some(errors) => jailfile_errors_json(errors),
+        None => serde_json::json!({ "error": format!("{error:#}") }),
+    };
+    let mut text = serde_json::to_string(&value).unwrap_or_else(|_| "{\"error\":\"unprintable error\"}".to_owned());
+    text.push('\n');
+    text
+}
+
+fn jailfile_errors_json(errors: &crate::diagnostics::JailfileErrors) -> serde_json::Value {
+    let problem_json = |problem: &crate::diagnostics::Problem| {
+        let mut fields = serde_json::Map::new();
+        fields.insert("error".into(), problem.message.clone().into());
+        fields.insert("file".into(), errors.file.display().to_string().into());
+        if let Some(span) = &problem.span {
+            let (line, column) = errors.line_column(span.start);
+            fields.insert("line".into(), line.into());
+            fields.insert("column".into(), column.into());
+        }
+        if !problem.key.is_empty() {
+            fields.insert("key".into(), problem.key.clone().into());
+        }
+        if let Some(value) = &problem.value {
+            fields.insert("value".into(), value.clone().into());
+        }
+        if let Some(help) = &problem.help {
+            fields.insert("help".into(), help.clone().into());
+        }
+        serde_json::Value::Object(fields)
+    };
+    let problems: Vec<serde_json::Value> = errors.problems.iter().map(problem_json).collect();
+    let mut first = match problems.first() {
+        Some(serde_json::Value::Object(fields)) => fields.clone(),
+        _ => {
+            let mut fields = serde_json::Map::new();
+            fields.insert("file".into(), errors.file.display().to_string().into());
+            fields
+        }
+    };
+    if problems.len() > 1 {
+        // The one message says there are more, as the text error's last line does.
+        let message =
+            format!("{} (and {} more problems; nothing was changed)", errors.problems[0].message, problems.len() - 1);
+        first.insert("error".into(), message.into());
+    }
+    first.insert("problems".into(), problems.into());
+    serde_json::Value::Object(first)
+}

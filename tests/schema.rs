@@ -64,3 +64,17 @@ fn every_example_passes_validation_on_this_host() {
         }
     }
 }
+
+#[test]
+fn committed_apply_schema_matches_the_rust_types() {
+    let generated = jailprov::render::apply_json_schema();
+    let committed = std::fs::read_to_string("schemas/apply.schema.json").unwrap_or_default();
+    if committed != generated && std::env::var_os("JAILPROV_BLESS").is_some() {
+        std::fs::write("schemas/apply.schema.json", &generated).expect("write schema");
+        return;
+    }
+    assert!(
+        committed == generated,
+        "schemas/apply.schema.json is stale: regenerate it with `JAILPROV_BLESS=1 cargo test --test schema`"
+    );
+}

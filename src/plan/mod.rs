@@ -28,7 +28,7 @@ pub mod saved;
 /// Inline and generated files up to this size get a unified diff in the plan.
 const DIFF_LIMIT: u64 = 64 * 1024;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     Create,
@@ -146,6 +146,10 @@ pub struct Change {
     /// A unified diff for small text files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diff: Option<String>,
+    /// The whole text before and after, when `diff` is there (Ansible's diff contract wants
+    /// both). Never saved with a plan: the diff already pins the same content.
+    #[serde(skip)]
+    pub texts: Option<Box<TextChange>>,
     /// For mount and unmount: the mount.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mount: Option<PlannedMount>,
@@ -154,6 +158,13 @@ pub struct Change {
     /// saved before jailprov carried it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seen: Option<NodeIdentity>,
+}
+
+/// A small text file's content in the jail now and as the Jailfile wants it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextChange {
+    pub before: String,
+    pub after: String,
 }
 
 /// A path jailprov must write but did not create, holding something else.
@@ -183,16 +194,17 @@ pub struct Plan {
 }
 
 /// Counts per action, as the summary line and JSON show them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Summary {
     pub create: usize,
     pub update: usize,
     pub delete: usize,
     pub replace: usize,
-    /// Persistent mounts (shown only when there are some).
-    #[serde(skip_serializing_if = "is_zero")]
+    /// Persistent mounts (shown only when there are some; `default` keeps them optional in
+    /// the JSON Schema).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub mount: usize,
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub unmount: usize,
 }
 
@@ -354,6 +366,7 @@ fn mount_changes(mounts: &Mounts, state: &State, plan: &mut Plan) -> (Vec<Change
         kind: "mount".to_owned(),
         what: mount.map(PlannedMount::describe).unwrap_or_default(),
         diff: None,
+        texts: None,
         mount: mount.cloned(),
         seen: None,
     };
@@ -470,6 +483,7 @@ fn judge(node: &DesiredNode, actual: Option<NodeStat>, recorded: Option<&Managed
     if managed || adopt || matches!(node.kind, DesiredKind::Dir) {
         let mut update = change(Action::Update, node, comparison.what);
         update.diff = comparison.diff;
+        update.texts = comparison.texts;
         update.seen = Some(actual.identity());
         return Ok(Verdict::Change(update));
     }
@@ -516,6 +530,7 @@ fn change(action: Action, node: &DesiredNode, what: Vec<String>) -> Change {
         kind: node.kind.label().to_owned(),
         what,
         diff: None,
+        texts: None,
         mount: None,
         seen: None,
     }
@@ -619,6 +634,7 @@ pub fn kind_label(kind: NodeKind) -> &'static str {
 struct Comparison {
     what: Vec<String>,
     diff: Option<String>,
+    texts: Option<Box<TextChange>>,
     /// The content had to be read (the recorded stat did not vouch for it) and was identical.
     verified_by_content: bool,
 }
@@ -630,7 +646,7 @@ fn compare(
     recorded: Option<&Managed>,
     host: &HostFs,
 ) -> Result<Comparison> {
-    let mut comparison = Comparison { what: Vec::new(), diff: None, verified_by_content: false };
+    let mut comparison = Comparison { what: Vec::new(), diff: None, texts: None, verified_by_content: false };
     match &node.kind {
         DesiredKind::File { source, source_print } => {
             let vouched = recorded.is_some_and(|managed| {
@@ -651,7 +667,10 @@ fn compare(
             let current = read_small(jail, &node.path, actual.size, limit)?;
             if current.as_deref() != Some(bytes.as_slice()) {
                 comparison.what.push("content".into());
-                comparison.diff = current.and_then(|current| unified_diff(&node.path, &current, bytes));
+                if let Some((diff, texts)) = current.and_then(|current| unified_diff(&node.path, &current, bytes)) {
+                    comparison.diff = Some(diff);
+                    comparison.texts = Some(Box::new(texts));
+                }
             }
         }
         DesiredKind::Symlink { target } => {
@@ -732,8 +751,8 @@ fn read_small(jail: &JailRoot, path: &JailPath, size: u64, limit: u64) -> Result
     Ok(Some(bytes))
 }
 
-/// A unified diff (jail -> Jailfile) for small text.
-fn unified_diff(path: &JailPath, old: &[u8], new: &[u8]) -> Option<String> {
+/// A unified diff (jail -> Jailfile) for small text, and both texts whole.
+fn unified_diff(path: &JailPath, old: &[u8], new: &[u8]) -> Option<(String, TextChange)> {
     if old.len() as u64 > DIFF_LIMIT || new.len() as u64 > DIFF_LIMIT {
         return None;
     }
@@ -744,7 +763,7 @@ fn unified_diff(path: &JailPath, old: &[u8], new: &[u8]) -> Option<String> {
         .context_radius(3)
         .header(&format!("{path} (jail)"), &format!("{path} (Jailfile)"))
         .to_string();
-    Some(text)
+    Some((text, TextChange { before: old.to_owned(), after: new.to_owned() }))
 }
 
 /// Managed paths the desired tree no longer has, deepest first; directories still holding
@@ -809,6 +828,7 @@ fn deletions(desired: &DesiredTree, context: &Judge, plan: &mut Plan) -> Result<
             kind: kind_label(actual.kind).to_owned(),
             what: Vec::new(),
             diff: None,
+            texts: None,
             mount: None,
             seen: None,
         });
