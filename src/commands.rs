@@ -415,20 +415,28 @@ fn confirm(plan: &Plan, root: &Path, jailfile: &Path) -> Result<bool> {
 pub fn lock(args: &LockArgs) -> Result<ExitCode> {
     let host = HostFs::real();
     let spec = jailprov::spec::load(&args.jailfile.file, args.jailfile.root.as_deref(), &host)?;
-    let (desired, facts) = desired::desired_with_facts(&spec, &host)?;
-    let inputs = lock::Inputs {
-        jailfile: &args.jailfile.file,
-        desired: &desired,
-        facts: &facts,
-        host: &host,
-        state_dir: &args.state.state_dir,
-    };
-    let review = lock::review(&inputs, lock::Mode::Deliberate)?;
+    let (_, review) =
+        desired_and_lock_review(&spec, &host, &args.jailfile.file, &args.state.state_dir, lock::Mode::Deliberate)?;
     let text = lock::written_text(&review)
         .unwrap_or_else(|| format!("{} is up to date ({} entries).\n", review.lock_path.display(), review.entries));
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(text.as_bytes())?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The desired tree of `spec` and the review of its Jailfile.lock in `mode` (for the commands that
+/// review the lock without planning: `lock`, `export`).
+fn desired_and_lock_review(
+    spec: &Spec,
+    host: &HostFs,
+    jailfile: &Path,
+    state_dir: &Path,
+    mode: lock::Mode,
+) -> Result<(DesiredTree, lock::Review)> {
+    let (desired, facts) = desired::desired_with_facts(spec, host)?;
+    let inputs = lock::Inputs { jailfile, desired: &desired, facts: &facts, host, state_dir };
+    let review = lock::review(&inputs, mode)?;
+    Ok((desired, review))
 }
 
 /// Removes the record of a destroyed jail, and the plan memo beside it (the memo's key, taken
@@ -552,15 +560,9 @@ pub fn export(args: &jailprov::cli::ExportArgs) -> Result<ExitCode> {
     if args.tag.is_empty() || !args.tag.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
         bail!("--tag {:?}: a tag is letters, digits, `.`, `_` and `-` (e.g. latest, 1.2.0)", args.tag);
     }
-    let (desired, facts) = desired::desired_with_facts(&spec, &host)?;
-    let inputs = lock::Inputs {
-        jailfile: &args.jailfile.file,
-        desired: &desired,
-        facts: &facts,
-        host: &host,
-        state_dir: &args.state.state_dir,
-    };
-    lock::review(&inputs, lock::Mode::Locked).context("jailprov export ships only what Jailfile.lock records")?;
+    let (desired, _) =
+        desired_and_lock_review(&spec, &host, &args.jailfile.file, &args.state.state_dir, lock::Mode::Locked)
+            .context("jailprov export ships only what Jailfile.lock records")?;
     let lock_path = lock::lock_path(&args.jailfile.file);
     let lock_text = jailprov::beside::read_text(&lock_path, "the lock", MAX_LOCK_SIZE)?;
     let parsed = lock::Lock::parse(&lock_text, &lock_path)?;
