@@ -8,7 +8,6 @@
 //! converges on what an uninterrupted apply would have left (tests/interrupt.rs).
 
 use std::io::Read;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -313,21 +312,13 @@ impl<R: Read> Read for Hashing<R> {
 
 fn copy_file(jail: &JailRoot, host: &HostFs, node: &DesiredNode, source: &Path, print: &StatPrint) -> Result<Written> {
     // Whoever can write where the source lies may have swapped it (or a directory above it)
-    // for a symlink since the plan: a final symlink is never followed, a FIFO never waited on,
-    // and a file reached through a swapped directory is another inode, which the print catches.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(host.disk_path(source))
-        .with_context(|| format!("cannot read {} on the host (a symlink there is not followed)", source.display()))?;
-    let metadata = file.metadata().with_context(|| format!("cannot inspect {}", source.display()))?;
-    if !metadata.is_file() || StatPrint::of(&metadata) != *print {
-        bail!("{} changed on the host while jailprov was working; run apply again", source.display());
-    }
+    // for a symlink since the plan: HostFs::open_unchanged never follows a final symlink, never
+    // waits on a FIFO, refuses another inode or a changed stat, and reads exactly the planned
+    // size (a file that shrank mid-copy is an error, not a short copy).
+    let file = host.open_unchanged(source, print)?;
     // The copy keeps the host file's modification time, as `cp -p` would.
-    let mtime = i128::from(metadata.mtime()) * 1_000_000_000 + i128::from(metadata.mtime_nsec());
     let mut hashing = Hashing { inner: file, hasher: blake3::Hasher::new() };
-    let stat = jail.write_file(&node.path, &mut hashing, node.mode, node.uid, node.gid, Some(mtime))?;
+    let stat = jail.write_file(&node.path, &mut hashing, node.mode, node.uid, node.gid, Some(print.mtime_ns))?;
     Ok(Written { hash: *hashing.hasher.finalize().as_bytes(), stat })
 }
 
