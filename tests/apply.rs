@@ -10,13 +10,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{Read as _, Write as _};
-use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[macro_use]
 mod cli;
+use cli::tree::{jail_name, tree, walk};
 use cli::{mounts_under, output, UnmountGuard, Workspace, BIN, UNUSED_ROOT};
 
 /// The inline /etc/motd of the seed-shell-like jails.
@@ -135,47 +136,6 @@ fn names_line_and_column(text: &str, file: &str) -> bool {
 // Looking at trees on disk (never following a symlink)
 // ---------------------------------------------------------------------------------------------
 
-/// What a path holds, for byte-for-byte comparisons of trees.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Body {
-    /// A regular file's blake3 digest (libc is 2 MB: no raw bytes in assertion messages).
-    File(String),
-    Dir,
-    Symlink(String),
-    Device(u64),
-    Other,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Node {
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    body: Body,
-}
-
-/// Every path under `root` ("/" for the root itself), with mode, owner and content.
-fn tree(root: &Path) -> BTreeMap<String, Node> {
-    let mut nodes = BTreeMap::new();
-    walk(root, &mut |path, metadata| {
-        let file_type = metadata.file_type();
-        let body = if file_type.is_symlink() {
-            Body::Symlink(fs::read_link(path).expect("readlink").to_string_lossy().into_owned())
-        } else if file_type.is_dir() {
-            Body::Dir
-        } else if file_type.is_file() {
-            Body::File(blake3::hash(&fs::read(path).expect("read a file")).to_hex().to_string())
-        } else if file_type.is_char_device() || file_type.is_block_device() {
-            Body::Device(metadata.rdev())
-        } else {
-            Body::Other
-        };
-        let node = Node { mode: metadata.mode() & 0o7777, uid: metadata.uid(), gid: metadata.gid(), body };
-        nodes.insert(jail_name(root, path), node);
-    });
-    nodes
-}
-
 /// Every path under `root` with (inode, mtime ns, ctime ns): what changes when anything is
 /// rewritten, replaced or even chmod-ed.
 fn stats(root: &Path) -> BTreeMap<String, (u64, i128, i128)> {
@@ -190,26 +150,6 @@ fn stats(root: &Path) -> BTreeMap<String, (u64, i128, i128)> {
 
 fn paths(root: &Path) -> BTreeSet<String> {
     tree(root).into_keys().collect()
-}
-
-fn jail_name(root: &Path, path: &Path) -> String {
-    let relative = path.strip_prefix(root).expect("under the root");
-    format!("/{}", relative.display())
-}
-
-fn walk(path: &Path, visit: &mut dyn FnMut(&Path, &fs::Metadata)) {
-    let metadata = fs::symlink_metadata(path).unwrap_or_else(|error| panic!("lstat {}: {error}", path.display()));
-    visit(path, &metadata);
-    if metadata.is_dir() {
-        let mut entries: Vec<PathBuf> = fs::read_dir(path)
-            .unwrap_or_else(|error| panic!("readdir {}: {error}", path.display()))
-            .map(|entry| entry.expect("dir entry").path())
-            .collect();
-        entries.sort();
-        for entry in entries {
-            walk(&entry, visit);
-        }
-    }
 }
 
 fn temp_files(root: &Path) -> Vec<String> {

@@ -19,12 +19,13 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::{symlink, MetadataExt};
+use std::os::unix::fs::symlink;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 
 #[macro_use]
 mod cli;
+use cli::tree::{tree, Node};
 use cli::{output, Workspace, UNUSED_ROOT};
 
 /// The two Jailfiles every transition moves between.
@@ -212,46 +213,6 @@ impl Scene {
     }
 }
 
-/// One node of a jail as a user would compare it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Node {
-    kind: &'static str,
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    /// blake3 of a file's bytes, or a symlink's target.
-    what: String,
-}
-
-/// Every path under `root` (relative, "/" for the root itself), not following symlinks.
-fn walk(root: &Path) -> BTreeMap<String, Node> {
-    let mut nodes = BTreeMap::new();
-    let mut pending = vec![root.to_path_buf()];
-    while let Some(path) = pending.pop() {
-        let metadata = fs::symlink_metadata(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
-        let file_type = metadata.file_type();
-        let (kind, what) = if file_type.is_dir() {
-            for entry in fs::read_dir(&path).expect("list") {
-                pending.push(entry.expect("entry").path());
-            }
-            ("dir", String::new())
-        } else if file_type.is_symlink() {
-            ("symlink", fs::read_link(&path).expect("readlink").display().to_string())
-        } else if file_type.is_file() {
-            ("file", blake3::hash(&fs::read(&path).expect("read")).to_hex().to_string())
-        } else {
-            ("other", format!("rdev {}", metadata.rdev()))
-        };
-        let relative = path.strip_prefix(root).expect("under the root");
-        let name = format!("/{}", relative.display());
-        nodes.insert(
-            name,
-            Node { kind, mode: metadata.mode() & 0o7777, uid: metadata.uid(), gid: metadata.gid(), what },
-        );
-    }
-    nodes
-}
-
 /// The record's paths, with kind and whether jailprov created them.
 fn record(workspace: &Workspace) -> BTreeMap<String, String> {
     let store = jailprov::state::StateStore::for_root(&workspace.state, &workspace.root);
@@ -297,7 +258,7 @@ fn reference(transition: Transition) -> Reference {
         scene.shape(*shape);
         points.push(scene.apply(&format!("the reference's step {index}")));
     }
-    Reference { nodes: walk(&scene.workspace.root), record: record(&scene.workspace), points }
+    Reference { nodes: tree(&scene.workspace.root), record: record(&scene.workspace), points }
 }
 
 /// One seed: the start applied, each step killed one to three times (the first kill of the first
@@ -335,7 +296,7 @@ fn run_seed(transition: Transition, reference: &Reference, seed: u64, seeds: u64
         return Err(format!("{}: the final apply failed: {}", context(), final_apply.describe()));
     }
     let mut problems = Vec::new();
-    let nodes = walk(&scene.workspace.root);
+    let nodes = tree(&scene.workspace.root);
     let temporaries: Vec<&String> = nodes.keys().filter(|path| path.contains(".jailprov-tmp-")).collect();
     if !temporaries.is_empty() {
         problems.push(format!("temporary files left: {temporaries:?}"));

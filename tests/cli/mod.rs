@@ -19,6 +19,8 @@ use std::process::{Command, Stdio};
 /// tests/support).
 #[path = "../support/prerequisites.rs"]
 pub mod prerequisites;
+/// Trees on disk, snapshotted for comparison.
+pub mod tree;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_jailprov");
