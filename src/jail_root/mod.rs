@@ -143,6 +143,14 @@ impl JailRoot {
         format!("cannot {verb} {path} in {}", self.host.display())
     }
 
+    /// The outcome of one write step, its error naming the step and path; the step counts as a
+    /// crash point for tests/interrupt.rs whether it succeeded or not.
+    fn finished<T>(&self, verb: &str, path: &JailPath, done: Result<T>) -> Result<T> {
+        let done = done.with_context(|| self.failure(verb, path));
+        crate::kill_point::passed();
+        done
+    }
+
     /// Opens the directory `dir` of the jail with `flags` (`O_PATH` or `O_RDONLY`); `None` when
     /// it (or a parent) does not exist. A symlink or non-directory on the way (`dir` included)
     /// is a [`JailError`].

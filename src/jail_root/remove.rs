@@ -21,9 +21,7 @@ impl JailRoot {
     /// Removes a non-directory (file, symlink, device...). `Ok(false)` if it (or its parent) did
     /// not exist; a directory is an error.
     pub fn remove_file(&self, path: &JailPath) -> Result<bool> {
-        let done = self.remove_file_inner(path).with_context(|| self.failure("remove", path));
-        crate::kill_point::passed();
-        done
+        self.finished("remove", path, self.remove_file_inner(path))
     }
 
     fn remove_file_inner(&self, path: &JailPath) -> Result<bool> {
@@ -39,9 +37,7 @@ impl JailRoot {
     /// Removes an empty directory. `Ok(false)` if it is not empty or does not exist; a
     /// non-directory is an error.
     pub fn remove_dir(&self, path: &JailPath) -> Result<bool> {
-        let done = self.remove_dir_inner(path).with_context(|| self.failure("remove the directory", path));
-        crate::kill_point::passed();
-        done
+        self.finished("remove the directory", path, self.remove_dir_inner(path))
     }
 
     fn remove_dir_inner(&self, path: &JailPath) -> Result<bool> {

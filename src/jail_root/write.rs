@@ -176,9 +176,7 @@ impl JailRoot {
     /// [`JailError::NotADirectory`]), and so is a node swapped in between mkdirat and the open
     /// that sets the attributes.
     pub fn mkdir(&self, path: &JailPath, mode: u32, uid: u32, gid: u32) -> Result<()> {
-        let done = self.mkdir_inner(path, mode, uid, gid).with_context(|| self.failure("create", path));
-        crate::kill_point::passed();
-        done
+        self.finished("create", path, self.mkdir_inner(path, mode, uid, gid))
     }
 
     fn mkdir_inner(&self, path: &JailPath, mode: u32, uid: u32, gid: u32) -> Result<()> {
@@ -289,11 +287,7 @@ impl JailRoot {
         gid: u32,
         mtime_ns: Option<i128>,
     ) -> Result<NodeStat> {
-        let done = self
-            .write_file_inner(path, contents, mode, uid, gid, mtime_ns)
-            .with_context(|| self.failure("write", path));
-        crate::kill_point::passed();
-        done
+        self.finished("write", path, self.write_file_inner(path, contents, mode, uid, gid, mtime_ns))
     }
 
     fn write_file_inner(
@@ -337,9 +331,7 @@ impl JailRoot {
     /// Creates (or atomically replaces, via a temporary name and renameat) a symlink whose text
     /// is exactly `target`, owned by `uid:gid`.
     pub fn symlink(&self, path: &JailPath, target: &str, uid: u32, gid: u32) -> Result<()> {
-        let done = self.symlink_inner(path, target, uid, gid).with_context(|| self.failure("create the symlink", path));
-        crate::kill_point::passed();
-        done
+        self.finished("create the symlink", path, self.symlink_inner(path, target, uid, gid))
     }
 
     fn symlink_inner(&self, path: &JailPath, target: &str, uid: u32, gid: u32) -> Result<()> {
@@ -368,11 +360,7 @@ impl JailRoot {
     /// ignored), with `rdev`, exactly `mode` and owner: made under a temporary name with no
     /// permission bits, given its attributes through an O_PATH fd (never opened), renamed over.
     pub fn mknod(&self, path: &JailPath, kind: NodeKind, rdev: u64, mode: u32, uid: u32, gid: u32) -> Result<()> {
-        let done = self
-            .mknod_inner(path, kind, rdev, mode, uid, gid)
-            .with_context(|| self.failure("create the device node", path));
-        crate::kill_point::passed();
-        done
+        self.finished("create the device node", path, self.mknod_inner(path, kind, rdev, mode, uid, gid))
     }
 
     fn mknod_inner(&self, path: &JailPath, kind: NodeKind, rdev: u64, mode: u32, uid: u32, gid: u32) -> Result<()> {
@@ -407,11 +395,7 @@ impl JailRoot {
     /// opened, so a device node or FIFO is safe and a node swapped in after the check is not
     /// the one changed.
     pub fn set_attributes(&self, path: &JailPath, seen: &NodeIdentity, mode: u32, uid: u32, gid: u32) -> Result<()> {
-        let done = self
-            .set_attributes_inner(path, seen, mode, uid, gid)
-            .with_context(|| self.failure("set mode and owner of", path));
-        crate::kill_point::passed();
-        done
+        self.finished("set mode and owner of", path, self.set_attributes_inner(path, seen, mode, uid, gid))
     }
 
     fn set_attributes_inner(&self, path: &JailPath, seen: &NodeIdentity, mode: u32, uid: u32, gid: u32) -> Result<()> {
