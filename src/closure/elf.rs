@@ -668,13 +668,7 @@ mod tests {
         let original = fs::read(tmp.path().join("libfuzz.so")).unwrap();
         // Corrupt only the headers region, where every byte matters to the parser.
         let hot = original.len().min(4096);
-        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::closure::xorshift(0x9e37_79b9_7f4a_7c15);
         let mut outcomes = [0usize; 2];
         for _ in 0..3000 {
             let mut bytes = original.clone();

@@ -668,13 +668,7 @@ mod tests {
     #[test]
     fn random_corruption_never_panics() {
         let original = fs::read("/etc/ld.so.cache").unwrap();
-        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::closure::xorshift(0x2545_f491_4f6c_dd1d);
         let mut rejected = 0;
         for _ in 0..500 {
             let mut bytes = original.clone();

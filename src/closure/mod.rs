@@ -38,6 +38,18 @@ use origin::Declaration;
 pub use origin::Origin;
 use walk::{expand_source, may_be_loaded, source_base, Found};
 
+/// A fixed-seed xorshift64 stream: the ELF, symbol and ld.so.cache readers' corruption tests
+/// mutate real files with it, reproducibly and without a crate.
+#[cfg(test)]
+pub(crate) fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}
+
 /// What a path in the jail is, and so how it gets there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]

@@ -124,13 +124,7 @@ fn every_truncation_and_corruption_of_a_library_is_handled_without_panic() {
         }
     }
     assert!(errors > 0, "short prefixes must be rejected");
-    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
-    let mut next = || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut next = crate::closure::xorshift(0x2545_f491_4f6c_dd1d);
     let mut outcomes = [0usize; 2];
     // The headers, dynamic symbols, strings and version sections of a small library lie in
     // its first pages: corrupt there, where every byte matters.
