@@ -13,7 +13,7 @@ use super::real::RealSys;
 use super::MountSys;
 
 // linux/mount.h and linux/sched.h values the libc crate does not carry everywhere.
-pub(super) const OPEN_TREE_CLONE: libc::c_uint = 1;
+const OPEN_TREE_CLONE: libc::c_uint = 1;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x04;
 const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
 const FSOPEN_CLOEXEC: libc::c_uint = 0x1;
@@ -76,6 +76,15 @@ fn set_mount_attributes(mount: BorrowedFd<'_>, attributes: u64, recursive: bool)
     Errno::result(result).map(drop)
 }
 
+/// A detached clone of the mount whose root `at` is (with the mounts below it when `recursive`).
+pub(super) fn clone_mount_at(at: BorrowedFd<'_>, recursive: bool) -> nix::Result<OwnedFd> {
+    let empty: &CStr = c"";
+    let flags = OPEN_TREE_CLONE
+        | (libc::O_CLOEXEC | libc::AT_EMPTY_PATH | if recursive { libc::AT_RECURSIVE } else { 0 }) as libc::c_uint;
+    // SAFETY: open_tree(int dfd, const char *path, uint flags) on a live fd and a static "".
+    syscall_fd(unsafe { libc::syscall(libc::SYS_open_tree, at.as_raw_fd(), empty.as_ptr(), flags) })
+}
+
 fn fsconfig(fs: &OwnedFd, command: libc::c_uint, key: Option<&CStr>, value: Option<&CStr>) -> nix::Result<()> {
     let key = key.map_or(std::ptr::null(), CStr::as_ptr);
     let value = value.map_or(std::ptr::null(), CStr::as_ptr);
@@ -135,15 +144,18 @@ impl MountSys for RealSys {
     }
 
     fn bind_onto_itself(&self, target: BorrowedFd<'_>, recursive: bool, attributes: u64) -> Result<()> {
-        let empty: &CStr = c"";
-        let flags = OPEN_TREE_CLONE
-            | (libc::O_CLOEXEC | libc::AT_EMPTY_PATH | if recursive { libc::AT_RECURSIVE } else { 0 }) as libc::c_uint;
-        // SAFETY: open_tree(int dfd, const char *path, uint flags) on a live fd and a static "".
-        let tree = syscall_fd(unsafe { libc::syscall(libc::SYS_open_tree, target.as_raw_fd(), empty.as_ptr(), flags) })
-            .map_err(|errno| anyhow!("cannot clone the mount tree there: {errno}"))?;
+        let tree =
+            clone_mount_at(target, recursive).map_err(|errno| anyhow!("cannot clone the mount tree there: {errno}"))?;
         set_mount_attributes(std::os::fd::AsFd::as_fd(&tree), attributes, recursive)
             .map_err(|errno| anyhow!("cannot set the attributes of the clone: {errno}"))?;
         move_mount_onto(&tree, target).map_err(|errno| anyhow!("cannot attach the clone onto itself: {errno}"))
+    }
+
+    fn bind_node(&self, source: BorrowedFd<'_>, attributes: u64, target: BorrowedFd<'_>) -> Result<()> {
+        let tree = clone_mount_at(source, false).map_err(|errno| anyhow!("cannot clone the mount: {errno}"))?;
+        set_mount_attributes(std::os::fd::AsFd::as_fd(&tree), attributes, false)
+            .map_err(|errno| anyhow!("cannot set the attributes of the clone: {errno}"))?;
+        move_mount_onto(&tree, target).map_err(|errno| anyhow!("cannot attach the clone: {errno}"))
     }
 
     fn restrict_mount(&self, target: BorrowedFd<'_>, attributes: u64) -> Result<()> {

@@ -64,6 +64,10 @@ pub trait MountSys {
     fn bind_onto_itself(&self, target: BorrowedFd<'_>, recursive: bool, attributes: u64) -> Result<()>;
     /// Adds `attributes` to the mount whose root `target` is, in place: that mount alone.
     fn restrict_mount(&self, target: BorrowedFd<'_>, attributes: u64) -> Result<()>;
+    /// Clones the mount whose root `source` is (an O_PATH fd opened before something covered
+    /// it, e.g. a jail's device node under the minimal /dev's tmpfs), sets `attributes` on the
+    /// detached clone, and attaches it onto `target`.
+    fn bind_node(&self, source: BorrowedFd<'_>, attributes: u64, target: BorrowedFd<'_>) -> Result<()>;
 }
 
 /// Every system call of `enter`.

@@ -16,7 +16,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{Gid, Pid, Uid};
 use seccompiler::BpfProgram;
 
-use super::kernel_mounts::{move_mount_onto, syscall_fd, OPEN_TREE_CLONE};
+use super::kernel_mounts::{clone_mount_at, move_mount_onto, syscall_fd};
 use super::{ExecFailure, Fork, Sys};
 use crate::enter::id_maps::IdMaps;
 use crate::enter::network::{allow_unprivileged_low_ports, start_pasta, NetworkPlan, Pasta};
@@ -230,14 +230,8 @@ impl Sys for RealSys {
         let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         let directory = nix::fcntl::open(root, flags, nix::sys::stat::Mode::empty())
             .with_context(|| format!("cannot open the jail root {}", root.display()))?;
-        let empty: &CStr = c"";
-        let clone_flags =
-            OPEN_TREE_CLONE | (libc::O_CLOEXEC | libc::AT_RECURSIVE | libc::AT_EMPTY_PATH) as libc::c_uint;
-        // SAFETY: open_tree(int dfd, const char *path, uint flags) on a live fd and a static "".
-        let tree = syscall_fd(unsafe {
-            libc::syscall(libc::SYS_open_tree, directory.as_raw_fd(), empty.as_ptr(), clone_flags)
-        })
-        .with_context(|| format!("cannot clone the mount tree at the jail root {}", root.display()))?;
+        let tree = clone_mount_at(std::os::fd::AsFd::as_fd(&directory), true)
+            .with_context(|| format!("cannot clone the mount tree at the jail root {}", root.display()))?;
         move_mount_onto(&tree, std::os::fd::AsFd::as_fd(&directory))
             .with_context(|| format!("cannot bind-mount the jail root {} onto itself", root.display()))?;
         // After move_mount the tree's fd is the root of the attached mount.

@@ -109,6 +109,13 @@ impl MountSys for Recorder {
         )
     }
 
+    fn bind_node(&self, source: BorrowedFd<'_>, attributes: u64, target: BorrowedFd<'_>) -> Result<()> {
+        self.record(
+            "bind_node",
+            format!("{} -> {} attributes={attributes:#x}", target_name(source), target_name(target)),
+        )
+    }
+
     fn restrict_mount(&self, target: BorrowedFd<'_>, attributes: u64) -> Result<()> {
         self.record("restrict_mount", format!("{} attributes={attributes:#x}", target_name(target)))
     }
