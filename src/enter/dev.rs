@@ -82,9 +82,17 @@ fn mount(sys: &impl MountSys, jail: &JailRoot, target: JailPath, source: MountSo
     mounts::realize(sys, jail, &operation)
 }
 
+/// Who owns what the build creates on the tmpfs: the ids the jail's PID 1 has (jail root, or
+/// the jail user in a rootless user namespace, where no other id is mapped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+}
+
 /// What the jail's /dev on disk holds that is made again on the tmpfs.
 enum Kept {
-    /// Owned by jail root on the tmpfs: the disk's owner may map to no id of the jail's.
+    /// Owned by the build's owner on the tmpfs: the disk's owner may map to no id of the jail's.
     Dir {
         mode: u32,
     },
@@ -96,7 +104,13 @@ enum Kept {
 /// Builds the minimal /dev over the jail's /dev (which must exist), before pivot_root, once the
 /// root is read-only; `later` are the mount operations still to come (the wishes), whose
 /// targets under /dev it creates on the tmpfs.
-pub fn build(sys: &impl MountSys, jail: &JailRoot, minimal: &MinimalDev, later: &[MountOp]) -> Result<()> {
+pub fn build(
+    sys: &impl MountSys,
+    jail: &JailRoot,
+    minimal: &MinimalDev,
+    later: &[MountOp],
+    owner: Owner,
+) -> Result<()> {
     let dev = JailPath::parse("/dev").expect("a fixed absolute jail path");
     if !jail.stat(&dev)?.is_some_and(|stat| stat.kind == NodeKind::Dir) {
         bail!(
@@ -113,32 +127,32 @@ pub fn build(sys: &impl MountSys, jail: &JailRoot, minimal: &MinimalDev, later: 
     mount(sys, jail, dev, tmpfs, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC)?;
     for name in NODES {
         let path = dev_path(name);
-        make_mount_point(jail, &path, false)?;
+        make_mount_point(jail, &path, false, owner)?;
         let source = MountSource::Bind { source: PathBuf::from(format!("/dev/{name}")) };
         mount(sys, jail, path, source, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC)?;
     }
-    make_mount_point(jail, &dev_path("pts"), true)?;
+    make_mount_point(jail, &dev_path("pts"), true, owner)?;
     let devpts = MountSource::Filesystem {
         fstype: "devpts",
         options: vec![("ptmxmode".to_owned(), "0666".to_owned()), ("mode".to_owned(), "0620".to_owned())],
     };
     mount(sys, jail, dev_path("pts"), devpts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC)?;
-    make_mount_point(jail, &dev_path("shm"), true)?;
+    make_mount_point(jail, &dev_path("shm"), true, owner)?;
     let shm = MountSource::Filesystem { fstype: "tmpfs", options: vec![("mode".to_owned(), "1777".to_owned())] };
     mount(sys, jail, dev_path("shm"), shm, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)?;
     for (name, target) in LINKS {
-        jail.symlink(&dev_path(name), target, 0, 0)?;
+        jail.symlink(&dev_path(name), target, owner.uid, owner.gid)?;
     }
     // The wishes' targets first: a bind of a socket (/dev/log) needs a file where the jail's
     // disk has the directory the closure made for it.
     for operation in later.iter().filter(|operation| name_below_dev(&operation.target).is_some()) {
-        make_wish_target(jail, operation)?;
+        make_wish_target(jail, operation, owner)?;
     }
     for (path, node) in &kept {
-        make_again(jail, path, node)?;
+        make_again(jail, path, node, owner)?;
     }
     for (path, source) in minimal.devices.iter().zip(&devices) {
-        make_mount_point(jail, path, false)?;
+        make_mount_point(jail, path, false, owner)?;
         let target = jail.open_path(path).with_context(|| format!("cannot open the mount point {path}"))?;
         sys.bind_node(source.as_fd(), DEVICE, target.as_fd())
             .with_context(|| format!("cannot bind the declared device {path} onto the minimal /dev"))?;
@@ -189,19 +203,19 @@ fn open_devices(jail: &JailRoot, devices: &[JailPath]) -> Result<Vec<OwnedFd>> {
 
 /// An empty file or directory at `path` on the tmpfs, parents made as needed; nothing when
 /// something is already there.
-fn make_mount_point(jail: &JailRoot, path: &JailPath, directory: bool) -> Result<()> {
+fn make_mount_point(jail: &JailRoot, path: &JailPath, directory: bool, owner: Owner) -> Result<()> {
     for ancestor in path.ancestors() {
         if name_below_dev(&ancestor).is_some() && jail.stat(&ancestor)?.is_none() {
-            jail.mkdir(&ancestor, 0o755, 0, 0)?;
+            jail.mkdir(&ancestor, 0o755, owner.uid, owner.gid)?;
         }
     }
     if jail.stat(path)?.is_some() {
         return Ok(());
     }
     if directory {
-        jail.mkdir(path, 0o755, 0, 0)
+        jail.mkdir(path, 0o755, owner.uid, owner.gid)
     } else {
-        jail.write_file(path, &mut std::io::empty(), 0o644, 0, 0, None)
+        jail.write_file(path, &mut std::io::empty(), 0o644, owner.uid, owner.gid, None)
             .map(drop)
             .with_context(|| format!("cannot make the mount point {path}"))
     }
@@ -209,23 +223,23 @@ fn make_mount_point(jail: &JailRoot, path: &JailPath, directory: bool) -> Result
 
 /// The mount point of a wish: a directory for a file system, the kind of the host's source
 /// for a bind (a file for a socket or a device).
-fn make_wish_target(jail: &JailRoot, operation: &MountOp) -> Result<()> {
+fn make_wish_target(jail: &JailRoot, operation: &MountOp, owner: Owner) -> Result<()> {
     let directory = match &operation.source {
         MountSource::Bind { source } => std::fs::metadata(source).map_or(true, |metadata| metadata.is_dir()),
         _ => true,
     };
-    make_mount_point(jail, &operation.target, directory)
+    make_mount_point(jail, &operation.target, directory, owner)
         .with_context(|| format!("cannot make the mount point of {} on the minimal /dev", operation.key))
 }
 
 /// A directory or symlink of the jail's /dev on disk, again on the tmpfs.
-fn make_again(jail: &JailRoot, path: &JailPath, node: &Kept) -> Result<()> {
+fn make_again(jail: &JailRoot, path: &JailPath, node: &Kept, owner: Owner) -> Result<()> {
     if jail.stat(path)?.is_some() {
         return Ok(());
     }
     match node {
-        Kept::Dir { mode } => jail.mkdir(path, *mode, 0, 0),
-        Kept::Symlink { target } => jail.symlink(path, target, 0, 0),
+        Kept::Dir { mode } => jail.mkdir(path, *mode, owner.uid, owner.gid),
+        Kept::Symlink { target } => jail.symlink(path, target, owner.uid, owner.gid),
     }
 }
 

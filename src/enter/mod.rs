@@ -485,7 +485,7 @@ pub fn prepare_jail(sys: &impl Sys, plan: &EnterPlan) -> Result<()> {
         // The minimal /dev right after the root turns read-only: before the mount wishes, so
         // that one below /dev (an mqueue) lands on it rather than under it.
         if let (Some(minimal), mounts::MountSource::InPlace) = (&plan.minimal_dev, &operation.source) {
-            dev::build(sys, &jail, minimal, &plan.mounts[index + 1..])?;
+            dev::build(sys, &jail, minimal, &plan.mounts[index + 1..], pid_1_ids(plan))?;
         }
     }
     // 3. pivot_root into the jail and detach the old root: no path leads back to the host.
@@ -500,6 +500,14 @@ pub fn prepare_jail(sys: &impl Sys, plan: &EnterPlan) -> Result<()> {
         sys.bring_up_loopback()?;
     }
     Ok(())
+}
+
+/// The ids the jail's PID 1 has while it builds the mount table: the inside ids of the user
+/// namespace's maps (see prepare_jail), or root's.
+fn pid_1_ids(plan: &EnterPlan) -> dev::Owner {
+    plan.id_maps
+        .as_ref()
+        .map_or(dev::Owner { uid: 0, gid: 0 }, |maps| dev::Owner { uid: maps.uid.inside, gid: maps.gid.inside })
 }
 
 /// Steps 5-7 in the command's process; returns the exit code only when the command cannot run.
