@@ -84,6 +84,20 @@ fn forwarded_and_child() -> SigSet {
 
 extern "C" fn note_signal(_: libc::c_int) {}
 
+/// Waits for the one byte the other side of a gate pipe writes when it lets this process go on;
+/// the pipe closing first means that side ended (`ended`).
+fn wait_for_gate(read: &OwnedFd, ended: &str, failed: &str) -> Result<()> {
+    let mut byte = [0u8; 1];
+    loop {
+        match nix::unistd::read(read, &mut byte) {
+            Ok(1) => return Ok(()),
+            Ok(_) => bail!("{ended}"),
+            Err(Errno::EINTR) => continue,
+            Err(errno) => bail!("{failed}: {errno}"),
+        }
+    }
+}
+
 impl Sys for RealSys {
     fn block_signals(&self) -> Result<()> {
         nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&forwarded_and_child()), None)
@@ -147,15 +161,7 @@ impl Sys for RealSys {
     fn wait_for_release(&self) -> Result<()> {
         let taken = self.release.borrow_mut().take();
         let read = taken.context("wait_for_release without a clone")?;
-        let mut byte = [0u8; 1];
-        loop {
-            match nix::unistd::read(&read, &mut byte) {
-                Ok(1) => return Ok(()),
-                Ok(_) => bail!("jailprov ended before the jail was ready"),
-                Err(Errno::EINTR) => continue,
-                Err(errno) => bail!("cannot wait for jailprov: {errno}"),
-            }
-        }
+        wait_for_gate(&read, "jailprov ended before the jail was ready", "cannot wait for jailprov")
     }
 
     fn fork(&self) -> Result<Fork> {
@@ -395,15 +401,11 @@ impl Sys for RealSys {
     fn wait_for_init(&self) -> Result<()> {
         let taken = self.command_gate.borrow_mut().take();
         let read = taken.context("wait_for_init without a fork")?;
-        let mut byte = [0u8; 1];
-        loop {
-            match nix::unistd::read(&read, &mut byte) {
-                Ok(1) => return Ok(()),
-                Ok(_) => bail!("the jail's PID 1 ended before it dropped its privileges"),
-                Err(Errno::EINTR) => continue,
-                Err(errno) => bail!("cannot wait for the jail's PID 1: {errno}"),
-            }
-        }
+        wait_for_gate(
+            &read,
+            "the jail's PID 1 ended before it dropped its privileges",
+            "cannot wait for the jail's PID 1",
+        )
     }
 
     fn trace_me(&self) -> Result<()> {
