@@ -253,7 +253,16 @@ pub fn desired_with_facts(spec: &Spec, host: &HostFs) -> Result<(DesiredTree, Cl
     let mut tree = build(closure, host)?;
     add_declared_links(&mut tree, spec, host)?;
     add_network_files(&mut tree, spec, host);
+    add_dev_directory(&mut tree);
     Ok((tree, facts))
+}
+
+/// Every jail has a /dev directory: the mount point of `enter`'s minimal /dev (the default),
+/// and where `devices` go for sshd's ChrootDirectory or a plain chroot. Whatever the Jailfile
+/// itself puts at /dev (a `[[dirs]]` entry with its own mode) wins.
+fn add_dev_directory(tree: &mut DesiredTree) {
+    let path = JailPath::parse("/dev").expect("a fixed absolute jail path");
+    tree.nodes.entry(path.clone()).or_insert(DesiredNode { path, kind: DesiredKind::Dir, mode: 0o755, uid: 0, gid: 0 });
 }
 
 /// A `[[links]]` path the closure also brings (a file, a directory, a binary's library...) is

@@ -444,10 +444,12 @@ pub enum NetworkMode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DevMode {
-    /// Only the jail's own /dev on disk (the declared `devices`).
+    /// Only the jail's own /dev on disk (the declared `devices`): what sshd's ChrootDirectory or
+    /// a plain chroot sees.
     None,
-    /// A tmpfs /dev with null, zero, full, random, urandom and tty from the host, a private
-    /// devpts, a /dev/shm tmpfs and the fd/stdin/stdout/stderr links (as `bwrap --dev`).
+    /// The default: a tmpfs /dev with null, zero, full, random, urandom and tty from the host, a
+    /// private devpts, a /dev/shm tmpfs and the fd/stdin/stdout/stderr links (as `bwrap --dev`),
+    /// plus the declared `devices` and the jail's own links and directories under /dev.
     Minimal,
 }
 
@@ -504,7 +506,8 @@ pub struct EnterSection {
     /// With network = "private": whether the jail may connect out. Default true.
     #[schemars(with = "Option<bool>")]
     pub egress: Option<Spanned<bool>>,
-    /// none (the jail's /dev on disk, the default) or minimal (a tmpfs /dev as `bwrap --dev`).
+    /// minimal (the default: a tmpfs /dev as `bwrap --dev`, declared `devices` bound onto it) or
+    /// none (only the jail's /dev on disk).
     #[schemars(with = "Option<DevMode>")]
     pub dev: Option<Spanned<DevMode>>,
     /// Resource limits.

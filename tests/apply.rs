@@ -977,12 +977,12 @@ fn interactive_apply_asks_on_a_terminal_and_refuses_without_one() {
 
     let (code, text) = interactive("no\n");
     assert_eq!(code, 1, "{text}");
-    assert!(text.contains("Plan: 2 to add") && text.contains("Apply cancelled."), "{text}");
+    assert!(text.contains("Plan: 3 to add") && text.contains("Apply cancelled."), "{text}");
     assert!(!jail.root.exists(), "a cancelled apply creates nothing");
 
     let (code, text) = interactive("yes\n");
     assert_eq!(code, 0, "{text}");
-    assert!(text.contains("Apply complete: 2 added"), "{text}");
+    assert!(text.contains("Apply complete: 3 added"), "{text}");
     assert_eq!(fs::read_to_string(jail.at("/etc/motd")).expect("motd"), "hi\n");
     jail.assert_clean("after the interactive apply");
 }

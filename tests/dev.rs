@@ -1,4 +1,5 @@
-//! /dev in a jail: `/proc` magic links (`/dev/stdout`) copied as the links they are.
+//! /dev in a jail: `/proc` magic links (`/dev/stdout`) copied as the links they are, and the
+//! minimal /dev `enter` mounts by default (or the jail's own with `dev = "none"`).
 #![allow(clippy::disallowed_methods)] // tests build fixtures with plain fs calls
 
 use std::fs;
@@ -91,16 +92,17 @@ fn declared_links_are_validated_and_conflicts_named() {
     }
 }
 
-/// `[enter] dev = "minimal"`: every node of the tmpfs /dev works, /dev/stdout reaches the
-/// caller, a pty can be opened, and the jail's own /dev on disk stays empty.
+/// With no `dev` key (minimal is the default), every node of the tmpfs /dev works, /dev/stdout
+/// reaches the caller, a pty serves an interactive shell, and the jail's /dev on disk (which
+/// apply made without being asked: the tmpfs's mount point) stays empty.
 #[test]
-fn a_minimal_dev_has_working_nodes_a_pty_and_leaves_the_disk_alone() {
-    need_root!("a_minimal_dev_has_working_nodes_a_pty_and_leaves_the_disk_alone");
+fn the_default_dev_is_minimal_with_working_nodes_a_pty_and_leaves_the_disk_alone() {
+    need_root!("the_default_dev_is_minimal_with_working_nodes_a_pty_and_leaves_the_disk_alone");
     cli::prerequisites::require(&cli::prerequisites::SCRIPT);
     let work = Workspace::new("jailprov-dev-");
     work.write_jailfile(&format!(
         "root = {UNUSED_ROOT:?}\nbinaries = [\"bash\", \"cat\", \"head\", \"script\", \"tty\"]\n\
-         [[dirs]]\npath = \"/dev\"\n[[mounts]]\nkind = \"proc\"\ntarget = \"/proc\"\n[enter]\ndev = \"minimal\"\n"
+         [[mounts]]\nkind = \"proc\"\ntarget = \"/proc\"\n"
     ));
     work.apply();
     let script = "echo hi > /dev/stdout; echo err > /dev/stderr; \
@@ -109,10 +111,12 @@ fn a_minimal_dev_has_working_nodes_a_pty_and_leaves_the_disk_alone() {
         head -c 4 /dev/random > /dev/null && head -c 4 /dev/urandom > /dev/null && echo random-ok; \
         echo x > /dev/full || echo full-is-full; \
         [ -c /dev/tty ] && echo tty-node; \
-        SHELL=/usr/bin/bash script -qc /usr/bin/tty /dev/null; \
+        SHELL=/usr/bin/bash script -qc 'tty; echo pty-shell-$((6*7))' /dev/null; \
         cat /proc/self/mountinfo";
-    let run = work.enter(&["/usr/bin/bash", "-c", script]).ok("enter with a minimal /dev");
-    for expected in ["hi\n", "null-ok", "zero-and-shm-ok", "random-ok", "full-is-full", "tty-node", "/dev/pts/0"] {
+    let run = work.enter(&["/usr/bin/bash", "-c", script]).ok("enter with the default /dev");
+    for expected in
+        ["hi\n", "null-ok", "zero-and-shm-ok", "random-ok", "full-is-full", "tty-node", "/dev/pts/0", "pty-shell-42"]
+    {
         assert!(run.stdout.contains(expected), "{expected}: {}", run.describe());
     }
     assert!(run.stderr.contains("err\n") && run.stderr.contains("No space left on device"), "{}", run.describe());
@@ -122,6 +126,86 @@ fn a_minimal_dev_has_working_nodes_a_pty_and_leaves_the_disk_alone() {
         "{}",
         run.describe()
     );
-    let on_disk: Vec<_> = fs::read_dir(work.at("/dev")).expect("read the jail's /dev").collect();
+    let on_disk: Vec<_> = fs::read_dir(work.at("/dev")).expect("apply made the jail's /dev").collect();
     assert!(on_disk.is_empty(), "the jail's /dev on disk is untouched: {on_disk:?}");
+}
+
+/// A char node made on the host for the test (the numbers of /dev/null, so it passes without
+/// allow_unsafe_device), removed when the test ends.
+struct HostNode(std::path::PathBuf);
+
+impl HostNode {
+    fn new() -> HostNode {
+        let path = std::path::PathBuf::from(format!("/dev/jailprov-test-{}", std::process::id()));
+        let _ = fs::remove_file(&path);
+        let mode = nix::sys::stat::Mode::from_bits_truncate(0o666);
+        nix::sys::stat::mknod(&path, nix::sys::stat::SFlag::S_IFCHR, mode, nix::sys::stat::makedev(1, 3))
+            .expect("mknod a test node in the host's /dev");
+        // mknod applied the umask; jail root (in a user namespace) is "other" to the node.
+        fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o666)).expect("chmod the node");
+        HostNode(path)
+    }
+}
+
+impl Drop for HostNode {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+/// Under the default minimal /dev, what the jail's /dev on disk adds stays visible: an extra
+/// declared device (bound onto the tmpfs), a declared link, and the mount wishes under /dev (a
+/// socket bound at /dev/log, an mqueue).
+#[test]
+fn extra_devices_links_and_mounts_under_dev_are_on_the_minimal_dev() {
+    need_root!("extra_devices_links_and_mounts_under_dev_are_on_the_minimal_dev");
+    let node = HostNode::new();
+    let work = Workspace::new("jailprov-dev-");
+    let socket = work.dir.join("log.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind a unix socket");
+    let name = node.0.display().to_string();
+    work.write_jailfile(&format!(
+        "root = {UNUSED_ROOT:?}\nbinaries = [\"bash\", \"cat\", \"grep\", \"ls\", \"readlink\"]\n\
+         devices = [\"/dev/null\", {name:?}]\n\
+         [[links]]\npath = \"/dev/journal-log\"\ntarget = \"/run/systemd/journal/dev-log\"\n\
+         [[mounts]]\nkind = \"proc\"\ntarget = \"/proc\"\n\
+         [[mounts]]\nkind = \"bind\"\nsource = {socket:?}\ntarget = \"/dev/log\"\n\
+         [[mounts]]\nkind = \"mqueue\"\ntarget = \"/dev/mqueue\"\n"
+    ));
+    work.apply();
+    assert!(fs::symlink_metadata(work.at(&name)).is_ok(), "apply made the node on disk for sshd or chroot");
+    let script = format!(
+        "[ -c {name} ] && echo extra-is-a-char-device; echo x > {name} && cat {name} && echo extra-works; \
+         readlink /dev/journal-log; [ -S /dev/log ] && echo log-is-a-socket; \
+         grep -q ' /dev/mqueue .* - mqueue ' /proc/self/mountinfo && echo mqueue-mounted; \
+         echo x > /dev/zero && echo zero-too"
+    );
+    let run = work.enter(&["/usr/bin/bash", "-c", &script]).ok("enter with extras on the minimal /dev");
+    for expected in [
+        "extra-is-a-char-device",
+        "extra-works",
+        "/run/systemd/journal/dev-log",
+        "log-is-a-socket",
+        "mqueue-mounted",
+        "zero-too",
+    ] {
+        assert!(run.stdout.contains(expected), "{expected}: {}", run.describe());
+    }
+}
+
+/// `dev = "none"` keeps only the jail's /dev on disk: the declared node works, nothing else is there.
+#[test]
+fn dev_none_gives_only_the_nodes_on_disk() {
+    need_root!("dev_none_gives_only_the_nodes_on_disk");
+    let work = Workspace::new("jailprov-dev-");
+    work.write_jailfile(&format!(
+        "root = {UNUSED_ROOT:?}\nbinaries = [\"bash\", \"ls\", \"grep\"]\ndevices = [\"/dev/null\"]\n\
+         [[mounts]]\nkind = \"proc\"\ntarget = \"/proc\"\n[enter]\ndev = \"none\"\n"
+    ));
+    work.apply();
+    let script = "echo x > /dev/null && echo null-ok; ls -A /dev; \
+        grep ' /dev ' /proc/self/mountinfo || echo no-dev-mount";
+    let run = work.enter(&["/usr/bin/bash", "-c", script]).ok("enter with dev = none");
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines, ["null-ok", "null", "no-dev-mount"], "{}", run.describe());
 }

@@ -83,8 +83,8 @@ pub struct EnterPlan {
     pub mounts: Vec<MountOp>,
     pub hostname: Option<String>,
     pub loopback: bool,
-    /// `dev = "minimal"`: a tmpfs /dev (dev.rs), built once the root is read-only.
-    pub minimal_dev: bool,
+    /// `dev = "minimal"` (the default): a tmpfs /dev (dev.rs), built once the root is read-only.
+    pub minimal_dev: Option<dev::MinimalDev>,
     /// `network = "private"`: pasta wires the jail's network namespace to the host.
     pub network: Option<network::NetworkPlan>,
     pub uid: u32,
@@ -194,7 +194,7 @@ pub fn plan(spec: &Spec, command: &[String], caller: &Caller, cgroup_controllers
         mounts: mounts::plan(spec),
         hostname,
         loopback: enter.network != NetworkMode::Host && wanted.contains(&Namespace::Net),
-        minimal_dev: enter.minimal_dev,
+        minimal_dev: dev::plan(spec),
         network: (enter.network == NetworkMode::Private).then(|| network::NetworkPlan {
             ports: enter.ports.clone(),
             egress: enter.egress,
@@ -474,18 +474,18 @@ pub fn prepare_jail(sys: &impl Sys, plan: &EnterPlan) -> Result<()> {
     // A minimal /dev creates files on a tmpfs of the user namespace: PID 1 takes the ids it has
     // there (it still holds host ids that map to nothing, which such a file system refuses),
     // keeping every capability, and asks again to die with jailprov (a change of ids forgets it).
-    if let (true, Some(maps)) = (plan.minimal_dev, &plan.id_maps) {
+    if let (Some(_), Some(maps)) = (&plan.minimal_dev, &plan.id_maps) {
         sys.set_ids(maps.uid.inside, maps.gid.inside)?;
         sys.die_with_parent()?;
     }
     let new_root = sys.bind_root_onto_itself(&plan.root)?;
     let jail = JailRoot::from_directory_fd(new_root, &plan.root)?;
-    for operation in &plan.mounts {
+    for (index, operation) in plan.mounts.iter().enumerate() {
         mounts::realize(sys, &jail, operation)?;
         // The minimal /dev right after the root turns read-only: before the mount wishes, so
         // that one below /dev (an mqueue) lands on it rather than under it.
-        if plan.minimal_dev && operation.source == mounts::MountSource::InPlace {
-            dev::build(sys, &jail)?;
+        if let (Some(minimal), mounts::MountSource::InPlace) = (&plan.minimal_dev, &operation.source) {
+            dev::build(sys, &jail, minimal, &plan.mounts[index + 1..], pid_1_ids(plan))?;
         }
     }
     // 3. pivot_root into the jail and detach the old root: no path leads back to the host.
@@ -500,6 +500,14 @@ pub fn prepare_jail(sys: &impl Sys, plan: &EnterPlan) -> Result<()> {
         sys.bring_up_loopback()?;
     }
     Ok(())
+}
+
+/// The ids the jail's PID 1 has while it builds the mount table: the inside ids of the user
+/// namespace's maps (see prepare_jail), or root's.
+fn pid_1_ids(plan: &EnterPlan) -> dev::Owner {
+    plan.id_maps
+        .as_ref()
+        .map_or(dev::Owner { uid: 0, gid: 0 }, |maps| dev::Owner { uid: maps.uid.inside, gid: maps.gid.inside })
 }
 
 /// Steps 5-7 in the command's process; returns the exit code only when the command cannot run.

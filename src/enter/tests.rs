@@ -390,6 +390,17 @@ fn the_root_is_made_read_only_after_the_writable_places_and_devices_and_proc_is_
             // Then the root: read-only, nosuid, nodev (cloned before, the binds above would
             // have inherited it).
             "restrict_mount JAIL attributes=0x7",
+            // The minimal /dev (the default) on the read-only root, before the wishes: a
+            // nosuid,noexec tmpfs, the host's six nodes, a devpts of its own, /dev/shm.
+            r#"mount_filesystem tmpfs [("mode", "755"), ("size", "65536")] -> JAIL/dev attributes=0xa"#,
+            "mount_bind /dev/null -> JAIL/dev/null recursive=true attributes=0xa",
+            "mount_bind /dev/zero -> JAIL/dev/zero recursive=true attributes=0xa",
+            "mount_bind /dev/full -> JAIL/dev/full recursive=true attributes=0xa",
+            "mount_bind /dev/random -> JAIL/dev/random recursive=true attributes=0xa",
+            "mount_bind /dev/urandom -> JAIL/dev/urandom recursive=true attributes=0xa",
+            "mount_bind /dev/tty -> JAIL/dev/tty recursive=true attributes=0xa",
+            r#"mount_filesystem devpts [("ptmxmode", "0666"), ("mode", "0620")] -> JAIL/dev/pts attributes=0xa"#,
+            r#"mount_filesystem tmpfs [("mode", "1777")] -> JAIL/dev/shm attributes=0x6"#,
             "mount_filesystem proc [] -> JAIL/proc attributes=0xe",
             "mount_filesystem tmpfs [] -> JAIL/tmp/scratch attributes=0x6",
             // proc's hardening, only what exists: /proc/sys read-only, the masks.
@@ -399,6 +410,50 @@ fn the_root_is_made_read_only_after_the_writable_places_and_devices_and_proc_is_
         ]
     );
     assert_order(&sys, &["make_mounts_private", "bind_root_onto_itself", "bind_onto_itself", "pivot_root"]);
+
+    // dev = "none": the jail's /dev on disk alone, its declared node bound onto itself.
+    let none = fixture_with_enter(MOUNT_PLAN_JAILFILE, "dev = \"none\"")?;
+    std::fs::create_dir_all(none.jail_dir.join("tmp/scratch"))?;
+    std::fs::write(none.jail_dir.join("dev/null"), "")?;
+    let plan = super::plan(&none.spec, &[], &root_caller(), &[])?;
+    assert_eq!(plan.minimal_dev, None);
+    let sys = recorder(&none, &[Fork::Child, Fork::Child]);
+    run(&sys, &plan, None)?;
+    let lines = sys.lines();
+    assert!(!lines.iter().any(|line| line.contains("/dev/") && line.starts_with("mount_")), "{lines:#?}");
+    assert!(lines.iter().any(|line| line.starts_with("bind_onto_itself") && line.contains("/dev/null")));
+    Ok(())
+}
+
+/// Under the minimal /dev, a declared device it lacks is the jail's own node bound onto the
+/// tmpfs, and a wish under /dev gets its mount point there (a file for a bound socket).
+#[test]
+fn the_minimal_dev_carries_extra_devices_links_and_wish_targets() -> Result<()> {
+    let host = tempfile::tempdir()?;
+    let socket = host.path().join("log.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket)?;
+    let jailfile = format!(
+        "{MOUNT_PLAN_JAILFILE}\n[[mounts]]\nkind = \"bind\"\nsource = {socket:?}\ntarget = \"/dev/log\"\n\
+         [[mounts]]\nkind = \"mqueue\"\ntarget = \"/dev/mqueue\"\n"
+    );
+    let fixture = fixture(&jailfile)?;
+    let mut plan = plan(&fixture.spec, &[], &root_caller(), &[])?;
+    // Declared devices come from the host; the jail's stand-in is a plain file here.
+    let extra = crate::tree::JailPath::parse("/dev/net/tun").expect("a valid jail path");
+    plan.minimal_dev = Some(dev::MinimalDev { devices: vec![extra] });
+    std::fs::create_dir_all(fixture.jail_dir.join("tmp/scratch"))?;
+    std::fs::create_dir_all(fixture.jail_dir.join("dev/net"))?;
+    std::fs::write(fixture.jail_dir.join("dev/null"), "")?;
+    std::fs::write(fixture.jail_dir.join("dev/net/tun"), "")?;
+    std::os::unix::fs::symlink("/run/elsewhere", fixture.jail_dir.join("dev/kept-link"))?;
+    let sys = recorder(&fixture, &[Fork::Child, Fork::Child]);
+    run(&sys, &plan, None)?;
+    let jail = fixture.jail_dir.display().to_string();
+    let lines: Vec<String> = sys.lines().into_iter().map(|line| line.replace(&jail, "JAIL")).collect();
+    assert!(lines.contains(&"bind_node JAIL/dev/net/tun -> JAIL/dev/net/tun attributes=0xa".to_owned()), "{lines:#?}");
+    assert!(fixture.jail_dir.join("dev/log").is_file(), "a file as the mount point of a bound socket");
+    assert!(fixture.jail_dir.join("dev/mqueue").is_dir());
+    assert_order(&sys, &["restrict_mount", "mount_filesystem tmpfs", "bind_node", "mount_bind /tmp", "pivot_root"]);
     Ok(())
 }
 

@@ -51,9 +51,9 @@ pub fn unit_text(spec: &Spec, root: &Path, name: &str) -> String {
     for directive in namespace_directives(spec) {
         line(directive);
     }
-    // MountAPIVFS= alone would bind the host's /dev: a minimal private one instead (null, zero,
-    // full, random, urandom, tty, pts), the devices a jail may hold without allow_unsafe_device.
-    line("PrivateDevices=yes".into());
+    for directive in device_directives(spec) {
+        line(directive);
+    }
     line("NoNewPrivileges=yes".into());
     let capabilities = enter.capabilities.join(" ");
     line(format!("CapabilityBoundingSet={capabilities}"));
@@ -102,8 +102,7 @@ fn writable_places(spec: &Spec) -> Vec<&JailPath> {
 /// systems (/proc, /sys, /dev) when the Jailfile wants proc or sysfs.
 fn mount_directives(spec: &Spec) -> Vec<String> {
     let mut directives = Vec::new();
-    let api_vfs = spec.mounts.iter().any(|mount| !matches!(mount.kind, MountKind::Bind | MountKind::Tmpfs));
-    directives.push(format!("MountAPIVFS={}", if api_vfs { "yes" } else { "no" }));
+    directives.push(format!("MountAPIVFS={}", if mounts_api_file_systems(spec) { "yes" } else { "no" }));
     for mount in &spec.mounts {
         let target = mount.target.as_str();
         match mount.kind {
@@ -130,6 +129,47 @@ fn mount_directives(spec: &Spec) -> Vec<String> {
         }
     }
     directives
+}
+
+/// `[enter] dev` and `devices`. PrivateDevices=yes is systemd's minimal /dev (null, zero, full,
+/// random, urandom, tty, ptmx, pts, shm), as `dev = "minimal"`; each other declared device is
+/// bound into it and let through the device cgroup (DeviceAllow=), as `enter` binds it onto its
+/// tmpfs. With `dev = "none"` the jail's /dev on disk is the unit's, unless MountAPIVFS=yes
+/// would bind the host's /dev over it: then the private one stands in, with the same devices.
+fn device_directives(spec: &Spec) -> Vec<String> {
+    let api_vfs = mounts_api_file_systems(spec);
+    let private = spec.enter.minimal_dev || api_vfs;
+    let mut directives = Vec::new();
+    if private {
+        if !spec.enter.minimal_dev {
+            directives.push(
+                "# dev = \"none\": MountAPIVFS=yes would bind the host's /dev, a private one stands in".to_owned(),
+            );
+        }
+        directives.push("PrivateDevices=yes".to_owned());
+    } else {
+        // The jail's own /dev on disk; only its declared nodes (and the harmless ones) open.
+        directives.push("DevicePolicy=closed".to_owned());
+    }
+    let minimal_has = |path: &str| PRIVATE_DEVICES.contains(&path);
+    for device in spec.devices.iter().filter(|device| !minimal_has(device.path.as_str())) {
+        let path = quoted_value(device.path.as_str());
+        if private {
+            directives.push(format!("BindPaths={path}"));
+        }
+        directives.push(format!("DeviceAllow={path} rw"));
+    }
+    directives
+}
+
+/// The nodes PrivateDevices=yes (and DevicePolicy=closed) already give a unit.
+const PRIVATE_DEVICES: &[&str] =
+    &["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty", "/dev/ptmx"];
+
+/// Whether a mount wish asks for proc, sysfs, devpts or mqueue, which systemd has only as
+/// MountAPIVFS=yes.
+fn mounts_api_file_systems(spec: &Spec) -> bool {
+    spec.mounts.iter().any(|mount| !matches!(mount.kind, MountKind::Bind | MountKind::Tmpfs))
 }
 
 /// The Jailfile's namespaces as the sandbox options systemd has for them.
@@ -198,7 +238,50 @@ fn quote(word: &str, dollar_expands: bool) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{quoted, quoted_value};
+    use super::{device_directives, quoted, quoted_value};
+    use crate::host::HostFs;
+    use crate::spec::{DeviceSpec, Spec};
+    use crate::tree::JailPath;
+
+    /// A Spec of `text` with /dev/null and an extra device declared (pushed: the host need not
+    /// have it).
+    fn spec_with_devices(text: &str) -> Spec {
+        let mut spec = crate::spec::from_text(
+            std::path::Path::new("Jailfile.toml"),
+            format!("root = \"/srv/jails/unit\"\n{text}"),
+            None,
+            &HostFs::real(),
+        )
+        .expect("a valid Jailfile");
+        for path in ["/dev/null", "/dev/net/tun"] {
+            spec.devices.push(DeviceSpec {
+                key: "devices[0]".into(),
+                path: JailPath::parse(path).expect("a valid jail path"),
+                allow_unsafe: true,
+                mode: None,
+                owner: 0,
+                group: 0,
+            });
+        }
+        spec
+    }
+
+    #[test]
+    fn the_minimal_dev_is_private_devices_with_the_extra_devices_bound_and_allowed() {
+        let minimal = spec_with_devices("");
+        assert_eq!(
+            device_directives(&minimal),
+            ["PrivateDevices=yes", "BindPaths=/dev/net/tun", "DeviceAllow=/dev/net/tun rw"]
+        );
+        // dev = "none": the jail's /dev on disk, only its declared nodes let through...
+        let none = spec_with_devices("[enter]\ndev = \"none\"\n");
+        assert_eq!(device_directives(&none), ["DevicePolicy=closed", "DeviceAllow=/dev/net/tun rw"]);
+        // ...unless MountAPIVFS=yes would bind the host's /dev over it.
+        let with_proc = spec_with_devices("[[mounts]]\nkind = \"proc\"\ntarget = \"/proc\"\n[enter]\ndev = \"none\"\n");
+        let directives = device_directives(&with_proc);
+        assert!(directives[0].starts_with("# dev = \"none\": MountAPIVFS=yes"), "{directives:?}");
+        assert_eq!(directives[1..], ["PrivateDevices=yes", "BindPaths=/dev/net/tun", "DeviceAllow=/dev/net/tun rw"]);
+    }
 
     #[test]
     fn words_with_spaces_quotes_specifiers_and_variables_stay_literal() {

@@ -26,7 +26,7 @@ impl Validator<'_> {
                 network: NetworkMode::None,
                 ports: Vec::new(),
                 egress: true,
-                minimal_dev: false,
+                minimal_dev: true,
                 limits: LimitsSpec::default(),
                 capabilities: Vec::new(),
                 seccomp: true,
@@ -132,7 +132,8 @@ impl Validator<'_> {
             network,
             ports,
             egress,
-            minimal_dev: section.dev.as_ref().is_some_and(|dev| *dev.get_ref() == DevMode::Minimal),
+            // Minimal unless the Jailfile opts out with "none".
+            minimal_dev: section.dev.as_ref().is_none_or(|dev| *dev.get_ref() == DevMode::Minimal),
             limits,
             capabilities,
             seccomp: section.seccomp.unwrap_or(true),

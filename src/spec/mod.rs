@@ -191,7 +191,7 @@ pub struct EnterSpec {
     pub ports: Vec<PortSpec>,
     /// The jail may connect out (network = "private"; always true otherwise).
     pub egress: bool,
-    /// A tmpfs /dev built at enter time (`dev = "minimal"`).
+    /// A tmpfs /dev built at enter time (`dev = "minimal"`, the default; false with "none").
     pub minimal_dev: bool,
     pub limits: LimitsSpec,
     pub capabilities: Vec<String>,
