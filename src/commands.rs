@@ -47,13 +47,14 @@ struct Prepared {
 }
 
 /// Computes everything a plan needs from an already loaded Spec (loaded once per command);
-/// the host side is `kept` when a plan's cache gave it.
+/// the host side is taken from the plan's cache (`cache`: its file and the key it must have)
+/// when that holds.
 fn prepare(
     spec: &Spec,
     host: HostFs,
     jailfile: &Path,
     state_dir: &Path,
-    kept: Option<(DesiredTree, ClosureFacts)>,
+    cache: Option<(&Path, &reuse::Key)>,
 ) -> Result<Prepared> {
     let root = spec.root()?;
     let store = StateStore::for_root(state_dir, root);
@@ -72,7 +73,7 @@ fn prepare(
             let recorded = plan::scan_recorded(&state, jail.as_ref())?;
             Ok((state, recorded))
         });
-        let desired = match kept {
+        let desired = match cache.and_then(|(file, key)| reuse::take(file, key)) {
             Some(kept) => Ok(kept),
             None => {
                 let _t = jailprov::timings::phase("host side (closure+desired)");
@@ -307,8 +308,9 @@ pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
     let store = StateStore::for_root(&args.state.state_dir, &root);
     let _lock = store.lock(Duration::from_secs(args.lock_timeout))?;
     // What the plan just before computed from the host, if nothing it came from moved since.
-    let kept = reuse::take(&store.plan_cache_file, &reuse::Key::now(memo_key(&spec, &jailfile.file, &store, adopt)?));
-    let mut prepared = prepare(&spec, host, &jailfile.file, &args.state.state_dir, kept)?;
+    let cache_key = reuse::Key::now(memo_key(&spec, &jailfile.file, &store, adopt)?);
+    let cache = Some((store.plan_cache_file.as_path(), &cache_key));
+    let mut prepared = prepare(&spec, host, &jailfile.file, &args.state.state_dir, cache)?;
     let mode = if args.locked { lock::Mode::Locked } else { lock::Mode::Refresh };
     let (review, plan, _) = prepared.review_and_plan(&jailfile.file, &args.state.state_dir, mode, adopt, false)?;
     // A plain apply accepts drift: it says what it wrote into the lock, as `jailprov lock` does.
