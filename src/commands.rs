@@ -11,11 +11,11 @@ use jailprov::apply::{self, Outcome};
 use jailprov::check;
 use jailprov::cli::{ApplyArgs, CheckArgs, CheckFormat, DestroyArgs, JailfileArgs, LockArgs, PlanArgs, PlanFormat};
 use jailprov::desired::{self, ClosureFacts, DesiredTree};
-use jailprov::host::HostFs;
+use jailprov::host::{HostFs, LookMark};
 use jailprov::jail_root::JailRoot;
 use jailprov::mountinfo::JailMounts;
 use jailprov::plan::saved::{self, Digests, SavedPlan, SAVED_PLAN_FORMAT};
-use jailprov::plan::{self, memo, Change, Mounts, Plan, RecordedScan};
+use jailprov::plan::{self, memo, reuse, Change, Mounts, Plan, RecordedScan};
 use jailprov::render;
 use jailprov::root_safety;
 use jailprov::spec::Spec;
@@ -42,10 +42,20 @@ struct Prepared {
     jail: Option<JailRoot>,
     /// What Jailfile.lock needs from the closure (src/state/lock/).
     lock_facts: ClosureFacts,
+    /// How far the host's looks had come when the desired tree was computed (when observing).
+    host_side_looks: Option<LookMark>,
 }
 
-/// Computes everything a plan needs from an already loaded Spec (loaded once per command).
-fn prepare(spec: &Spec, host: HostFs, jailfile: &Path, state_dir: &Path) -> Result<Prepared> {
+/// Computes everything a plan needs from an already loaded Spec (loaded once per command);
+/// the host side is taken from the plan's cache (`cache`: its file and the key it must have)
+/// when that holds.
+fn prepare(
+    spec: &Spec,
+    host: HostFs,
+    jailfile: &Path,
+    state_dir: &Path,
+    cache: Option<(&Path, &reuse::Key)>,
+) -> Result<Prepared> {
     let root = spec.root()?;
     let store = StateStore::for_root(state_dir, root);
     let jail = open_jail_if_present(root)?;
@@ -63,14 +73,18 @@ fn prepare(spec: &Spec, host: HostFs, jailfile: &Path, state_dir: &Path) -> Resu
             let recorded = plan::scan_recorded(&state, jail.as_ref())?;
             Ok((state, recorded))
         });
-        let desired = {
-            let _t = jailprov::timings::phase("host side (closure+desired)");
-            desired::desired_with_facts(spec, &host)
+        let desired = match cache.and_then(|(file, key)| reuse::take(file, key)) {
+            Some(kept) => Ok(kept),
+            None => {
+                let _t = jailprov::timings::phase("host side (closure+desired)");
+                desired::desired_with_facts(spec, &host)
+            }
         };
         let jail_side = jail_side.join().unwrap_or_else(|_| Err(anyhow::anyhow!("reading the state record panicked")));
         (jail_side, desired)
     });
     let ((state, recorded), (desired, lock_facts)) = (jail_side?, desired?);
+    let host_side_looks = host.mark();
     let source = jailprov::beside::read_text(jailfile, "Jailfile", jailprov::spec::MAX_JAILFILE_SIZE)?;
     Ok(Prepared {
         root: root.to_path_buf(),
@@ -85,6 +99,7 @@ fn prepare(spec: &Spec, host: HostFs, jailfile: &Path, state_dir: &Path) -> Resu
         mounts: Mounts::of(&spec.mounts, active),
         jail,
         lock_facts,
+        host_side_looks,
     })
 }
 
@@ -157,8 +172,11 @@ pub fn plan(args: &PlanArgs) -> Result<ExitCode> {
     // Everything the plan looks at on the host is written down, for the memo.
     let host = HostFs::real().observing();
     let spec = load_spec(&args.jailfile, &host)?;
+    let store = StateStore::for_root(&args.state.state_dir, spec.root()?);
+    let key = memo_key(&spec, &args.jailfile.file, &store, args.adopt)?;
     // A saved plan needs the digests of a full computation: no shortcut then.
-    let memo = if args.out.is_none() { MemoContext::of(&spec, args)? } else { None };
+    let memo = if args.out.is_none() { MemoContext::of(&spec, &store, &key)? } else { None };
+    let cache_key = reuse::Key::now(key);
     if let Some(memo) = &memo {
         if let Some(warnings) = memo::answers(&memo.file, &memo.key, &memo.jail) {
             let _said = jailprov::timings::phase("plan: answered by the memo, closure not computed");
@@ -168,7 +186,7 @@ pub fn plan(args: &PlanArgs) -> Result<ExitCode> {
             return print_plan(args, spec.root()?, &Plan::default(), &fresh_review(&args.jailfile.file));
         }
     }
-    let prepared = prepare(&spec, host, &args.jailfile.file, &args.state.state_dir)?;
+    let prepared = prepare(&spec, host, &args.jailfile.file, &args.state.state_dir, None)?;
     // plan never writes the lock: drift stays in every plan until `lock` or `apply` accepts it.
     let mode = if args.locked { lock::Mode::Locked } else { lock::Mode::Review };
     let (review, plan, jail_scan) =
@@ -191,12 +209,20 @@ pub fn plan(args: &PlanArgs) -> Result<ExitCode> {
             .with_context(|| format!("cannot write the plan to {}", out.display()))?;
     }
     let code = print_plan(args, &prepared.root, &plan, &review)?;
+    let mounts_as_keyed = format!("{:?}", prepared.mounts.active) == cache_key.memo.mounts;
+    // The looks the desired tree came from (not the lock review's or the plan's reads after them).
+    if let Some(observations) = prepared.host_side_looks.and_then(|mark| prepared.host.observations_before(mark)) {
+        if mounts_as_keyed {
+            reuse::keep(&store.plan_cache_file, cache_key, &observations, &prepared.desired, &prepared.lock_facts);
+        }
+    }
     if let (Some(memo), Some(jail_scan)) = (memo, jail_scan) {
-        // Never while the lock is pending: the memo's "no changes" would hide it.
+        // Never while the lock is pending: the memo's "no changes" would hide it. None: the host
+        // moved under the plan, or a path changed moments before it was looked at.
         let lock_fresh = !review.pending() && !review.wrote;
-        let mounts_as_keyed = format!("{:?}", prepared.mounts.active) == memo.key.mounts;
-        if is_empty(&plan) && lock_fresh && mounts_as_keyed {
-            memo::record(&memo.file, memo.key, prepared.desired.warnings.clone(), &prepared.host, jail_scan);
+        let observations = prepared.host.observations();
+        if let (true, true, true, Some(observations)) = (is_empty(&plan), lock_fresh, mounts_as_keyed, observations) {
+            memo::record(&memo.file, memo.key, prepared.desired.warnings.clone(), &observations, jail_scan);
         }
     }
     // The process ends here: freeing a 50,000-path tree entry by entry only costs time.
@@ -247,21 +273,19 @@ struct MemoContext {
 
 impl MemoContext {
     /// None when there is no jail yet (nothing to vouch for).
-    fn of(spec: &Spec, args: &PlanArgs) -> Result<Option<MemoContext>> {
-        let root = spec.root()?;
-        let Some(jail) = open_jail_if_present(root)? else { return Ok(None) };
-        let store = StateStore::for_root(&args.state.state_dir, root);
-        let source = jailprov::beside::read_text(&args.jailfile.file, "Jailfile", jailprov::spec::MAX_JAILFILE_SIZE)?;
-        let key = memo::Key::now(
-            &args.jailfile.file,
-            &lock::jailfile_digest(&source)?,
-            root,
-            args.adopt,
-            &store,
-            format!("{:?}", JailMounts::read(root)?),
-        );
-        Ok(Some(MemoContext { file: store.memo_file, key, jail }))
+    fn of(spec: &Spec, store: &StateStore, key: &memo::Key) -> Result<Option<MemoContext>> {
+        let Some(jail) = open_jail_if_present(spec.root()?)? else { return Ok(None) };
+        Ok(Some(MemoContext { file: store.memo_file.clone(), key: key.clone(), jail }))
     }
+}
+
+/// What a plan of `spec` is computed from besides the paths it looks at (the plan memo's and
+/// the plan cache's key), taken before anything is looked at.
+fn memo_key(spec: &Spec, jailfile: &Path, store: &StateStore, adopt: bool) -> Result<memo::Key> {
+    let root = spec.root()?;
+    let source = jailprov::beside::read_text(jailfile, "Jailfile", jailprov::spec::MAX_JAILFILE_SIZE)?;
+    let mounts = if std::fs::symlink_metadata(root).is_ok() { JailMounts::read(root)? } else { JailMounts::default() };
+    Ok(memo::Key::now(jailfile, &lock::jailfile_digest(&source)?, root, adopt, store, format!("{mounts:?}")))
 }
 
 pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
@@ -283,8 +307,10 @@ pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
     }
     let store = StateStore::for_root(&args.state.state_dir, &root);
     let _lock = store.lock(Duration::from_secs(args.lock_timeout))?;
-
-    let mut prepared = prepare(&spec, host, &jailfile.file, &args.state.state_dir)?;
+    // What the plan just before computed from the host, if nothing it came from moved since.
+    let cache_key = reuse::Key::now(memo_key(&spec, &jailfile.file, &store, adopt)?);
+    let cache = Some((store.plan_cache_file.as_path(), &cache_key));
+    let mut prepared = prepare(&spec, host, &jailfile.file, &args.state.state_dir, cache)?;
     let mode = if args.locked { lock::Mode::Locked } else { lock::Mode::Refresh };
     let (review, plan, _) = prepared.review_and_plan(&jailfile.file, &args.state.state_dir, mode, adopt, false)?;
     // A plain apply accepts drift: it says what it wrote into the lock, as `jailprov lock` does.
@@ -443,6 +469,7 @@ fn desired_and_lock_review(
 /// on the record's stat, would not answer for the jail anyway: this only leaves no stale file).
 fn forget_jail(store: &StateStore) -> Result<()> {
     memo::forget(&store.memo_file);
+    reuse::forget(&store.plan_cache_file);
     store.remove()
 }
 

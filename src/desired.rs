@@ -25,7 +25,7 @@ pub const SETID_BITS: u32 = 0o6000;
 pub use crate::host::StatPrint;
 
 /// What a desired path is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum DesiredKind {
     /// A copy of a host file.
     File {
@@ -60,7 +60,7 @@ impl DesiredKind {
 }
 
 /// One path of the desired tree.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DesiredNode {
     pub path: JailPath,
     pub kind: DesiredKind,
@@ -327,14 +327,14 @@ fn add_network_files(tree: &mut DesiredTree, spec: &Spec, host: &HostFs) {
 /// The closure's kind, sonames and "needed by" of each path, kept before the desired tree takes
 /// the closure apart. Plain `[[files]]` files and directories (possibly tens of thousands) are
 /// left out: their kind follows from the desired tree and their reason is one Jailfile key.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct ClosureFacts {
     /// Sorted like the desired tree, so that a walk of its nodes meets the facts in order.
     pub(crate) facts: BTreeMap<JailPath, PathFacts>,
 }
 
 /// What the closure knows of one path.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct PathFacts {
     pub(crate) kind: EntryKind,
     /// For symlinks: the link on the host.

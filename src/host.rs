@@ -193,6 +193,10 @@ struct Observer {
     /// file system's timestamp granularity without its stat showing it: nothing is vouched for.
     racy_after_ns: i128,
     racy: std::sync::atomic::AtomicBool,
+    /// Of the racy looks, one that read what it looked at (a file opened, a directory listed):
+    /// its content may have changed unseen. A path only lstat'ed counts by its stat alone, so
+    /// a result built from it is still sound (see [`HostFs::observations_before`]).
+    racy_read: std::sync::atomic::AtomicBool,
 }
 
 /// How long before observing starts a change still makes the observation racy: file
@@ -212,6 +216,37 @@ pub fn changed_since(result: &io::Result<Metadata>, after_ns: i128) -> bool {
     result.as_ref().is_ok_and(|metadata| {
         i128::from(metadata.ctime()) * 1_000_000_000 + i128::from(metadata.ctime_nsec()) >= after_ns
     })
+}
+
+/// Sorted by path bytes, each (path, look) once; None when one path was seen in two different
+/// states (the host moved under the run: nothing can be vouched for).
+fn sorted_unique(mut seen: Vec<Observation>) -> Option<Vec<Observation>> {
+    seen.par_sort_unstable_by(|a, b| {
+        (a.disk_path.as_os_str().as_bytes(), a.look).cmp(&(b.disk_path.as_os_str().as_bytes(), b.look))
+    });
+    let mut unique: Vec<Observation> = Vec::with_capacity(seen.len());
+    for observation in seen {
+        match unique.last() {
+            Some(last)
+                if last.look == observation.look
+                    && last.disk_path.as_os_str().as_bytes() == observation.disk_path.as_os_str().as_bytes() =>
+            {
+                if last.seen != observation.seen {
+                    return None;
+                }
+            }
+            _ => unique.push(observation),
+        }
+    }
+    Some(unique)
+}
+
+/// How far the record of looks had come (see [`HostFs::mark`]).
+#[derive(Debug, Clone, Copy)]
+pub struct LookMark {
+    count: usize,
+    /// A racy look before the mark read content.
+    racy_read: bool,
 }
 
 /// The host file system seen through a sysroot.
@@ -261,6 +296,7 @@ impl HostFs {
             looks: Mutex::default(),
             racy_after_ns: now_ns() - RACY_NS,
             racy: std::sync::atomic::AtomicBool::new(false),
+            racy_read: std::sync::atomic::AtomicBool::new(false),
         }));
         self
     }
@@ -274,25 +310,30 @@ impl HostFs {
         if observer.racy.load(std::sync::atomic::Ordering::Relaxed) {
             return None;
         }
-        let mut seen = std::mem::take(&mut *observer.looks.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
-        seen.par_sort_unstable_by(|a, b| {
-            (a.disk_path.as_os_str().as_bytes(), a.look).cmp(&(b.disk_path.as_os_str().as_bytes(), b.look))
-        });
-        let mut unique: Vec<Observation> = Vec::with_capacity(seen.len());
-        for observation in seen {
-            match unique.last() {
-                Some(last)
-                    if last.look == observation.look
-                        && last.disk_path.as_os_str().as_bytes() == observation.disk_path.as_os_str().as_bytes() =>
-                {
-                    if last.seen != observation.seen {
-                        return None;
-                    }
-                }
-                _ => unique.push(observation),
-            }
+        sorted_unique(std::mem::take(&mut *observer.looks.lock().unwrap_or_else(|poisoned| poisoned.into_inner())))
+    }
+
+    /// The point the record of looks has reached (None when not observing): what
+    /// [`HostFs::observations_before`] gives back later.
+    pub fn mark(&self) -> Option<LookMark> {
+        let observer = self.observer.as_ref()?;
+        let count = observer.looks.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).len();
+        Some(LookMark { count, racy_read: observer.racy_read.load(std::sync::atomic::Ordering::Relaxed) })
+    }
+
+    /// The looks made before `mark`, as [`HostFs::observations`] gives them (the record is left
+    /// as it is), except that a path only lstat'ed that changed moments before does not spoil
+    /// them: what is computed from an lstat alone (a desired node: kind, mode, owner, size,
+    /// times, inode) is the same for any content, so a cache of it stays sound, while a "no
+    /// changes" verdict, which trusts content to follow the stat, would not. None when a racy
+    /// look before `mark` read content (a file opened, a directory listed).
+    pub fn observations_before(&self, mark: LookMark) -> Option<Vec<Observation>> {
+        let observer = self.observer.as_ref()?;
+        if mark.racy_read {
+            return None;
         }
-        Some(unique)
+        let looks = observer.looks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        sorted_unique(looks.get(..mark.count)?.to_vec())
     }
 
     pub fn is_observing(&self) -> bool {
@@ -323,6 +364,9 @@ impl HostFs {
                 look != Look::List && result.as_ref().is_ok_and(|metadata| metadata.is_dir());
             if !directory_contents_ignored && changed_since(result, observer.racy_after_ns) {
                 observer.racy.store(true, std::sync::atomic::Ordering::Relaxed);
+                if look != Look::Lstat {
+                    observer.racy_read.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
             }
         }
         Observation { disk_path, look, seen: look.seen_in(result) }

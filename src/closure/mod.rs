@@ -51,7 +51,7 @@ pub(crate) fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
 }
 
 /// What a path in the jail is, and so how it gets there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum EntryKind {
     /// A program named in `binaries`.

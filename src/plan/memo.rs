@@ -1,7 +1,7 @@
 //! The memo of a no-op plan: every host and jail path it looked at, so the next plan can tell by stats alone that nothing moved.
 //!
 //! A plan is a function of the Jailfile, of what it looked at on the host (every stat, every
-//! file read: [`HostFs::observing`]), of what it stat'ed in the jail ([`JailScan`](super::JailScan)), of the
+//! file read: [`HostFs::observing`](crate::host::HostFs::observing)), of what it stat'ed in the jail ([`JailScan`](super::JailScan)), of the
 //! record, of the mounts and of jailprov itself. When a full plan finds nothing to do and the
 //! lock fresh, all of these are written down here. The next plan re-stats exactly those paths;
 //! when every stat, the record, the lock, the mounts and the binary are as they were, its
@@ -19,20 +19,22 @@ use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::host::{HostFs, Look, Seen, SeenPrint};
+use crate::host::{Look, Observation, Seen, SeenPrint};
 use crate::jail_root::{JailRoot, NodeKind, NodeStat};
 use crate::state::StateStore;
 use crate::tree::JailPath;
 
 /// The first bytes of a memo file.
 const MAGIC: &[u8] = b"jailprov plan memo\n";
-/// 2 added the journal to the key.
-const FORMAT_VERSION: u32 = 2;
+/// 2 added the journal to the key; 3 keeps one digest per chunk (a stale memo is found at the
+/// first chunk that moved, not after every path was stat'ed).
+const FORMAT_VERSION: u32 = 3;
 /// Paths checked per parallel task; also the unit the digests are taken over (both sides
 /// must cut the same way).
 const CHUNK: usize = 2048;
@@ -114,65 +116,43 @@ struct Memo {
     key: Key,
     /// The closure's warnings, said again when the memo answers.
     warnings: Vec<String>,
-    /// Host disk paths looked at, NUL-separated, sorted; and for each how.
-    host_paths: Vec<u8>,
-    host_looks: Vec<Look>,
-    host_digest: [u8; 32],
+    host: HostPrint,
     /// Jail paths stat'ed, NUL-separated, sorted.
     jail_paths: Vec<u8>,
-    jail_digest: [u8; 32],
+    /// One digest per [`CHUNK`] jail paths, in order.
+    jail_chunks: Vec<[u8; 32]>,
 }
 
-/// Writes the memo of a full plan that found nothing to do. Failing only costs the next plan
-/// its shortcut, so it is not an error.
-pub fn record(file: &Path, key: Key, warnings: Vec<String>, host: &HostFs, jail: JailScanPrint) {
+/// Writes the memo of a full plan that found nothing to do, from what it looked at on the host
+/// (none of it changed moments before: see [`HostFs::observations`](crate::host::HostFs::observations)). Failing only costs the
+/// next plan its shortcut, so it is not an error.
+pub fn record(file: &Path, key: Key, warnings: Vec<String>, host: &[Observation], jail: JailScanPrint) {
     let _timing = crate::timings::phase("plan memo: write");
-    // None: the host moved while it was looked at; the next plan computes everything again.
-    let Some(host) = host.observations() else { return };
-    let mut host_paths = Vec::with_capacity(host.len() * 64);
-    let mut host_looks = Vec::with_capacity(host.len());
-    let mut seen = Vec::with_capacity(host.len());
-    for observation in host {
-        host_paths.extend_from_slice(observation.disk_path.as_os_str().as_bytes());
-        host_paths.push(0);
-        host_looks.push(observation.look);
-        seen.push(observation.seen);
-    }
-    let host_digest =
-        digest_chunks(seen.par_chunks(CHUNK).map(|chunk| chunk_digest(chunk.iter(), feed_seen)).collect());
-    let Some((jail_paths, jail_digest)) = jail.finish() else { return };
-    let memo = Memo {
-        format_version: FORMAT_VERSION,
-        key,
-        warnings,
-        host_paths,
-        host_looks,
-        host_digest,
-        jail_paths,
-        jail_digest,
-    };
-    if let Err(error) = write(file, &memo) {
+    let Some((jail_paths, jail_chunks)) = jail.finish() else { return };
+    let memo =
+        Memo { format_version: FORMAT_VERSION, key, warnings, host: HostPrint::of(host), jail_paths, jail_chunks };
+    if let Err(error) = write_keyed(file, MAGIC, &memo) {
         eprintln!("warning: cannot save the plan memo ({error:#}); the next plan computes the closure again");
     }
 }
 
-/// The largest memo read: one stat digest per jail and host path, a few MiB for 50,000 paths.
+/// The largest memo or plan cache read: a few MiB of paths and nodes for 50,000 paths.
 const MAX_MEMO_SIZE: u64 = 1024 * 1024 * 1024;
 
-/// Through a fresh temporary file (random name, `O_EXCL | O_NOFOLLOW`: never a planted link),
-/// renamed over the memo.
-fn write(file: &Path, memo: &Memo) -> Result<()> {
+/// Writes `value` after `magic` through a fresh temporary file (random name, `O_EXCL |
+/// O_NOFOLLOW`: never a planted link), renamed over `file`. For the plan's caches: no fsync, a
+/// file torn by a crash does not decode, and is then only not used.
+pub(super) fn write_keyed(file: &Path, magic: &[u8], value: &impl Serialize) -> Result<()> {
     if let Some(dir) = file.parent() {
         crate::beside::check_state_dir(dir)?;
     }
     let (out, temporary) = crate::beside::create_temp_beside(file, 0o600)?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, out);
-    out.write_all(MAGIC).with_context(|| format!("cannot write {}", temporary.display()))?;
-    let out = postcard::to_io(memo, out).context("serializing the plan memo")?;
+    out.write_all(magic).with_context(|| format!("cannot write {}", temporary.display()))?;
+    let out = postcard::to_io(value, out).with_context(|| format!("serializing {}", file.display()))?;
     out.into_inner()
         .map_err(|error| error.into_error())
         .with_context(|| format!("cannot write {}", temporary.display()))?;
-    // No fsync: a memo torn by a crash does not decode, and is then only not used.
     crate::beside::rename_into_place(&temporary, file)
 }
 
@@ -180,31 +160,114 @@ fn write(file: &Path, memo: &Memo) -> Result<()> {
 /// or None (no memo, another key, or any path that moved).
 pub fn answers(file: &Path, key: &Key, jail: &JailRoot) -> Option<Vec<String>> {
     let _timing = crate::timings::phase("plan memo: check");
-    let memo = load(file, key)?;
-    let host_paths: Vec<&[u8]> = split_paths(&memo.host_paths);
-    if host_paths.len() != memo.host_looks.len() {
+    let memo: Memo = read_keyed(file, MAGIC, FORMAT_VERSION, key)?;
+    let host_paths = split_paths(&memo.host.paths);
+    let jail_paths = split_paths(&memo.jail_paths);
+    if jail_paths.len().div_ceil(CHUNK) != memo.jail_chunks.len() {
         return None;
     }
-    let (host_holds, jail_holds) = rayon::join(
-        || host_digest_now(&host_paths, &memo.host_looks) == memo.host_digest,
-        || jail_digest_now(&memo.jail_paths, jail).is_some_and(|digest| digest == memo.jail_digest),
+    let mut checks = memo.host.checks(&host_paths)?;
+    checks.extend(
+        jail_paths.chunks(CHUNK).zip(&memo.jail_chunks).map(|(paths, digest)| ChunkCheck::Jail { paths, digest }),
     );
-    (host_holds && jail_holds).then_some(memo.warnings)
+    all_hold(&checks, Some(jail)).then_some(memo.warnings)
 }
 
-/// The memo, if there is one only this user could have written, of this format and `key`.
-fn load(file: &Path, key: &Key) -> Option<Memo> {
+/// The host paths a computation looked at, how, and one digest per [`CHUNK`] of what each look
+/// found: enough to tell later, by stats alone, that it would look the same.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct HostPrint {
+    /// Disk paths, NUL-separated, sorted.
+    paths: Vec<u8>,
+    looks: Vec<Look>,
+    chunks: Vec<[u8; 32]>,
+}
+
+impl HostPrint {
+    pub fn of(observations: &[Observation]) -> HostPrint {
+        let mut paths = Vec::with_capacity(observations.len() * 64);
+        let mut looks = Vec::with_capacity(observations.len());
+        for observation in observations {
+            paths.extend_from_slice(observation.disk_path.as_os_str().as_bytes());
+            paths.push(0);
+            looks.push(observation.look);
+        }
+        let chunks = observations
+            .par_chunks(CHUNK)
+            .map(|chunk| chunk_digest(chunk.iter(), |bytes, observation| feed_seen(bytes, &observation.seen)))
+            .collect();
+        HostPrint { paths, looks, chunks }
+    }
+
+    /// Whether every path looks as it did (stopping at the first chunk that moved).
+    pub fn holds_now(&self) -> bool {
+        let paths = split_paths(&self.paths);
+        self.checks(&paths).is_some_and(|checks| all_hold(&checks, None))
+    }
+
+    /// One check per chunk, over `paths` (this print's, split); None when the print does not
+    /// add up (a damaged file that still decoded).
+    fn checks<'a>(&'a self, paths: &'a [&'a [u8]]) -> Option<Vec<ChunkCheck<'a>>> {
+        if paths.len() != self.looks.len() || paths.len().div_ceil(CHUNK) != self.chunks.len() {
+            return None;
+        }
+        let chunks = paths.chunks(CHUNK).zip(self.looks.chunks(CHUNK)).zip(&self.chunks);
+        Some(chunks.map(|((paths, looks), digest)| ChunkCheck::Host { paths, looks, digest }).collect())
+    }
+}
+
+/// Whether every chunk holds. The chunks are checked as one pool of parallel tasks; the first
+/// one that moved stops the rest, so a stale print costs about one chunk per thread.
+fn all_hold(checks: &[ChunkCheck], jail: Option<&JailRoot>) -> bool {
+    let moved = AtomicBool::new(false);
+    checks.par_iter().for_each(|check| {
+        if !moved.load(Ordering::Relaxed) && !check.holds(jail) {
+            moved.store(true, Ordering::Relaxed);
+        }
+    });
+    !moved.into_inner()
+}
+
+/// One chunk of the memo's paths and the digest they had.
+enum ChunkCheck<'a> {
+    Host { paths: &'a [&'a [u8]], looks: &'a [Look], digest: &'a [u8; 32] },
+    Jail { paths: &'a [&'a [u8]], digest: &'a [u8; 32] },
+}
+
+impl ChunkCheck<'_> {
+    /// Whether every path of the chunk looks as it did.
+    fn holds(&self, jail: Option<&JailRoot>) -> bool {
+        match self {
+            ChunkCheck::Host { paths, looks, digest } => {
+                let seen = paths.iter().zip(*looks).map(|(path, look)| look.see(Path::new(OsStr::from_bytes(path))));
+                chunk_digest(seen, |bytes, seen| feed_seen(bytes, &seen)) == **digest
+            }
+            ChunkCheck::Jail { paths, digest } => {
+                jail.and_then(|jail| jail_chunk_now(paths, jail)).is_some_and(|now| now == **digest)
+            }
+        }
+    }
+}
+
+/// The value in `file` (written by [`write_keyed`] after `magic`, leading with its format
+/// version and key), if only this user could have written it and it is of `format_version`
+/// and `key`; None for anything else, a damaged or truncated file included.
+pub(super) fn read_keyed<K, T>(file: &Path, magic: &[u8], format_version: u32, key: &K) -> Option<T>
+where
+    K: PartialEq + serde::de::DeserializeOwned,
+    T: serde::de::DeserializeOwned,
+{
     // Checked on the opened file (a regular file, not through a link, bounded like a record).
-    let (opened, metadata) = crate::beside::open_regular_nofollow(file, "the plan memo", MAX_MEMO_SIZE).ok()??;
+    let (opened, metadata) = crate::beside::open_regular_nofollow(file, "a plan cache", MAX_MEMO_SIZE).ok()??;
     if metadata.uid() != nix::unistd::geteuid().as_raw() || metadata.mode() & 0o022 != 0 {
         return None;
     }
-    // The format and key lead the file: read alone first, so that a memo of another key (every
+    // The format and key lead the file: read alone first, so that a file of another key (every
     // apply moves the record's stat) costs a few hundred bytes, not megabytes of paths.
     let mut head = Vec::with_capacity(KEY_READ as usize);
     (&opened).take(KEY_READ).read_to_end(&mut head).ok()?;
-    let (format_version, written_for) = postcard::take_from_bytes::<(u32, Key)>(head.strip_prefix(MAGIC)?).ok()?.0;
-    if format_version != FORMAT_VERSION || written_for != *key {
+    let (written_version, written_for) = postcard::take_from_bytes::<(u32, K)>(head.strip_prefix(magic)?).ok()?.0;
+    if written_version != format_version || written_for != *key {
         return None;
     }
     let mut bytes = head;
@@ -212,7 +275,7 @@ fn load(file: &Path, key: &Key) -> Option<Memo> {
     if bytes.len() as u64 > MAX_MEMO_SIZE {
         return None;
     }
-    postcard::from_bytes(bytes.strip_prefix(MAGIC)?).ok()
+    postcard::from_bytes(bytes.strip_prefix(magic)?).ok()
 }
 
 /// Bytes read first for the format and key (a key is a few hundred bytes; a memo shorter than
@@ -231,35 +294,23 @@ fn split_paths(blob: &[u8]) -> Vec<&[u8]> {
     }
 }
 
-fn host_digest_now(paths: &[&[u8]], looks: &[Look]) -> [u8; 32] {
-    let chunks = paths
-        .par_chunks(CHUNK)
-        .zip(looks.par_chunks(CHUNK))
-        .map(|(paths, looks)| {
-            let seen = paths.iter().zip(looks).map(|(path, look)| look.see(Path::new(OsStr::from_bytes(path))));
-            chunk_digest(seen, |bytes, seen| feed_seen(bytes, &seen))
-        })
-        .collect();
-    digest_chunks(chunks)
-}
-
-fn jail_digest_now(blob: &[u8], jail: &JailRoot) -> Option<[u8; 32]> {
-    let paths: Vec<JailPath> = split_paths(blob)
-        .into_iter()
+/// The digest of one chunk of jail paths as they are now; None when a path no longer parses.
+fn jail_chunk_now(paths: &[&[u8]], jail: &JailRoot) -> Option<[u8; 32]> {
+    let paths: Vec<JailPath> = paths
+        .iter()
         .map(|path| std::str::from_utf8(path).ok().and_then(|path| JailPath::parse(path).ok()))
         .collect::<Option<_>>()?;
     let refs: Vec<&JailPath> = paths.iter().collect();
     let stats = super::stat_jail_paths(jail, &refs).ok()?;
-    Some(jail_digest(&stats))
+    Some(chunk_digest(stats.iter(), |bytes, stat| feed_node(bytes, stat.as_ref())))
 }
 
-fn jail_digest(stats: &[Option<NodeStat>]) -> [u8; 32] {
-    digest_chunks(
-        stats
-            .par_chunks(CHUNK)
-            .map(|chunk| chunk_digest(chunk.iter(), |bytes, stat| feed_node(bytes, stat.as_ref())))
-            .collect(),
-    )
+#[cfg(test)]
+fn jail_chunk_digests(stats: &[Option<NodeStat>]) -> Vec<[u8; 32]> {
+    stats
+        .par_chunks(CHUNK)
+        .map(|chunk| chunk_digest(chunk.iter(), |bytes, stat| feed_node(bytes, stat.as_ref())))
+        .collect()
 }
 
 /// The jail paths a plan stat'ed and the digest of what it found, built as the plan goes (cut
@@ -312,15 +363,15 @@ impl JailScanPrint {
         self.in_pending = 0;
     }
 
-    /// The NUL-separated paths and the digest of their stats; None when racy.
-    fn finish(mut self) -> Option<(Vec<u8>, [u8; 32])> {
+    /// The NUL-separated paths and the digest of each chunk of their stats; None when racy.
+    fn finish(mut self) -> Option<(Vec<u8>, Vec<[u8; 32]>)> {
         if self.racy {
             return None;
         }
         if self.in_pending > 0 {
             self.close_chunk();
         }
-        Some((self.paths, digest_chunks(self.chunks)))
+        Some((self.paths, self.chunks))
     }
 }
 
@@ -331,15 +382,6 @@ fn chunk_digest<T>(items: impl Iterator<Item = T>, feed: impl Fn(&mut Vec<u8>, T
         feed(&mut bytes, item);
     }
     *blake3::hash(&bytes).as_bytes()
-}
-
-fn digest_chunks(chunks: Vec<[u8; 32]>) -> [u8; 32] {
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(&(chunks.len() as u64).to_le_bytes());
-    for chunk in &chunks {
-        hasher.update(chunk);
-    }
-    *hasher.finalize().as_bytes()
 }
 
 fn feed_seen(bytes: &mut Vec<u8>, seen: &SeenPrint) {
@@ -377,6 +419,7 @@ fn feed_node(bytes: &mut Vec<u8>, stat: Option<&NodeStat>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host::HostFs;
 
     fn stat(index: usize) -> Option<NodeStat> {
         (index % 7 != 3).then(|| NodeStat {
@@ -408,7 +451,7 @@ mod tests {
             }
             let (paths, streamed) = scan.finish().expect("not racy");
             assert_eq!(split_paths(&paths).len(), count);
-            assert_eq!(streamed, jail_digest(&stats), "{count} paths");
+            assert_eq!(streamed, jail_chunk_digests(&stats), "{count} paths");
             if count > 0 {
                 let mut changed = stats.clone();
                 if let Some(Some(last)) = changed.last_mut() {
@@ -416,7 +459,7 @@ mod tests {
                 } else if let Some(last) = changed.last_mut() {
                     *last = stat(1);
                 }
-                assert_ne!(jail_digest(&changed), streamed, "{count} paths: a changed mode must show");
+                assert_ne!(jail_chunk_digests(&changed), streamed, "{count} paths: a changed mode must show");
             }
         }
     }
@@ -425,14 +468,18 @@ mod tests {
     fn a_jail_directory_counts_by_type_mode_and_owner_a_file_by_its_whole_stat() {
         let (mut dir, mut file) = (stat(0).expect("dir"), stat(1).expect("file"));
         assert_eq!((dir.kind, file.kind), (NodeKind::Dir, NodeKind::File));
-        let before = jail_digest(&[Some(dir.clone()), Some(file.clone())]);
+        let before = jail_chunk_digests(&[Some(dir.clone()), Some(file.clone())]);
         dir.ctime_ns += 1;
         dir.mtime_ns += 1;
         dir.nlink += 1;
         dir.size += 4096;
-        assert_eq!(jail_digest(&[Some(dir.clone()), Some(file.clone())]), before, "an entry made in a directory");
+        assert_eq!(
+            jail_chunk_digests(&[Some(dir.clone()), Some(file.clone())]),
+            before,
+            "an entry made in a directory"
+        );
         file.ctime_ns += 1;
-        assert_ne!(jail_digest(&[Some(dir), Some(file)]), before, "a file's ctime");
+        assert_ne!(jail_chunk_digests(&[Some(dir), Some(file)]), before, "a file's ctime");
     }
 
     #[test]
@@ -448,6 +495,26 @@ mod tests {
         fs::write(&file, "yy").expect("rewrite");
         assert_ne!(seen, Look::Lstat.see(&file), "a rewritten file looks different");
         assert_ne!(Look::Stat.see(&dir.path().join("missing")), seen);
+    }
+
+    /// The plan cache (reuse.rs) keeps a result built from the lstat of a file changed moments
+    /// ago (the same stat gives the same desired node, whatever the content), never one that
+    /// read such a file; the memo keeps neither.
+    #[test]
+    fn a_racy_lstat_keeps_the_looks_before_a_mark_a_racy_read_spoils_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fresh = dir.path().join("fresh");
+        fs::write(&fresh, "x").expect("write");
+        let host = HostFs::real().observing();
+        let _ = host.symlink_metadata(&fresh);
+        let mark = host.mark().expect("observing");
+        let _ = host.open(&fresh);
+        assert!(host.observations_before(mark).is_some_and(|looks| looks.len() == 1), "the lstat before the mark");
+        assert!(host.observations().is_none(), "the memo vouches for nothing racy");
+        let host = HostFs::real().observing();
+        let _ = host.open(&fresh);
+        let mark = host.mark().expect("observing");
+        assert!(host.observations_before(mark).is_none(), "a racy read before the mark");
     }
 
     /// A path changed just before (or while) a plan looks at it may change again within one

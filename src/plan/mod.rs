@@ -23,6 +23,7 @@ use crate::state::{Managed, State};
 use crate::tree::JailPath;
 
 pub mod memo;
+pub mod reuse;
 pub mod saved;
 
 /// Inline and generated files up to this size get a unified diff in the plan.

@@ -144,6 +144,9 @@ pub struct StateStore {
     /// The memo of the last no-op plan (src/plan/memo.rs): named here, beside the record it is
     /// keyed on, but written, read and forgotten by the plan alone.
     pub memo_file: PathBuf,
+    /// What the last full plan computed from the host, for the apply after it
+    /// (src/plan/reuse.rs): like the memo, plan's alone.
+    pub plan_cache_file: PathBuf,
     /// Written by applies before format 5: the paths one was about to create. Still read (an
     /// older jailprov may have been interrupted), removed once they are in the record.
     pub intent_file: PathBuf,
@@ -166,6 +169,7 @@ impl StateStore {
             state_file: state_dir.join(format!("{name}.state")),
             lock_file: state_dir.join(format!("{name}.lock")),
             memo_file: state_dir.join(format!("{name}.memo")),
+            plan_cache_file: state_dir.join(format!("{name}.plan-cache")),
             intent_file: state_dir.join(format!("{name}.intent")),
             journal_file: state_dir.join(format!("{name}.journal")),
         }
