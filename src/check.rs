@@ -29,7 +29,7 @@ use crate::tree::JailPath;
 /// How deep the walk descends; a jail process could build an absurdly deep tree.
 const MAX_DEPTH: usize = 256;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Error,
@@ -37,8 +37,10 @@ pub enum Severity {
 }
 
 /// One thing found wrong, with a one-line fix.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Finding {
+    /// JP001...: see the README's table of codes.
     pub code: &'static str,
     pub severity: Severity,
     pub path: String,
@@ -716,17 +718,54 @@ pub fn text(audit: &Audit, repair: Option<&Repair>, root: &Path) -> String {
     text
 }
 
-pub fn json(audit: &Audit, repair: Option<&Repair>, root: &Path) -> String {
-    let mut value = serde_json::json!({
-        "format_version": "1",
-        "root": root,
-        "findings": audit.findings,
-        "summary": { "errors": audit.errors(), "warnings": audit.warnings(), "verified_files": audit.verified },
-    });
-    if let (Some(repair), Some(fields)) = (repair, value.as_object_mut()) {
-        fields.insert("fixed".into(), serde_json::json!(repair.fixed));
-        fields.insert("not_fixed".into(), serde_json::json!(repair.left));
+/// What `check --format json` prints.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "jailprov check --format json")]
+pub struct CheckReport {
+    /// "1".
+    pub format_version: &'static str,
+    pub root: String,
+    pub findings: Vec<Finding>,
+    pub summary: CheckSummary,
+    /// With `--fix`: the paths repaired, with what was repaired.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fixed: Option<Vec<String>>,
+    /// With `--fix`: paths left for `jailprov apply` (another type is there).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_fixed: Option<Vec<String>>,
+}
+
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckSummary {
+    pub errors: usize,
+    pub warnings: usize,
+    /// Managed files whose every byte was hashed against the record.
+    pub verified_files: usize,
+}
+
+impl CheckReport {
+    pub fn of(audit: &Audit, repair: Option<&Repair>, root: &Path) -> CheckReport {
+        CheckReport {
+            format_version: "1",
+            root: root.display().to_string(),
+            findings: audit.findings.clone(),
+            summary: CheckSummary {
+                errors: audit.errors(),
+                warnings: audit.warnings(),
+                verified_files: audit.verified,
+            },
+            fixed: repair.map(|repair| repair.fixed.clone()),
+            not_fixed: repair.map(|repair| repair.left.clone()),
+        }
     }
+}
+
+pub fn json(audit: &Audit, repair: Option<&Repair>, root: &Path) -> String {
+    // Through a Value: keys sorted, as every jailprov JSON output.
+    let report = CheckReport::of(audit, repair, root);
+    let value = serde_json::to_value(&report).unwrap_or_else(|error| serde_json::json!({ "error": error.to_string() }));
     let mut text = serde_json::to_string_pretty(&value).unwrap_or_else(|error| format!("{{\"error\":\"{error}\"}}"));
     text.push('\n');
     text

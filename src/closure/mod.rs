@@ -5,6 +5,7 @@
 //! Nothing is executed: ELF files are read with goblin, scripts by their `#!` line, NSS modules
 //! from nsswitch.conf; `[[files]]` trees are walked in `walk`.
 
+mod chains;
 pub mod dynsym;
 pub mod elf;
 pub mod ld_cache;
@@ -16,6 +17,7 @@ pub mod platform;
 pub mod runtime;
 pub mod script;
 pub mod symbols;
+pub use chains::MAX_CHAINS;
 mod walk;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -51,7 +53,7 @@ pub(crate) fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
 }
 
 /// What a path in the jail is, and so how it gets there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum EntryKind {
     /// A program named in `binaries`.
@@ -103,8 +105,9 @@ impl EntryKind {
 }
 
 /// One path of the jail.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Entry {
+    #[schemars(with = "String")]
     pub path: JailPath,
     pub kind: EntryKind,
     /// The host file it is copied from (for a symlink: the link on the host).
@@ -119,6 +122,7 @@ pub struct Entry {
     /// Why it is in the jail (sorted by how each shows, each once); listed as `needed_by`,
     /// each text once.
     #[serde(rename = "needed_by", serialize_with = "names_shown_once")]
+    #[schemars(with = "Vec<String>")]
     pub origins: Vec<Origin>,
     /// Overrides from the Jailfile (mode, owner, group, setuid).
     #[serde(skip)]
@@ -132,15 +136,18 @@ pub struct Entry {
     pub source_stat: Option<(StatPrint, u32)>,
 }
 
-/// Every path the jail will hold.
-#[derive(Debug, Clone, Default, Serialize)]
+/// Every path the jail will hold (`closure --format json`, schemas/closure.schema.json).
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
+#[schemars(title = "jailprov closure --format json")]
 pub struct Closure {
     #[serde(serialize_with = "entries_as_list")]
+    #[schemars(with = "Vec<Entry>")]
     /// Boxed: 50,000 entries are moved from the builder's map into this one, and on into the
     /// desired tree; moving pointers spares copying (and faulting in) whole entries each time.
     pub entries: BTreeMap<JailPath, Box<Entry>>,
     /// Paths the `exclude` patterns removed.
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schemars(with = "Vec<String>")]
     pub excluded: Vec<JailPath>,
     /// Sonames missing but allowed by `allow_missing`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
