@@ -95,8 +95,9 @@ pub fn text(answers: &[Answer<'_>], all: bool, jailfile: &str) -> String {
         let more = answer.total.saturating_sub(answer.chains.len());
         if !all && more > 0 {
             let at_least = if answer.total >= MAX_CHAINS { "at least " } else { "" };
-            let chains = if more == 1 { "chain" } else { "chains" };
-            let _ = writeln!(block, "\n{at_least}{more} more {chains} lead to {}; `--all` shows them.", answer.path);
+            let (chains, lead, them) = if more == 1 { ("chain", "leads", "it") } else { ("chains", "lead", "them") };
+            let _ =
+                writeln!(block, "\n{at_least}{more} more {chains} {lead} to {}; `--all` shows {them}.", answer.path);
         }
         blocks.push(block);
     }
@@ -142,7 +143,7 @@ pub struct WhyPath {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub below: Option<usize>,
     /// A few of them.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub examples: Vec<String>,
 }
 
@@ -166,7 +167,7 @@ pub struct WhyEntry {
     /// binary | library | interpreter | file | dir | ... (as `closure` lists them).
     pub kind: String,
     /// The DT_NEEDED names a library was loaded as.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sonames: Vec<String>,
 }
 

@@ -117,7 +117,7 @@ pub struct Entry {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
     /// For libraries: the DT_NEEDED names it was loaded as.
-    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub sonames: BTreeSet<String>,
     /// Why it is in the jail (sorted by how each shows, each once); listed as `needed_by`,
     /// each text once.
@@ -146,20 +146,20 @@ pub struct Closure {
     /// desired tree; moving pointers spares copying (and faulting in) whole entries each time.
     pub entries: BTreeMap<JailPath, Box<Entry>>,
     /// Paths the `exclude` patterns removed.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(with = "Vec<String>")]
     pub excluded: Vec<JailPath>,
     /// Sonames missing but allowed by `allow_missing`.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_missing: Vec<String>,
     /// Things a user should know that do not stop the jail from being built.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
     /// Each started program's symbol and version verdict (src/closure/symbols.rs).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub symbols: Vec<symbols::Verdict>,
     /// What the jail may need that no copy gives (a socket to mount), with the Jailfile lines.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
 }
 
