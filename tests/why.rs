@@ -61,12 +61,31 @@ fn why_a_directory_names_the_paths_it_is_created_for() {
     insta::assert_snapshot!("why_directory", stable(&workspace, &run.stdout));
 }
 
+/// A library loaded under a soname that is not its file name (libpcre2-8.so.0 ->
+/// libpcre2-8.so.0.11.2 on Debian), found in `closure --format json`.
+fn library_named_otherwise(workspace: &Workspace) -> Option<(String, String)> {
+    let mut command = Command::new(BIN);
+    command.args(["closure", "--format", "json", "-f"]).arg(&workspace.jailfile);
+    let listing: serde_json::Value =
+        serde_json::from_str(&output(command).ok("closure --format json").stdout).expect("closure JSON");
+    listing["entries"].as_array()?.iter().find_map(|entry| {
+        let path = entry["path"].as_str()?;
+        let file_name = path.rsplit('/').next()?;
+        let soname = entry["sonames"].as_array()?.iter().filter_map(|name| name.as_str()).find(|name| *name != file_name)?;
+        Some((soname.to_owned(), path.to_owned()))
+    })
+}
+
 #[test]
 fn why_takes_a_soname_as_the_lock_names_libraries() {
     let workspace = site();
-    let run = why(&workspace, &["libc.so.6"]).ok("why by soname");
+    let Some((soname, path)) = library_named_otherwise(&workspace) else {
+        eprintln!("SKIPPED why_takes_a_soname_as_the_lock_names_libraries: ls loads no library under another name here");
+        return;
+    };
+    let run = why(&workspace, &[&soname]).ok("why by soname");
     let first = run.stdout.lines().next().unwrap_or_default();
-    assert!(first.starts_with('/') && first.ends_with("(library as libc.so.6)"), "{}", run.describe());
+    assert_eq!(first, format!("{path} (library as {soname})"), "{}", run.describe());
     let last = run.stdout.lines().last().unwrap_or_default();
     assert!(last.contains("binaries[0] = \"ls\""), "ends at the declaration: {}", run.describe());
 }
