@@ -21,6 +21,7 @@ use crate::desired::{DesiredKind, DesiredTree, SETID_BITS};
 use crate::host::HostFs;
 use crate::jail_root::{escaped, DirOpening, JailDir, JailRoot, NodeKind, NodeStat};
 use crate::plan::{self, Action, Change, Mounts, Plan, RecordedScan};
+use crate::progress::Progress;
 use crate::state::content_hash::{content_hash, ContentHash};
 use crate::state::lock::hash_text;
 use crate::state::{ManagedKind, State, StateStore};
@@ -108,7 +109,8 @@ fn finding(code: &'static str, severity: Severity, path: &str, message: String, 
     Finding { code, severity, path: path.to_owned(), message, fix: fix.to_owned() }
 }
 
-/// Audits the jail against the record and the desired tree.
+/// Audits the jail against the record and the desired tree; `show_progress`: a bar of the
+/// hashing on a terminal (src/progress.rs).
 pub fn audit(
     desired: &DesiredTree,
     mounts: &Mounts,
@@ -116,6 +118,7 @@ pub fn audit(
     state: &State,
     host: &HostFs,
     root: &Path,
+    show_progress: bool,
 ) -> Result<Audit> {
     let mut audit = Audit::default();
     if let Err(error) = crate::root_safety::check(root) {
@@ -127,7 +130,7 @@ pub fn audit(
             "make the jail root and every directory above it root-owned and not writable by others",
         ));
     }
-    let modified = verify_hashes(jail, state, &mut audit)?;
+    let modified = verify_hashes(jail, state, &mut audit, show_progress)?;
     drift(desired, mounts, jail, state, host, &modified, &mut audit)?;
     walk(desired, mounts, state, jail, host, &mut audit)?;
     audit.findings.sort_by(|a, b| (a.severity, &a.path, a.code).cmp(&(b.severity, &b.path, b.code)));
@@ -136,7 +139,7 @@ pub fn audit(
 
 /// JP001/JP002: every managed file hashed in full; returns the paths whose content must be
 /// rewritten to match the record.
-fn verify_hashes(jail: &JailRoot, state: &State, audit: &mut Audit) -> Result<BTreeSet<JailPath>> {
+fn verify_hashes(jail: &JailRoot, state: &State, audit: &mut Audit, show_progress: bool) -> Result<BTreeSet<JailPath>> {
     let files: Vec<(&JailPath, Option<[u8; 32]>, u64)> = state
         .entries
         .iter()
@@ -146,15 +149,19 @@ fn verify_hashes(jail: &JailRoot, state: &State, audit: &mut Audit) -> Result<BT
     // (path, recorded hash, what hashing it now found): None when it is not a regular file any
     // more, an error when it could not be read.
     type Verified<'a> = (&'a JailPath, Option<[u8; 32]>, Option<Result<ContentHash>>);
+    let bytes = files.iter().map(|(_, _, expected)| *expected).sum();
+    let progress = Progress::items_and_bytes("check", files.len() as u64, bytes, show_progress);
     let results: Vec<Verified> = files
         .par_iter()
         .map(|(path, recorded, expected)| {
             // A path that is gone or no longer a regular file is the plan's finding (JP003).
             let is_file = matches!(jail.stat(path), Ok(Some(stat)) if stat.kind == NodeKind::File);
             let now = (is_file && recorded.is_some()).then(|| content_hash(jail, path, *expected));
+            progress.step(*expected);
             (*path, *recorded, now)
         })
         .collect();
+    progress.finish();
     let mut modified = BTreeSet::new();
     for (path, recorded, now) in results {
         let differs = |message: String| {

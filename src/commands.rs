@@ -476,14 +476,16 @@ pub fn check(args: &CheckArgs) -> Result<ExitCode> {
     if metadata.file_type().is_symlink() {
         bail!("the jail root {} is a symlink; name the real directory", root.display());
     }
-    let progress = Progress::spinner(&format!("check: auditing {}", root.display()), args.format == CheckFormat::Text);
+    let text_output = args.format == CheckFormat::Text;
+    let progress = Progress::spinner("check: reading what the Jailfile brings", text_output);
     let (desired, _) = desired::desired_with_facts(&spec, &host)?;
+    progress.finish();
     let mounts = Mounts::of(&spec.mounts, JailMounts::read(&root)?);
     let store = StateStore::for_root(&args.state.state_dir, &root);
     let jail = JailRoot::open(&root)?;
     let audit_now = || -> Result<(State, check::Audit)> {
         let state = store.load(&root)?;
-        let audit = check::audit(&desired, &mounts, &jail, &state, &host, &root)?;
+        let audit = check::audit(&desired, &mounts, &jail, &state, &host, &root, text_output)?;
         Ok((state, audit))
     };
     let mut repair = None;
@@ -498,7 +500,6 @@ pub fn check(args: &CheckArgs) -> Result<ExitCode> {
     } else {
         audit_now()?.1
     };
-    progress.finish();
     let text = match args.format {
         CheckFormat::Text => check::text(&found, repair.as_ref(), &root),
         CheckFormat::Json => check::json(&found, repair.as_ref(), &root),

@@ -20,7 +20,7 @@ pub struct Progress {
     what: String,
     /// Steps in all, and done so far.
     items: u64,
-    finished_items: std::cell::Cell<u64>,
+    finished_items: std::sync::atomic::AtomicU64,
     /// Whether the bar measures bytes (else steps).
     counts_bytes: bool,
     /// Set when the work is done, under the lock the delayed start takes: a bar never starts
@@ -57,7 +57,7 @@ impl Progress {
             bar,
             what: what.to_owned(),
             items,
-            finished_items: std::cell::Cell::new(0),
+            finished_items: std::sync::atomic::AtomicU64::new(0),
             counts_bytes,
             done: Arc::new(Mutex::new(false)),
         };
@@ -84,10 +84,9 @@ impl Progress {
         }
     }
 
-    /// One step done, `bytes` of it written or read.
+    /// One step done, `bytes` of it written or read (from any thread).
     pub fn step(&self, bytes: u64) {
-        let finished = self.finished_items.get() + 1;
-        self.finished_items.set(finished);
+        let finished = self.finished_items.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         self.bar.set_message(Progress::message(&self.what, finished, self.items));
         self.bar.inc(if self.counts_bytes { bytes } else { 1 });
     }

@@ -71,7 +71,8 @@ fn library_named_otherwise(workspace: &Workspace) -> Option<(String, String)> {
     listing["entries"].as_array()?.iter().find_map(|entry| {
         let path = entry["path"].as_str()?;
         let file_name = path.rsplit('/').next()?;
-        let soname = entry["sonames"].as_array()?.iter().filter_map(|name| name.as_str()).find(|name| *name != file_name)?;
+        let soname =
+            entry["sonames"].as_array()?.iter().filter_map(|name| name.as_str()).find(|name| *name != file_name)?;
         Some((soname.to_owned(), path.to_owned()))
     })
 }
@@ -80,7 +81,9 @@ fn library_named_otherwise(workspace: &Workspace) -> Option<(String, String)> {
 fn why_takes_a_soname_as_the_lock_names_libraries() {
     let workspace = site();
     let Some((soname, path)) = library_named_otherwise(&workspace) else {
-        eprintln!("SKIPPED why_takes_a_soname_as_the_lock_names_libraries: ls loads no library under another name here");
+        eprintln!(
+            "SKIPPED why_takes_a_soname_as_the_lock_names_libraries: ls loads no library under another name here"
+        );
         return;
     };
     let run = why(&workspace, &[&soname]).ok("why by soname");
