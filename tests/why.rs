@@ -9,7 +9,6 @@
 use std::fs;
 use std::process::Command;
 
-#[macro_use]
 mod cli;
 use cli::{output, Run, Workspace, BIN, UNUSED_ROOT};
 
