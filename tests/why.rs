@@ -9,6 +9,7 @@
 use std::fs;
 use std::process::Command;
 
+#[allow(unused_macros)] // need_root: nothing here needs root
 mod cli;
 use cli::{output, Run, Workspace, BIN, UNUSED_ROOT};
 
