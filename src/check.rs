@@ -21,6 +21,7 @@ use crate::desired::{DesiredKind, DesiredTree, SETID_BITS};
 use crate::host::HostFs;
 use crate::jail_root::{escaped, DirOpening, JailDir, JailRoot, NodeKind, NodeStat};
 use crate::plan::{self, Action, Change, Mounts, Plan, RecordedScan};
+use crate::progress::Progress;
 use crate::state::content_hash::{content_hash, ContentHash};
 use crate::state::lock::hash_text;
 use crate::state::{ManagedKind, State, StateStore};
@@ -29,7 +30,7 @@ use crate::tree::JailPath;
 /// How deep the walk descends; a jail process could build an absurdly deep tree.
 const MAX_DEPTH: usize = 256;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Error,
@@ -37,8 +38,10 @@ pub enum Severity {
 }
 
 /// One thing found wrong, with a one-line fix.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Finding {
+    /// JP001...: see the README's table of codes.
     pub code: &'static str,
     pub severity: Severity,
     pub path: String,
@@ -106,7 +109,8 @@ fn finding(code: &'static str, severity: Severity, path: &str, message: String, 
     Finding { code, severity, path: path.to_owned(), message, fix: fix.to_owned() }
 }
 
-/// Audits the jail against the record and the desired tree.
+/// Audits the jail against the record and the desired tree; `show_progress`: a bar of the
+/// hashing on a terminal (src/progress.rs).
 pub fn audit(
     desired: &DesiredTree,
     mounts: &Mounts,
@@ -114,6 +118,7 @@ pub fn audit(
     state: &State,
     host: &HostFs,
     root: &Path,
+    show_progress: bool,
 ) -> Result<Audit> {
     let mut audit = Audit::default();
     if let Err(error) = crate::root_safety::check(root) {
@@ -125,7 +130,7 @@ pub fn audit(
             "make the jail root and every directory above it root-owned and not writable by others",
         ));
     }
-    let modified = verify_hashes(jail, state, &mut audit)?;
+    let modified = verify_hashes(jail, state, &mut audit, show_progress)?;
     drift(desired, mounts, jail, state, host, &modified, &mut audit)?;
     walk(desired, mounts, state, jail, host, &mut audit)?;
     audit.findings.sort_by(|a, b| (a.severity, &a.path, a.code).cmp(&(b.severity, &b.path, b.code)));
@@ -134,7 +139,7 @@ pub fn audit(
 
 /// JP001/JP002: every managed file hashed in full; returns the paths whose content must be
 /// rewritten to match the record.
-fn verify_hashes(jail: &JailRoot, state: &State, audit: &mut Audit) -> Result<BTreeSet<JailPath>> {
+fn verify_hashes(jail: &JailRoot, state: &State, audit: &mut Audit, show_progress: bool) -> Result<BTreeSet<JailPath>> {
     let files: Vec<(&JailPath, Option<[u8; 32]>, u64)> = state
         .entries
         .iter()
@@ -144,15 +149,19 @@ fn verify_hashes(jail: &JailRoot, state: &State, audit: &mut Audit) -> Result<BT
     // (path, recorded hash, what hashing it now found): None when it is not a regular file any
     // more, an error when it could not be read.
     type Verified<'a> = (&'a JailPath, Option<[u8; 32]>, Option<Result<ContentHash>>);
+    let bytes = files.iter().map(|(_, _, expected)| *expected).sum();
+    let progress = Progress::items_and_bytes("check", files.len() as u64, bytes, show_progress);
     let results: Vec<Verified> = files
         .par_iter()
         .map(|(path, recorded, expected)| {
             // A path that is gone or no longer a regular file is the plan's finding (JP003).
             let is_file = matches!(jail.stat(path), Ok(Some(stat)) if stat.kind == NodeKind::File);
             let now = (is_file && recorded.is_some()).then(|| content_hash(jail, path, *expected));
+            progress.step(*expected);
             (*path, *recorded, now)
         })
         .collect();
+    progress.finish();
     let mut modified = BTreeSet::new();
     for (path, recorded, now) in results {
         let differs = |message: String| {
@@ -716,17 +725,54 @@ pub fn text(audit: &Audit, repair: Option<&Repair>, root: &Path) -> String {
     text
 }
 
-pub fn json(audit: &Audit, repair: Option<&Repair>, root: &Path) -> String {
-    let mut value = serde_json::json!({
-        "format_version": "1",
-        "root": root,
-        "findings": audit.findings,
-        "summary": { "errors": audit.errors(), "warnings": audit.warnings(), "verified_files": audit.verified },
-    });
-    if let (Some(repair), Some(fields)) = (repair, value.as_object_mut()) {
-        fields.insert("fixed".into(), serde_json::json!(repair.fixed));
-        fields.insert("not_fixed".into(), serde_json::json!(repair.left));
+/// What `check --format json` prints.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "jailprov check --format json")]
+pub struct CheckReport {
+    /// "1".
+    pub format_version: &'static str,
+    pub root: String,
+    pub findings: Vec<Finding>,
+    pub summary: CheckSummary,
+    /// With `--fix`: the paths repaired, with what was repaired.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fixed: Option<Vec<String>>,
+    /// With `--fix`: paths left for `jailprov apply` (another type is there).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_fixed: Option<Vec<String>>,
+}
+
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckSummary {
+    pub errors: usize,
+    pub warnings: usize,
+    /// Managed files whose every byte was hashed against the record.
+    pub verified_files: usize,
+}
+
+impl CheckReport {
+    pub fn of(audit: &Audit, repair: Option<&Repair>, root: &Path) -> CheckReport {
+        CheckReport {
+            format_version: "1",
+            root: root.display().to_string(),
+            findings: audit.findings.clone(),
+            summary: CheckSummary {
+                errors: audit.errors(),
+                warnings: audit.warnings(),
+                verified_files: audit.verified,
+            },
+            fixed: repair.map(|repair| repair.fixed.clone()),
+            not_fixed: repair.map(|repair| repair.left.clone()),
+        }
     }
+}
+
+pub fn json(audit: &Audit, repair: Option<&Repair>, root: &Path) -> String {
+    // Through a Value: keys sorted, as every jailprov JSON output.
+    let report = CheckReport::of(audit, repair, root);
+    let value = serde_json::to_value(&report).unwrap_or_else(|error| serde_json::json!({ "error": error.to_string() }));
     let mut text = serde_json::to_string_pretty(&value).unwrap_or_else(|error| format!("{{\"error\":\"{error}\"}}"));
     text.push('\n');
     text

@@ -32,8 +32,9 @@ pub enum Command {
     Init(InitArgs),
     /// Check a Jailfile: syntax, keys, values, and that every host path it names exists.
     Validate(JailfileArgs),
-    /// Print the JSON schema of Jailfile.toml (for editors and CI linters).
-    Schema,
+    /// Print the JSON schema of Jailfile.toml (for editors and CI linters), or of a command's
+    /// `--format json` output.
+    Schema(SchemaArgs),
     /// List every path the jail will hold, with its kind and why it is there.
     Closure(ClosureArgs),
     /// Show the chain from a Jailfile entry to PATH: why PATH is in the jail.
@@ -87,6 +88,50 @@ pub struct InitArgs {
     /// The Jailfile to write; it must not exist.
     #[arg(short = 'f', long = "file", default_value = "Jailfile.toml")]
     pub file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    /// Whose schema: the Jailfile's, or the `--format json` output of a command.
+    #[arg(value_enum, default_value_t = SchemaKind::Jailfile)]
+    pub kind: SchemaKind,
+}
+
+/// What a JSON Schema describes (each committed as schemas/KIND.schema.json).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SchemaKind {
+    Jailfile,
+    Closure,
+    Why,
+    Plan,
+    Apply,
+    Check,
+    Lock,
+}
+
+impl SchemaKind {
+    pub const ALL: [SchemaKind; 7] = [
+        SchemaKind::Jailfile,
+        SchemaKind::Closure,
+        SchemaKind::Why,
+        SchemaKind::Plan,
+        SchemaKind::Apply,
+        SchemaKind::Check,
+        SchemaKind::Lock,
+    ];
+
+    /// As typed on the command line and in schemas/KIND.schema.json.
+    pub fn name(self) -> &'static str {
+        match self {
+            SchemaKind::Jailfile => "jailfile",
+            SchemaKind::Closure => "closure",
+            SchemaKind::Why => "why",
+            SchemaKind::Plan => "plan",
+            SchemaKind::Apply => "apply",
+            SchemaKind::Check => "check",
+            SchemaKind::Lock => "lock",
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -179,6 +224,9 @@ pub struct LockArgs {
     /// Where the per-host hash cache of the lock lives (with the records of managed paths).
     #[command(flatten)]
     pub state: StateArgs,
+    /// Output format (json: schemas/lock.schema.json).
+    #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+    pub format: PlanFormat,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -315,8 +363,16 @@ pub struct ClosureArgs {
 
 #[derive(Debug, Args)]
 pub struct WhyArgs {
-    /// A path inside the jail, e.g. /usr/lib/x86_64-linux-gnu/libpcre2-8.so.0
-    pub path: PathBuf,
+    /// A path inside the jail (/usr/lib/x86_64-linux-gnu/libpcre2-8.so.0, a directory), or a
+    /// library's soname or a file name as the lock names them (libpcre2-8.so.0).
+    #[arg(value_name = "PATH|NAME")]
+    pub path: String,
     #[command(flatten)]
     pub jailfile: JailfileArgs,
+    /// Show every chain that brings the path (default: the shortest, and how many more).
+    #[arg(long)]
+    pub all: bool,
+    /// Output format (json: schemas/why.schema.json).
+    #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+    pub format: PlanFormat,
 }

@@ -10,12 +10,13 @@ use anyhow::{bail, Context, Result};
 use jailprov::apply::{self, Outcome};
 use jailprov::check;
 use jailprov::cli::{ApplyArgs, CheckArgs, CheckFormat, DestroyArgs, JailfileArgs, LockArgs, PlanArgs, PlanFormat};
-use jailprov::desired::{self, ClosureFacts, DesiredTree};
+use jailprov::desired::{self, ClosureFacts, DesiredKind, DesiredTree};
 use jailprov::host::{HostFs, LookMark};
 use jailprov::jail_root::JailRoot;
 use jailprov::mountinfo::JailMounts;
 use jailprov::plan::saved::{self, Digests, SavedPlan, SAVED_PLAN_FORMAT};
-use jailprov::plan::{self, memo, reuse, Change, Mounts, Plan, RecordedScan};
+use jailprov::plan::{self, memo, reuse, Action, Change, Mounts, Plan, RecordedScan};
+use jailprov::progress::Progress;
 use jailprov::render;
 use jailprov::root_safety;
 use jailprov::spec::Spec;
@@ -237,7 +238,7 @@ fn print_plan(args: &PlanArgs, root: &Path, plan: &Plan, review: &lock::Review) 
         PlanFormat::Text => {
             print(&format!("{}{}", lock::drift_text(review), render::plan_text(plan, root, &args.jailfile.file)))?
         }
-        PlanFormat::Json => print(&lock::plan_json_with_drift(&render::plan_json(plan), review)?)?,
+        PlanFormat::Json => print(&jailprov::reports::plan_json(plan, review))?,
     };
     let pending = plan.has_changes() || review.pending();
     Ok(if args.detailed_exitcode && pending { ExitCode::from(CHANGES_PENDING) } else { ExitCode::SUCCESS })
@@ -245,13 +246,7 @@ fn print_plan(args: &PlanArgs, root: &Path, plan: &Plan, review: &lock::Review) 
 
 /// The review of a lock found fresh (what the memo vouches for).
 fn fresh_review(jailfile: &Path) -> lock::Review {
-    lock::Review {
-        lock_path: lock::lock_path(jailfile),
-        existed: true,
-        comparison: lock::Comparison::default(),
-        wrote: false,
-        entries: 0,
-    }
+    lock::Review::fresh(lock::lock_path(jailfile))
 }
 
 /// Nothing at all to do: no change, conflict, adoption, record refresh or record cleanup.
@@ -342,10 +337,14 @@ pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
     let outcome = {
         let palette = render::Palette::for_stdout();
         let mut stdout = std::io::stdout().lock();
+        let desired = &prepared.desired;
+        let bytes = plan.changes.iter().map(|change| bytes_written(desired, change)).sum();
+        let progress = Progress::items_and_bytes("apply", plan.changes.len() as u64, bytes, !json);
         // JSON mode prints one object at the end, nothing per change.
         let mut report = |change: &Change| {
+            progress.step(bytes_written(desired, change));
             if !json {
-                let _ = writeln!(stdout, "{}", render::change_line(change, palette));
+                progress.suspend(|| writeln!(stdout, "{}", render::change_line(change, palette)).ok());
             }
         };
         let state = &mut prepared.state;
@@ -360,6 +359,18 @@ pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
         return print(&render::apply_json(&plan));
     }
     print(&format!("\nApply complete: {}.\n", render::outcome(&outcome)))
+}
+
+/// The bytes a change writes into the jail: a file's content (0 for the rest).
+fn bytes_written(desired: &DesiredTree, change: &Change) -> u64 {
+    if !matches!(change.action, Action::Create | Action::Update | Action::Replace) {
+        return 0;
+    }
+    match desired.nodes.get(&change.path).map(|node| &node.kind) {
+        Some(DesiredKind::File { source_print, .. }) => source_print.size,
+        Some(DesiredKind::Content { bytes }) => bytes.len() as u64,
+        _ => 0,
+    }
 }
 
 /// The largest saved plan read: a plan of a 50,000-path jail with its diffs is a few tens of MiB.
@@ -441,10 +452,18 @@ fn confirm(plan: &Plan, root: &Path, jailfile: &Path) -> Result<bool> {
 pub fn lock(args: &LockArgs) -> Result<ExitCode> {
     let host = HostFs::real();
     let spec = jailprov::spec::load(&args.jailfile.file, args.jailfile.root.as_deref(), &host)?;
+    let progress = Progress::spinner(
+        "lock: reading and hashing what the jail takes from the host",
+        args.format == PlanFormat::Text,
+    );
     let (_, review) =
         desired_and_lock_review(&spec, &host, &args.jailfile.file, &args.state.state_dir, lock::Mode::Deliberate)?;
-    let text = lock::written_text(&review)
-        .unwrap_or_else(|| format!("{} is up to date ({} entries).\n", review.lock_path.display(), review.entries));
+    progress.finish();
+    let text = match args.format {
+        PlanFormat::Json => jailprov::reports::to_json(&jailprov::reports::LockReport::of(&review)),
+        PlanFormat::Text => lock::written_text(&review)
+            .unwrap_or_else(|| format!("{} is up to date ({} entries).\n", review.lock_path.display(), review.entries)),
+    };
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(text.as_bytes())?;
     Ok(ExitCode::SUCCESS)
@@ -484,13 +503,16 @@ pub fn check(args: &CheckArgs) -> Result<ExitCode> {
     if metadata.file_type().is_symlink() {
         bail!("the jail root {} is a symlink; name the real directory", root.display());
     }
+    let text_output = args.format == CheckFormat::Text;
+    let progress = Progress::spinner("check: reading what the Jailfile brings", text_output);
     let (desired, _) = desired::desired_with_facts(&spec, &host)?;
+    progress.finish();
     let mounts = Mounts::of(&spec.mounts, JailMounts::read(&root)?);
     let store = StateStore::for_root(&args.state.state_dir, &root);
     let jail = JailRoot::open(&root)?;
     let audit_now = || -> Result<(State, check::Audit)> {
         let state = store.load(&root)?;
-        let audit = check::audit(&desired, &mounts, &jail, &state, &host, &root)?;
+        let audit = check::audit(&desired, &mounts, &jail, &state, &host, &root, text_output)?;
         Ok((state, audit))
     };
     let mut repair = None;
@@ -587,6 +609,7 @@ pub fn export(args: &jailprov::cli::ExportArgs) -> Result<ExitCode> {
     if args.tag.is_empty() || !args.tag.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
         bail!("--tag {:?}: a tag is letters, digits, `.`, `_` and `-` (e.g. latest, 1.2.0)", args.tag);
     }
+    let progress = Progress::spinner(&format!("export: writing {}", args.output.display()), true);
     let (desired, _) =
         desired_and_lock_review(&spec, &host, &args.jailfile.file, &args.state.state_dir, lock::Mode::Locked)
             .context("jailprov export ships only what Jailfile.lock records")?;
@@ -602,6 +625,7 @@ pub fn export(args: &jailprov::cli::ExportArgs) -> Result<ExitCode> {
         tag: args.tag.clone(),
     };
     let exported = jailprov::export::write_image(&image, &host, format, &args.output)?;
+    progress.finish();
     let mut text = format!(
         "Wrote {} ({} layers, manifest {}):\n",
         args.output.display(),

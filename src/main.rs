@@ -1,7 +1,7 @@
 //! jailprov's command line: parse arguments, run one command, print errors once, exit 0/1/2.
 
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Result};
@@ -20,10 +20,10 @@ use jailprov::closure;
 use jailprov::diagnostics::JailfileErrors;
 use jailprov::host::HostFs;
 use jailprov::jail_root::JailRoot;
+use jailprov::render;
 use jailprov::spec::{self, Spec};
 use jailprov::state::StateStore;
 use jailprov::tree::JailPath;
-use jailprov::{jailfile, render};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -51,6 +51,9 @@ fn wants_json(command: &Command) -> bool {
         Command::Plan(args) => args.format == PlanFormat::Json,
         Command::Apply(args) => args.format == PlanFormat::Json,
         Command::Closure(args) => args.format == ClosureFormat::Json,
+        Command::Why(args) => args.format == PlanFormat::Json,
+        Command::Lock(args) => args.format == PlanFormat::Json,
+        Command::Check(args) => args.format == jailprov::cli::CheckFormat::Json,
         _ => false,
     }
 }
@@ -79,7 +82,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Manpage(args) => manpage(&args),
         Command::Validate(args) => validate(&args),
-        Command::Schema => print(&jailfile::json_schema()),
+        Command::Schema(args) => print(&jailprov::reports::json_schema(args.kind)),
         Command::Closure(args) => closure_command(&args),
         Command::Why(args) => why(&args),
         Command::Plan(args) => commands::plan(&args),
@@ -186,16 +189,17 @@ fn closure_command(args: &ClosureArgs) -> Result<ExitCode> {
     print(&text)
 }
 
+/// `jailprov why PATH|NAME [--all]`: the chains that bring it, or what a directory is for.
 fn why(args: &WhyArgs) -> Result<ExitCode> {
     let host = HostFs::real();
     let spec = load_spec(&args.jailfile, &host)?;
     let closure = closure::compute(&spec, &host)?;
-    let path = JailPath::from_host(&args.path).map_err(|error| anyhow!("{}: {error}", args.path.display()))?;
-    let Some(why) = closure.why(&path) else {
-        return Err(anyhow!("{path} is not in the jail described by {}", args.jailfile.file.display()));
-    };
-    let jailfile_name = PathBuf::from(&args.jailfile.file).display().to_string();
-    print(&render::why_text(&why, &jailfile_name))
+    let jailfile_name = args.jailfile.file.display().to_string();
+    let answers = jailprov::why::answer(&closure, &args.path, args.all, &jailfile_name)?;
+    match args.format {
+        PlanFormat::Text => print(&jailprov::why::text(&answers, args.all, &jailfile_name)),
+        PlanFormat::Json => print(&jailprov::reports::to_json(&jailprov::why::report(&answers, &args.path))),
+    }
 }
 
 /// `jailprov enter`: checks the jail is applied (the record is read here, so that `enter` itself

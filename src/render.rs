@@ -311,31 +311,6 @@ fn no_changes_in(jailfile: &std::path::Path, palette: Palette) -> String {
     format!("{} The jail matches {name}.\n", palette.paint(BOLD.fg_color(Some(AnsiColor::Green.into())), "No changes."))
 }
 
-/// The plan as `{"format_version":"1","changes":[...],"summary":{...}}`.
-pub fn plan_json(plan: &crate::plan::Plan) -> String {
-    let value = serde_json::json!({
-        "format_version": "1",
-        "changes": plan.changes.iter().map(|change| {
-            let mut item = serde_json::json!({
-                "action": change.action,
-                "path": change.path,
-                "kind": change.kind,
-                "what": change.what,
-            });
-            if let (Some(diff), Some(fields)) = (&change.diff, item.as_object_mut()) {
-                fields.insert("diff".into(), diff.clone().into());
-            }
-            item
-        }).collect::<Vec<_>>(),
-        "conflicts": plan.conflicts,
-        "kept": plan.kept,
-        "summary": plan.summary(),
-    });
-    let mut text = serde_json::to_string_pretty(&value).unwrap_or_else(|error| format!("{{\"error\":\"{error}\"}}"));
-    text.push('\n');
-    text
-}
-
 /// What `apply --format json` prints: Ansible's module result (`changed`) and diff contract.
 #[derive(Debug, serde::Serialize, schemars::JsonSchema)]
 // deny_unknown_fields: the schema says additionalProperties false, so a new field is a

@@ -131,7 +131,7 @@ fn drift_stays_in_every_plan_until_jailprov_lock_accepts_it() {
 
     for round in 1..=3 {
         let plan = jail.run("plan", &["--detailed-exitcode"]).code(2, "plan with host drift");
-        insta::assert_snapshot!("drift_section", lock_section(&plan));
+        insta::assert_snapshot!("drift_section", jail.stable(lock_section(&plan)));
         let json = jail.plan_json();
         assert_eq!(json["lock"], "stale", "round {round}: {json:#}");
         let drift = json["host_drift"].as_array().unwrap_or_else(|| panic!("{json:#}"));
@@ -263,4 +263,42 @@ fn plan_help_names_the_caches_it_may_write() {
     for words in ["plan writes nothing you see", "not Jailfile.lock", "the plan memo and lock-cache/"] {
         assert!(help.stdout.contains(words), "{words:?}: {}", help.describe());
     }
+}
+
+/// The plan's text for one change: its line and the lines indented under it.
+fn change_block<'a>(plan: &'a Run, path: &str) -> &'a str {
+    let changes = plan.stdout.find("will make these changes").unwrap_or_else(|| panic!("changes: {}", plan.describe()));
+    let start = changes
+        + plan.stdout[changes..].find(&format!(" {path}")).unwrap_or_else(|| panic!("{path} in {}", plan.describe()));
+    let start = plan.stdout[..start].rfind('\n').map_or(0, |newline| newline + 1);
+    let end = plan.stdout[start..].find("\n\n").map_or(plan.stdout.len(), |end| start + end);
+    &plan.stdout[start..end]
+}
+
+/// Issue #21: a changed `[[files]]` source shows which host file changed and how, as inline
+/// `content` always did: a unified diff jail -> host source.
+#[test]
+fn a_changed_host_source_shows_its_path_and_a_unified_diff() {
+    need_root!("a_changed_host_source_shows_its_path_and_a_unified_diff");
+    let jail = Jail::with_source(b"name = app\nport = 1\nuser = app\n");
+    jail.apply();
+    jail.edit_source(b"name = app\nport = 22\nuser = app\n");
+    let plan = jail.run("plan", &[]).ok("plan with a changed source");
+    insta::assert_snapshot!("host_source_diff", jail.stable(change_block(&plan, "/etc/app.conf")));
+    let json = jail.plan_json();
+    let change = &json["changes"][0];
+    assert_eq!(change["path"], "/etc/app.conf", "{json:#}");
+    let diff = change["diff"].as_str().unwrap_or_else(|| panic!("a diff in the JSON: {json:#}"));
+    assert!(diff.contains("-port = 1\n+port = 22\n"), "{diff}");
+}
+
+/// A changed binary source is not dumped as text: its sizes and its host path.
+#[test]
+fn a_changed_binary_source_says_binary_and_both_sizes() {
+    need_root!("a_changed_binary_source_says_binary_and_both_sizes");
+    let jail = Jail::with_source(b"\x7fELF\x00\x01\x02");
+    jail.apply();
+    jail.edit_source(b"\x7fELF\x00\x01\x02\x03\x04");
+    let plan = jail.run("plan", &[]).ok("plan with a changed binary source");
+    insta::assert_snapshot!("binary_source_diff", jail.stable(change_block(&plan, "/etc/app.conf")));
 }

@@ -65,16 +65,34 @@ fn every_example_passes_validation_on_this_host() {
     }
 }
 
+/// Every schema `jailprov schema KIND` prints is committed as schemas/KIND.schema.json, unchanged.
 #[test]
-fn committed_apply_schema_matches_the_rust_types() {
-    let generated = jailprov::render::apply_json_schema();
-    let committed = std::fs::read_to_string("schemas/apply.schema.json").unwrap_or_default();
-    if committed != generated && std::env::var_os("JAILPROV_BLESS").is_some() {
-        std::fs::write("schemas/apply.schema.json", &generated).expect("write schema");
-        return;
+fn committed_output_schemas_match_the_rust_types() {
+    let mut stale = Vec::new();
+    for kind in jailprov::cli::SchemaKind::ALL {
+        let file = jailprov::reports::schema_file(kind);
+        let generated = jailprov::reports::json_schema(kind);
+        let committed = std::fs::read_to_string(&file).unwrap_or_default();
+        if committed == generated {
+            continue;
+        }
+        if std::env::var_os("JAILPROV_BLESS").is_some() {
+            std::fs::write(&file, &generated).expect("write schema");
+        } else {
+            stale.push(file);
+        }
     }
     assert!(
-        committed == generated,
-        "schemas/apply.schema.json is stale: regenerate it with `JAILPROV_BLESS=1 cargo test --test schema`"
+        stale.is_empty(),
+        "stale: {stale:?}; regenerate with `JAILPROV_BLESS=1 cargo test --test schema` (or `jailprov schema KIND > FILE`)"
     );
+}
+
+#[test]
+fn every_output_schema_compiles_and_forbids_unknown_fields() {
+    for kind in jailprov::cli::SchemaKind::ALL {
+        let schema: serde_json::Value =
+            serde_json::from_str(&jailprov::reports::json_schema(kind)).expect("the schema is JSON");
+        jsonschema::validator_for(&schema).unwrap_or_else(|error| panic!("{}: {error}", kind.name()));
+    }
 }

@@ -398,7 +398,8 @@ fn read_saved_plan(bytes: &[u8]) {
     let text = String::from_utf8_lossy(bytes);
     if let Ok(saved) = jailprov::plan::saved::parse(&text, Path::new("plan.json")) {
         let _ = jailprov::render::plan_text(&saved.plan, &saved.root, &saved.jailfile);
-        let _ = jailprov::render::plan_json(&saved.plan);
+        let _ =
+            jailprov::reports::plan_json(&saved.plan, &jailprov::state::lock::Review::fresh(saved.jailfile.clone()));
     }
 }
 

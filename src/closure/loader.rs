@@ -84,7 +84,7 @@ pub struct MappedFacts {
 
 /// The search step that found an object: what an error names so the user knows which copy the
 /// loader picked and why.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 #[serde(tag = "step", rename_all = "kebab-case")]
 pub enum SearchStep {
     /// The program itself.

@@ -5,6 +5,7 @@
 //! Nothing is executed: ELF files are read with goblin, scripts by their `#!` line, NSS modules
 //! from nsswitch.conf; `[[files]]` trees are walked in `walk`.
 
+mod chains;
 pub mod dynsym;
 pub mod elf;
 pub mod ld_cache;
@@ -16,6 +17,7 @@ pub mod platform;
 pub mod runtime;
 pub mod script;
 pub mod symbols;
+pub use chains::MAX_CHAINS;
 mod walk;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -51,7 +53,9 @@ pub(crate) fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
 }
 
 /// What a path in the jail is, and so how it gets there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum EntryKind {
     /// A program named in `binaries`.
@@ -103,8 +107,9 @@ impl EntryKind {
 }
 
 /// One path of the jail.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Entry {
+    #[schemars(with = "String")]
     pub path: JailPath,
     pub kind: EntryKind,
     /// The host file it is copied from (for a symlink: the link on the host).
@@ -114,11 +119,12 @@ pub struct Entry {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
     /// For libraries: the DT_NEEDED names it was loaded as.
-    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub sonames: BTreeSet<String>,
     /// Why it is in the jail (sorted by how each shows, each once); listed as `needed_by`,
     /// each text once.
     #[serde(rename = "needed_by", serialize_with = "names_shown_once")]
+    #[schemars(with = "Vec<String>")]
     pub origins: Vec<Origin>,
     /// Overrides from the Jailfile (mode, owner, group, setuid).
     #[serde(skip)]
@@ -132,27 +138,30 @@ pub struct Entry {
     pub source_stat: Option<(StatPrint, u32)>,
 }
 
-/// Every path the jail will hold.
-#[derive(Debug, Clone, Default, Serialize)]
+/// Every path the jail will hold (`closure --format json`, schemas/closure.schema.json).
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
+#[schemars(title = "jailprov closure --format json")]
 pub struct Closure {
     #[serde(serialize_with = "entries_as_list")]
+    #[schemars(with = "Vec<Entry>")]
     /// Boxed: 50,000 entries are moved from the builder's map into this one, and on into the
     /// desired tree; moving pointers spares copying (and faulting in) whole entries each time.
     pub entries: BTreeMap<JailPath, Box<Entry>>,
     /// Paths the `exclude` patterns removed.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(with = "Vec<String>")]
     pub excluded: Vec<JailPath>,
     /// Sonames missing but allowed by `allow_missing`.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_missing: Vec<String>,
     /// Things a user should know that do not stop the jail from being built.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
     /// Each started program's symbol and version verdict (src/closure/symbols.rs).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub symbols: Vec<symbols::Verdict>,
     /// What the jail may need that no copy gives (a socket to mount), with the Jailfile lines.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
 }
 

@@ -22,7 +22,7 @@ use super::{Closure, ProgramFacts};
 use crate::spec::Spec;
 
 /// What the loader would say about one program.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Verdict {
     /// The program's host path (canonical).
     pub program: PathBuf,
@@ -30,16 +30,16 @@ pub struct Verdict {
     /// lowered by `allow_unresolved`), or "error" (the loader refuses to start it).
     pub verdict: &'static str,
     /// Its Jailfile entry lowers errors to warnings.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_unresolved: bool,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub missing_versions: Vec<MissingVersion>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unresolved_symbols: Vec<UnresolvedSymbol>,
 }
 
 /// A needed version the picked copy does not define: "version `X' not found".
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct MissingVersion {
     pub version: String,
     /// The object whose DT_VERNEED asks for it.
@@ -54,7 +54,7 @@ pub struct MissingVersion {
 }
 
 /// An undefined symbol no object of the load scope defines.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct UnresolvedSymbol {
     pub symbol: String,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -657,6 +657,8 @@ fn compare(
                 if actual.size != source_print.size || !same_content(jail, &node.path, host, source, source_print.size)?
                 {
                     comparison.what.push("content".into());
+                    comparison.diff =
+                        Some(host_source_diff(jail, &node.path, actual.size, host, source, source_print.size)?);
                 } else {
                     comparison.verified_by_content = true;
                 }
@@ -750,6 +752,40 @@ fn read_small(jail: &JailRoot, path: &JailPath, size: u64, limit: u64) -> Result
         return Ok(None);
     }
     Ok(Some(bytes))
+}
+
+/// What changed in a file copied from the host: a unified diff (jail -> host source, the source
+/// named in its header) when both are small text, else "binary, N bytes → M bytes". Host drift
+/// shows as what it changed, not only as a path.
+fn host_source_diff(
+    jail: &JailRoot,
+    path: &JailPath,
+    jail_size: u64,
+    host: &HostFs,
+    source: &Path,
+    source_size: u64,
+) -> Result<String> {
+    let sizes = |what: &str| format!("{what}, {jail_size} bytes → {source_size} bytes (from {})", source.display());
+    if jail_size > DIFF_LIMIT || source_size > DIFF_LIMIT {
+        return Ok(sizes("too large to diff"));
+    }
+    let Some(current) = read_small(jail, path, jail_size, DIFF_LIMIT)? else { return Ok(sizes("too large to diff")) };
+    let mut wanted = Vec::new();
+    host.open(source)
+        .and_then(|file| file.take(DIFF_LIMIT + 1).read_to_end(&mut wanted))
+        .with_context(|| format!("cannot read {} on the host", source.display()))?;
+    let (Ok(old), Ok(new)) = (std::str::from_utf8(&current), std::str::from_utf8(&wanted)) else {
+        return Ok(sizes("binary"));
+    };
+    if old.contains('\0') || new.contains('\0') || wanted.len() as u64 > DIFF_LIMIT {
+        return Ok(sizes("binary"));
+    }
+    let diff = similar::TextDiff::from_lines(old, new);
+    Ok(diff
+        .unified_diff()
+        .context_radius(3)
+        .header(&format!("{path} (jail)"), &format!("{} (host)", source.display()))
+        .to_string())
 }
 
 /// A unified diff (jail -> Jailfile) for small text, and both texts whole.

@@ -15,16 +15,38 @@ pub struct Difference {
     pub new: Option<LockEntry>,
 }
 
+impl Difference {
+    /// What differs, briefly: "blake3 a1b2… → c3d4…, size 1.2 KiB → 1.3 KiB".
+    pub fn what(&self) -> String {
+        describe(self)
+    }
+
+    /// The host file the path is copied from (the new one when it moved).
+    pub fn source(&self) -> Option<&str> {
+        self.new.as_ref().or(self.old.as_ref()).and_then(|entry| entry.source.as_deref())
+    }
+}
+
 /// A difference the host caused (not the Jailfile), as plan shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Drift {
+    /// The jail path, or "(host)" when the host itself changed (another distribution).
     pub path: String,
     pub what: String,
+    /// The host file the jail path is copied from: where to look for what changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 impl Drift {
     pub fn line(&self) -> String {
-        format!("host drift: {}  {}", self.path, self.what)
+        match &self.source {
+            Some(source) if source != &self.path => {
+                format!("host drift: {}  {}  (from {source} on the host)", self.path, self.what)
+            }
+            _ => format!("host drift: {}  {}", self.path, self.what),
+        }
     }
 }
 
@@ -48,7 +70,7 @@ impl Comparison {
     pub fn host_drift(&self) -> Vec<Drift> {
         let mut drift = Vec::new();
         if let Some((old, new)) = &self.host {
-            drift.push(Drift { path: "(host)".to_owned(), what: format!("{old} → {new}") });
+            drift.push(Drift { path: "(host)".to_owned(), what: format!("{old} → {new}"), source: None });
         }
         for difference in &self.entries {
             let by_host = match (&difference.old, &difference.new) {
@@ -65,7 +87,11 @@ impl Comparison {
                 _ => false,
             };
             if by_host {
-                drift.push(Drift { path: difference.path.clone(), what: describe(difference) });
+                drift.push(Drift {
+                    path: difference.path.clone(),
+                    what: describe(difference),
+                    source: difference.source().map(str::to_owned),
+                });
             }
         }
         drift

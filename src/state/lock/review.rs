@@ -254,24 +254,6 @@ fn lock_name(review: &Review) -> String {
     review.lock_path.file_name().map_or_else(String::new, |name| name.to_string_lossy().into_owned())
 }
 
-/// The plan JSON with `"host_drift": [{"path","what"}...]` and `"lock": "fresh" | "missing" |
-/// "stale"` added (missing and stale are pending, like a jail change).
-pub fn plan_json_with_drift(plan_json: &str, review: &Review) -> Result<String> {
-    let mut value: serde_json::Value = serde_json::from_str(plan_json).context("re-reading the plan JSON")?;
-    if let Some(fields) = value.as_object_mut() {
-        fields.insert("host_drift".into(), serde_json::to_value(review.host_drift())?);
-        let lock = match (review.existed, review.pending()) {
-            (false, _) => "missing",
-            (true, true) => "stale",
-            (true, false) => "fresh",
-        };
-        fields.insert("lock".into(), lock.into());
-    }
-    let mut text = serde_json::to_string_pretty(&value)?;
-    text.push('\n');
-    Ok(text)
-}
-
 /// What writing the lock did, as `jailprov lock` and `apply` say it: None when nothing was
 /// written; else the new lock's size, or every changed path in the style of
 /// `nix store diff-closures` (old → new) and where to review it.

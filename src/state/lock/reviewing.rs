@@ -51,6 +51,11 @@ pub struct Review {
 }
 
 impl Review {
+    /// The review of a lock found fresh (what the plan memo vouches for).
+    pub fn fresh(lock_path: PathBuf) -> Review {
+        Review { lock_path, existed: true, comparison: Comparison::default(), wrote: false, entries: 0 }
+    }
+
     /// Whether `apply` or `jailprov lock` would write the lock: it is missing, or differs
     /// from what the host gives now (drift, an edited Jailfile). Pending like a jail change.
     pub fn pending(&self) -> bool {
