@@ -10,6 +10,15 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 /// How long work runs before a bar appears: a quick command prints nothing extra.
 const DELAY: Duration = Duration::from_secs(1);
 
+/// [`DELAY`], unless `JAILPROV_PROGRESS_DELAY_MS` says otherwise (the tests set 0, so that a
+/// bar shows however fast the machine applies their jail).
+fn delay() -> Duration {
+    std::env::var("JAILPROV_PROGRESS_DELAY_MS")
+        .ok()
+        .and_then(|millis| millis.parse().ok())
+        .map_or(DELAY, Duration::from_millis)
+}
+
 /// How often a drawn bar redraws (its rate and elapsed time move even between steps).
 const TICK: Duration = Duration::from_millis(100);
 
@@ -65,7 +74,7 @@ impl Progress {
         if wanted && std::io::stderr().is_terminal() {
             let (bar, done) = (progress.bar.clone(), Arc::clone(&progress.done));
             std::thread::spawn(move || {
-                std::thread::sleep(DELAY);
+                std::thread::sleep(delay());
                 let done = done.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 if !*done {
                     bar.set_draw_target(ProgressDrawTarget::stderr());
