@@ -258,7 +258,8 @@ pub struct FileEntry {
     #[schemars(with = "Option<String>")]
     pub src: Option<Spanned<String>>,
     /// Where `src` goes in the jail. Default: the same path as on the host. For a directory or
-    /// glob it is the directory that receives the matched tree.
+    /// glob it is the directory that receives the matched tree. Ending in "/" it means "into
+    /// this directory", as cp and rsync read it: a file `src` goes to `dest/<its name>`.
     #[schemars(with = "Option<String>")]
     pub dest: Option<Spanned<String>>,
     /// Jail path of a file with inline `content`.

@@ -28,6 +28,7 @@ use jailprov::{jailfile, render};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let json_errors = wants_json(&cli.command);
+    let state_dir = state_dir_of(&cli.command);
     match run(cli) {
         Ok(code) => code,
         Err(error) => {
@@ -39,6 +40,9 @@ fn main() -> ExitCode {
                 _ if json_errors => eprint!("{}", render::error_json(&error)),
                 Some(problems) => eprintln!("{problems}"),
                 None => eprintln!("error: {error:#}"),
+            }
+            if let Some(help) = state_dir.and_then(|dir| state_dir_help(&error, &dir)).filter(|_| !json_errors) {
+                eprintln!("help: {help}");
             }
             ExitCode::from(1)
         }
@@ -53,6 +57,37 @@ fn wants_json(command: &Command) -> bool {
         Command::Closure(args) => args.format == ClosureFormat::Json,
         _ => false,
     }
+}
+
+/// The state directory a command uses, if it uses one.
+fn state_dir_of(command: &Command) -> Option<PathBuf> {
+    let state = match command {
+        Command::Plan(args) => &args.state,
+        Command::Apply(args) => &args.state,
+        Command::Lock(args) => &args.state,
+        Command::Check(args) => &args.state,
+        Command::Destroy(args) => &args.state,
+        Command::Enter(args) => &args.state,
+        Command::Export(args) => &args.state,
+        Command::Trace(args) => &args.state,
+        _ => return None,
+    };
+    Some(state.state_dir.clone())
+}
+
+/// What to do when a caller without root meets a state directory only root may use (the
+/// default one is): the io error alone ("Permission denied") does not say it.
+fn state_dir_help(error: &anyhow::Error, state_dir: &Path) -> Option<String> {
+    let denied = error
+        .chain()
+        .any(|cause| cause.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::PermissionDenied));
+    let dir = state_dir.display();
+    (denied && !nix::unistd::geteuid().is_root() && format!("{error:#}").contains(&dir.to_string())).then(|| {
+        format!(
+            "jailprov keeps what it manages in the state directory {dir}, which this user may not use: run as \
+             root, or pass --state-dir DIR (a directory of yours) to every command for this jail"
+        )
+    })
 }
 
 fn is_broken_pipe(error: &anyhow::Error) -> bool {

@@ -644,7 +644,18 @@ impl Sys for RealSys {
     }
 
     fn chdir(&self, path: &str) -> Result<()> {
-        nix::unistd::chdir(path).with_context(|| format!("cannot change to the working directory {path}"))
+        nix::unistd::chdir(path).map_err(|errno| {
+            let why = match errno {
+                // Runs as the jail user: what it may not search, no user can fix from inside.
+                Errno::EACCES => format!(
+                    ": the jail user (uid {}) may not enter it; give it search permission on every directory \
+                     of the path (a [[dirs]] entry with `owner` or `mode = \"0755\"`), or set [enter].workdir",
+                    nix::unistd::geteuid()
+                ),
+                _ => String::new(),
+            };
+            anyhow::anyhow!("cannot change to the working directory {path}: {errno}{why}")
+        })
     }
 
     fn is_executable_file(&self, path: &str) -> bool {

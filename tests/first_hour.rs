@@ -1,0 +1,51 @@
+//! What a new user runs into in the first hour (issue #21): a `dest` ending in "/", and the
+//! errors of a run without root.
+#![allow(clippy::disallowed_methods)] // tests build fixtures with plain fs calls
+
+#[macro_use]
+mod cli;
+
+use cli::{Workspace, UNUSED_ROOT};
+
+/// `dest = "/srv/www/"` with a file `src` puts the file into that directory, as `cp` would;
+/// without the "/", `dest` is the file's own path.
+#[test]
+fn a_dest_ending_in_slash_receives_the_file_under_its_own_name() {
+    need_root!("a_dest_ending_in_slash_receives_the_file_under_its_own_name");
+    let workspace = Workspace::new("jailprov-dest-dir-");
+    let page = workspace.dir.join("index.html");
+    std::fs::write(&page, "<h1>hello</h1>\n").expect("write the source");
+    workspace.write_jailfile(&format!(
+        "root = \"{UNUSED_ROOT}\"\n[[files]]\nsrc = \"{page}\"\ndest = \"/srv/www/\"\n[[files]]\nsrc = \"{page}\"\ndest = \"/srv/site\"\n",
+        page = page.display()
+    ));
+    workspace.apply();
+    let inside = workspace.at("/srv/www/index.html");
+    assert_eq!(std::fs::read_to_string(&inside).expect("the file is in the directory"), "<h1>hello</h1>\n");
+    assert!(workspace.at("/srv/www").is_dir(), "/srv/www is a directory, not the file");
+    assert!(workspace.at("/srv/site").is_file(), "a dest without a slash names the file itself");
+}
+
+/// A caller without root whose state directory is root's is told what to do, not only
+/// "Permission denied".
+#[test]
+fn a_state_directory_only_root_may_use_says_run_as_root_or_pass_state_dir() {
+    need_root!("a_state_directory_only_root_may_use_says_run_as_root_or_pass_state_dir");
+    use std::os::unix::fs::PermissionsExt;
+    let workspace = Workspace::new("jailprov-rootless-");
+    // The workspace is readable by the unprivileged user; its state directory is root's alone.
+    std::fs::set_permissions(&workspace.dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::create_dir(&workspace.state).expect("state dir");
+    std::fs::set_permissions(&workspace.state, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    workspace.write_jailfile(&format!("root = \"{UNUSED_ROOT}\"\nbinaries = [\"sh\"]\n"));
+    let mut command = std::process::Command::new("setpriv");
+    command.args(["--reuid=65534", "--regid=65534", "--clear-groups", cli::BIN]);
+    let plan = workspace.command("plan", &[]);
+    command.args(plan.get_args()).current_dir(&workspace.dir).stdin(std::process::Stdio::null());
+    let run = cli::output(command).code(1, "plan without root");
+    let state = workspace.state.display().to_string();
+    insta::assert_snapshot!(run
+        .stderr
+        .replace(&state, "[STATE]")
+        .replace(&workspace.root.display().to_string(), "[ROOT]"));
+}
