@@ -15,6 +15,7 @@ mod links;
 mod mounts;
 mod ports;
 mod runtime;
+mod shape;
 mod users;
 mod values;
 
@@ -299,12 +300,9 @@ pub fn load(jailfile: &Path, root_override: Option<&Path>, host: &HostFs) -> Res
 /// nothing: every path in a Jailfile is absolute). [`load`] without the read, for callers that
 /// hold the text already (and for the fuzz targets, which hand it any bytes).
 pub fn from_text(jailfile: &Path, source: String, root_override: Option<&Path>, host: &HostFs) -> Result<Spec> {
-    let parsed: Jailfile = match toml::from_str(&source) {
+    let parsed = match parse(&source) {
         Ok(parsed) => parsed,
-        Err(error) => {
-            let problem = problem_from_toml_error(&source, &error);
-            return Err(JailfileErrors { file: jailfile.to_path_buf(), source, problems: vec![problem] }.into());
-        }
+        Err(problems) => return Err(JailfileErrors { file: jailfile.to_path_buf(), source, problems }.into()),
     };
     let mut validator = Validator { host, problems: Vec::new() };
     let spec = validator.spec(jailfile, parsed, root_override);
@@ -316,6 +314,18 @@ pub fn from_text(jailfile: &Path, source: String, root_override: Option<&Path>, 
     let mut problems = validator.problems;
     problems.sort_by_key(|problem| problem.span.as_ref().map_or(0, |span| span.start));
     Err(JailfileErrors { file: jailfile.to_path_buf(), source, problems }.into())
+}
+
+/// The Jailfile model of `source`, or every problem of its syntax (the first) or shape (all,
+/// in file order): serde alone would stop at the first unknown key or wrong type.
+fn parse(source: &str) -> Result<Jailfile, Vec<Problem>> {
+    let document = toml::de::DeTable::parse(source).map_err(|error| vec![problem_from_toml_error(source, &error)])?;
+    let mut problems = shape::problems(document.get_ref());
+    if !problems.is_empty() {
+        problems.sort_by_key(|problem| problem.span.as_ref().map_or(0, |span| span.start));
+        return Err(problems);
+    }
+    toml::from_str(source).map_err(|error| vec![problem_from_toml_error(source, &error)])
 }
 
 struct Validator<'a> {
