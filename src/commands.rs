@@ -76,7 +76,7 @@ fn prepare(spec: &Spec, host: HostFs, jailfile: &Path, state_dir: &Path) -> Resu
         root: root.to_path_buf(),
         // What the Jailfile says, not how it is written: a reformatted Jailfile (line endings,
         // comments, key order) leaves a saved plan valid, as it leaves the lock unchanged.
-        jailfile_digest: lock::jailfile_digest(&source)?,
+        jailfile_digest: lock::jailfile_digest(jailfile, &source)?,
         desired,
         host,
         store,
@@ -254,7 +254,7 @@ impl MemoContext {
         let source = jailprov::beside::read_text(&args.jailfile.file, "Jailfile", jailprov::spec::MAX_JAILFILE_SIZE)?;
         let key = memo::Key::now(
             &args.jailfile.file,
-            &lock::jailfile_digest(&source)?,
+            &lock::jailfile_digest(&args.jailfile.file, &source)?,
             root,
             args.adopt,
             &store,

@@ -16,6 +16,12 @@ use toml::Spanned;
 #[serde(deny_unknown_fields)]
 #[schemars(title = "Jailfile", description = "A jailprov Jailfile: what a chroot jail holds and how to enter it.")]
 pub struct Jailfile {
+    /// Jailfiles this one builds on, relative to this file's directory (e.g.
+    /// "../base/Jailfile.toml"). Their lists come first, this file's are added (an entry present
+    /// twice is kept once); a table key set in two files to different values is an error.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>", example = ["../base/Jailfile.toml"])]
+    pub include: Vec<Spanned<String>>,
     /// Absolute path of the jail on the host; never "/". `--root DIR` overrides it. Optional:
     /// validate, closure, why and lock read only the host; plan, apply, destroy, enter and check
     /// need a root, from here or from --root.

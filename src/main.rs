@@ -229,7 +229,9 @@ fn why(args: &WhyArgs) -> Result<ExitCode> {
     let Some(why) = closure.why(&path) else {
         return Err(anyhow!("{path} is not in the jail described by {}", args.jailfile.file.display()));
     };
-    let jailfile_name = PathBuf::from(&args.jailfile.file).display().to_string();
+    // The entry's own file and line: with `include` it may be written in another Jailfile.
+    let declared_at = why.origin.declaration().and_then(|declaration| spec.place_of(&declaration.key));
+    let jailfile_name = declared_at.map_or_else(|| args.jailfile.file.display().to_string(), str::to_owned);
     print(&render::why_text(&why, &jailfile_name))
 }
 
