@@ -49,3 +49,51 @@ fn a_state_directory_only_root_may_use_says_run_as_root_or_pass_state_dir() {
         .replace(&state, "[STATE]")
         .replace(&workspace.root.display().to_string(), "[ROOT]"));
 }
+
+/// Without root, `enter` maps the jail user to the caller's uid, which cannot enter a home the
+/// jail user owns: the error says why and what to do, not only EACCES.
+#[test]
+fn a_rootless_enter_refused_its_working_directory_says_why_and_what_to_do() {
+    need_root!("a_rootless_enter_refused_its_working_directory_says_why_and_what_to_do");
+    use std::os::unix::fs::PermissionsExt;
+    let workspace = Workspace::new("jailprov-rootless-enter-");
+    std::fs::set_permissions(&workspace.dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    workspace.write_jailfile(&format!(
+        "root = \"{UNUSED_ROOT}\"\nbinaries = [\"bash\"]\n[[users]]\nname = \"jailer\"\nuid = 1000\ngid = 1000\nhome = \"/home/jailer\"\n[enter]\nuser = \"jailer\"\n"
+    ));
+    workspace.apply();
+    let mut command = std::process::Command::new("setpriv");
+    command.args(["--reuid=65534", "--regid=65534", "--clear-groups", cli::BIN]);
+    let enter = workspace.enter_command(&["/usr/bin/bash", "-c", "true"]);
+    command.args(enter.get_args()).current_dir(&workspace.dir).stdin(std::process::Stdio::null());
+    let run = cli::output(command);
+    if run.stderr.contains("user namespaces are disabled") {
+        eprintln!(
+            "SKIPPED a_rootless_enter_refused_its_working_directory_says_why_and_what_to_do: {}",
+            run.stderr.trim()
+        );
+        return;
+    }
+    assert_ne!(run.code, 0, "{}", run.describe());
+    insta::assert_snapshot!(run.stderr);
+}
+
+/// `lock` saves its hash cache as two files; an unwritable state directory warns once, not
+/// once per file.
+#[test]
+fn the_hash_cache_warning_is_printed_once() {
+    need_root!("the_hash_cache_warning_is_printed_once");
+    use std::os::unix::fs::PermissionsExt;
+    let workspace = Workspace::new("jailprov-warn-once-");
+    // The unprivileged user writes the lock beside the Jailfile, not into root's state directory.
+    std::fs::set_permissions(&workspace.dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    std::fs::create_dir(&workspace.state).expect("state dir");
+    std::fs::set_permissions(&workspace.state, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    workspace.write_jailfile(&format!("root = \"{UNUSED_ROOT}\"\nbinaries = [\"sh\"]\n"));
+    let mut command = std::process::Command::new("setpriv");
+    command.args(["--reuid=65534", "--regid=65534", "--clear-groups", cli::BIN]);
+    let lock = workspace.command("lock", &[]);
+    command.args(lock.get_args()).current_dir(&workspace.dir).stdin(std::process::Stdio::null());
+    let run = cli::output(command).ok("lock without root");
+    assert_eq!(run.stderr.matches("warning: cannot save the lock's hash cache").count(), 1, "{}", run.describe());
+}

@@ -648,8 +648,10 @@ impl Sys for RealSys {
             let why = match errno {
                 // Runs as the jail user: what it may not search, no user can fix from inside.
                 Errno::EACCES => format!(
-                    ": the jail user (uid {}) may not enter it; give it search permission on every directory \
-                     of the path (a [[dirs]] entry with `owner` or `mode = \"0755\"`), or set [enter].workdir",
+                    ": the jail user (uid {}) may not search it (without root, `enter` maps the jail user to \
+                     the caller's own uid, which owns nothing in the jail); run \
+                     as root, make the directory searchable by others (`mode = \"0755\"` in its [[dirs]] entry), \
+                     or set [enter].workdir to a directory it may enter",
                     nix::unistd::geteuid()
                 ),
                 _ => String::new(),
