@@ -5,7 +5,27 @@
 #[macro_use]
 mod cli;
 
-use cli::{Workspace, UNUSED_ROOT};
+use cli::{Run, Workspace, UNUSED_ROOT};
+
+/// A workspace (mode `mode`, open to the unprivileged user) with a Jailfile for `sh` and a
+/// state directory only root may use.
+fn with_root_only_state_dir(prefix: &str, mode: u32) -> Workspace {
+    use std::os::unix::fs::PermissionsExt;
+    let workspace = Workspace::new(prefix);
+    std::fs::set_permissions(&workspace.dir, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    std::fs::create_dir(&workspace.state).expect("state dir");
+    std::fs::set_permissions(&workspace.state, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    workspace.write_jailfile(&format!("root = \"{UNUSED_ROOT}\"\nbinaries = [\"sh\"]\n"));
+    workspace
+}
+
+/// Runs a jailprov command (as `Workspace::command` built it) as the unprivileged user nobody.
+fn as_nobody(workspace: &Workspace, jailprov: std::process::Command) -> Run {
+    let mut command = std::process::Command::new("setpriv");
+    command.args(["--reuid=65534", "--regid=65534", "--clear-groups", cli::BIN]);
+    command.args(jailprov.get_args()).current_dir(&workspace.dir).stdin(std::process::Stdio::null());
+    cli::output(command)
+}
 
 /// `dest = "/srv/www/"` with a file `src` puts the file into that directory, as `cp` would;
 /// without the "/", `dest` is the file's own path.
@@ -31,18 +51,8 @@ fn a_dest_ending_in_slash_receives_the_file_under_its_own_name() {
 #[test]
 fn a_state_directory_only_root_may_use_says_run_as_root_or_pass_state_dir() {
     need_root!("a_state_directory_only_root_may_use_says_run_as_root_or_pass_state_dir");
-    use std::os::unix::fs::PermissionsExt;
-    let workspace = Workspace::new("jailprov-rootless-");
-    // The workspace is readable by the unprivileged user; its state directory is root's alone.
-    std::fs::set_permissions(&workspace.dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    std::fs::create_dir(&workspace.state).expect("state dir");
-    std::fs::set_permissions(&workspace.state, std::fs::Permissions::from_mode(0o700)).expect("chmod");
-    workspace.write_jailfile(&format!("root = \"{UNUSED_ROOT}\"\nbinaries = [\"sh\"]\n"));
-    let mut command = std::process::Command::new("setpriv");
-    command.args(["--reuid=65534", "--regid=65534", "--clear-groups", cli::BIN]);
-    let plan = workspace.command("plan", &[]);
-    command.args(plan.get_args()).current_dir(&workspace.dir).stdin(std::process::Stdio::null());
-    let run = cli::output(command).code(1, "plan without root");
+    let workspace = with_root_only_state_dir("jailprov-rootless-", 0o755);
+    let run = as_nobody(&workspace, workspace.command("plan", &[])).code(1, "plan without root");
     let state = workspace.state.display().to_string();
     insta::assert_snapshot!(run
         .stderr
@@ -62,11 +72,7 @@ fn a_rootless_enter_refused_its_working_directory_says_why_and_what_to_do() {
         "root = \"{UNUSED_ROOT}\"\nbinaries = [\"bash\"]\n[[users]]\nname = \"jailer\"\nuid = 1000\ngid = 1000\nhome = \"/home/jailer\"\n[enter]\nuser = \"jailer\"\n"
     ));
     workspace.apply();
-    let mut command = std::process::Command::new("setpriv");
-    command.args(["--reuid=65534", "--regid=65534", "--clear-groups", cli::BIN]);
-    let enter = workspace.enter_command(&["/usr/bin/bash", "-c", "true"]);
-    command.args(enter.get_args()).current_dir(&workspace.dir).stdin(std::process::Stdio::null());
-    let run = cli::output(command);
+    let run = as_nobody(&workspace, workspace.enter_command(&["/usr/bin/bash", "-c", "true"]));
     if run.stderr.contains("user namespaces are disabled") {
         eprintln!(
             "SKIPPED a_rootless_enter_refused_its_working_directory_says_why_and_what_to_do: {}",
@@ -83,17 +89,8 @@ fn a_rootless_enter_refused_its_working_directory_says_why_and_what_to_do() {
 #[test]
 fn the_hash_cache_warning_is_printed_once() {
     need_root!("the_hash_cache_warning_is_printed_once");
-    use std::os::unix::fs::PermissionsExt;
-    let workspace = Workspace::new("jailprov-warn-once-");
-    // The unprivileged user writes the lock beside the Jailfile, not into root's state directory.
-    std::fs::set_permissions(&workspace.dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
-    std::fs::create_dir(&workspace.state).expect("state dir");
-    std::fs::set_permissions(&workspace.state, std::fs::Permissions::from_mode(0o700)).expect("chmod");
-    workspace.write_jailfile(&format!("root = \"{UNUSED_ROOT}\"\nbinaries = [\"sh\"]\n"));
-    let mut command = std::process::Command::new("setpriv");
-    command.args(["--reuid=65534", "--regid=65534", "--clear-groups", cli::BIN]);
-    let lock = workspace.command("lock", &[]);
-    command.args(lock.get_args()).current_dir(&workspace.dir).stdin(std::process::Stdio::null());
-    let run = cli::output(command).ok("lock without root");
+    // 0777: the unprivileged user writes the lock beside the Jailfile.
+    let workspace = with_root_only_state_dir("jailprov-warn-once-", 0o777);
+    let run = as_nobody(&workspace, workspace.command("lock", &[])).ok("lock without root");
     assert_eq!(run.stderr.matches("warning: cannot save the lock's hash cache").count(), 1, "{}", run.describe());
 }
