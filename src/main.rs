@@ -214,11 +214,27 @@ fn closure_command(args: &ClosureArgs) -> Result<ExitCode> {
     let spec = load_spec(&args.jailfile, &host)?;
     let closure = closure::compute(&spec, &host)?;
     let text = match args.format {
-        ClosureFormat::Text => render::closure_text(&closure),
+        ClosureFormat::Text => render::closure_text(&closure) + &included_entries(&spec),
         ClosureFormat::Json => render::closure_json(&closure),
         ClosureFormat::Tree => render::closure_tree(&closure),
     };
     print(&text)
+}
+
+/// Where the entries written in included Jailfiles are: the closure names entries by key
+/// (`binaries[0]`), which alone does not say in which file. Empty without `include`.
+fn included_entries(spec: &Spec) -> String {
+    let own = format!("{}:", spec.jailfile.display());
+    let included: Vec<String> = spec
+        .places
+        .iter()
+        .filter(|(_, place)| !place.starts_with(&own))
+        .map(|(key, place)| format!("  {key:<18} {place}\n"))
+        .collect();
+    if included.is_empty() {
+        return String::new();
+    }
+    format!("written in included Jailfiles:\n{}", included.concat())
 }
 
 fn why(args: &WhyArgs) -> Result<ExitCode> {

@@ -72,6 +72,12 @@ fn included_lists_are_concatenated_without_repeats_and_tables_merged() {
         .filter_map(|line| line.split_whitespace().last())
         .collect();
     assert_eq!(declared.len(), 3, "sh, ls and cat, ls once: {closure}");
+    let from_base = closure.split("written in included Jailfiles:\n").nth(1).unwrap_or_default();
+    insta::assert_snapshot!(from_base, @r"
+      binaries[0]        base/Jailfile.toml:1:13
+      binaries[1]        base/Jailfile.toml:1:19
+      users[0]           base/Jailfile.toml:3:1
+    ");
 }
 
 /// `why` names the file and line an entry was written on, in the included file or the own one.
