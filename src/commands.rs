@@ -91,7 +91,7 @@ fn prepare(
         root: root.to_path_buf(),
         // What the Jailfile says, not how it is written: a reformatted Jailfile (line endings,
         // comments, key order) leaves a saved plan valid, as it leaves the lock unchanged.
-        jailfile_digest: lock::jailfile_digest(&source)?,
+        jailfile_digest: lock::jailfile_digest(jailfile, &source)?,
         desired,
         host,
         store,
@@ -280,7 +280,7 @@ fn memo_key(spec: &Spec, jailfile: &Path, store: &StateStore, adopt: bool) -> Re
     let root = spec.root()?;
     let source = jailprov::beside::read_text(jailfile, "Jailfile", jailprov::spec::MAX_JAILFILE_SIZE)?;
     let mounts = if std::fs::symlink_metadata(root).is_ok() { JailMounts::read(root)? } else { JailMounts::default() };
-    Ok(memo::Key::now(jailfile, &lock::jailfile_digest(&source)?, root, adopt, store, format!("{mounts:?}")))
+    Ok(memo::Key::now(jailfile, &lock::jailfile_digest(jailfile, &source)?, root, adopt, store, format!("{mounts:?}")))
 }
 
 pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {

@@ -46,18 +46,44 @@ impl Problem {
     }
 }
 
-/// All problems of one Jailfile; displays as compiler-style messages with source lines.
+/// A Jailfile it includes, placed after the including text in one address space of spans: a
+/// span at or past `base` is in this file, at `span - base`.
+#[derive(Debug, Clone)]
+pub struct IncludedFile {
+    pub path: PathBuf,
+    pub text: String,
+    pub base: usize,
+}
+
+/// All problems of one Jailfile (and the Jailfiles it includes); displays as compiler-style
+/// messages with source lines.
 #[derive(Debug)]
 pub struct JailfileErrors {
     pub file: PathBuf,
     pub source: String,
+    /// Included Jailfiles, by rising `base`; spans past `source` point into them.
+    pub included: Vec<IncludedFile>,
     pub problems: Vec<Problem>,
 }
 
 impl JailfileErrors {
-    /// Line and column (both from 1) of a byte offset.
-    pub fn line_column(&self, offset: usize) -> (usize, usize) {
-        line_column(&self.source, offset)
+    pub fn new(file: &std::path::Path, source: String, problems: Vec<Problem>) -> JailfileErrors {
+        JailfileErrors { file: file.to_path_buf(), source, included: Vec::new(), problems }
+    }
+
+    /// The file, line and column (both from 1) of a byte offset.
+    pub fn place(&self, offset: usize) -> (&std::path::Path, usize, usize) {
+        let (path, text, base) = self.file_at(offset);
+        let (line, column) = line_column(text, offset - base);
+        (path, line, column)
+    }
+
+    /// The file holding `offset`, its text and base.
+    fn file_at(&self, offset: usize) -> (&std::path::Path, &str, usize) {
+        match self.included.iter().rev().find(|file| offset >= file.base) {
+            Some(file) => (&file.path, &file.text, file.base),
+            None => (&self.file, &self.source, 0),
+        }
     }
 }
 
@@ -71,10 +97,15 @@ pub fn line_column(source: &str, offset: usize) -> (usize, usize) {
 impl fmt::Display for JailfileErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let name = self.file.display().to_string();
-        let file = SimpleFile::new(name.as_str(), self.source.as_str());
         let config = Config { chars: term::Chars::ascii(), ..Config::default() };
         let mut rendered = String::new();
         for problem in &self.problems {
+            let (path, text, base) = problem
+                .span
+                .as_ref()
+                .map_or((self.file.as_path(), self.source.as_str(), 0), |span| self.file_at(span.start));
+            let path = path.display().to_string();
+            let file = SimpleFile::new(path.as_str(), text);
             let mut notes = Vec::new();
             if !problem.key.is_empty() {
                 notes.push(format!("key: {}", problem.key));
@@ -87,7 +118,7 @@ impl fmt::Display for JailfileErrors {
             }
             let mut diagnostic = Diagnostic::error().with_message(&problem.message).with_notes(notes);
             if let Some(span) = &problem.span {
-                diagnostic = diagnostic.with_labels(vec![Label::primary((), span.clone())]);
+                diagnostic = diagnostic.with_labels(vec![Label::primary((), span.start - base..span.end - base)]);
             } else {
                 rendered.push_str(&format!("{name}: "));
             }

@@ -16,10 +16,17 @@ use toml::Spanned;
 #[serde(deny_unknown_fields)]
 #[schemars(title = "Jailfile", description = "A jailprov Jailfile: what a chroot jail holds and how to enter it.")]
 pub struct Jailfile {
+    /// Jailfiles this one builds on, relative to this file's directory (e.g.
+    /// "../base/Jailfile.toml"). Their lists come first, this file's are added (an entry present
+    /// twice is kept once); a table key set in two files to different values is an error.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>", example = ["../base/Jailfile.toml"])]
+    pub include: Vec<Spanned<String>>,
     /// Absolute path of the jail on the host; never "/". `--root DIR` overrides it. Optional:
     /// validate, closure, why and lock read only the host; plan, apply, destroy, enter and check
     /// need a root, from here or from --root.
     #[schemars(with = "Option<String>")]
+    #[schemars(example = &"/srv/jails/web")]
     pub root: Option<Spanned<String>>,
     /// Programs to put in the jail with everything they load. Bare names are looked up in
     /// /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin on the host. Each is checked
@@ -27,19 +34,23 @@ pub struct Jailfile {
     /// symbol must be defined by what it loads.
     #[serde(default)]
     #[schemars(with = "Vec<BinaryEntry>")]
+    #[schemars(example = ["bash"], extend("x-jailprov-noun" = "a list of names or paths"))]
     pub binaries: Vec<Spanned<BinaryEntry>>,
     /// Glob patterns (globset syntax, `*` stays within one directory, `**` crosses them) of host
     /// paths the closure must not bring.
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
+    #[schemars(example = ["/usr/share/doc/**"])]
     pub exclude: Vec<Spanned<String>>,
     /// Device nodes to create in the jail, copied from the host's major/minor numbers.
     #[serde(default)]
     #[schemars(with = "Vec<DeviceEntry>")]
+    #[schemars(example = ["/dev/null"], extend("x-jailprov-noun" = "a list of device paths"))]
     pub devices: Vec<Spanned<DeviceEntry>>,
     /// Sonames that may be missing on purpose; any other unresolved soname is an error.
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
+    #[schemars(example = ["libfoo.so.1"])]
     pub allow_missing: Vec<Spanned<String>>,
     /// Host files, directories or globs to copy, or files with inline content.
     #[serde(default)]
@@ -97,11 +108,13 @@ pub struct RuntimeSection {
     /// directory, or the locale-archive when that is all the host has); false switches this
     /// off. Default ["C.UTF-8"].
     #[schemars(with = "Option<SwitchOrNames>")]
+    #[schemars(example = ["C.UTF-8"])]
     pub locales: Option<Spanned<SwitchOrNames>>,
     /// `tzset`/`localtime`/`mktime`/`strftime` importers get /etc/localtime as the host has it
     /// and these zones of /usr/share/zoneinfo (["*"]: all of it); false switches this off.
     /// Default: the host's zone and UTC.
     #[schemars(with = "Option<SwitchOrNames>")]
+    #[schemars(example = ["UTC", "Europe/Paris"])]
     pub timezones: Option<Spanned<SwitchOrNames>>,
     /// `getaddrinfo`/`gethostbyname`/`getnameinfo` importers get /etc/hosts, host.conf,
     /// gai.conf, resolv.conf when `[enter].network = "host"`, and the NSS modules of the
@@ -220,6 +233,7 @@ pub struct DeviceTable {
     pub allow_unsafe_device: bool,
     /// Octal mode of the node, e.g. "0666". Default: the host node's mode.
     #[schemars(with = "Option<String>")]
+    #[schemars(example = &"0666")]
     pub mode: Option<Spanned<String>>,
     /// Owner (a jail user name, "root", or a number). Default: root.
     #[schemars(with = "Option<String>")]
@@ -258,7 +272,8 @@ pub struct FileEntry {
     #[schemars(with = "Option<String>")]
     pub src: Option<Spanned<String>>,
     /// Where `src` goes in the jail. Default: the same path as on the host. For a directory or
-    /// glob it is the directory that receives the matched tree.
+    /// glob it is the directory that receives the matched tree. Ending in "/" it means "into
+    /// this directory", as cp and rsync read it: a file `src` goes to `dest/<its name>`.
     #[schemars(with = "Option<String>")]
     pub dest: Option<Spanned<String>>,
     /// Jail path of a file with inline `content`.
@@ -269,6 +284,7 @@ pub struct FileEntry {
     pub content: Option<Spanned<String>>,
     /// Octal mode override, e.g. "0644".
     #[schemars(with = "Option<String>")]
+    #[schemars(example = &"0644")]
     pub mode: Option<Spanned<String>>,
     /// Owner override (a jail user name, "root", or a number). Default: root.
     #[schemars(with = "Option<String>")]
@@ -302,6 +318,7 @@ pub struct DirEntry {
     pub path: Spanned<String>,
     /// Octal mode, e.g. "1777". Default "0755".
     #[schemars(with = "Option<String>")]
+    #[schemars(example = &"1777")]
     pub mode: Option<Spanned<String>>,
     /// Owner (a jail user name, "root", or a number). Default: root.
     #[schemars(with = "Option<String>")]
@@ -326,9 +343,11 @@ pub struct UserEntry {
     pub name: Spanned<String>,
     /// Numeric user id.
     #[schemars(with = "u32")]
+    #[schemars(example = 1000)]
     pub uid: Spanned<u32>,
     /// Primary group id; a group named like the user is made when no `[[groups]]` has this gid.
     #[schemars(with = "u32")]
+    #[schemars(example = 1000)]
     pub gid: Spanned<u32>,
     /// Home directory in the jail, created and owned by the user; writable inside `jailprov
     /// enter` (the rest of the jail is read-only there, but for `writable` [[dirs]]). Default "/"
@@ -351,10 +370,12 @@ pub struct GroupEntry {
     pub name: Spanned<String>,
     /// Numeric group id.
     #[schemars(with = "u32")]
+    #[schemars(example = 1000)]
     pub gid: Spanned<u32>,
     /// Names of declared users who are supplementary members.
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
+    #[schemars(example = ["app"])]
     pub members: Vec<Spanned<String>>,
 }
 
@@ -401,6 +422,7 @@ pub struct MountEntry {
     pub size: Option<Spanned<String>>,
     /// Octal mode of a tmpfs root, e.g. "1777".
     #[schemars(with = "Option<String>")]
+    #[schemars(example = &"1777")]
     pub mode: Option<Spanned<String>>,
     /// true: `apply` mounts it on the host (for sshd's ChrootDirectory); false: only inside `enter`.
     #[serde(default)]
@@ -478,6 +500,7 @@ pub struct EnterSection {
     /// Command and arguments run by `jailprov enter` without `-- CMD`.
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
+    #[schemars(example = ["/bin/sh", "-c", "echo hello"])]
     pub command: Vec<Spanned<String>>,
     /// Declared user to run as, or "root". Default: root.
     #[schemars(with = "Option<String>")]
@@ -494,6 +517,7 @@ pub struct EnterSection {
     pub env: BTreeMap<Spanned<String>, String>,
     /// Namespaces to create. Default: mount, pid, uts, ipc, net.
     #[schemars(with = "Option<Vec<Namespace>>")]
+    #[schemars(example = ["mount", "pid"])]
     pub namespaces: Option<Vec<Spanned<Namespace>>>,
     /// none (only loopback, the default), private (own namespace, user-mode stack) or host.
     #[schemars(with = "Option<NetworkMode>")]
@@ -502,6 +526,7 @@ pub struct EnterSection {
     /// e.g. "127.0.0.1:8080:80/tcp".
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
+    #[schemars(example = ["127.0.0.1:8080:80/tcp"])]
     pub ports: Vec<Spanned<String>>,
     /// With network = "private": whether the jail may connect out. Default true.
     #[schemars(with = "Option<bool>")]
@@ -515,6 +540,7 @@ pub struct EnterSection {
     /// Capabilities kept (e.g. "CAP_NET_BIND_SERVICE"); all others are dropped.
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
+    #[schemars(example = ["CAP_NET_BIND_SERVICE"])]
     pub capabilities: Vec<Spanned<String>>,
     /// The default seccomp filter (denies mount, chroot, ptrace, ...). Default true.
     pub seccomp: Option<bool>,

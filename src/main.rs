@@ -1,7 +1,7 @@
 //! jailprov's command line: parse arguments, run one command, print errors once, exit 0/1/2.
 
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Result};
@@ -28,6 +28,7 @@ use jailprov::tree::JailPath;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let json_errors = wants_json(&cli.command);
+    let state_dir = state_dir_of(&cli.command);
     match run(cli) {
         Ok(code) => code,
         Err(error) => {
@@ -39,6 +40,9 @@ fn main() -> ExitCode {
                 _ if json_errors => eprint!("{}", render::error_json(&error)),
                 Some(problems) => eprintln!("{problems}"),
                 None => eprintln!("error: {error:#}"),
+            }
+            if let Some(help) = state_dir.and_then(|dir| state_dir_help(&error, &dir)).filter(|_| !json_errors) {
+                eprintln!("help: {help}");
             }
             ExitCode::from(1)
         }
@@ -56,6 +60,37 @@ fn wants_json(command: &Command) -> bool {
         Command::Check(args) => args.format == jailprov::cli::CheckFormat::Json,
         _ => false,
     }
+}
+
+/// The state directory a command uses, if it uses one.
+fn state_dir_of(command: &Command) -> Option<PathBuf> {
+    let state = match command {
+        Command::Plan(args) => &args.state,
+        Command::Apply(args) => &args.state,
+        Command::Lock(args) => &args.state,
+        Command::Check(args) => &args.state,
+        Command::Destroy(args) => &args.state,
+        Command::Enter(args) => &args.state,
+        Command::Export(args) => &args.state,
+        Command::Trace(args) => &args.state,
+        _ => return None,
+    };
+    Some(state.state_dir.clone())
+}
+
+/// What to do when a caller without root meets a state directory only root may use (the
+/// default one is): the io error alone ("Permission denied") does not say it.
+fn state_dir_help(error: &anyhow::Error, state_dir: &Path) -> Option<String> {
+    let denied = error
+        .chain()
+        .any(|cause| cause.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::PermissionDenied));
+    let dir = state_dir.display();
+    (denied && !nix::unistd::geteuid().is_root() && format!("{error:#}").contains(&dir.to_string())).then(|| {
+        format!(
+            "jailprov keeps what it manages in the state directory {dir}, which this user may not use: run as \
+             root, or pass --state-dir DIR (a directory of yours) to every command for this jail"
+        )
+    })
 }
 
 fn is_broken_pipe(error: &anyhow::Error) -> bool {
@@ -182,11 +217,27 @@ fn closure_command(args: &ClosureArgs) -> Result<ExitCode> {
     let spec = load_spec(&args.jailfile, &host)?;
     let closure = closure::compute(&spec, &host)?;
     let text = match args.format {
-        ClosureFormat::Text => render::closure_text(&closure),
+        ClosureFormat::Text => render::closure_text(&closure) + &included_entries(&spec),
         ClosureFormat::Json => render::closure_json(&closure),
         ClosureFormat::Tree => render::closure_tree(&closure),
     };
     print(&text)
+}
+
+/// Where the entries written in included Jailfiles are: the closure names entries by key
+/// (`binaries[0]`), which alone does not say in which file. Empty without `include`.
+fn included_entries(spec: &Spec) -> String {
+    let own = format!("{}:", spec.jailfile.display());
+    let included: Vec<String> = spec
+        .places
+        .iter()
+        .filter(|(_, place)| !place.starts_with(&own))
+        .map(|(key, place)| format!("  {key:<18} {place}\n"))
+        .collect();
+    if included.is_empty() {
+        return String::new();
+    }
+    format!("written in included Jailfiles:\n{}", included.concat())
 }
 
 /// `jailprov why PATH|NAME [--all]`: the chains that bring it, or what a directory is for.
@@ -196,8 +247,15 @@ fn why(args: &WhyArgs) -> Result<ExitCode> {
     let closure = closure::compute(&spec, &host)?;
     let jailfile_name = args.jailfile.file.display().to_string();
     let answers = jailprov::why::answer(&closure, &args.path, args.all, &jailfile_name)?;
+    // The entry's own file and line: with `include` it may be written in another Jailfile.
+    let place_of = |why: &closure::Why<'_>| {
+        why.origin
+            .declaration()
+            .and_then(|declaration| spec.place_of(&declaration.key))
+            .map_or_else(|| jailfile_name.clone(), str::to_owned)
+    };
     match args.format {
-        PlanFormat::Text => print(&jailprov::why::text(&answers, args.all, &jailfile_name)),
+        PlanFormat::Text => print(&jailprov::why::text(&answers, args.all, &place_of)),
         PlanFormat::Json => print(&jailprov::reports::to_json(&jailprov::why::report(&answers, &args.path))),
     }
 }

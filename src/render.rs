@@ -415,7 +415,8 @@ fn jailfile_errors_json(errors: &crate::diagnostics::JailfileErrors) -> serde_js
         fields.insert("error".into(), problem.message.clone().into());
         fields.insert("file".into(), errors.file.display().to_string().into());
         if let Some(span) = &problem.span {
-            let (line, column) = errors.line_column(span.start);
+            let (file, line, column) = errors.place(span.start);
+            fields.insert("file".into(), file.display().to_string().into());
             fields.insert("line".into(), line.into());
             fields.insert("column".into(), column.into());
         }

@@ -83,14 +83,17 @@ fn closest_name(closure: &Closure, query: &str) -> Option<String> {
 
 /// The answers for people: each chain as `render::why_text` draws it, a note of the chains not
 /// shown, and for a directory what it is created for.
-pub fn text(answers: &[Answer<'_>], all: bool, jailfile: &str) -> String {
+/// `place_of` names the Jailfile (and with `include`, the file and line) a chain's entry is
+/// written in.
+pub fn text(answers: &[Answer<'_>], all: bool, place_of: &dyn Fn(&Why<'_>) -> String) -> String {
     let mut blocks = Vec::new();
     for answer in answers {
         let mut block = String::new();
         if !answer.below.is_empty() {
             block.push_str(&directory_text(answer));
         }
-        let chains: Vec<String> = answer.chains.iter().map(|why| crate::render::why_text(why, jailfile)).collect();
+        let chains: Vec<String> =
+            answer.chains.iter().map(|why| crate::render::why_text(why, &place_of(why))).collect();
         block.push_str(&chains.join("\n"));
         let more = answer.total.saturating_sub(answer.chains.len());
         if !all && more > 0 {

@@ -373,7 +373,7 @@ fn read_ld_cache(bytes: &[u8]) {
 
 fn read_jailfile(bytes: &[u8]) {
     let text = String::from_utf8_lossy(bytes).into_owned();
-    let _ = jailprov::state::lock::jailfile_digest(&text);
+    let _ = jailprov::state::lock::jailfile_digest(Path::new("Jailfile.toml"), &text);
     match jailprov::spec::from_text(Path::new("Jailfile.toml"), text, None, &HostFs::real()) {
         Ok(spec) => {
             let _ = spec.root();

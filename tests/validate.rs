@@ -195,3 +195,38 @@ fn jail_commands_without_a_root_say_how_to_give_one() {
     }
     assert!(!std::path::Path::new(state_dir).exists(), "nothing was recorded for a jail that has no root");
 }
+
+/// Issue #21: four typos took four runs, out of file order. Now one run names all four, in the
+/// order of the file, each with its "did you mean".
+#[test]
+fn four_typos_are_reported_at_once_in_file_order() {
+    let stderr = rejected(
+        "root = \"/srv/jails/t\"\nbinaries = [\"sh\"]\ndevics = [\"/dev/null\"]\n[[users]]\nname = \"app\"\nuid = 1000\ngid = 1000\nhom = \"/home/app\"\n[enter]\ncomand = [\"/bin/sh\"]\n[[file]]\nsrc = \"/etc/hostname\"\n",
+    );
+    let places: Vec<&str> = stderr.lines().filter_map(|line| line.trim().strip_prefix("--> ")).collect();
+    assert_eq!(
+        places,
+        ["Jailfile.toml:3:1", "Jailfile.toml:8:1", "Jailfile.toml:10:1", "Jailfile.toml:11:3"],
+        "{stderr}"
+    );
+    for (typed, meant) in [("devics", "devices"), ("hom", "home"), ("comand", "command"), ("file", "files")] {
+        assert!(stderr.contains(&format!("unknown key `{typed}`")), "{typed} is named: {stderr}");
+        assert!(stderr.contains(&format!("did you mean `{meant}`?")), "{meant} is suggested: {stderr}");
+    }
+    insta::assert_snapshot!(stderr);
+}
+
+/// Type errors say what to write, with an example, and nothing of serde's vocabulary.
+#[test]
+fn wrong_types_are_explained_with_an_example() {
+    let stderr = rejected(
+        "root = \"/srv/jails/t\"\nbinaries = \"bash\"\n[[users]]\nname = \"app\"\nuid = \"1000\"\ngid = 1000\n[[dirs]]\npath = \"/tmp\"\nmode = 1777\n[[mounts]]\nkind = \"tmpfsx\"\ntarget = \"/tmp\"\n[enter]\nlimits = 5\n[[groups]]\nname = \"g\"\n",
+    );
+    for serde_words in ["invalid type", "expected u32", "expected a", "\\\""] {
+        assert!(!stderr.contains(serde_words), "serde's `{serde_words}` is left: {stderr}");
+    }
+    assert!(stderr.contains("`binaries` is a list of names or paths, e.g. `binaries = [\"bash\"]`"), "{stderr}");
+    assert!(stderr.contains("write modes as strings: `mode = \"1777\"`"), "{stderr}");
+    assert!(stderr.contains("write uids as numbers: `uid = 1000`"), "{stderr}");
+    insta::assert_snapshot!(stderr);
+}

@@ -25,6 +25,13 @@ impl Validator<'_> {
                 (Some(src), None, None) => {
                     let dest = file.dest.as_ref().and_then(|dest| self.jail_path(&format!("{key}.dest"), dest));
                     if let Some(source) = self.host_source(&format!("{key}.src"), src) {
+                        let dest = match (dest, &file.dest) {
+                            (Some(path), Some(written)) if written.get_ref().ends_with('/') => {
+                                let Some(inside) = self.dest_inside(&key, written, path, &source) else { continue };
+                                Some(inside)
+                            }
+                            (dest, _) => dest,
+                        };
                         result.push(FileSpec::Host { key, source, dest, attributes });
                     }
                 }
@@ -48,6 +55,27 @@ impl Validator<'_> {
             }
         }
         result
+    }
+
+    /// A `dest` ending in "/" means "into this directory", as cp and rsync read it: a single
+    /// file goes to `dest/<its name>`. A directory or glob source already fills `dest` itself.
+    fn dest_inside(
+        &mut self,
+        key: &str,
+        dest: &Spanned<String>,
+        path: JailPath,
+        source: &HostSource,
+    ) -> Option<JailPath> {
+        let HostSource::Path(host_path) = source else { return Some(path) };
+        let is_directory = self.host.metadata(host_path).is_ok_and(|metadata| metadata.is_dir());
+        let Some(name) = host_path.file_name().filter(|_| !is_directory) else { return Some(path) };
+        match path.join(Path::new(name)) {
+            Ok(inside) => Some(inside),
+            Err(error) => {
+                self.report(Problem::at(format!("{key}.dest"), dest, format!("the file name of `src` {error}")));
+                None
+            }
+        }
     }
 
     fn host_source(&mut self, key: &str, src: &Spanned<String>) -> Option<HostSource> {

@@ -11,10 +11,12 @@
 mod devices;
 mod enter;
 mod files;
+mod include;
 mod links;
 mod mounts;
 mod ports;
 mod runtime;
+mod shape;
 mod users;
 mod values;
 
@@ -25,7 +27,7 @@ use anyhow::Result;
 use globset::{GlobMatcher, GlobSet, GlobSetBuilder};
 use toml::Spanned;
 
-use crate::diagnostics::{problem_from_toml_error, JailfileErrors, Problem};
+use crate::diagnostics::Problem;
 use crate::host::{HostFs, BINARY_SEARCH_PATH};
 use crate::jailfile::{BinaryEntry, Jailfile, MountKind, Namespace, NetworkMode};
 use crate::tree::JailPath;
@@ -62,6 +64,9 @@ pub struct Spec {
     pub enter: EnterSpec,
     /// What the closure brings for what the programs open while they run.
     pub runtime: RuntimeSpec,
+    /// Where each entry of a top-level list was written, `binaries[3]` ->
+    /// `base/Jailfile.toml:4:13`: with `include`, not always in `jailfile`.
+    pub places: BTreeMap<String, String>,
 }
 
 /// A program to bring, found on the host.
@@ -201,6 +206,12 @@ pub struct EnterSpec {
 }
 
 impl Spec {
+    /// The file:line:column of the entry a key such as `mounts[1].target` belongs to.
+    pub fn place_of(&self, key: &str) -> Option<&str> {
+        let entry = key.find(']').map_or(key, |end| &key[..=end]);
+        self.places.get(entry).map(String::as_str)
+    }
+
     /// The jail root, or the error a command that touches a jail gives when there is none.
     pub fn root(&self) -> Result<&Path> {
         self.root.as_deref().ok_or_else(|| {
@@ -295,27 +306,52 @@ pub fn load(jailfile: &Path, root_override: Option<&Path>, host: &HostFs) -> Res
     from_text(jailfile, source, root_override, host)
 }
 
+/// The texts of the Jailfiles `source` (read from `jailfile`) includes, in the order they are
+/// read; an include that cannot be read is an error naming it.
+pub fn included_texts(jailfile: &Path, source: &str) -> Result<Vec<String>> {
+    let sources = include::read_included(jailfile, source.to_owned(), MAX_JAILFILE_SIZE)?;
+    Ok(sources.included.into_iter().map(|file| file.text).collect())
+}
+
 /// Validates the text of a Jailfile read from `jailfile` (named in messages, and the base of
 /// nothing: every path in a Jailfile is absolute). [`load`] without the read, for callers that
 /// hold the text already (and for the fuzz targets, which hand it any bytes).
 pub fn from_text(jailfile: &Path, source: String, root_override: Option<&Path>, host: &HostFs) -> Result<Spec> {
-    let parsed: Jailfile = match toml::from_str(&source) {
+    let sources = include::read_included(jailfile, source, MAX_JAILFILE_SIZE)?;
+    let (parsed, places) = match parse(&sources) {
         Ok(parsed) => parsed,
-        Err(error) => {
-            let problem = problem_from_toml_error(&source, &error);
-            return Err(JailfileErrors { file: jailfile.to_path_buf(), source, problems: vec![problem] }.into());
-        }
+        Err(problems) => return Err(sources.errors(problems).into()),
     };
     let mut validator = Validator { host, problems: Vec::new() };
     let spec = validator.spec(jailfile, parsed, root_override);
     if validator.problems.is_empty() {
-        if let Some(spec) = spec {
+        if let Some(mut spec) = spec {
+            spec.places = places.into_iter().map(|(key, offset)| (key, sources.place(offset))).collect();
             return Ok(spec);
         }
     }
     let mut problems = validator.problems;
     problems.sort_by_key(|problem| problem.span.as_ref().map_or(0, |span| span.start));
-    Err(JailfileErrors { file: jailfile.to_path_buf(), source, problems }.into())
+    Err(sources.errors(problems).into())
+}
+
+/// The Jailfile model of a Jailfile and its includes, or every problem of its syntax (the
+/// first of each file) or shape (all, in file order): serde alone would stop at the first
+/// unknown key or wrong type.
+fn parse(sources: &include::Sources) -> Result<(Jailfile, BTreeMap<String, usize>), Vec<Problem>> {
+    use serde::de::{Deserialize, IntoDeserializer};
+    let document = include::merged(sources)?;
+    let places = include::entry_offsets(document.get_ref());
+    let mut problems = shape::problems(document.get_ref());
+    if !problems.is_empty() {
+        problems.sort_by_key(|problem| problem.span.as_ref().map_or(0, |span| span.start));
+        return Err(problems);
+    }
+    let parsed = Jailfile::deserialize(document.into_deserializer()).map_err(|error| {
+        let span = error.span();
+        vec![Problem { span, key: String::new(), value: None, message: error.message().trim().to_owned(), help: None }]
+    })?;
+    Ok((parsed, places))
 }
 
 struct Validator<'a> {
@@ -357,6 +393,7 @@ impl Validator<'_> {
             mounts,
             enter: enter?,
             runtime,
+            places: BTreeMap::new(),
         })
     }
 

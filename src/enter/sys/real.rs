@@ -373,7 +373,20 @@ impl Sys for RealSys {
     }
 
     fn chdir(&self, path: &str) -> Result<()> {
-        nix::unistd::chdir(path).with_context(|| format!("cannot change to the working directory {path}"))
+        nix::unistd::chdir(path).map_err(|errno| {
+            let why = match errno {
+                // Runs as the jail user: what it may not search, no user can fix from inside.
+                Errno::EACCES => format!(
+                    ": the jail user (uid {}) may not search it (without root, `enter` maps the jail user to \
+                     the caller's own uid, which owns nothing in the jail); run \
+                     as root, make the directory searchable by others (`mode = \"0755\"` in its [[dirs]] entry), \
+                     or set [enter].workdir to a directory it may enter",
+                    nix::unistd::geteuid()
+                ),
+                _ => String::new(),
+            };
+            anyhow::anyhow!("cannot change to the working directory {path}: {errno}{why}")
+        })
     }
 
     fn is_executable_file(&self, path: &str) -> bool {

@@ -551,7 +551,12 @@ pub(super) fn save_cache_file(path: &Path, bytes: Result<Vec<u8>>, may_create_st
         crate::beside::write_atomically(path, &bytes, 0o600, false)
     })();
     if let Err(error) = result {
-        eprintln!("warning: cannot save the lock's hash cache ({error:#}); the next plan hashes host files again");
+        // The cache is two files saved one after the other, both failing for the same reason
+        // (an unwritable state directory): one warning per run says it.
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            eprintln!("warning: cannot save the lock's hash cache ({error:#}); the next plan hashes host files again");
+        });
     }
 }
 

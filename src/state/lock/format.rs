@@ -220,11 +220,18 @@ pub(super) fn entry_lengths(text: &str) -> Option<Vec<u32>> {
 
 /// blake3 of the Jailfile's TOML value in a canonical form (keys sorted, no comments, no
 /// whitespace, `\n` line endings inside strings as TOML itself reads them): CRLF, comments,
-/// formatting and key order do not change it.
-pub fn jailfile_digest(text: &str) -> Result<String> {
-    let table: toml::Table = toml::from_str(text).context("the Jailfile is not valid TOML")?;
+/// formatting and key order do not change it. The Jailfiles it includes count too, each in the
+/// same form after it, in the order they are read (a Jailfile without `include` keeps the
+/// digest it always had).
+pub fn jailfile_digest(jailfile: &std::path::Path, text: &str) -> Result<String> {
     let mut canonical = String::new();
-    canonical_table(&table, &mut canonical);
+    for text in std::iter::once(text.to_owned()).chain(crate::spec::included_texts(jailfile, text)?) {
+        if !canonical.is_empty() {
+            canonical.push('\n');
+        }
+        let table: toml::Table = toml::from_str(&text).context("the Jailfile is not valid TOML")?;
+        canonical_table(&table, &mut canonical);
+    }
     Ok(format!("{HASH_ALGORITHM}:{}", blake3::hash(canonical.as_bytes()).to_hex()))
 }
 

@@ -43,7 +43,7 @@ pub fn review(inputs: &Inputs, mode: Mode) -> Result<Review> {
 pub(super) fn review_by_route(inputs: &Inputs, mode: Mode) -> Result<(Review, Route)> {
     let lock_path = lock_path(inputs.jailfile);
     let source = crate::beside::read_text(inputs.jailfile, "Jailfile", crate::spec::MAX_JAILFILE_SIZE)?;
-    let jailfile = jailfile_digest(&source)?;
+    let jailfile = jailfile_digest(inputs.jailfile, &source)?;
     let cache_file = cache_path(inputs.state_dir, &lock_path);
     let lock_stat = fs::metadata(&lock_path).ok().map(|metadata| StatPrint::of(&metadata));
     let lines = {

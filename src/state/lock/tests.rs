@@ -94,9 +94,16 @@ fn crlf_comments_whitespace_and_key_order_do_not_change_the_digest() {
     let plain =
         "root = \"/srv/j\"\nbinaries = [\"bash\", \"ls\"]\n\n[[files]]\npath = \"/etc/motd\"\ncontent = \"hi\\n\"\n";
     let reformatted = "# a comment\r\nbinaries = [\r\n  \"bash\",\r\n  \"ls\",\r\n]\r\nroot   =   '/srv/j'\r\n\r\n[[files]]\r\ncontent = \"hi\\n\"   # trailing\r\npath = \"/etc/motd\"\r\n";
-    assert_eq!(jailfile_digest(plain).expect("valid"), jailfile_digest(reformatted).expect("valid"));
+    assert_eq!(
+        jailfile_digest(Path::new("Jailfile.toml"), plain).expect("valid"),
+        jailfile_digest(Path::new("Jailfile.toml"), reformatted).expect("valid")
+    );
     let other = plain.replace("ls", "cat");
-    assert_ne!(jailfile_digest(plain).expect("valid"), jailfile_digest(&other).expect("valid"), "values count");
+    assert_ne!(
+        jailfile_digest(Path::new("Jailfile.toml"), plain).expect("valid"),
+        jailfile_digest(Path::new("Jailfile.toml"), &other).expect("valid"),
+        "values count"
+    );
 }
 
 #[test]
