@@ -23,3 +23,4 @@ pub mod state;
 pub mod timings;
 pub mod trace;
 pub mod tree;
+pub mod words;
