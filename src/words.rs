@@ -13,7 +13,7 @@ pub fn count(count: usize, noun: &str) -> String {
 /// ("nss-module" -> "nss-modules", "man page" -> "man pages").
 pub fn plural(noun: &str) -> String {
     // Nouns that do not count ("content" of a file) or are plural already ("[[files]]").
-    const UNCHANGED: &[&str] = &["content", "run-time", "[[files]]", "[[links]]", "[[devices]]"];
+    const UNCHANGED: &[&str] = &["content", "generated", "run-time", "[[files]]", "[[links]]", "[[devices]]"];
     if UNCHANGED.contains(&noun) {
         return noun.to_owned();
     }
@@ -43,6 +43,7 @@ mod tests {
             (4, "key"),
             (2, "process"),
             (5, "content"),
+            (3, "generated"),
             (2, "symlink"),
             (1, "problem"),
             (3, "problem"),
@@ -62,6 +63,7 @@ mod tests {
                 "4 keys",
                 "2 processes",
                 "5 content",
+                "3 generated",
                 "2 symlinks",
                 "1 problem",
                 "3 problems"
