@@ -179,6 +179,14 @@ pub(crate) fn warn_if_applied_elsewhere(jailfile: &JailfileArgs, state_dir: &Pat
     );
 }
 
+/// Notes which root the Jailfile was just applied to, for [`warn_if_applied_elsewhere`]. Only a
+/// hint: the jail is applied whether or not the note could be written.
+fn note_applied(state_dir: &Path, jailfile: &Path, root: &Path) {
+    if let Err(error) = applied::record(state_dir, jailfile, root) {
+        eprintln!("warning: cannot note in {} which root was applied: {error:#}", state_dir.display());
+    }
+}
+
 pub fn plan(args: &PlanArgs) -> Result<ExitCode> {
     // Everything the plan looks at on the host is written down, for the memo.
     let host = HostFs::real().observing();
@@ -329,7 +337,7 @@ pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
     // files are swept and the record marked complete.
     let json = args.format == PlanFormat::Json;
     if is_empty(&plan) && !prepared.state.interrupted {
-        applied::record(&args.state.state_dir, &jailfile.file, &root)?;
+        note_applied(&args.state.state_dir, &jailfile.file, &root);
         print(&if json { render::apply_json(&Plan::default()) } else { render::no_changes(&jailfile.file) })?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -361,7 +369,7 @@ pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
         let _t = jailprov::timings::phase("apply");
         apply::apply(&plan, &prepared.desired, jail, &prepared.host, state, &prepared.store, &mut report)?;
     }
-    applied::record(&args.state.state_dir, &jailfile.file, &root)?;
+    note_applied(&args.state.state_dir, &jailfile.file, &root);
     if let Some(count) = jailprov::kill_point::count() {
         // For tests/interrupt.rs: how many crash points a whole apply passes.
         eprintln!("kill points passed: {count}");

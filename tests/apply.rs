@@ -9,9 +9,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::{Read as _, Write as _};
+use std::io::Read as _;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -946,7 +946,6 @@ fn plan_text_and_json_snapshots() {
 fn interactive_apply_asks_on_a_terminal_and_refuses_without_one() {
     need_root!("interactive_apply_asks_on_a_terminal_and_refuses_without_one");
     cli::prerequisites::require(&cli::prerequisites::SCRIPT);
-    let script = which("script").expect("script is installed");
     let jail = Jail::new("[[files]]\npath = \"/etc/motd\"\ncontent = \"hi\\n\"\n");
 
     let no_tty = jail.run("apply", &["--interactive"]).code(1, "apply --interactive without a terminal");
@@ -954,26 +953,7 @@ fn interactive_apply_asks_on_a_terminal_and_refuses_without_one() {
     assert!(!jail.root.exists(), "nothing may be created without an answer");
 
     // `script` runs jailprov on a pseudo-terminal and forwards our answer to it.
-    let interactive = |answer: &str| {
-        let line = format!(
-            "{BIN} apply --interactive -f {} --root {} --state-dir {}",
-            jail.jailfile.display(),
-            jail.root.display(),
-            jail.state.display()
-        );
-        let mut child = Command::new(&script)
-            .args(["-qec", &line, "/dev/null"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("script starts");
-        child.stdin.take().expect("piped stdin").write_all(answer.as_bytes()).expect("answer");
-        let output = child.wait_with_output().expect("script ends");
-        // On a terminal the plan may be colored (TERM decides under `--color auto`): read its text.
-        let text = anstream::adapter::strip_str(&String::from_utf8_lossy(&output.stdout)).to_string();
-        (output.status.code().unwrap_or(-1), text)
-    };
+    let interactive = |answer: &str| cli::on_a_terminal(&jail.command_line("apply", "--interactive"), answer);
 
     let (code, text) = interactive("no\n");
     assert_eq!(code, 1, "{text}");
@@ -985,17 +965,6 @@ fn interactive_apply_asks_on_a_terminal_and_refuses_without_one() {
     assert!(text.contains("Apply complete: 2 created"), "{text}");
     assert_eq!(fs::read_to_string(jail.at("/etc/motd")).expect("motd"), "hi\n");
     jail.assert_clean("after the interactive apply");
-}
-
-/// The first PATH directory holding `name`.
-fn which(name: &str) -> Result<PathBuf, ()> {
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-        .chain(["/usr/bin".into(), "/bin".into()])
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
-        .ok_or(())
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -5,20 +5,9 @@
 #[macro_use]
 mod cli;
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
-use cli::{Run, Workspace, BIN};
-
-/// A Jailfile of `count` small inline files under /etc: `count + 1` paths to create (/etc too).
-fn inline_files(count: usize) -> String {
-    let mut text = String::from("root = \"/unused\"\n");
-    for index in 1..=count {
-        text.push_str(&format!("[[files]]\npath = \"/etc/f{index:02}\"\ncontent = \"{index}\\n\"\n"));
-    }
-    text
-}
+use cli::{inline_files, Run, Workspace};
 
 /// A workspace with `count` inline files, applied.
 fn applied(prefix: &str, count: usize) -> Workspace {
@@ -28,36 +17,9 @@ fn applied(prefix: &str, count: usize) -> Workspace {
     ws
 }
 
-/// The workspace's directory as `[DIR]`, for snapshots.
-fn anonymous(ws: &Workspace, text: &str) -> String {
-    text.replace(&ws.dir.display().to_string(), "[DIR]")
-}
-
-/// `jailprov destroy` on a pseudo-terminal (`script` from util-linux), `answer` typed into it; its
-/// exit code and what the terminal showed, colors stripped.
+/// `jailprov destroy` on a pseudo-terminal, `answer` typed into it.
 fn destroy_on_a_terminal(ws: &Workspace, answer: &str) -> (i32, String) {
-    cli::prerequisites::require(&cli::prerequisites::SCRIPT);
-    let line = format!(
-        "{BIN} destroy --color never -f {} --root {} --state-dir {}",
-        ws.jailfile.display(),
-        ws.root.display(),
-        ws.state.display()
-    );
-    let mut child = Command::new("script")
-        .args(["-qec", &line, "/dev/null"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("script starts");
-    child.stdin.take().expect("piped stdin").write_all(answer.as_bytes()).expect("answer");
-    let output = child.wait_with_output().expect("script ends");
-    let text = anstream::adapter::strip_str(&String::from_utf8_lossy(&output.stdout)).to_string().replace("\r\n", "\n");
-    // The terminal echoes the answer, before or after the question depending on timing: left out.
-    let typed = answer.trim_end();
-    let text = text.replace(&format!("accepted: {typed}\n"), "accepted: ");
-    let text: Vec<&str> = text.split_inclusive('\n').filter(|line| line.trim_end() != typed).collect();
-    (output.status.code().unwrap_or(-1), text.concat())
+    cli::on_a_terminal(&ws.command_line("destroy", "--color never"), answer)
 }
 
 #[test]
@@ -65,12 +27,12 @@ fn destroy_without_a_terminal_refuses_unless_told_yes() {
     need_root!("destroy_without_a_terminal_refuses_unless_told_yes");
     let ws = applied("jailprov-destroy-notty-", 3);
     let refused = ws.run("destroy", &[]).code(1, "destroy with stdin not a terminal and no --yes");
-    insta::assert_snapshot!("destroy_refused_without_a_terminal", anonymous(&ws, &refused.stderr));
+    insta::assert_snapshot!("destroy_refused_without_a_terminal", ws.anonymous(&refused.stderr));
     assert!(refused.stdout.is_empty(), "{}", refused.describe());
     assert!(ws.at("/etc/f01").exists(), "a refused destroy removed files: {}", refused.describe());
 
     let done = ws.run("destroy", &["--yes"]).ok("destroy --yes");
-    insta::assert_snapshot!("destroy_yes", anonymous(&ws, &done.stdout));
+    insta::assert_snapshot!("destroy_yes", ws.anonymous(&done.stdout));
     assert!(!ws.root.exists(), "destroy --yes left the jail: {}", done.describe());
 }
 
@@ -80,7 +42,7 @@ fn destroy_on_a_terminal_shows_what_goes_and_wants_yes() {
     let ws = applied("jailprov-destroy-tty-", 3);
     let (code, text) = destroy_on_a_terminal(&ws, "y\n");
     assert_eq!(code, 1, "only `yes` is yes: {text}");
-    insta::assert_snapshot!("destroy_asked_and_cancelled", anonymous(&ws, &text));
+    insta::assert_snapshot!("destroy_asked_and_cancelled", ws.anonymous(&text));
     assert!(ws.at("/etc/f03").exists(), "a cancelled destroy removed files: {text}");
 
     let (code, text) = destroy_on_a_terminal(&ws, "yes\n");
@@ -95,7 +57,7 @@ fn plan_destroy_previews_what_destroy_removes_and_changes_nothing() {
     need_root!("plan_destroy_previews_what_destroy_removes_and_changes_nothing");
     let ws = applied("jailprov-plan-destroy-", 3);
     let preview = ws.run("plan", &["--destroy", "--detailed-exitcode"]).code(2, "plan --destroy with a jail");
-    insta::assert_snapshot!("plan_destroy_text", anonymous(&ws, &preview.stdout));
+    insta::assert_snapshot!("plan_destroy_text", ws.anonymous(&preview.stdout));
     let json = ws.run("plan", &["--destroy", "--format", "json"]).ok("plan --destroy --format json");
     let json: serde_json::Value = serde_json::from_str(&json.stdout).expect("JSON");
     assert_eq!(json["summary"]["delete"], 4, "{json}");
@@ -105,7 +67,7 @@ fn plan_destroy_previews_what_destroy_removes_and_changes_nothing() {
 
     ws.run("destroy", &["--yes"]).ok("destroy");
     let nothing = ws.run("plan", &["--destroy", "--detailed-exitcode"]).ok("plan --destroy without a jail");
-    assert_eq!(anonymous(&ws, &nothing.stdout), "Nothing to destroy: [DIR]/jail does not exist.\n");
+    assert_eq!(ws.anonymous(&nothing.stdout), "Nothing to destroy: [DIR]/jail does not exist.\n");
     let refused = ws.run("plan", &["--destroy", "--adopt"]).code(2, "--destroy with --adopt is a usage error");
     assert!(refused.stderr.contains("cannot be used with"), "{}", refused.describe());
 }
@@ -113,12 +75,8 @@ fn plan_destroy_previews_what_destroy_removes_and_changes_nothing() {
 /// Runs `subcommand` against `root` and returns its stderr lines that warn about another root.
 fn root_warnings(ws: &Workspace, subcommand: &str, root: &Path, extra: &[&str]) -> (Run, Vec<String>) {
     let run = ws.run_at(subcommand, root, extra);
-    let warnings = run
-        .stderr
-        .lines()
-        .filter(|line| line.contains("was last applied to"))
-        .map(|line| anonymous(ws, line))
-        .collect();
+    let warnings =
+        run.stderr.lines().filter(|line| line.contains("was last applied to")).map(|line| ws.anonymous(line)).collect();
     (run, warnings)
 }
 

@@ -85,12 +85,7 @@ fn visible(text: &str) -> String {
 /// so that `auto` has a color terminal to decide for); its stdout as the terminal showed it.
 fn plan_on_a_terminal(ws: &Workspace, env: &[(&str, &str)], extra: &str) -> String {
     cli::prerequisites::require(&cli::prerequisites::SCRIPT);
-    let line = format!(
-        "{BIN} plan -f {} --root {} --state-dir {} {extra}",
-        ws.jailfile.display(),
-        ws.root.display(),
-        ws.state.display()
-    );
+    let line = ws.command_line("plan", extra);
     let mut command = Command::new("script");
     command.args(["-qec", &line, "/dev/null"]).env("TERM", "xterm").env_remove("NO_COLOR").env_remove("CLICOLOR_FORCE");
     command.envs(env.iter().copied());

@@ -7,25 +7,12 @@ mod cli;
 
 use std::process::{Command, Stdio};
 
-use cli::{output, Run, Workspace, BIN};
-
-/// A Jailfile of `count` small inline files under /etc: `count + 1` paths to create (/etc too).
-fn inline_files(count: usize) -> String {
-    let mut text = String::from("root = \"/unused\"\n");
-    for index in 1..=count {
-        text.push_str(&format!("[[files]]\npath = \"/etc/f{index:02}\"\ncontent = \"{index}\\n\"\n"));
-    }
-    text
-}
+use cli::{inline_files, output, Run, Workspace, BIN};
 
 fn workspace(prefix: &str, files: usize) -> Workspace {
     let ws = Workspace::new(prefix);
     ws.write_jailfile(&inline_files(files));
     ws
-}
-
-fn anonymous(ws: &Workspace, text: &str) -> String {
-    text.replace(&ws.dir.display().to_string(), "[DIR]")
 }
 
 /// The lines of a plan or apply that list one change each.
@@ -42,7 +29,7 @@ fn a_plan_of_40_lines_is_listed_whole_and_one_of_41_is_summarised_by_kind() {
 
     let ws = workspace("jailprov-output-long-", 40);
     let summarised = ws.run("plan", &[]).ok("plan of 41 paths");
-    insta::assert_snapshot!("long_plan_summarised", anonymous(&ws, &summarised.stdout));
+    insta::assert_snapshot!("long_plan_summarised", ws.anonymous(&summarised.stdout));
     let verbose = ws.run("plan", &["-v"]).ok("plan -v");
     assert_eq!(change_lines(&verbose.stdout), 41, "-v lists every path: {}", verbose.stdout);
     let quiet = ws.run("plan", &["-q"]).ok("plan -q");
@@ -58,12 +45,12 @@ fn apply_and_destroy_of_a_long_list_print_the_first_lines_and_a_summary() {
     need_root!("apply_and_destroy_of_a_long_list_print_the_first_lines_and_a_summary");
     let ws = workspace("jailprov-output-apply-", 50);
     let applied = ws.apply();
-    insta::assert_snapshot!("long_apply_summarised", anonymous(&ws, &applied.stdout));
+    insta::assert_snapshot!("long_apply_summarised", ws.anonymous(&applied.stdout));
     assert!(applied.stdout.lines().count() < 30, "{}", applied.stdout);
 
     let quiet = ws.run("destroy", &["--yes", "-q"]).ok("destroy -q");
     assert_eq!(
-        anonymous(&ws, &quiet.stdout),
+        ws.anonymous(&quiet.stdout),
         "Destroy complete: 51 deleted.\nRemoved the empty jail root [DIR]/jail.\n",
         "{}",
         quiet.describe()
