@@ -167,7 +167,7 @@ fn verbosity(output: &OutputArgs) -> Verbosity {
 /// Says on stderr when the Jailfile was last applied to another root than the one targeted now:
 /// `apply --root B`, then a plain `plan`, would otherwise look at another jail without a word.
 pub(crate) fn warn_if_applied_elsewhere(jailfile: &JailfileArgs, state_dir: &Path, root: &Path) {
-    let Some(last) = jailprov::state::applied::other_root(state_dir, &jailfile.file, root) else { return };
+    let Some(last) = applied::other_root(state_dir, &jailfile.file, root) else { return };
     let targeted = if jailfile.root.is_some() { "--root" } else { "the Jailfile's `root`" };
     eprintln!(
         "warning: {} was last applied to {}, but this command targets {} ({targeted}); pass --root {} to work on \
@@ -633,7 +633,9 @@ pub fn destroy(args: &DestroyArgs) -> Result<ExitCode> {
         apply::apply(&plan, &DesiredTree::default(), &jail, &host, &mut state, &store, &mut report)?;
     }
     let leftovers = jail.list(&jailprov::tree::JailPath::root())?;
-    let gap = if list.summarised() { "" } else { "\n" };
+    // A blank line between the list and the closing line, when a list was printed.
+    let listed = !plan.changes.is_empty() && !shown_already && verbosity != Verbosity::Quiet;
+    let gap = if listed { "\n" } else { "" };
     let mut text = format!("{}{gap}Destroy complete: {}.\n", list.close(""), destroyed_words(&plan));
     if leftovers.is_empty() {
         drop(jail);

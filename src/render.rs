@@ -280,11 +280,6 @@ impl ChangeList {
         shown
     }
 
-    /// Whether the list is cut short (then [`ChangeList::close`] says what was left out).
-    pub fn summarised(&self) -> bool {
-        self.summarised
-    }
-
     /// What closes a summarised list, each line indented by `indent`: "… and 801 more (-v to
     /// list all)" and "by kind: 700 files (+700), 1 device (+1)"; empty for a list shown whole
     /// and for `-q`.
