@@ -32,8 +32,9 @@ pub enum Command {
     Init(InitArgs),
     /// Check a Jailfile: syntax, keys, values, and that every host path it names exists.
     Validate(JailfileArgs),
-    /// Print the JSON schema of Jailfile.toml (for editors and CI linters), or of a command's
-    /// `--format json` output.
+    /// Print the JSON schema of Jailfile.toml (for editors and CI linters) or of a command's
+    /// `--format json` output, or write the Jailfile's into a directory (`--write DIR`) for a
+    /// Jailfile's `#:schema` line to name.
     Schema(SchemaArgs),
     /// List every path the jail will hold, with its kind and why it is there.
     Closure(ClosureArgs),
@@ -50,6 +51,9 @@ pub enum Command {
     /// Make the jail match the Jailfile (or apply a plan saved with `plan -o`).
     Apply(ApplyArgs),
     /// Remove everything jailprov created in the jail; files it did not create stay.
+    ///
+    /// Shows what it will remove and asks on a terminal; `--yes` skips the question (needed
+    /// without a terminal). `jailprov plan --destroy` previews the same list.
     Destroy(DestroyArgs),
     /// Run a command in the applied jail: namespaces, pivot_root, no capabilities, seccomp.
     Enter(EnterArgs),
@@ -95,6 +99,10 @@ pub struct SchemaArgs {
     /// Whose schema: the Jailfile's, or the `--format json` output of a command.
     #[arg(value_enum, default_value_t = SchemaKind::Jailfile)]
     pub kind: SchemaKind,
+    /// Write jailfile.schema.json into DIR (never over a different file) instead of printing it;
+    /// then start a Jailfile with `#:schema DIR/jailfile.schema.json`.
+    #[arg(long, value_name = "DIR")]
+    pub write: Option<PathBuf>,
 }
 
 /// What a JSON Schema describes (each committed as schemas/KIND.schema.json).
@@ -132,6 +140,17 @@ impl SchemaKind {
             SchemaKind::Lock => "lock",
         }
     }
+}
+
+/// How much plan, apply and destroy list: past 40 lines a summary by kind, unless -v.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// List every path, however many.
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
+    /// Print only the closing summary line.
+    #[arg(short = 'q', long, conflicts_with = "verbose")]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -186,6 +205,11 @@ pub struct PlanArgs {
     /// Fail (exit 1) when what the host gives differs from Jailfile.lock, or there is none (CI).
     #[arg(long)]
     pub locked: bool,
+    /// Preview what `jailprov destroy` would remove (text, JSON, --detailed-exitcode alike).
+    #[arg(long, conflicts_with_all = ["out", "adopt", "locked"])]
+    pub destroy: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Debug, Args)]
@@ -215,6 +239,8 @@ pub struct ApplyArgs {
     /// Refuse (exit 1, nothing applied) when what the host gives differs from Jailfile.lock.
     #[arg(long)]
     pub locked: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Debug, Args)]
@@ -261,6 +287,11 @@ pub struct DestroyArgs {
     pub jailfile: JailfileArgs,
     #[command(flatten)]
     pub state: StateArgs,
+    /// Destroy without asking (scripts; without a terminal destroy refuses unless given this).
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// Seconds to wait for another jailprov working on the same jail.
     #[arg(long = "lock-timeout", default_value_t = 60)]
     pub lock_timeout: u64,

@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use jailprov::apply::{self, Outcome};
+use jailprov::apply;
 use jailprov::check;
-use jailprov::cli::{ApplyArgs, CheckArgs, CheckFormat, DestroyArgs, JailfileArgs, LockArgs, PlanArgs, PlanFormat};
+use jailprov::cli::{
+    ApplyArgs, CheckArgs, CheckFormat, DestroyArgs, JailfileArgs, LockArgs, OutputArgs, PlanArgs, PlanFormat,
+};
 use jailprov::desired::{self, ClosureFacts, DesiredKind, DesiredTree};
 use jailprov::host::{HostFs, LookMark};
 use jailprov::jail_root::JailRoot;
@@ -17,10 +19,10 @@ use jailprov::mountinfo::JailMounts;
 use jailprov::plan::saved::{self, Digests, SavedPlan, SAVED_PLAN_FORMAT};
 use jailprov::plan::{self, memo, reuse, Action, Change, Mounts, Plan, RecordedScan};
 use jailprov::progress::Progress;
-use jailprov::render;
+use jailprov::render::{self, ChangeList, Palette, Tense, Verbosity};
 use jailprov::root_safety;
 use jailprov::spec::Spec;
-use jailprov::state::lock;
+use jailprov::state::{applied, lock};
 use jailprov::state::{State, StateStore};
 
 use crate::{load_spec, print};
@@ -169,10 +171,46 @@ impl Prepared {
     }
 }
 
+/// How much of a long list to print, from `-v` / `-q`.
+fn verbosity(output: &OutputArgs) -> Verbosity {
+    match (output.verbose, output.quiet) {
+        (true, _) => Verbosity::Verbose,
+        (_, true) => Verbosity::Quiet,
+        _ => Verbosity::Normal,
+    }
+}
+
+/// Says on stderr when the Jailfile was last applied to another root than the one targeted now:
+/// `apply --root B`, then a plain `plan`, would otherwise look at another jail without a word.
+pub(crate) fn warn_if_applied_elsewhere(jailfile: &JailfileArgs, state_dir: &Path, root: &Path) {
+    let Some(last) = applied::other_root(state_dir, &jailfile.file, root) else { return };
+    let targeted = if jailfile.root.is_some() { "--root" } else { "the Jailfile's `root`" };
+    eprintln!(
+        "warning: {} was last applied to {}, but this command targets {} ({targeted}); pass --root {} to work on \
+         the jail applied last",
+        jailfile.file.display(),
+        last.display(),
+        root.display(),
+        last.display()
+    );
+}
+
+/// Notes which root the Jailfile was just applied to, for [`warn_if_applied_elsewhere`]. Only a
+/// hint: the jail is applied whether or not the note could be written.
+fn note_applied(state_dir: &Path, jailfile: &Path, root: &Path) {
+    if let Err(error) = applied::record(state_dir, jailfile, root) {
+        eprintln!("warning: cannot note in {} which root was applied: {error:#}", state_dir.display());
+    }
+}
+
 pub fn plan(args: &PlanArgs) -> Result<ExitCode> {
     // Everything the plan looks at on the host is written down, for the memo.
     let host = HostFs::real().observing();
     let spec = load_spec(&args.jailfile, &host)?;
+    warn_if_applied_elsewhere(&args.jailfile, &args.state.state_dir, spec.root()?);
+    if args.destroy {
+        return plan_destroy(args, spec.root()?, &host);
+    }
     let store = StateStore::for_root(&args.state.state_dir, spec.root()?);
     let key = memo_key(&spec, &args.jailfile.file, &store, args.adopt)?;
     // A saved plan needs the digests of a full computation: no shortcut then.
@@ -236,7 +274,9 @@ pub fn plan(args: &PlanArgs) -> Result<ExitCode> {
 fn print_plan(args: &PlanArgs, root: &Path, plan: &Plan, review: &lock::Review) -> Result<ExitCode> {
     match args.format {
         PlanFormat::Text => {
-            print(&format!("{}{}", lock::drift_text(review), render::plan_text(plan, root, &args.jailfile.file)))?
+            let text =
+                render::plan_text_in(plan, root, &args.jailfile.file, Palette::for_stdout(), verbosity(&args.output));
+            print(&format!("{}{text}", lock::drift_text(review)))?
         }
         PlanFormat::Json => print(&jailprov::reports::plan_json(plan, review))?,
     };
@@ -297,6 +337,7 @@ pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
     let host = HostFs::real();
     let spec = load_spec(&jailfile, &host)?;
     let root = spec.root()?.to_path_buf();
+    warn_if_applied_elsewhere(&jailfile, &args.state.state_dir, &root);
     if !args.unsafe_root {
         root_safety::check(&root)?;
     }
@@ -317,10 +358,11 @@ pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
     // files are swept and the record marked complete.
     let json = args.format == PlanFormat::Json;
     if is_empty(&plan) && !prepared.state.interrupted {
+        note_applied(&args.state.state_dir, &jailfile.file, &root);
         print(&if json { render::apply_json(&Plan::default()) } else { render::no_changes(&jailfile.file) })?;
         return Ok(ExitCode::SUCCESS);
     }
-    if args.interactive && !confirm(&plan, &root, &jailfile.file)? {
+    if args.interactive && !confirm(&plan, &root, &jailfile.file, verbosity(&args.output))? {
         print("Apply cancelled.\n")?;
         return Ok(ExitCode::from(1));
     }
@@ -334,8 +376,9 @@ pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
         None => root_safety::create_root(&root, args.unsafe_root)?,
     };
     let jail = &*prepared.jail.insert(jail);
-    let outcome = {
-        let palette = render::Palette::for_stdout();
+    let mut list = ChangeList::new(plan.changes.len(), verbosity(&args.output));
+    {
+        let palette = Palette::for_stdout();
         let mut stdout = std::io::stdout().lock();
         let desired = &prepared.desired;
         let bytes = plan.changes.iter().map(|change| bytes_written(desired, change)).sum();
@@ -343,14 +386,15 @@ pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
         // JSON mode prints one object at the end, nothing per change.
         let mut report = |change: &Change| {
             progress.step(bytes_written(desired, change));
-            if !json {
+            if !json && list.admit(change, 1) {
                 progress.suspend(|| writeln!(stdout, "{}", render::change_line(change, palette)).ok());
             }
         };
         let state = &mut prepared.state;
         let _t = jailprov::timings::phase("apply");
-        apply::apply(&plan, &prepared.desired, jail, &prepared.host, state, &prepared.store, &mut report)?
-    };
+        apply::apply(&plan, &prepared.desired, jail, &prepared.host, state, &prepared.store, &mut report)?;
+    }
+    note_applied(&args.state.state_dir, &jailfile.file, &root);
     if let Some(count) = jailprov::kill_point::count() {
         // For tests/interrupt.rs: how many crash points a whole apply passes.
         eprintln!("kill points passed: {count}");
@@ -358,7 +402,9 @@ pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
     if json {
         return print(&render::apply_json(&plan));
     }
-    print(&format!("\nApply complete: {}.\n", render::outcome(&outcome)))
+    let done = render::summary_text(&plan.summary(), Tense::Done, Palette::PLAIN);
+    let gap = if verbosity(&args.output) == Verbosity::Quiet { "" } else { "\n" };
+    print(&format!("{}{gap}Apply complete: {done}.\n", list.close("")))
 }
 
 /// The bytes a change writes into the jail: a file's content (0 for the rest).
@@ -437,12 +483,17 @@ fn same_plan(saved: &Plan, now: &Plan) -> bool {
     saved == *now
 }
 
-fn confirm(plan: &Plan, root: &Path, jailfile: &Path) -> Result<bool> {
+fn confirm(plan: &Plan, root: &Path, jailfile: &Path, verbosity: Verbosity) -> Result<bool> {
     if !std::io::stdin().is_terminal() {
         bail!("--interactive needs a terminal to ask on; drop it in scripts");
     }
-    print(&render::plan_text(plan, root, jailfile))?;
-    print("\nApply these changes? Only 'yes' is accepted: ")?;
+    print(&render::plan_text_in(plan, root, jailfile, Palette::for_stdout(), verbosity))?;
+    ask_yes("\nApply these changes? Only 'yes' is accepted: ")
+}
+
+/// Asks `question` on the terminal; true only for the answer "yes" (as Terraform: `y` is no).
+fn ask_yes(question: &str) -> Result<bool> {
+    print(question)?;
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer).context("reading the answer")?;
     Ok(answer.trim() == "yes")
@@ -461,8 +512,10 @@ pub fn lock(args: &LockArgs) -> Result<ExitCode> {
     progress.finish();
     let text = match args.format {
         PlanFormat::Json => jailprov::reports::to_json(&jailprov::reports::LockReport::of(&review)),
-        PlanFormat::Text => lock::written_text(&review)
-            .unwrap_or_else(|| format!("{} is up to date ({} entries).\n", review.lock_path.display(), review.entries)),
+        PlanFormat::Text => lock::written_text(&review).unwrap_or_else(|| {
+            let entries = jailprov::words::count(review.entries, "entry");
+            format!("{} is up to date ({entries}).\n", review.lock_path.display())
+        }),
     };
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(text.as_bytes())?;
@@ -497,6 +550,7 @@ pub fn check(args: &CheckArgs) -> Result<ExitCode> {
     let host = HostFs::real();
     let spec = jailprov::spec::load(&args.jailfile.file, args.jailfile.root.as_deref(), &host)?;
     let root = spec.root()?.to_path_buf();
+    warn_if_applied_elsewhere(&args.jailfile, &args.state.state_dir, &root);
     let Ok(metadata) = std::fs::symlink_metadata(&root) else {
         bail!("{} does not exist: nothing to check (run `jailprov apply` first)", root.display());
     };
@@ -537,9 +591,70 @@ pub fn check(args: &CheckArgs) -> Result<ExitCode> {
     Ok(if found.errors() > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
+/// What destroy removes from `jail`: every mount jailprov made first, then every file it created
+/// (the plan against nothing wished).
+fn teardown_plan(jail: &JailRoot, root: &Path, state: &State, host: &HostFs) -> Result<Plan> {
+    let mounts = Mounts { wished: Vec::new(), active: JailMounts::read(root)? };
+    plan::compute(&DesiredTree::default(), Some(jail), state, &RecordedScan::default(), &mounts, host, false)
+}
+
+/// `plan --destroy`: what `destroy` would remove, read only (no lock taken, nothing written).
+fn plan_destroy(args: &PlanArgs, root: &Path, host: &HostFs) -> Result<ExitCode> {
+    let plan = match open_jail_if_present(root)? {
+        Some(jail) => {
+            let state = StateStore::for_root(&args.state.state_dir, root).load(root)?;
+            teardown_plan(&jail, root, &state, host)?
+        }
+        None => Plan::default(),
+    };
+    match args.format {
+        // The plan's own schema; a teardown reviews no lock, so it reads as fresh.
+        PlanFormat::Json => {
+            print(&jailprov::reports::plan_json(&plan, &lock::Review::fresh(lock::lock_path(&args.jailfile.file))))?
+        }
+        PlanFormat::Text if plan.changes.is_empty() => print(&nothing_to_destroy(root))?,
+        PlanFormat::Text => print(&render::plan_text_in(
+            &plan,
+            root,
+            &args.jailfile.file,
+            Palette::for_stdout(),
+            verbosity(&args.output),
+        ))?,
+    };
+    let pending = args.detailed_exitcode && plan.has_changes();
+    Ok(if pending { ExitCode::from(CHANGES_PENDING) } else { ExitCode::SUCCESS })
+}
+
+fn nothing_to_destroy(root: &Path) -> String {
+    if std::fs::symlink_metadata(root).is_err() {
+        format!("Nothing to destroy: {} does not exist.\n", root.display())
+    } else {
+        format!("Nothing to destroy: {} holds nothing jailprov created.\n", root.display())
+    }
+}
+
+/// Destroy asks first: on a terminal it shows what goes and wants "yes"; elsewhere only `--yes`
+/// lets it go on (a script that meant it says so). Ok(false): the answer was no.
+fn destroy_confirmed(args: &DestroyArgs, plan: &Plan, root: &Path) -> Result<bool> {
+    if args.yes || plan.changes.is_empty() {
+        return Ok(true);
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!(
+            "destroy would remove {} from {} and asks first, but stdin is not a terminal: pass --yes to destroy \
+             without asking (`jailprov plan --destroy` lists what would go)",
+            jailprov::words::count(plan.changes.len(), "path"),
+            root.display()
+        );
+    }
+    print(&render::plan_text_in(plan, root, &args.jailfile.file, Palette::for_stdout(), verbosity(&args.output)))?;
+    ask_yes(&format!("\nDestroy these in {}? Only 'yes' is accepted: ", root.display()))
+}
+
 pub fn destroy(args: &DestroyArgs) -> Result<ExitCode> {
     let host = HostFs::real();
     let root = load_spec(&args.jailfile, &host)?.root()?.to_path_buf();
+    warn_if_applied_elsewhere(&args.jailfile, &args.state.state_dir, &root);
     if !args.unsafe_root {
         root_safety::check(&root)?;
     }
@@ -548,23 +663,32 @@ pub fn destroy(args: &DestroyArgs) -> Result<ExitCode> {
     let mut state = store.load(&root)?;
     let Some(jail) = open_jail_if_present(&root)? else {
         forget_jail(&store)?;
-        return print(&format!("Nothing to destroy: {} does not exist.\n", root.display()));
+        return print(&nothing_to_destroy(&root));
     };
-    let nothing = DesiredTree::default();
-    // Nothing wished: every mount jailprov made comes off first, then every file it created.
-    let mounts = Mounts { wished: Vec::new(), active: JailMounts::read(&root)? };
-    let plan = plan::compute(&nothing, Some(&jail), &state, &RecordedScan::default(), &mounts, &host, false)?;
-    let Outcome { destroyed, unmounted, .. } = {
-        let palette = render::Palette::for_stdout();
+    let plan = teardown_plan(&jail, &root, &state, &host)?;
+    if !destroy_confirmed(args, &plan, &root)? {
+        print("Destroy cancelled: nothing was removed.\n")?;
+        return Ok(ExitCode::from(1));
+    }
+    let verbosity = verbosity(&args.output);
+    // Asked on a terminal, the list was just shown: it is not printed a second time.
+    let shown_already = !args.yes && !plan.changes.is_empty();
+    let mut list = ChangeList::new(plan.changes.len(), if shown_already { Verbosity::Quiet } else { verbosity });
+    {
+        let palette = Palette::for_stdout();
         let mut stdout = std::io::stdout().lock();
         let mut report = |change: &Change| {
-            let _ = writeln!(stdout, "{}", render::change_line(change, palette));
+            if list.admit(change, 1) {
+                let _ = writeln!(stdout, "{}", render::change_line(change, palette));
+            }
         };
-        apply::apply(&plan, &nothing, &jail, &host, &mut state, &store, &mut report)?
-    };
+        apply::apply(&plan, &DesiredTree::default(), &jail, &host, &mut state, &store, &mut report)?;
+    }
     let leftovers = jail.list(&jailprov::tree::JailPath::root())?;
-    let unmounted = if unmounted > 0 { format!(", {unmounted} unmounted") } else { String::new() };
-    let mut text = format!("\nDestroy complete: {destroyed} destroyed{unmounted}.\n");
+    // A blank line between the list and the closing line, when a list was printed.
+    let listed = !plan.changes.is_empty() && !shown_already && verbosity != Verbosity::Quiet;
+    let gap = if listed { "\n" } else { "" };
+    let mut text = format!("{}{gap}Destroy complete: {}.\n", list.close(""), destroyed_words(&plan));
     if leftovers.is_empty() {
         drop(jail);
         #[allow(clippy::disallowed_methods)] // the empty root itself, from outside the jail
@@ -576,19 +700,46 @@ pub fn destroy(args: &DestroyArgs) -> Result<ExitCode> {
             // Nothing left that jailprov manages: no record either.
             forget_jail(&store)?;
         }
-        text.push_str(&format!("Kept {} and what jailprov did not create in it:\n", root.display()));
-        for name in leftovers {
-            use std::os::unix::ffi::OsStrExt;
+        text.push_str(&kept_text(&root, &leftovers, &plan, verbosity));
+    }
+    print(&text)
+}
+
+/// "3 deleted, 1 unmounted": what destroy did, in the words of the plan's JSON summary.
+fn destroyed_words(plan: &Plan) -> String {
+    let summary = plan.summary();
+    let unmounted = if summary.unmount > 0 { format!(", {} unmounted", summary.unmount) } else { String::new() };
+    format!("{} deleted{unmounted}", summary.delete)
+}
+
+/// What destroy left in the root: what jailprov did not create (and the directories of its own
+/// that hold such files), listed as long lists are.
+fn kept_text(root: &Path, leftovers: &[std::ffi::OsString], plan: &Plan, verbosity: Verbosity) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let paths: Vec<String> = leftovers
+        .iter()
+        .map(|name| {
             let path = format!("/{}", jailprov::jail_root::escaped(name.as_bytes()));
             let note = if plan.kept.iter().any(|kept| kept.as_str() == path) {
                 " (created by jailprov, kept: holds files jailprov did not create)"
             } else {
                 ""
             };
-            text.push_str(&format!("  {path}{note}\n"));
-        }
+            format!("{path}{note}")
+        })
+        .collect();
+    if verbosity == Verbosity::Quiet {
+        return format!(
+            "Kept {}: it holds {} jailprov did not create.\n",
+            root.display(),
+            jailprov::words::count(paths.len(), "path")
+        );
     }
-    print(&text)
+    format!(
+        "Kept {} and what jailprov did not create in it:\n{}",
+        root.display(),
+        render::path_list(&paths, "  ", verbosity)
+    )
 }
 
 /// `jailprov export`: the image from the same desired tree and lock review plan and apply use
@@ -599,6 +750,7 @@ pub fn export(args: &jailprov::cli::ExportArgs) -> Result<ExitCode> {
     let spec = load_spec(&args.jailfile, &host)?;
     let format = match args.format {
         ExportFormat::Systemd => {
+            warn_if_applied_elsewhere(&args.jailfile, &args.state.state_dir, spec.root()?);
             let unit = jailprov::export::write_unit(&spec, spec.root()?, &args.output)?;
             return print(&format!("Wrote {}.\n", unit.display()));
         }
@@ -627,9 +779,9 @@ pub fn export(args: &jailprov::cli::ExportArgs) -> Result<ExitCode> {
     let exported = jailprov::export::write_image(&image, &host, format, &args.output)?;
     progress.finish();
     let mut text = format!(
-        "Wrote {} ({} layers, manifest {}):\n",
+        "Wrote {} ({}, manifest {}):\n",
         args.output.display(),
-        exported.layers.len(),
+        jailprov::words::count(exported.layers.len(), "layer"),
         exported.manifest_digest
     );
     for (what, digest, size) in &exported.layers {

@@ -141,15 +141,38 @@ pub fn write(jailfile: &Path, programs: &[Program], root: &str) -> Result<Writte
         );
     }
     let schema = jailfile.with_file_name(SCHEMA_FILE_NAME);
-    let wrote_schema = if std::fs::symlink_metadata(&schema).is_err() {
-        crate::beside::write_new(&schema, crate::jailfile::json_schema().as_bytes(), 0o644, "the schema")?;
-        true
-    } else {
-        false
-    };
+    // One already there is kept as it is, even an older jailprov's: init writes the Jailfile.
+    let wrote_schema = schema_into(&schema)? == SchemaFile::Written;
     let schema_text = schema.to_str().with_context(|| format!("{} is not UTF-8", schema.display()))?;
     crate::beside::write_new(&jailfile, jailfile_text(programs, root, schema_text).as_bytes(), 0o644, "the Jailfile")?;
     Ok(Written { jailfile, schema: wrote_schema.then_some(schema) })
+}
+
+/// What a schema file at a path is after [`schema_into`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaFile {
+    /// Written now.
+    Written,
+    /// Already there, this jailprov's schema byte for byte.
+    Same,
+    /// Something else is there (an older jailprov's schema, another file, a symlink): kept.
+    Different,
+}
+
+/// Writes the Jailfile schema at `path` unless something is there already (never over it, a
+/// symlink there never followed), and says which.
+pub fn schema_into(path: &Path) -> Result<SchemaFile> {
+    let schema = crate::jailfile::json_schema();
+    if std::fs::symlink_metadata(path).is_err() {
+        crate::beside::write_new(path, schema.as_bytes(), 0o644, "the schema")?;
+        return Ok(SchemaFile::Written);
+    }
+    let limit = 4 * schema.len() as u64;
+    let there = match crate::beside::open_regular_nofollow(path, "the schema", limit) {
+        Ok(Some((file, _))) => crate::beside::read_bounded(&file, path, "the schema", limit).ok(),
+        _ => None,
+    };
+    Ok(if there.as_deref() == Some(schema.as_bytes()) { SchemaFile::Same } else { SchemaFile::Different })
 }
 
 #[cfg(test)]

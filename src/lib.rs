@@ -26,3 +26,4 @@ pub mod timings;
 pub mod trace;
 pub mod tree;
 pub mod why;
+pub mod words;

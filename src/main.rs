@@ -14,11 +14,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use jailprov::cli::{
     Cli, ClosureArgs, ClosureFormat, ColorWhen, Command, EnterArgs, InitArgs, JailfileArgs, ManpageArgs, PlanFormat,
-    TraceArgs, WhyArgs,
+    SchemaArgs, TraceArgs, WhyArgs,
 };
 use jailprov::closure;
 use jailprov::diagnostics::JailfileErrors;
 use jailprov::host::HostFs;
+use jailprov::init::SchemaFile;
 use jailprov::jail_root::JailRoot;
 use jailprov::render;
 use jailprov::spec::{self, Spec};
@@ -117,7 +118,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Manpage(args) => manpage(&args),
         Command::Validate(args) => validate(&args),
-        Command::Schema(args) => print(&jailprov::reports::json_schema(args.kind)),
+        Command::Schema(args) => schema(&args),
         Command::Closure(args) => closure_command(&args),
         Command::Why(args) => why(&args),
         Command::Plan(args) => commands::plan(&args),
@@ -161,11 +162,31 @@ fn init(args: &InitArgs) -> Result<ExitCode> {
         None => String::new(),
     };
     print(&format!(
-        "Wrote {}{schema}: {} programs, jail root {root}.\nNext: jailprov validate -f {}\n",
+        "Wrote {}{schema}: {}, jail root {root}.\nNext: jailprov validate -f {}\n",
         written.jailfile.display(),
-        programs.len(),
+        jailprov::words::count(programs.len(), "program"),
         args.file.display()
     ))
+}
+
+/// `jailprov schema`: the Jailfile schema on stdout, or written into a directory (`--write`).
+fn schema(args: &SchemaArgs) -> Result<ExitCode> {
+    let Some(dir) = &args.write else { return print(&jailprov::reports::json_schema(args.kind)) };
+    if args.kind != jailprov::cli::SchemaKind::Jailfile {
+        bail!("--write writes the Jailfile's schema only; `jailprov schema {}` prints that one", args.kind.name());
+    }
+    let path = dir.join(jailprov::init::SCHEMA_FILE_NAME);
+    let said = match jailprov::init::schema_into(&path)? {
+        SchemaFile::Written => "Wrote",
+        SchemaFile::Same => "Up to date:",
+        SchemaFile::Different => bail!(
+            "{} exists and is not this jailprov's schema (an older jailprov's, or another file); jailprov never writes \
+             over it: remove it, or pass another --write DIR",
+            path.display()
+        ),
+    };
+    let absolute = std::path::absolute(&path).unwrap_or_else(|_| path.clone());
+    print(&format!("{said} {}.\nName it on a Jailfile's first line: #:schema {}\n", path.display(), absolute.display()))
 }
 
 /// `jailprov manpage`: jailprov.1 to stdout, or one page per (sub)command into a directory.
@@ -185,7 +206,7 @@ fn manpage(args: &ManpageArgs) -> Result<ExitCode> {
         jailprov::beside::write_atomically(&path, &man_page(&page)?, 0o644, false)?;
         written += 1;
     }
-    print(&format!("Wrote {written} man pages into {}.\n", dir.display()))
+    print(&format!("Wrote {} into {}.\n", jailprov::words::count(written, "man page"), dir.display()))
 }
 
 /// One command's man page, in roff.
@@ -200,15 +221,15 @@ fn man_page(command: &clap::Command) -> Result<Vec<u8>> {
 fn validate(args: &JailfileArgs) -> Result<ExitCode> {
     let spec = load_spec(args, &HostFs::real())?;
     print(&format!(
-        "{} is valid: root {}, {} binaries, {} [[files]], {} users, {} mounts\n",
+        "{} is valid: root {}, {}, {} [[files]], {}, {}\n",
         args.file.display(),
         spec.root
             .as_ref()
             .map_or_else(|| "none (closure, why and lock only)".to_owned(), |root| root.display().to_string()),
-        spec.binaries.len(),
+        jailprov::words::count(spec.binaries.len(), "binary"),
         spec.files.len(),
-        spec.users.len(),
-        spec.mounts.len()
+        jailprov::words::count(spec.users.len(), "user"),
+        jailprov::words::count(spec.mounts.len(), "mount")
     ))
 }
 
@@ -264,6 +285,7 @@ fn why(args: &WhyArgs) -> Result<ExitCode> {
 /// needs nothing of the state layer), then runs the command in it.
 fn enter(args: &EnterArgs) -> Result<ExitCode> {
     let spec = load_spec(&args.jailfile, &HostFs::real())?;
+    commands::warn_if_applied_elsewhere(&args.jailfile, &args.state.state_dir, spec.root()?);
     if !args.unsafe_root {
         jailprov::root_safety::check(spec.root()?)?;
     }
@@ -275,6 +297,7 @@ fn enter(args: &EnterArgs) -> Result<ExitCode> {
 /// notes to stderr, and the exit code is the command's.
 fn trace(args: &TraceArgs) -> Result<ExitCode> {
     let spec = load_spec(&args.jailfile, &HostFs::real())?;
+    commands::warn_if_applied_elsewhere(&args.jailfile, &args.state.state_dir, spec.root()?);
     if !args.unsafe_root {
         jailprov::root_safety::check(spec.root()?)?;
     }

@@ -38,14 +38,14 @@ fn needers(entry: &Entry) -> String {
     text
 }
 
-/// "42 paths: 2 binary, 1 interpreter, ..." plus excluded and allowed-missing counts.
+/// "42 paths: 2 binaries, 1 interpreter, ..." plus excluded and allowed-missing counts.
 pub fn summary(closure: &Closure) -> String {
     let mut counts: BTreeMap<EntryKind, usize> = BTreeMap::new();
     for entry in closure.entries.values() {
         *counts.entry(entry.kind).or_default() += 1;
     }
-    let parts: Vec<String> = counts.iter().map(|(kind, count)| format!("{count} {}", kind.label())).collect();
-    let mut line = format!("{} paths: {}", closure.entries.len(), parts.join(", "));
+    let parts: Vec<String> = counts.iter().map(|(kind, count)| crate::words::count(*count, kind.label())).collect();
+    let mut line = format!("{}: {}", crate::words::count(closure.entries.len(), "path"), parts.join(", "));
     if !closure.excluded.is_empty() {
         let _ = write!(line, "; {} excluded", closure.excluded.len());
     }
@@ -215,9 +215,112 @@ fn diff_line(line: &str, palette: Palette) -> String {
     }
 }
 
-/// A plan for people, in the spirit of Terraform, colored when stdout takes color.
+/// A plan for people, in the spirit of Terraform, colored when stdout takes color, long lists
+/// summarised.
 pub fn plan_text(plan: &crate::plan::Plan, root: &std::path::Path, jailfile: &std::path::Path) -> String {
-    plan_text_in(plan, root, jailfile, Palette::for_stdout())
+    plan_text_in(plan, root, jailfile, Palette::for_stdout(), Verbosity::Normal)
+}
+
+/// How much of a long list of changes plan, apply and destroy print.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Verbosity {
+    /// The closing summary line only (`-q`).
+    Quiet,
+    /// Every line up to [`LONG_LIST`] lines; past it the first [`SHOWN_OF_LONG_LIST`] and a
+    /// summary by kind.
+    #[default]
+    Normal,
+    /// Every line (`-v`).
+    Verbose,
+}
+
+/// A list longer than this many lines is summarised: an 800-path jail is 800 lines nobody reads.
+pub const LONG_LIST: usize = 40;
+/// How many lines of a summarised list are still shown.
+pub const SHOWN_OF_LONG_LIST: usize = 20;
+
+/// Decides, line by line, which changes of a list are printed, and counts them all by kind for
+/// the summary that closes a list too long to print whole.
+#[derive(Debug)]
+pub struct ChangeList {
+    summarised: bool,
+    quiet: bool,
+    shown_lines: usize,
+    hidden: usize,
+    /// kind -> count per action marker, in the order markers first appear.
+    by_kind: BTreeMap<String, Vec<(&'static str, usize)>>,
+}
+
+impl ChangeList {
+    /// A list of `lines` lines in all (a change with its diff is several).
+    pub fn new(lines: usize, verbosity: Verbosity) -> ChangeList {
+        ChangeList {
+            summarised: verbosity == Verbosity::Quiet || (verbosity == Verbosity::Normal && lines > LONG_LIST),
+            quiet: verbosity == Verbosity::Quiet,
+            shown_lines: 0,
+            hidden: 0,
+            by_kind: BTreeMap::new(),
+        }
+    }
+
+    /// Counts `change` (`lines` lines long) and says whether to print it.
+    pub fn admit(&mut self, change: &crate::plan::Change, lines: usize) -> bool {
+        let counts = self.by_kind.entry(change.kind.clone()).or_default();
+        let marker = change.action.marker();
+        match counts.iter_mut().find(|(seen, _)| *seen == marker) {
+            Some((_, count)) => *count += 1,
+            None => counts.push((marker, 1)),
+        }
+        let shown = !self.summarised || (!self.quiet && self.shown_lines < SHOWN_OF_LONG_LIST);
+        if shown {
+            self.shown_lines += lines;
+        } else {
+            self.hidden += 1;
+        }
+        shown
+    }
+
+    /// What closes a summarised list, each line indented by `indent`: "… and 801 more (-v to
+    /// list all)" and "by kind: 700 files (+700), 1 device (+1)"; empty for a list shown whole
+    /// and for `-q`.
+    pub fn close(&self, indent: &str) -> String {
+        if !self.summarised || self.quiet {
+            return String::new();
+        }
+        let kinds: Vec<String> = self
+            .by_kind
+            .iter()
+            .map(|(kind, counts)| {
+                let total = counts.iter().map(|(_, count)| count).sum();
+                let markers: Vec<String> = counts.iter().map(|(marker, count)| format!("{marker}{count}")).collect();
+                format!("{} ({})", crate::words::count(total, kind), markers.join(" "))
+            })
+            .collect();
+        let mut text = String::new();
+        if self.hidden > 0 {
+            let _ = writeln!(text, "{indent}… and {} more (-v to list all)", self.hidden);
+        }
+        let _ = writeln!(text, "{indent}by kind: {}", kinds.join(", "));
+        text
+    }
+}
+
+/// A list of paths (what destroy kept), the first [`SHOWN_OF_LONG_LIST`] of a long one and how
+/// many more; nothing for `-q`.
+pub fn path_list(paths: &[String], indent: &str, verbosity: Verbosity) -> String {
+    let shown = match verbosity {
+        Verbosity::Quiet => 0,
+        Verbosity::Normal if paths.len() > LONG_LIST => SHOWN_OF_LONG_LIST,
+        _ => paths.len(),
+    };
+    let mut text = String::new();
+    for path in &paths[..shown] {
+        let _ = writeln!(text, "{indent}{path}");
+    }
+    if shown > 0 && shown < paths.len() {
+        let _ = writeln!(text, "{indent}… and {} more (-v to list all)", paths.len() - shown);
+    }
+    text
 }
 
 /// A plan for people, in the spirit of Terraform: markers, what changes, diffs, a closing line.
@@ -226,11 +329,18 @@ pub fn plan_text_in(
     root: &std::path::Path,
     jailfile: &std::path::Path,
     palette: Palette,
+    verbosity: Verbosity,
 ) -> String {
     let mut text = String::new();
-    if !plan.changes.is_empty() {
+    if !plan.changes.is_empty() && verbosity != Verbosity::Quiet {
         let _ = writeln!(text, "jailprov will make these changes in {}:\n", root.display());
+        let lines = plan.changes.iter().map(|change| 1 + change.diff.as_ref().map_or(0, |diff| diff.lines().count()));
+        let mut list = ChangeList::new(lines.sum(), verbosity);
         for change in &plan.changes {
+            let diff_lines = change.diff.as_ref().map_or(0, |diff| diff.lines().count());
+            if !list.admit(change, 1 + diff_lines) {
+                continue;
+            }
             let what = if change.what.is_empty() { String::new() } else { format!(" ({})", change.what.join(", ")) };
             let _ = writeln!(text, "  {}{what}", change_line(change, palette));
             if let Some(diff) = &change.diff {
@@ -239,6 +349,7 @@ pub fn plan_text_in(
                 }
             }
         }
+        text.push_str(&list.close("  "));
         text.push('\n');
     }
     if !plan.conflicts.is_empty() {
@@ -256,48 +367,58 @@ pub fn plan_text_in(
         }
         text.push('\n');
     }
-    if !plan.kept.is_empty() {
+    if !plan.kept.is_empty() && verbosity != Verbosity::Quiet {
         text.push_str("Kept: directories jailprov created that now hold files it did not create:\n");
-        for path in &plan.kept {
-            let _ = writeln!(text, "      {path}");
-        }
+        let kept: Vec<String> = plan.kept.iter().map(ToString::to_string).collect();
+        text.push_str(&path_list(&kept, "      ", verbosity));
         text.push('\n');
     }
-    let summary = plan.summary();
     if plan.changes.is_empty() && plan.conflicts.is_empty() {
         text.push_str(&no_changes_in(jailfile, palette));
     } else {
-        // Like Terraform, a replacement counts as one to add and one to destroy.
-        let counts = [
-            (summary.create + summary.replace, "to add", AnsiColor::Green),
-            (summary.update, "to change", AnsiColor::Yellow),
-            (summary.delete + summary.replace, "to destroy", AnsiColor::Red),
-        ];
-        let mut parts: Vec<String> = counts
-            .iter()
-            .map(|(count, what, color)| palette.paint(colored(*color), &format!("{count} {what}")))
-            .collect();
-        for (count, what, color) in
-            [(summary.mount, "to mount", AnsiColor::Green), (summary.unmount, "to unmount", AnsiColor::Red)]
-        {
-            if count > 0 {
-                parts.push(palette.paint(colored(color), &format!("{count} {what}")));
-            }
-        }
-        let _ = writeln!(text, "{} {}.", palette.paint(BOLD, "Plan:"), parts.join(", "));
+        let _ = writeln!(
+            text,
+            "{} {}.",
+            palette.paint(BOLD, "Plan:"),
+            summary_text(&plan.summary(), Tense::Planned, palette)
+        );
     }
     text
 }
 
-/// What an apply did, for its closing line: "3 added, 0 changed, 1 destroyed[, 1 mounted]".
-pub fn outcome(outcome: &crate::apply::Outcome) -> String {
-    let mut text = format!("{} added, {} changed, {} destroyed", outcome.added, outcome.changed, outcome.destroyed);
-    for (count, what) in [(outcome.mounted, "mounted"), (outcome.unmounted, "unmounted")] {
-        if count > 0 {
-            let _ = write!(text, ", {count} {what}");
-        }
-    }
-    text
+/// Whether a summary says what a plan will do or what was done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tense {
+    /// "3 to create"
+    Planned,
+    /// "3 created"
+    Done,
+}
+
+/// The counts of a plan in the words of its JSON summary and actions (create, update, replace,
+/// delete, mount, unmount): "3 to create, 0 to update, 1 to delete" or "3 created, ...".
+/// create, update and delete always; replace, mount and unmount when there are some.
+pub fn summary_text(summary: &crate::plan::Summary, tense: Tense, palette: Palette) -> String {
+    let counts = [
+        (summary.create, "create", "created", AnsiColor::Green, true),
+        (summary.update, "update", "updated", AnsiColor::Yellow, true),
+        (summary.replace, "replace", "replaced", AnsiColor::Red, false),
+        (summary.delete, "delete", "deleted", AnsiColor::Red, true),
+        (summary.mount, "mount", "mounted", AnsiColor::Green, false),
+        (summary.unmount, "unmount", "unmounted", AnsiColor::Red, false),
+    ];
+    let parts: Vec<String> = counts
+        .iter()
+        .filter(|(count, _, _, _, always)| *always || *count > 0)
+        .map(|(count, verb, done, color, _)| {
+            let words = match tense {
+                Tense::Planned => format!("{count} to {verb}"),
+                Tense::Done => format!("{count} {done}"),
+            };
+            palette.paint(colored(*color), &words)
+        })
+        .collect();
+    parts.join(", ")
 }
 
 /// The closing line of a plan with nothing to do (colored when stdout takes color).
@@ -442,8 +563,11 @@ fn jailfile_errors_json(errors: &crate::diagnostics::JailfileErrors) -> serde_js
     };
     if problems.len() > 1 {
         // The one message says there are more, as the text error's last line does.
-        let message =
-            format!("{} (and {} more problems; nothing was changed)", errors.problems[0].message, problems.len() - 1);
+        let message = format!(
+            "{} (and {} more; nothing was changed)",
+            errors.problems[0].message,
+            crate::words::count(problems.len() - 1, "problem")
+        );
         first.insert("error".into(), message.into());
     }
     first.insert("problems".into(), problems.into());

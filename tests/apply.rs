@@ -9,9 +9,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::{Read as _, Write as _};
+use std::io::Read as _;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -308,7 +308,7 @@ fn adding_then_removing_a_binary_is_exactly_one_create_then_one_delete() {
     assert_eq!(json_changes(&plan), [("delete".to_owned(), "/usr/bin/cat".to_owned())], "{plan:#}");
     let text = jail.run("plan", &[]).ok("plan");
     assert!(text.stdout.contains("-   file     /usr/bin/cat"), "{}", text.describe());
-    assert!(text.stdout.contains("Plan: 0 to add, 0 to change, 1 to destroy."), "{}", text.describe());
+    assert!(text.stdout.contains("Plan: 0 to create, 0 to update, 1 to delete."), "{}", text.describe());
     jail.apply();
     assert_eq!(paths(&jail.root), before, "removing cat again must give back exactly the jail before it was added");
     jail.assert_clean("after removing cat");
@@ -335,7 +335,7 @@ fn an_apply_that_changes_only_the_jail_rewrites_neither_the_lock_nor_the_record(
     let (lock_before, snapshot_before) = (identity(&lock), identity(&snapshot));
     fs::remove_file(jail.at("/etc/motd")).expect("remove a managed file");
     let run = jail.apply();
-    assert!(run.stdout.contains("Apply complete: 1 added"), "{}", run.describe());
+    assert!(run.stdout.contains("Apply complete: 1 created"), "{}", run.describe());
     jail.assert_clean("after the repair");
     assert_eq!(identity(&lock), lock_before, "Jailfile.lock was rewritten with the same bytes");
     assert_eq!(identity(&snapshot), snapshot_before, "the whole record was rewritten for one path");
@@ -364,7 +364,7 @@ fn foreign_files_survive_apply_and_destroy() {
     assert_eq!(mode_of(&jail.at("/tmp")), 0o1777, "the existing /tmp is kept in shape");
     jail.assert_clean("after apply");
 
-    let destroy = jail.run("destroy", &[]).ok("destroy");
+    let destroy = jail.run("destroy", &["--yes", "-v"]).ok("destroy");
     assert_eq!(foreign(&jail), before, "destroy changed foreign files");
     assert!(destroy.stdout.contains("-   file     /usr/bin/bash"), "{}", destroy.describe());
     let kept =
@@ -394,7 +394,7 @@ fn destroy_keeps_track_of_parents_of_kept_directories() {
     let jail = Jail::new(&seed_like(&SEED_BINARIES));
     jail.apply();
     write(&jail.at("/usr/bin/foreign"), "foreign\n");
-    let destroy = jail.run("destroy", &[]).ok("destroy with a foreign file in /usr/bin");
+    let destroy = jail.run("destroy", &["--yes"]).ok("destroy with a foreign file in /usr/bin");
     assert_eq!(read(&jail.at("/usr/bin/foreign")), "foreign\n");
     assert!(
         !destroy.stdout.lines().any(|line| line.trim_end() == "-   dir      /usr"),
@@ -402,7 +402,7 @@ fn destroy_keeps_track_of_parents_of_kept_directories() {
         destroy.describe()
     );
     fs::remove_file(jail.at("/usr/bin/foreign")).expect("remove the foreign file");
-    let destroy = jail.run("destroy", &[]).ok("destroy once the foreign file is gone");
+    let destroy = jail.run("destroy", &["--yes"]).ok("destroy once the foreign file is gone");
     assert!(
         !jail.at("/usr").exists(),
         "jailprov created /usr, yet it stays after everything foreign is gone: {}",
@@ -436,7 +436,7 @@ fn drift_in_content_mode_and_symlink_target_is_shown_and_repaired() {
         "-a line from inside the jail",
         "~   file     /usr/bin/bash (mode 0777 -> 0755)",
         "~   symlink  /lib (target usr/elsewhere -> usr/lib)",
-        "Plan: 0 to add, 3 to change, 0 to destroy.",
+        "Plan: 0 to create, 3 to update, 0 to delete.",
     ] {
         assert!(plan.stdout.contains(expected), "plan lacks {expected:?}: {}", plan.describe());
     }
@@ -450,7 +450,7 @@ fn drift_in_content_mode_and_symlink_target_is_shown_and_repaired() {
     );
 
     let apply = jail.apply();
-    assert!(apply.stdout.contains("0 added, 3 changed, 0 destroyed"), "{}", apply.describe());
+    assert!(apply.stdout.contains("0 created, 3 updated, 0 deleted"), "{}", apply.describe());
     assert_eq!(read(&jail.at("/etc/motd")), MOTD);
     assert_eq!(mode_of(&jail.at("/usr/bin/bash")), 0o755);
     assert_eq!(fs::read_link(jail.at("/lib")).expect("readlink"), Path::new("usr/lib"));
@@ -532,7 +532,7 @@ fn symlinks_planted_over_managed_dirs_never_lead_outside() {
     fs::remove_dir_all(jail.at("/usr/lib")).ok();
     let _ = fs::remove_file(jail.at("/usr/lib"));
     symlink(&outside_lib, jail.at("/usr/lib")).expect("plant /usr/lib again");
-    let destroy = jail.run("destroy", &[]);
+    let destroy = jail.run("destroy", &["--yes"]);
     assert_eq!(outside(), host_before, "destroy deleted outside the jail: {}", destroy.describe());
     assert!(fs::symlink_metadata(jail.at("/usr/bin/bash")).is_err() || destroy.code != 0, "{}", destroy.describe());
 }
@@ -676,7 +676,7 @@ fn saved_plan_applies_exactly_or_refuses_when_anything_moved() {
 
     // A plan saved on an empty jail, applied as is.
     let plan = jail.run("plan", &["-o", plan_file_arg]).ok("plan -o");
-    assert!(plan.stdout.contains("to add"), "{}", plan.describe());
+    assert!(plan.stdout.contains("to create"), "{}", plan.describe());
     let apply = apply_saved().ok("apply PLAN");
     assert!(apply.stdout.contains("Apply complete:"), "{}", apply.describe());
     assert!(is_regular_file(&jail.at("/usr/bin/bash")));
@@ -766,7 +766,7 @@ fn a_second_apply_fails_while_another_holds_the_lock() {
     let apply = jail.run("apply", &["--lock-timeout", "1"]).code(1, "apply while the lock is held");
     assert!(apply.stderr.contains(HELD), "{}", apply.describe());
     assert!(started.elapsed() >= Duration::from_millis(900), "it did not wait for --lock-timeout 1");
-    let destroy = jail.run("destroy", &["--lock-timeout", "0"]).code(1, "destroy while the lock is held");
+    let destroy = jail.run("destroy", &["--yes", "--lock-timeout", "0"]).code(1, "destroy while the lock is held");
     assert!(destroy.stderr.contains(HELD), "{}", destroy.describe());
     assert_eq!(tree(&jail.root), before, "a locked-out jailprov changed the jail");
     drop(held);
@@ -806,7 +806,7 @@ fn unsafe_and_symlink_roots_are_refused() {
         assert!(refused.stderr.contains("is a symlink"), "{}", refused.describe());
         assert_eq!(fs::read_dir(&real).expect("readdir").count(), 0, "something was written through the link");
     }
-    let refused = jail.run_at("destroy", &link, &[]).code(1, "destroy of a symlink root");
+    let refused = jail.run_at("destroy", &link, &["--yes"]).code(1, "destroy of a symlink root");
     assert!(refused.stderr.contains("is a symlink"), "{}", refused.describe());
 }
 
@@ -821,13 +821,13 @@ fn destroy_refuses_a_symlink_root_and_keeps_the_record() {
     let moved = jail.dir.join("moved");
     fs::rename(&jail.root, &moved).expect("move the jail away");
     symlink(&moved, &jail.root).expect("a symlink where the root was");
-    let destroy = jail.run("destroy", &["--unsafe-root"]);
+    let destroy = jail.run("destroy", &["--yes", "--unsafe-root"]);
     fs::remove_file(&jail.root).expect("rm the link");
     fs::rename(&moved, &jail.root).expect("move the jail back");
     assert_eq!(destroy.code, 1, "destroy of a symlink root: {}", destroy.describe());
     assert!(!destroy.stdout.contains("does not exist"), "{}", destroy.describe());
     // With the real root back, jailprov still knows what it created and destroys it.
-    let destroy = jail.run("destroy", &[]).ok("destroy of the real root");
+    let destroy = jail.run("destroy", &["--yes"]).ok("destroy of the real root");
     assert!(!jail.at("/usr/bin/bash").exists(), "jailprov forgot what it created: {}", destroy.describe());
 }
 
@@ -946,7 +946,6 @@ fn plan_text_and_json_snapshots() {
 fn interactive_apply_asks_on_a_terminal_and_refuses_without_one() {
     need_root!("interactive_apply_asks_on_a_terminal_and_refuses_without_one");
     cli::prerequisites::require(&cli::prerequisites::SCRIPT);
-    let script = which("script").expect("script is installed");
     let jail = Jail::new("[[files]]\npath = \"/etc/motd\"\ncontent = \"hi\\n\"\n");
 
     let no_tty = jail.run("apply", &["--interactive"]).code(1, "apply --interactive without a terminal");
@@ -954,48 +953,18 @@ fn interactive_apply_asks_on_a_terminal_and_refuses_without_one() {
     assert!(!jail.root.exists(), "nothing may be created without an answer");
 
     // `script` runs jailprov on a pseudo-terminal and forwards our answer to it.
-    let interactive = |answer: &str| {
-        let line = format!(
-            "{BIN} apply --interactive -f {} --root {} --state-dir {}",
-            jail.jailfile.display(),
-            jail.root.display(),
-            jail.state.display()
-        );
-        let mut child = Command::new(&script)
-            .args(["-qec", &line, "/dev/null"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("script starts");
-        child.stdin.take().expect("piped stdin").write_all(answer.as_bytes()).expect("answer");
-        let output = child.wait_with_output().expect("script ends");
-        // On a terminal the plan may be colored (TERM decides under `--color auto`): read its text.
-        let text = anstream::adapter::strip_str(&String::from_utf8_lossy(&output.stdout)).to_string();
-        (output.status.code().unwrap_or(-1), text)
-    };
+    let interactive = |answer: &str| cli::on_a_terminal(&jail.command_line("apply", "--interactive"), answer);
 
     let (code, text) = interactive("no\n");
     assert_eq!(code, 1, "{text}");
-    assert!(text.contains("Plan: 3 to add") && text.contains("Apply cancelled."), "{text}");
+    assert!(text.contains("Plan: 3 to create") && text.contains("Apply cancelled."), "{text}");
     assert!(!jail.root.exists(), "a cancelled apply creates nothing");
 
     let (code, text) = interactive("yes\n");
     assert_eq!(code, 0, "{text}");
-    assert!(text.contains("Apply complete: 3 added"), "{text}");
+    assert!(text.contains("Apply complete: 3 created"), "{text}");
     assert_eq!(fs::read_to_string(jail.at("/etc/motd")).expect("motd"), "hi\n");
     jail.assert_clean("after the interactive apply");
-}
-
-/// The first PATH directory holding `name`.
-fn which(name: &str) -> Result<PathBuf, ()> {
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-        .chain(["/usr/bin".into(), "/bin".into()])
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
-        .ok_or(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1029,7 +998,7 @@ persistent = true
     let _unmount = UnmountGuard(jail.root.clone());
 
     // plan: the mounts are shown, after the files (their targets are created first).
-    let plan = jail.run("plan", &["--detailed-exitcode"]).code(2, "plan before apply");
+    let plan = jail.run("plan", &["--detailed-exitcode", "-v"]).code(2, "plan before apply");
     let data_line = format!("+   mount    /data (bind {}, read-only)", source.path().display());
     assert!(plan.stdout.contains(&data_line), "{}", plan.describe());
     assert!(plan.stdout.contains("+   mount    /scratch (tmpfs, size 1048576)"), "{}", plan.describe());
@@ -1066,7 +1035,7 @@ persistent = true
     assert!(plan.stdout.contains("-   dir      /scratch"), "{}", plan.describe());
     assert!(plan.stdout.contains(", 1 to unmount."), "{}", plan.describe());
     let applied = jail.apply();
-    assert!(applied.stdout.contains("1 destroyed, 1 unmounted."), "{}", applied.describe());
+    assert!(applied.stdout.contains("1 deleted, 1 unmounted."), "{}", applied.describe());
     let mounted = mounts_under(&jail.root);
     assert_eq!(mounted.iter().map(|(p, _, _)| p.as_str()).collect::<Vec<_>>(), ["/data"], "{mounted:?}");
     assert!(!jail.at("/scratch").exists());
@@ -1086,7 +1055,7 @@ persistent = true
         .expect("a foreign tmpfs on the jail's /tmp");
     fs::write(jail.at("/tmp/user-file"), "mine\n").expect("a file on the foreign mount");
     jail.assert_clean("with a foreign mount on /tmp");
-    let destroyed = jail.run("destroy", &[]).ok("destroy");
+    let destroyed = jail.run("destroy", &["--yes"]).ok("destroy");
     assert!(destroyed.stdout.contains("1 unmounted."), "{}", destroyed.describe());
     let mounted = mounts_under(&jail.root);
     assert_eq!(mounted.iter().map(|(p, _, _)| p.as_str()).collect::<Vec<_>>(), ["/tmp"], "{mounted:?}");

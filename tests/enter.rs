@@ -538,7 +538,7 @@ fn a_jail_never_applied_is_refused_with_the_command_to_run() {
     refused(&elsewhere, "a root never applied");
     // Destroyed, with a foreign file keeping the root: the record is gone, so is the jail.
     fs::write(jail.root.join("foreign"), "mine\n").expect("a foreign file");
-    jail.run("destroy", &[]).ok("destroy");
+    jail.run("destroy", &["--yes"]).ok("destroy");
     assert!(jail.root.join("foreign").exists(), "destroy keeps what it did not create");
     refused(&jail.root, "a destroyed jail");
 }
@@ -558,7 +558,10 @@ fn limits_without_cgroup_v2_fall_back_to_rlimits_and_say_so() {
         assert!(!run.stderr.contains("RLIMIT_AS"), "{}", run.describe());
         assert!(cgroup.stdout.contains("jailprov-enter-"), "{}", cgroup.describe());
     } else {
-        assert!(run.stderr.contains("falling back to RLIMIT_AS=536870912"), "{}", run.describe());
+        assert!(run.stderr.contains("memory falls back to RLIMIT_AS=536870912"), "{}", run.describe());
+        // One warning that says what is missing on this host, never blaming root for root.
+        assert_eq!(run.stderr.matches("[enter].limits").count(), 1, "{}", run.describe());
+        assert!(!run.stderr.contains("without root") && !run.stderr.contains("not root"), "{}", run.describe());
         assert!(run.stdout.ends_with(&format!("{}\n", 512 * 1024)), "ulimit -v is in KiB: {}", run.describe());
     }
 }

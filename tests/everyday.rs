@@ -85,12 +85,7 @@ fn visible(text: &str) -> String {
 /// so that `auto` has a color terminal to decide for); its stdout as the terminal showed it.
 fn plan_on_a_terminal(ws: &Workspace, env: &[(&str, &str)], extra: &str) -> String {
     cli::prerequisites::require(&cli::prerequisites::SCRIPT);
-    let line = format!(
-        "{BIN} plan -f {} --root {} --state-dir {} {extra}",
-        ws.jailfile.display(),
-        ws.root.display(),
-        ws.state.display()
-    );
+    let line = ws.command_line("plan", extra);
     let mut command = Command::new("script");
     command.args(["-qec", &line, "/dev/null"]).env("TERM", "xterm").env_remove("NO_COLOR").env_remove("CLICOLOR_FORCE");
     command.envs(env.iter().copied());
@@ -105,9 +100,13 @@ fn plan_is_colored_on_a_terminal_by_default_and_not_with_no_color_or_never() {
     let colored = plan_on_a_terminal(&ws, &[], "");
     assert!(colored.contains("\x1b[32m+  \x1b[0m"), "a green + on a terminal:\n{}", visible(&colored));
     let no_color = plan_on_a_terminal(&ws, &[("NO_COLOR", "1")], "--color auto");
-    assert!(!no_color.contains('\x1b') && no_color.contains("Plan: 5 to add"), "NO_COLOR=1:\n{}", visible(&no_color));
+    assert!(
+        !no_color.contains('\x1b') && no_color.contains("Plan: 5 to create"),
+        "NO_COLOR=1:\n{}",
+        visible(&no_color)
+    );
     let never = plan_on_a_terminal(&ws, &[], "--color never");
-    assert!(!never.contains('\x1b') && never.contains("Plan: 5 to add"), "--color never:\n{}", visible(&never));
+    assert!(!never.contains('\x1b') && never.contains("Plan: 5 to create"), "--color never:\n{}", visible(&never));
     // `always` wins over NO_COLOR as over a pipe: the user asked on this very command line.
     let always = plan_on_a_terminal(&ws, &[("NO_COLOR", "1")], "--color always");
     assert!(always.contains('\x1b'), "--color always:\n{}", visible(&always));
@@ -120,9 +119,9 @@ fn plan_into_a_pipe_has_no_color_unless_always() {
     let mut piped = ws.command("plan", &[]);
     piped.env("TERM", "xterm").env_remove("NO_COLOR").env_remove("CLICOLOR_FORCE");
     let run = output(piped).ok("plan into a pipe");
-    assert!(!run.stdout.contains('\x1b') && run.stdout.contains("Plan: 5 to add"), "{}", visible(&run.stdout));
+    assert!(!run.stdout.contains('\x1b') && run.stdout.contains("Plan: 5 to create"), "{}", visible(&run.stdout));
     let run = ws.run("plan", &["--color", "always"]).ok("plan --color always");
-    assert!(run.stdout.contains("\x1b[1mPlan:\x1b[0m \x1b[32m5 to add\x1b[0m"), "{}", visible(&run.stdout));
+    assert!(run.stdout.contains("\x1b[1mPlan:\x1b[0m \x1b[32m5 to create\x1b[0m"), "{}", visible(&run.stdout));
     let run = ws.run("plan", &["--color", "always", "--format", "json"]).ok("json is never colored");
     assert!(!run.stdout.contains('\x1b'), "{}", run.stdout);
 }
@@ -147,6 +146,6 @@ fn plan_and_destroy_colors_snapshot() {
     assert!(run.stdout.contains("\x1b[32m+  \x1b[0m file     /etc/hostname"), "{}", visible(&run.stdout));
     let run = ws.run("apply", &[]).ok("apply into a pipe");
     assert!(!run.stdout.contains('\x1b'), "{}", visible(&run.stdout));
-    let run = ws.run("destroy", &["--color", "always"]).ok("destroy --color always");
+    let run = ws.run("destroy", &["--yes", "--color", "always"]).ok("destroy --color always");
     assert!(run.stdout.contains("\x1b[31m-  \x1b[0m file     /etc/motd"), "{}", visible(&run.stdout));
 }

@@ -144,7 +144,7 @@ fn non_utf8_name_in_a_created_directory_is_foreign_and_kept() {
     assert!(!plan.stdout.contains("- dir"), "the directory is not deleted: {}", plan.describe());
     jail.run("apply", &[]).ok("apply with a non-UTF-8 name in a directory to delete");
     assert!(planted.exists(), "apply kept the foreign file");
-    let destroy = jail.run("destroy", &[]).ok("destroy with a non-UTF-8 name in a kept directory");
+    let destroy = jail.run("destroy", &["--yes"]).ok("destroy with a non-UTF-8 name in a kept directory");
     assert!(planted.exists(), "destroy kept the foreign file: {}", destroy.describe());
     assert!(destroy.stdout.contains("/data"), "destroy names what it kept: {}", destroy.describe());
 }

@@ -275,7 +275,7 @@ fn destroy_forgets_the_memo_and_an_old_memo_cannot_answer_after_it() {
     assert_eq!(memos.len(), 1, "the no-op plan wrote one memo: {memos:?}");
     let old_memo = fs::read(&memos[0]).expect("read the memo");
 
-    jail.run("destroy", &[]).ok("destroy");
+    jail.run("destroy", &["--yes"]).ok("destroy");
     assert_eq!(memo_files(&jail), Vec::<PathBuf>::new(), "destroy leaves no plan memo behind");
 
     fs::write(&memos[0], &old_memo).expect("put the old memo back");

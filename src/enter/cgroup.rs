@@ -34,8 +34,18 @@ impl LimitsPlan {
 }
 
 /// Decides the limits. `controllers` are the cgroup v2 controllers a new cgroup can use (empty
-/// without cgroup v2 at /sys/fs/cgroup, or when jailprov cannot create cgroups).
+/// without cgroup v2 at /sys/fs/cgroup, or when jailprov cannot create cgroups). What keeps a
+/// controller away is looked up only when one is missing.
 pub fn plan(limits: &LimitsSpec, controllers: &[String]) -> LimitsPlan {
+    plan_explained(limits, controllers, |missing| Unavailable::now(missing).to_string())
+}
+
+/// [`plan`], with `why_missing` saying what keeps the named controllers away.
+pub fn plan_explained(
+    limits: &LimitsSpec,
+    controllers: &[String],
+    why_missing: impl FnOnce(&[&str]) -> String,
+) -> LimitsPlan {
     let has = |name: &str| controllers.iter().any(|controller| controller == name);
     let mut plan = LimitsPlan::default();
     if let Some(nofile) = limits.nofile {
@@ -47,6 +57,9 @@ pub fn plan(limits: &LimitsSpec, controllers: &[String]) -> LimitsPlan {
     if let Some(fsize) = limits.fsize {
         plan.rlimits.push((Resource::RLIMIT_FSIZE, fsize));
     }
+    // What each limit falls back to without its controller, for the one warning below.
+    let mut missing = Vec::new();
+    let mut fallbacks = Vec::new();
     if let Some(nproc) = limits.nproc {
         // RLIMIT_NPROC always (it is what the Jailfile documents); pids.max on top where it
         // exists, since RLIMIT_NPROC counts the user's processes on the whole host.
@@ -54,8 +67,9 @@ pub fn plan(limits: &LimitsSpec, controllers: &[String]) -> LimitsPlan {
         if has("pids") {
             plan.pids_max = Some(nproc);
         } else {
-            plan.warnings.push(format!(
-                "[enter].limits.nproc: no cgroup v2 `pids` controller available at {CGROUP_MOUNT}; only RLIMIT_NPROC={nproc} applies (it counts all processes of the jail user's uid on the host)"
+            missing.push("pids");
+            fallbacks.push(format!(
+                "nproc is only RLIMIT_NPROC={nproc} (it counts every process of the jail user's uid on the host)"
             ));
         }
     }
@@ -64,12 +78,91 @@ pub fn plan(limits: &LimitsSpec, controllers: &[String]) -> LimitsPlan {
             plan.memory_max = Some(memory);
         } else {
             plan.rlimits.push((Resource::RLIMIT_AS, memory));
-            plan.warnings.push(format!(
-                "[enter].limits.memory: no cgroup v2 `memory` controller available at {CGROUP_MOUNT} (a cgroup v1 or hybrid host, or jailprov is not root); falling back to RLIMIT_AS={memory}, which limits each process's address space, not the memory the jail uses"
+            missing.push("memory");
+            fallbacks.push(format!(
+                "memory falls back to RLIMIT_AS={memory} (each process's address space, not the memory the jail uses)"
             ));
         }
     }
+    if !missing.is_empty() {
+        plan.warnings.push(format!("[enter].limits: {}; so {}", why_missing(&missing), fallbacks.join(", and ")));
+    }
     plan
+}
+
+/// What keeps cgroup v2 controllers from the jail, said exactly: the first thing missing on the
+/// way from "jailprov is root" to "the controller is enabled for a new cgroup".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unavailable {
+    /// Rootless enter: only root makes cgroups here.
+    NotRoot,
+    /// Nothing is mounted at /sys/fs/cgroup (or it cannot be read).
+    NotMounted,
+    /// /sys/fs/cgroup is a cgroup v1 or hybrid layout (`unified`: a v2 hierarchy at
+    /// /sys/fs/cgroup/unified, which holds no controllers while v1 has them).
+    NotV2 { unified: bool },
+    /// The controllers are not offered to jailprov's cgroup (`cgroup.controllers` of `base`).
+    NotOffered { controllers: Vec<String>, base: PathBuf },
+    /// Offered, but enabling them in `base`'s `cgroup.subtree_control` failed (a cgroup that
+    /// holds processes itself cannot give controllers to children, or it is read-only).
+    NotEnabled { controllers: Vec<String>, base: PathBuf },
+}
+
+impl Unavailable {
+    /// Looks at this host, read only (after [`probe`] tried to enable them).
+    pub fn now(missing: &[&str]) -> Unavailable {
+        let names = || missing.iter().map(|name| (*name).to_owned()).collect::<Vec<_>>();
+        if !nix::unistd::geteuid().is_root() {
+            return Unavailable::NotRoot;
+        }
+        let mount = Path::new(CGROUP_MOUNT);
+        let Ok(statfs) = nix::sys::statfs::statfs(mount) else { return Unavailable::NotMounted };
+        if statfs.filesystem_type() != nix::sys::statfs::CGROUP2_SUPER_MAGIC {
+            return Unavailable::NotV2 { unified: mount.join("unified").join("cgroup.controllers").exists() };
+        }
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        let own = own.lines().find_map(|line| line.strip_prefix("0::")).unwrap_or("/");
+        let base = mount.join(own.trim_start_matches('/'));
+        let offered = std::fs::read_to_string(base.join("cgroup.controllers")).unwrap_or_default();
+        if missing.iter().any(|name| !offered.split_whitespace().any(|have| have == *name)) {
+            return Unavailable::NotOffered { controllers: names(), base };
+        }
+        Unavailable::NotEnabled { controllers: names(), base }
+    }
+}
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let listed = |controllers: &[String]| controllers.iter().map(|name| format!("`{name}`")).collect::<Vec<_>>();
+        match self {
+            Unavailable::NotRoot => write!(f, "jailprov runs without root, and only root makes cgroups for a jail"),
+            Unavailable::NotMounted => write!(f, "no cgroup filesystem is mounted at {CGROUP_MOUNT}"),
+            Unavailable::NotV2 { unified: true } => write!(
+                f,
+                "{CGROUP_MOUNT} is a hybrid cgroup v1/v2 layout: the controllers are v1's, and jailprov uses only cgroup \
+                 v2 (boot with systemd.unified_cgroup_hierarchy=1)"
+            ),
+            Unavailable::NotV2 { unified: false } => write!(
+                f,
+                "{CGROUP_MOUNT} is cgroup v1, and jailprov uses only cgroup v2 (boot with \
+                 systemd.unified_cgroup_hierarchy=1)"
+            ),
+            Unavailable::NotOffered { controllers, base } => write!(
+                f,
+                "the cgroup {} does not offer {} (see its cgroup.controllers; the parent must delegate them)",
+                base.display(),
+                listed(controllers).join(" and ")
+            ),
+            Unavailable::NotEnabled { controllers, base } => write!(
+                f,
+                "{} cannot be enabled in {}/cgroup.subtree_control (a cgroup holding processes itself gives no \
+                 controllers to children; run jailprov from a leaf of a delegated subtree, e.g. `systemd-run --scope \
+                 -p Delegate=yes`)",
+                listed(controllers).join(" and "),
+                base.display()
+            ),
+        }
+    }
 }
 
 /// The directory under which jailprov can create a cgroup with the controllers it needs, and
@@ -187,14 +280,52 @@ mod tests {
     }
 
     #[test]
-    fn without_cgroup_v2_memory_falls_back_to_rlimit_as_with_a_warning() {
-        let plan = plan(&limits(), &[]);
+    fn without_cgroup_v2_memory_falls_back_to_rlimit_as_with_one_warning() {
+        let plan = plan_explained(&limits(), &[], |_| Unavailable::NotV2 { unified: true }.to_string());
         assert!(!plan.needs_cgroup());
         assert!(plan.rlimits.contains(&(Resource::RLIMIT_AS, 64 << 20)));
         assert!(plan.rlimits.contains(&(Resource::RLIMIT_NPROC, 32)));
-        assert_eq!(plan.warnings.len(), 2, "{:?}", plan.warnings);
-        assert!(plan.warnings.iter().any(|warning| warning.contains("falling back to RLIMIT_AS")));
-        assert!(plan.warnings.iter().any(|warning| warning.contains("only RLIMIT_NPROC=32 applies")));
+        insta::assert_snapshot!("limits_without_cgroup_v2", plan.warnings.join("\n---\n"));
+    }
+
+    #[test]
+    fn with_only_pids_the_warning_names_only_memory() {
+        let mut asked = Vec::new();
+        let plan = plan_explained(&limits(), &["pids".into()], |missing| {
+            asked = missing.iter().map(|name| (*name).to_owned()).collect();
+            Unavailable::NotOffered { controllers: asked.clone(), base: "/sys/fs/cgroup/a".into() }.to_string()
+        });
+        assert_eq!(asked, ["memory"], "only the missing controller is looked into");
+        assert_eq!(plan.pids_max, Some(32));
+        insta::assert_snapshot!("limits_memory_not_offered", plan.warnings.join("\n---\n"));
+    }
+
+    #[test]
+    fn each_reason_says_what_is_missing_and_never_blames_root_for_root() {
+        let controllers = vec!["memory".to_owned(), "pids".to_owned()];
+        let base = PathBuf::from("/sys/fs/cgroup/user.slice");
+        let reasons = [
+            Unavailable::NotRoot,
+            Unavailable::NotMounted,
+            Unavailable::NotV2 { unified: false },
+            Unavailable::NotV2 { unified: true },
+            Unavailable::NotOffered { controllers: controllers.clone(), base: base.clone() },
+            Unavailable::NotEnabled { controllers, base },
+        ];
+        let said: Vec<String> = reasons.iter().map(ToString::to_string).collect();
+        for (reason, text) in reasons.iter().zip(&said).skip(1) {
+            assert!(!text.contains("root"), "{reason:?} blames root: {text}");
+        }
+        insta::assert_snapshot!("cgroup_unavailable_reasons", said.join("\n"));
+    }
+
+    #[test]
+    fn as_root_on_this_host_the_reason_is_not_root() {
+        if nix::unistd::geteuid().is_root() {
+            assert_ne!(Unavailable::now(&["memory"]), Unavailable::NotRoot);
+        } else {
+            eprintln!("SKIPPED as_root_on_this_host_the_reason_is_not_root: needs root");
+        }
     }
 
     #[test]

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::desired::{DesiredKind, StatPrint};
 use crate::tree::JailPath;
 
+pub mod applied;
 pub mod content_hash;
 pub mod journal;
 pub mod lock;

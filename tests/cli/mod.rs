@@ -104,6 +104,22 @@ impl Workspace {
         output(self.command_at(subcommand, root, extra))
     }
 
+    /// `jailprov SUBCOMMAND -f JAILFILE --root ROOT --state-dir STATE EXTRA` as one line for a shell
+    /// (`script -c`); the workspace's tempdir paths hold no spaces.
+    pub fn command_line(&self, subcommand: &str, extra: &str) -> String {
+        format!(
+            "{BIN} {subcommand} -f {} --root {} --state-dir {} {extra}",
+            self.jailfile.display(),
+            self.root.display(),
+            self.state.display()
+        )
+    }
+
+    /// `text` with the workspace's directory written `[DIR]`, for snapshots.
+    pub fn anonymous(&self, text: &str) -> String {
+        text.replace(&self.dir.display().to_string(), "[DIR]")
+    }
+
     /// ROOT/rel for a jail path such as "/usr/bin/bash".
     pub fn at(&self, jail_path: &str) -> PathBuf {
         self.root.join(jail_path.trim_start_matches('/'))
@@ -132,6 +148,38 @@ impl Run {
     pub fn ok(self, what: &str) -> Run {
         self.code(0, what)
     }
+}
+
+/// A Jailfile of `count` small inline files /etc/f01, /etc/f02...: `count + 1` paths to create
+/// (/etc too), for output whose length matters.
+pub fn inline_files(count: usize) -> String {
+    let mut text = String::from("root = \"/unused\"\n");
+    for index in 1..=count {
+        text.push_str(&format!("[[files]]\npath = \"/etc/f{index:02}\"\ncontent = \"{index}\\n\"\n"));
+    }
+    text
+}
+
+/// Runs the shell command `line` on a pseudo-terminal (`script` from util-linux), `answer` typed
+/// into it: its exit code and what the terminal showed, colors stripped, `\r\n` as `\n`, and
+/// the terminal's echo of the answer left out (it lands before or after the question by timing).
+pub fn on_a_terminal(line: &str, answer: &str) -> (i32, String) {
+    use std::io::Write;
+    prerequisites::require(&prerequisites::SCRIPT);
+    let mut child = Command::new("script")
+        .args(["-qec", line, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script starts");
+    child.stdin.take().expect("piped stdin").write_all(answer.as_bytes()).expect("answer");
+    let output = child.wait_with_output().expect("script ends");
+    let text = anstream::adapter::strip_str(&String::from_utf8_lossy(&output.stdout)).to_string().replace("\r\n", "\n");
+    let typed = answer.trim_end();
+    let text = text.replace(&format!("accepted: {typed}\n"), "accepted: ");
+    let text: Vec<&str> = text.split_inclusive('\n').filter(|line| line.trim_end() != typed).collect();
+    (output.status.code().unwrap_or(-1), text.concat())
 }
 
 /// Runs `command` to completion, capturing its output.
