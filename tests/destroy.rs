@@ -47,7 +47,7 @@ fn destroy_on_a_terminal_shows_what_goes_and_wants_yes() {
 
     let (code, text) = destroy_on_a_terminal(&ws, "yes\n");
     assert_eq!(code, 0, "{text}");
-    assert!(text.contains("Destroy complete: 4 deleted.\n"), "{text}");
+    assert!(text.contains("Destroy complete: 5 deleted.\n"), "{text}");
     assert!(!text.contains("-   file     /etc/f01\n-   file"), "the list is shown once, before the question: {text}");
     assert!(!ws.root.exists(), "{text}");
 }
@@ -60,7 +60,7 @@ fn plan_destroy_previews_what_destroy_removes_and_changes_nothing() {
     insta::assert_snapshot!("plan_destroy_text", ws.anonymous(&preview.stdout));
     let json = ws.run("plan", &["--destroy", "--format", "json"]).ok("plan --destroy --format json");
     let json: serde_json::Value = serde_json::from_str(&json.stdout).expect("JSON");
-    assert_eq!(json["summary"]["delete"], 4, "{json}");
+    assert_eq!(json["summary"]["delete"], 5, "{json}");
     assert_eq!(json["summary"]["create"], 0, "{json}");
     assert!(ws.at("/etc/f02").exists(), "plan --destroy removed something");
     ws.run("plan", &["--detailed-exitcode"]).ok("the jail still matches after the preview");

@@ -63,7 +63,7 @@ fn included_lists_are_concatenated_without_repeats_and_tables_merged() {
     );
     let (code, stdout, stderr) = tree.run(&["validate"]);
     assert_eq!(code, 0, "stderr: {stderr}");
-    insta::assert_snapshot!(stdout, @"app/Jailfile.toml is valid: root /srv/jails/app, 3 binaries, 0 [[files]], 1 users, 0 mounts");
+    insta::assert_snapshot!(stdout, @"app/Jailfile.toml is valid: root /srv/jails/app, 3 binaries, 0 [[files]], 1 user, 0 mounts");
     let (code, closure, stderr) = tree.run(&["closure"]);
     assert_eq!(code, 0, "stderr: {stderr}");
     let declared: Vec<&str> = closure

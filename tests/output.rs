@@ -22,12 +22,13 @@ fn change_lines(text: &str) -> usize {
 
 #[test]
 fn a_plan_of_40_lines_is_listed_whole_and_one_of_41_is_summarised_by_kind() {
-    let ws = workspace("jailprov-output-threshold-", 39);
+    // n inline files make n + 2 paths: the files, their /etc, and the /dev every jail has.
+    let ws = workspace("jailprov-output-threshold-", 38);
     let whole = ws.run("plan", &[]).ok("plan of 40 paths");
     assert_eq!(change_lines(&whole.stdout), 40, "{}", whole.stdout);
     assert!(!whole.stdout.contains("more (-v"), "{}", whole.stdout);
 
-    let ws = workspace("jailprov-output-long-", 40);
+    let ws = workspace("jailprov-output-long-", 39);
     let summarised = ws.run("plan", &[]).ok("plan of 41 paths");
     insta::assert_snapshot!("long_plan_summarised", ws.anonymous(&summarised.stdout));
     let verbose = ws.run("plan", &["-v"]).ok("plan -v");
@@ -51,14 +52,14 @@ fn apply_and_destroy_of_a_long_list_print_the_first_lines_and_a_summary() {
     let quiet = ws.run("destroy", &["--yes", "-q"]).ok("destroy -q");
     assert_eq!(
         ws.anonymous(&quiet.stdout),
-        "Destroy complete: 51 deleted.\nRemoved the empty jail root [DIR]/jail.\n",
+        "Destroy complete: 52 deleted.\nRemoved the empty jail root [DIR]/jail.\n",
         "{}",
         quiet.describe()
     );
 
     ws.apply();
     let verbose = ws.run("destroy", &["--yes", "-v"]).ok("destroy -v");
-    assert_eq!(change_lines(&verbose.stdout), 51, "{}", verbose.stdout);
+    assert_eq!(change_lines(&verbose.stdout), 52, "{}", verbose.stdout);
 }
 
 #[test]
@@ -66,7 +67,7 @@ fn apply_quiet_prints_only_the_summary_line() {
     need_root!("apply_quiet_prints_only_the_summary_line");
     let ws = workspace("jailprov-output-quiet-", 2);
     let run = ws.run("apply", &["-q"]).ok("apply -q");
-    assert_eq!(run.stdout, "Apply complete: 3 created, 0 updated, 0 deleted.\n", "{}", run.describe());
+    assert_eq!(run.stdout, "Apply complete: 4 created, 0 updated, 0 deleted.\n", "{}", run.describe());
     ws.run("destroy", &["--yes"]).ok("destroy");
 }
 

@@ -177,6 +177,6 @@ fn destroy_forgets_the_cache() {
     fs::write(src_path(&jail, "a.txt"), "ALPHA\n").expect("edit a.txt");
     jail.plan_changes("plan after an edit");
     jail.the_cache();
-    jail.run("destroy", &[]).ok("destroy");
+    jail.run("destroy", &["--yes"]).ok("destroy");
     assert_eq!(jail.caches(), Vec::<PathBuf>::new(), "destroy leaves no plan cache behind");
 }

@@ -56,7 +56,7 @@ fn apply_shows_progress_and_color_on_a_terminal_and_neither_when_piped() {
     assert!(tty.stdout.contains("Apply complete"), "{}", tail(&tty.stdout));
 
     // Piped: the same work prints no bar and no escape sequence at all.
-    workspace.run("destroy", &[]).ok("destroy");
+    workspace.run("destroy", &["--yes"]).ok("destroy");
     let mut piped = workspace.command("apply", &[]);
     piped.env("TERM", "xterm").env_remove("NO_COLOR").env("JAILPROV_PROGRESS_DELAY_MS", "0");
     let piped = output(piped).ok("apply into pipes");
