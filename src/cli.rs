@@ -308,6 +308,10 @@ pub enum ClosureFormat {
 pub struct ClosureArgs {
     #[command(flatten)]
     pub jailfile: JailfileArgs,
+    /// Where the closure cache lives (closure-cache/, only in a state directory that exists;
+    /// JAILPROV_NO_CACHE=1 neither reads nor writes it).
+    #[command(flatten)]
+    pub state: StateArgs,
     /// Output format.
     #[arg(long, value_enum, default_value_t = ClosureFormat::Text)]
     pub format: ClosureFormat,
@@ -319,4 +323,6 @@ pub struct WhyArgs {
     pub path: PathBuf,
     #[command(flatten)]
     pub jailfile: JailfileArgs,
+    #[command(flatten)]
+    pub state: StateArgs,
 }

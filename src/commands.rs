@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use jailprov::apply::{self, Outcome};
 use jailprov::check;
 use jailprov::cli::{ApplyArgs, CheckArgs, CheckFormat, DestroyArgs, JailfileArgs, LockArgs, PlanArgs, PlanFormat};
+use jailprov::closure::cache::ClosureCache;
 use jailprov::desired::{self, ClosureFacts, DesiredTree};
 use jailprov::host::HostFs;
 use jailprov::jail_root::JailRoot;
@@ -65,7 +66,7 @@ fn prepare(spec: &Spec, host: HostFs, jailfile: &Path, state_dir: &Path) -> Resu
         });
         let desired = {
             let _t = jailprov::timings::phase("host side (closure+desired)");
-            desired::desired_with_facts(spec, &host)
+            desired::desired_with_facts(spec, &host, ClosureCache::in_state_dir(state_dir))
         };
         let jail_side = jail_side.join().unwrap_or_else(|_| Err(anyhow::anyhow!("reading the state record panicked")));
         (jail_side, desired)
@@ -433,7 +434,7 @@ fn desired_and_lock_review(
     state_dir: &Path,
     mode: lock::Mode,
 ) -> Result<(DesiredTree, lock::Review)> {
-    let (desired, facts) = desired::desired_with_facts(spec, host)?;
+    let (desired, facts) = desired::desired_with_facts(spec, host, ClosureCache::in_state_dir(state_dir))?;
     let inputs = lock::Inputs { jailfile, desired: &desired, facts: &facts, host, state_dir };
     let review = lock::review(&inputs, mode)?;
     Ok((desired, review))
@@ -457,7 +458,7 @@ pub fn check(args: &CheckArgs) -> Result<ExitCode> {
     if metadata.file_type().is_symlink() {
         bail!("the jail root {} is a symlink; name the real directory", root.display());
     }
-    let (desired, _) = desired::desired_with_facts(&spec, &host)?;
+    let (desired, _) = desired::desired_with_facts(&spec, &host, ClosureCache::in_state_dir(&args.state.state_dir))?;
     let mounts = Mounts::of(&spec.mounts, JailMounts::read(&root)?);
     let store = StateStore::for_root(&args.state.state_dir, &root);
     let jail = JailRoot::open(&root)?;

@@ -177,7 +177,8 @@ fn validate(args: &JailfileArgs) -> Result<ExitCode> {
 fn closure_command(args: &ClosureArgs) -> Result<ExitCode> {
     let host = HostFs::real();
     let spec = load_spec(&args.jailfile, &host)?;
-    let closure = closure::compute(&spec, &host)?;
+    let cache = closure::cache::ClosureCache::in_state_dir(&args.state.state_dir);
+    let closure = closure::compute_remembering(&spec, &host, cache)?;
     let text = match args.format {
         ClosureFormat::Text => render::closure_text(&closure),
         ClosureFormat::Json => render::closure_json(&closure),
@@ -189,7 +190,8 @@ fn closure_command(args: &ClosureArgs) -> Result<ExitCode> {
 fn why(args: &WhyArgs) -> Result<ExitCode> {
     let host = HostFs::real();
     let spec = load_spec(&args.jailfile, &host)?;
-    let closure = closure::compute(&spec, &host)?;
+    let cache = closure::cache::ClosureCache::in_state_dir(&args.state.state_dir);
+    let closure = closure::compute_remembering(&spec, &host, cache)?;
     let path = JailPath::from_host(&args.path).map_err(|error| anyhow!("{}: {error}", args.path.display()))?;
     let Some(why) = closure.why(&path) else {
         return Err(anyhow!("{path} is not in the jail described by {}", args.jailfile.file.display()));
