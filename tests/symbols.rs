@@ -8,6 +8,7 @@
 mod cli;
 
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -208,7 +209,10 @@ fn a_warm_closure_says_what_a_cold_one_says_and_a_swapped_library_is_judged_agai
     assert!(!cache_file.exists(), "JAILPROV_NO_CACHE=1 writes no cache");
     let first = closure("").ok("the closure that fills the cache");
     assert!(cache_file.exists(), "a state directory that exists gets the cache");
+    let written = fs::metadata(&cache_file).expect("the cache").ino();
     let warm = closure("").ok("a warm closure");
+    // Every answer came from the cache: nothing new was learned, so nothing was rewritten.
+    assert_eq!(fs::metadata(&cache_file).expect("the cache").ino(), written, "a warm run rewrites no cache");
     for run in [&first, &warm] {
         assert_eq!(run.stdout, cold.stdout, "the cache changes nothing of the listing");
         assert_eq!(run.stderr, cold.stderr, "nor of the warnings");

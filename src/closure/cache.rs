@@ -78,7 +78,9 @@ struct Stored {
     version: String,
     elf: Vec<(FileIdentity, ElfInfo)>,
     imports: Vec<(FileIdentity, StoredImports)>,
-    verdicts: Vec<(VerdictKey, Verdict, StoredImports)>,
+    /// Each verdict as `closure --format json` shows it: its types are shaped for JSON
+    /// (internally tagged, fields left out when empty), which postcard cannot read back.
+    verdicts: Vec<(VerdictKey, String, StoredImports)>,
 }
 
 /// What this run learned, to be saved beside what it found.
@@ -107,6 +109,10 @@ fn version_tag() -> String {
 
 fn imports_stored(imports: &[Import]) -> StoredImports {
     imports.iter().map(|import| (import.need, import.symbol.to_string())).collect()
+}
+
+fn verdict_stored(verdict: &Verdict) -> String {
+    serde_json::to_string(verdict).expect("a verdict always serializes")
 }
 
 fn imports_restored(stored: StoredImports) -> Vec<Import> {
@@ -171,8 +177,11 @@ impl ClosureCache {
             verdicts: stored
                 .verdicts
                 .into_iter()
-                .map(|(key, verdict, stored)| (key, (verdict, imports_restored(stored))))
-                .collect(),
+                .map(|(key, verdict, stored)| {
+                    let verdict: Verdict = serde_json::from_str(&verdict).context("a verdict")?;
+                    Ok((key, (verdict, imports_restored(stored))))
+                })
+                .collect::<Result<_>>()?,
             learned: Mutex::default(),
         })
     }
@@ -205,12 +214,12 @@ impl ClosureCache {
                 .verdicts
                 .iter()
                 .take(old)
-                .map(|(key, (verdict, imports))| (*key, verdict.clone(), imports_stored(imports)))
+                .map(|(key, (verdict, imports))| (*key, verdict_stored(verdict), imports_stored(imports)))
                 .chain(
                     learned
                         .verdicts
                         .iter()
-                        .map(|(key, verdict, imports)| (*key, verdict.clone(), imports_stored(imports))),
+                        .map(|(key, verdict, imports)| (*key, verdict_stored(verdict), imports_stored(imports))),
                 )
                 .collect(),
         };

@@ -31,11 +31,11 @@ pub struct Verdict {
     /// lowered by `allow_unresolved`), or "error" (the loader refuses to start it).
     pub verdict: Cow<'static, str>,
     /// Its Jailfile entry lowers errors to warnings.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_unresolved: bool,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub missing_versions: Vec<MissingVersion>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unresolved_symbols: Vec<UnresolvedSymbol>,
 }
 

@@ -122,3 +122,40 @@ fn a_replaced_library_of_the_same_size_and_mtime_is_read_again() {
     assert_ne!(replaced, identity);
     assert_ne!(soname_seen().as_deref(), Some("remembered.so"), "the replaced file is read again");
 }
+
+#[test]
+fn a_verdict_comes_back_whole() {
+    use crate::closure::loader::SearchStep;
+    use crate::closure::symbols::{MissingVersion, UnresolvedSymbol};
+    let verdict = Verdict {
+        program: PathBuf::from("/opt/prog"),
+        verdict: "error".into(),
+        allow_unresolved: false,
+        missing_versions: vec![MissingVersion {
+            version: "VER_2".to_owned(),
+            needed_by: PathBuf::from("/opt/prog"),
+            file: "libv.so".to_owned(),
+            library: PathBuf::from("/opt/old/libv.so"),
+            found_by: SearchStep::Rpath { entry: "/opt/old".to_owned(), of: PathBuf::from("/opt/prog") },
+            defined: vec!["VER_1".to_owned()],
+        }],
+        unresolved_symbols: vec![UnresolvedSymbol {
+            symbol: "v2".to_owned(),
+            version: None,
+            object: PathBuf::from("/opt/prog"),
+            severity: "warning".into(),
+            binding: "bound lazily: the program fails at its first call".into(),
+        }],
+    };
+    let allowed = Verdict { verdict: "ok".into(), allow_unresolved: true, ..verdict.clone() };
+    let imports = vec![Import { need: Need::Timezones, symbol: "tzset".into() }];
+    let state = state_dir();
+    let cache = ClosureCache::in_state_dir(state.path());
+    cache.learn_verdict([1; 16], &verdict, &imports);
+    cache.learn_verdict([2; 16], &allowed, &[]);
+    cache.save();
+    let next = ClosureCache::in_state_dir(state.path());
+    assert_eq!(next.verdict(&[1; 16]), Some((verdict, imports)));
+    assert_eq!(next.verdict(&[2; 16]), Some((allowed, Vec::new())));
+    assert_eq!(next.verdict(&[3; 16]), None);
+}
