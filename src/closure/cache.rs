@@ -20,6 +20,7 @@
 use std::fs::{self, Metadata};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
@@ -43,8 +44,10 @@ const MAGIC: &[u8; 8] = b"JPCLOSC\0";
 const FORMAT: u32 = 1;
 /// The largest cache read: /usr/bin's 528 programs and their libraries take about 200 KiB.
 const READ_LIMIT: u64 = 64 * 1024 * 1024;
-/// Past this many entries of one kind, what this run did not learn is forgotten.
-const ENTRY_LIMIT: usize = 100_000;
+/// Past this many entries in all, what this run neither used nor learned is forgotten: every
+/// run reads the whole file, so it must not grow with each `[[files]]` tree or test fixture
+/// ever seen (`/usr/bin`'s closure takes about 2,000 entries).
+const ENTRY_LIMIT: usize = 30_000;
 
 /// A file as it is on disk now: equal identities mean the file was not replaced nor written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -97,10 +100,31 @@ struct Learned {
 pub struct ClosureCache {
     /// Where it is saved; None: nothing is written.
     file: Option<PathBuf>,
-    elf: HashMap<FileIdentity, Arc<ElfInfo>>,
-    imports: HashMap<FileIdentity, Vec<Import>>,
-    verdicts: HashMap<VerdictKey, (Verdict, Vec<Import>)>,
+    elf: HashMap<FileIdentity, Remembered<Arc<ElfInfo>>>,
+    imports: HashMap<FileIdentity, Remembered<Vec<Import>>>,
+    verdicts: HashMap<VerdictKey, Remembered<(Verdict, Vec<Import>)>>,
     learned: Mutex<Learned>,
+}
+
+/// A fact read from the file, and whether this run asked for it (kept past [`ENTRY_LIMIT`]).
+struct Remembered<T> {
+    value: T,
+    used: AtomicBool,
+}
+
+impl<T: Clone> Remembered<T> {
+    fn new(value: T) -> Remembered<T> {
+        Remembered { value, used: AtomicBool::new(false) }
+    }
+
+    fn take_copy(&self) -> T {
+        self.used.store(true, Ordering::Relaxed);
+        self.value.clone()
+    }
+
+    fn kept(&self, keep_all: bool) -> bool {
+        keep_all || self.used.load(Ordering::Relaxed)
+    }
 }
 
 fn version_tag() -> String {
@@ -168,18 +192,18 @@ impl ClosureCache {
         }
         Ok(ClosureCache {
             file: None,
-            elf: stored.elf.into_iter().map(|(identity, info)| (identity, Arc::new(info))).collect(),
+            elf: stored.elf.into_iter().map(|(identity, info)| (identity, Remembered::new(Arc::new(info)))).collect(),
             imports: stored
                 .imports
                 .into_iter()
-                .map(|(identity, stored)| (identity, imports_restored(stored)))
+                .map(|(identity, stored)| (identity, Remembered::new(imports_restored(stored))))
                 .collect(),
             verdicts: stored
                 .verdicts
                 .into_iter()
                 .map(|(key, verdict, stored)| {
                     let verdict: Verdict = serde_json::from_str(&verdict).context("a verdict")?;
-                    Ok((key, (verdict, imports_restored(stored))))
+                    Ok((key, Remembered::new((verdict, imports_restored(stored)))))
                 })
                 .collect::<Result<_>>()?,
             learned: Mutex::default(),
@@ -190,31 +214,33 @@ impl ClosureCache {
     pub fn encode(&self) -> Vec<u8> {
         let learned = self.lock_learned();
         let fresh = learned.elf.len() + learned.imports.len() + learned.verdicts.len();
-        // Over the limit, only what this run learned is kept: a host upgraded many times over
-        // leaves identities nothing will ask for again.
-        let keep_old = self.elf.len() + self.imports.len() + self.verdicts.len() + fresh <= ENTRY_LIMIT;
-        let old = if keep_old { usize::MAX } else { 0 };
+        // Over the limit, only what this run used or learned is kept: a host upgraded many
+        // times over, or many jails' plugin trees, leave identities nothing asks for again.
+        let keep_all = self.elf.len() + self.imports.len() + self.verdicts.len() + fresh <= ENTRY_LIMIT;
         let stored = Stored {
             version: version_tag(),
             elf: self
                 .elf
                 .iter()
-                .take(old)
-                .map(|(identity, info)| (*identity, (**info).clone()))
+                .filter(|(_, info)| info.kept(keep_all))
+                .map(|(identity, info)| (*identity, (*info.value).clone()))
                 .chain(learned.elf.iter().map(|(identity, info)| (*identity, (**info).clone())))
                 .collect(),
             imports: self
                 .imports
                 .iter()
-                .take(old)
-                .map(|(identity, imports)| (*identity, imports_stored(imports)))
+                .filter(|(_, imports)| imports.kept(keep_all))
+                .map(|(identity, imports)| (*identity, imports_stored(&imports.value)))
                 .chain(learned.imports.iter().map(|(identity, imports)| (*identity, imports_stored(imports))))
                 .collect(),
             verdicts: self
                 .verdicts
                 .iter()
-                .take(old)
-                .map(|(key, (verdict, imports))| (*key, verdict_stored(verdict), imports_stored(imports)))
+                .filter(|(_, verdict)| verdict.kept(keep_all))
+                .map(|(key, remembered)| {
+                    let (verdict, imports) = &remembered.value;
+                    (*key, verdict_stored(verdict), imports_stored(imports))
+                })
                 .chain(
                     learned
                         .verdicts
@@ -268,7 +294,7 @@ impl ClosureCache {
 
     /// The ELF facts of the file of this identity, if remembered.
     pub fn elf(&self, identity: &FileIdentity) -> Option<Arc<ElfInfo>> {
-        self.elf.get(identity).cloned()
+        self.elf.get(identity).map(Remembered::take_copy)
     }
 
     pub fn learn_elf(&self, identity: FileIdentity, info: &Arc<ElfInfo>) {
@@ -279,7 +305,7 @@ impl ClosureCache {
 
     /// The run-time needs the imports of the file of this identity trigger, if remembered.
     pub fn imports(&self, identity: &FileIdentity) -> Option<Vec<Import>> {
-        self.imports.get(identity).cloned()
+        self.imports.get(identity).map(Remembered::take_copy)
     }
 
     pub fn learn_imports(&self, identity: FileIdentity, imports: &[Import]) {
@@ -290,7 +316,7 @@ impl ClosureCache {
 
     /// A program load's verdict and its own imports, if remembered.
     pub fn verdict(&self, key: &VerdictKey) -> Option<(Verdict, Vec<Import>)> {
-        self.verdicts.get(key).cloned()
+        self.verdicts.get(key).map(Remembered::take_copy)
     }
 
     pub fn learn_verdict(&self, key: VerdictKey, verdict: &Verdict, imports: &[Import]) {

@@ -159,3 +159,29 @@ fn a_verdict_comes_back_whole() {
     assert_eq!(next.verdict(&[2; 16]), Some((allowed, Vec::new())));
     assert_eq!(next.verdict(&[3; 16]), None);
 }
+
+/// Past the limit, what the run asked for and what it learned stay; the rest goes.
+#[test]
+fn past_the_limit_only_what_was_used_or_learned_is_kept() {
+    let state = state_dir();
+    let (info, identity) = facts_of(&host_library());
+    let info = Arc::new(info);
+    let cache = ClosureCache::in_state_dir(state.path());
+    let unused = |n: u64| FileIdentity { dev: u64::MAX, print: StatPrint { ino: n, ..identity.print } };
+    for n in 0..ENTRY_LIMIT as u64 {
+        cache.learn_imports(unused(n), &[]);
+    }
+    cache.learn_elf(identity, &info);
+    cache.save();
+
+    let next = ClosureCache::in_state_dir(state.path());
+    assert!(next.elf(&identity).is_some(), "asked for");
+    let fresh = FileIdentity { dev: u64::MAX - 1, ..identity };
+    next.learn_elf(fresh, &info);
+    next.save();
+
+    let last = ClosureCache::in_state_dir(state.path());
+    assert!(last.elf(&identity).is_some(), "what the run used is kept");
+    assert!(last.elf(&fresh).is_some(), "what it learned is kept");
+    assert_eq!(last.imports(&unused(7)), None, "what nothing asked for is forgotten past the limit");
+}
