@@ -387,6 +387,10 @@ pub enum ClosureFormat {
 pub struct ClosureArgs {
     #[command(flatten)]
     pub jailfile: JailfileArgs,
+    /// Where the closure cache lives (closure-cache/, only in a state directory that exists;
+    /// JAILPROV_NO_CACHE=1 neither reads nor writes it).
+    #[command(flatten)]
+    pub state: StateArgs,
     /// Output format.
     #[arg(long, value_enum, default_value_t = ClosureFormat::Text)]
     pub format: ClosureFormat,
@@ -406,4 +410,6 @@ pub struct WhyArgs {
     /// Output format (json: schemas/why.schema.json).
     #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
     pub format: PlanFormat,
+    #[command(flatten)]
+    pub state: StateArgs,
 }

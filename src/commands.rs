@@ -12,6 +12,7 @@ use jailprov::check;
 use jailprov::cli::{
     ApplyArgs, CheckArgs, CheckFormat, DestroyArgs, JailfileArgs, LockArgs, OutputArgs, PlanArgs, PlanFormat,
 };
+use jailprov::closure::cache::ClosureCache;
 use jailprov::desired::{self, ClosureFacts, DesiredKind, DesiredTree};
 use jailprov::host::{HostFs, LookMark};
 use jailprov::jail_root::JailRoot;
@@ -80,7 +81,7 @@ fn prepare(
             Some(kept) => Ok(kept),
             None => {
                 let _t = jailprov::timings::phase("host side (closure+desired)");
-                desired::desired_with_facts(spec, &host)
+                desired::desired_with_facts(spec, &host, ClosureCache::in_state_dir(state_dir))
             }
         };
         let jail_side = jail_side.join().unwrap_or_else(|_| Err(anyhow::anyhow!("reading the state record panicked")));
@@ -531,7 +532,7 @@ fn desired_and_lock_review(
     state_dir: &Path,
     mode: lock::Mode,
 ) -> Result<(DesiredTree, lock::Review)> {
-    let (desired, facts) = desired::desired_with_facts(spec, host)?;
+    let (desired, facts) = desired::desired_with_facts(spec, host, ClosureCache::in_state_dir(state_dir))?;
     let inputs = lock::Inputs { jailfile, desired: &desired, facts: &facts, host, state_dir };
     let review = lock::review(&inputs, mode)?;
     Ok((desired, review))
@@ -559,7 +560,7 @@ pub fn check(args: &CheckArgs) -> Result<ExitCode> {
     }
     let text_output = args.format == CheckFormat::Text;
     let progress = Progress::spinner("check: reading what the Jailfile brings", text_output);
-    let (desired, _) = desired::desired_with_facts(&spec, &host)?;
+    let (desired, _) = desired::desired_with_facts(&spec, &host, ClosureCache::in_state_dir(&args.state.state_dir))?;
     progress.finish();
     let mounts = Mounts::of(&spec.mounts, JailMounts::read(&root)?);
     let store = StateStore::for_root(&args.state.state_dir, &root);

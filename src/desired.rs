@@ -238,11 +238,16 @@ fn refuse_paths_under_symlinks(nodes: &BTreeMap<JailPath, DesiredNode>) -> Resul
 
 // What the closure knows that the desired tree does not, for the lock
 
-/// The desired tree of a Jailfile and the closure facts the lock needs.
-pub fn desired_with_facts(spec: &Spec, host: &HostFs) -> Result<(DesiredTree, ClosureFacts)> {
+/// The desired tree of a Jailfile and the closure facts the lock needs; `cache`: what earlier
+/// closures learned of unchanged host files (src/closure/cache.rs).
+pub fn desired_with_facts(
+    spec: &Spec,
+    host: &HostFs,
+    cache: crate::closure::cache::ClosureCache,
+) -> Result<(DesiredTree, ClosureFacts)> {
     let closure = {
         let _t = crate::timings::phase("closure compute");
-        crate::closure::compute(spec, host)?
+        crate::closure::compute_remembering(spec, host, cache)?
     };
     let facts = {
         let _t = crate::timings::phase("closure facts");

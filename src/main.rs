@@ -236,7 +236,8 @@ fn validate(args: &JailfileArgs) -> Result<ExitCode> {
 fn closure_command(args: &ClosureArgs) -> Result<ExitCode> {
     let host = HostFs::real();
     let spec = load_spec(&args.jailfile, &host)?;
-    let closure = closure::compute(&spec, &host)?;
+    let cache = closure::cache::ClosureCache::in_state_dir(&args.state.state_dir);
+    let closure = closure::compute_remembering(&spec, &host, cache)?;
     let text = match args.format {
         ClosureFormat::Text => render::closure_text(&closure) + &included_entries(&spec),
         ClosureFormat::Json => render::closure_json(&closure),
@@ -265,7 +266,8 @@ fn included_entries(spec: &Spec) -> String {
 fn why(args: &WhyArgs) -> Result<ExitCode> {
     let host = HostFs::real();
     let spec = load_spec(&args.jailfile, &host)?;
-    let closure = closure::compute(&spec, &host)?;
+    let cache = closure::cache::ClosureCache::in_state_dir(&args.state.state_dir);
+    let closure = closure::compute_remembering(&spec, &host, cache)?;
     let jailfile_name = args.jailfile.file.display().to_string();
     let answers = jailprov::why::answer(&closure, &args.path, args.all, &jailfile_name)?;
     // The entry's own file and line: with `include` it may be written in another Jailfile.

@@ -47,7 +47,8 @@ thread_local! {
     static CURRENT_CASE: Cell<u64> = const { Cell::new(0) };
 }
 
-const READERS: &[&str] = &["elf", "elf_file", "ld_cache", "jailfile", "lock", "lock_review", "saved_plan"];
+const READERS: &[&str] =
+    &["elf", "elf_file", "ld_cache", "jailfile", "lock", "lock_review", "saved_plan", "closure_cache"];
 
 unsafe impl GlobalAlloc for BoundedAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
@@ -371,6 +372,42 @@ fn read_ld_cache(bytes: &[u8]) {
     }
 }
 
+/// The closure cache as read, and again with its checksum made to match: most mutants stop at
+/// the checksum, and the decoder behind it must survive them too.
+fn read_closure_cache(bytes: &[u8]) {
+    use jailprov::closure::cache::ClosureCache;
+    let _ = ClosureCache::decode(bytes);
+    let mut stamped = bytes.to_vec();
+    if stamped.len() >= 40 {
+        let checksum = *blake3::hash(&stamped[40..]).as_bytes();
+        stamped[8..40].copy_from_slice(&checksum);
+        if let Ok(cache) = ClosureCache::decode(&stamped) {
+            let _ = cache.encode();
+        }
+    }
+}
+
+/// A closure cache as `jailprov closure --state-dir` writes it, of a few host programs.
+fn closure_cache_seed() -> Vec<u8> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).expect("mkdir state");
+    std::fs::set_permissions(&state, std::os::unix::fs::PermissionsExt::from_mode(0o700)).expect("chmod");
+    let jailfile = dir.path().join("Jailfile.toml");
+    std::fs::write(&jailfile, "binaries = [\"/usr/bin/true\", \"/usr/bin/iconv\", \"/usr/bin/date\"]\n")
+        .expect("write the Jailfile");
+    let output = Command::new(env!("CARGO_BIN_EXE_jailprov"))
+        .args(["closure", "-f"])
+        .arg(&jailfile)
+        .arg("--state-dir")
+        .arg(&state)
+        .env_remove("JAILPROV_NO_CACHE")
+        .output()
+        .expect("jailprov runs");
+    assert!(output.status.success(), "jailprov closure: {}", String::from_utf8_lossy(&output.stderr));
+    read(&state.join("closure-cache/objects.bin"))
+}
+
 fn read_jailfile(bytes: &[u8]) {
     let text = String::from_utf8_lossy(bytes).into_owned();
     let _ = jailprov::state::lock::jailfile_digest(Path::new("Jailfile.toml"), &text);
@@ -420,7 +457,8 @@ fn lock_review() -> &'static LockReview {
         std::fs::copy(example, dir.path().join("Jailfile.toml")).expect("copy the example");
         let host = HostFs::real();
         let spec = jailprov::spec::load(&dir.path().join("Jailfile.toml"), None, &host).expect("the example is valid");
-        let (desired, facts) = jailprov::desired::desired_with_facts(&spec, &host).expect("the example's closure");
+        let (desired, facts) =
+            jailprov::desired::desired_with_facts(&spec, &host, Default::default()).expect("the example's closure");
         LockReview { dir, desired, facts, host }
     })
 }
@@ -463,6 +501,11 @@ fn ld_cache_reader_survives_a_mutated_host_cache() {
     let cache = Path::new("/etc/ld.so.cache");
     assert!(cache.exists(), "the host has an ld.so.cache");
     survive("ld_cache", vec![read(cache)], 800, read_ld_cache);
+}
+
+#[test]
+fn closure_cache_reader_survives_a_mutated_cache() {
+    survive("closure_cache", vec![closure_cache_seed()], 800, read_closure_cache);
 }
 
 #[test]

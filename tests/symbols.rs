@@ -8,6 +8,7 @@
 mod cli;
 
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -181,6 +182,51 @@ fn new_library_first_in_rpath_defining_the_needed_version_is_accepted() {
     let run = fixture.closure().ok("closure of a program the loader starts");
     assert_eq!(verdict_of(&run.stdout, &program)["verdict"], "ok", "{}", run.describe());
     assert!(!run.stderr.contains("warning"), "no false alarm: {}", run.describe());
+}
+
+/// The closure cache (src/closure/cache.rs): a warm run says byte for byte what a cold one says,
+/// and a library swapped since is judged again (the verdict follows the file, not the cache).
+#[test]
+fn a_warm_closure_says_what_a_cold_one_says_and_a_swapped_library_is_judged_again() {
+    let fixture = Fixture::new();
+    let program = versioned_program(&fixture, "prog", &["new", "old"]);
+    fixture.jailfile(&format!(
+        "binaries = [{:?}, \"/usr/bin/iconv\", \"/usr/bin/date\"]\n",
+        program.display().to_string()
+    ));
+    let state = fixture.path("state");
+    fs::create_dir(&state).expect("mkdir the state directory");
+    fs::set_permissions(&state, std::os::unix::fs::PermissionsExt::from_mode(0o700)).expect("chmod");
+    let cache_file = state.join("closure-cache/objects.bin");
+    let closure = |no_cache: &str| {
+        let mut command = Command::new(cli::BIN);
+        command.args(["closure", "--format", "json", "-f"]).arg(&fixture.workspace.jailfile);
+        command.arg("--state-dir").arg(&state).env("JAILPROV_NO_CACHE", no_cache);
+        cli::output(command)
+    };
+
+    let cold = closure("1").ok("a cold closure");
+    assert!(!cache_file.exists(), "JAILPROV_NO_CACHE=1 writes no cache");
+    let first = closure("").ok("the closure that fills the cache");
+    assert!(cache_file.exists(), "a state directory that exists gets the cache");
+    let written = fs::metadata(&cache_file).expect("the cache").ino();
+    let warm = closure("").ok("a warm closure");
+    // Every answer came from the cache: nothing new was learned, so nothing was rewritten.
+    assert_eq!(fs::metadata(&cache_file).expect("the cache").ino(), written, "a warm run rewrites no cache");
+    for run in [&first, &warm] {
+        assert_eq!(run.stdout, cold.stdout, "the cache changes nothing of the listing");
+        assert_eq!(run.stderr, cold.stderr, "nor of the warnings");
+    }
+
+    // new/libv.so becomes a copy of the old one (VER_1 only): a new inode, the same path.
+    let swapped = fixture.path("new/libv.so.swapped");
+    fs::copy(fixture.path("old/libv.so"), &swapped).expect("copy the old library");
+    fs::rename(&swapped, fixture.path("new/libv.so")).expect("swap the library");
+    let (code, stderr) = run_program(&program, &[]);
+    assert_ne!(code, 0, "the loader now refuses the program: {stderr}");
+    let run = closure("");
+    assert_ne!(run.code, 0, "the warm closure refuses it too: {}", run.describe());
+    assert!(run.stderr.contains("version `VER_2' not found"), "{}", run.describe());
 }
 
 /// Defines VER_2 (so the version check passes) but puts v2 at VER_1 and v1 at VER_2.

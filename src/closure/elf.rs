@@ -25,7 +25,7 @@ const ELFDATA2MSB: u8 = 2;
 /// Offset of e_machine; identical for both classes because it directly follows e_ident and e_type.
 const E_MACHINE_OFFSET: usize = 18;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum ElfClass {
     Elf32,
     Elf64,
@@ -48,7 +48,7 @@ impl ElfClass {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct ElfIdent {
     pub class: ElfClass,
     pub little_endian: bool,
@@ -63,7 +63,7 @@ impl ElfIdent {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ElfInfo {
     pub ident: ElfIdent,
     /// PT_INTERP without the trailing NUL (the first PT_INTERP, which is the one the kernel uses).

@@ -18,12 +18,12 @@
 
 use rustc_hash::FxHashMap as HashMap;
 use std::ffi::OsString;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{anyhow, Context, Result};
 
+use super::cache::{verdict_key, ClosureCache, FileIdentity, VerdictKey};
 use super::dynsym::{read_program, read_relocation_uses, read_symbols, RelocationUses, SymbolFacts};
 use super::elf::{read_elf_with_metadata, ElfIdent, ElfInfo};
 use super::ld_cache::{CacheQuery, LdCache};
@@ -84,7 +84,7 @@ pub struct MappedFacts {
 
 /// The search step that found an object: what an error names so the user knows which copy the
 /// loader picked and why.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(tag = "step", rename_all = "kebab-case")]
 pub enum SearchStep {
     /// The program itself.
@@ -162,6 +162,8 @@ pub struct Loader {
     /// Libraries the cache found where the built-in directories would not find them (a
     /// directory of /etc/ld.so.conf.d): a jail holding one needs its own cache.
     found_only_through_cache: Mutex<Vec<PathBuf>>,
+    /// What earlier runs learned of files that have not changed since (src/closure/cache.rs).
+    closure_cache: ClosureCache,
 }
 
 /// A program's ELF facts (None when it is not ELF) and, read with them, its symbol facts.
@@ -189,8 +191,8 @@ type Hit = (PathBuf, Arc<ElfInfo>, SearchStep);
 /// The directories really tried for one search directory, in order.
 type SearchDirectories = Arc<Vec<PathBuf>>;
 
-/// A parsed ELF file and its identity on disk (device, inode), read together.
-type ElfFile = (Arc<ElfInfo>, (u64, u64));
+/// A parsed ELF file and its identity on disk, read together.
+type ElfFile = (Arc<ElfInfo>, FileIdentity);
 
 /// An object in one load: the root (index 0), or a library.
 struct MappedObject {
@@ -234,7 +236,46 @@ impl Loader {
             symbol_cache: Mutex::new(HashMap::default()),
             local_unresolved: Mutex::new(HashMap::default()),
             found_only_through_cache: Mutex::new(Vec::new()),
+            closure_cache: ClosureCache::default(),
         })
+    }
+
+    /// This loader, trusting what `cache` remembers of files whose identity has not changed.
+    pub fn remembering(mut self, cache: ClosureCache) -> Loader {
+        self.closure_cache = cache;
+        self
+    }
+
+    /// What earlier runs remembered, and what this one learns.
+    pub fn closure_cache(&self) -> &ClosureCache {
+        &self.closure_cache
+    }
+
+    /// The key under which the verdict of a program load is remembered (None: not remembered).
+    pub fn verdict_key(&self, program: &Path, allow_unresolved: bool, load: &LoadResult) -> Option<VerdictKey> {
+        verdict_key(program, allow_unresolved, load, |path| self.elf_file(path).ok().flatten().map(|(_, id)| id))
+    }
+
+    /// The file identity of an ELF host path read before (or now).
+    pub fn identity_of(&self, path: &Path) -> Option<FileIdentity> {
+        self.elf_file(path).ok().flatten().map(|(_, identity)| identity)
+    }
+
+    /// The ELF facts remembered for what `target` (a disk path) is now, with its identity.
+    fn remembered_elf(&self, target: &Path) -> Option<ElfFile> {
+        if self.closure_cache.is_empty() {
+            return None;
+        }
+        let metadata = std::fs::metadata(target).ok().filter(std::fs::Metadata::is_file)?;
+        let identity = FileIdentity::of(&metadata);
+        Some((self.closure_cache.elf(&identity)?, identity))
+    }
+
+    /// Reads an ELF file's facts afresh, and teaches them to the cache.
+    fn learned_elf(&self, info: ElfInfo, metadata: &std::fs::Metadata) -> ElfFile {
+        let (info, identity) = (Arc::new(info), FileIdentity::of(metadata));
+        self.closure_cache.learn_elf(identity, &info);
+        (info, identity)
     }
 
     pub fn host(&self) -> &HostFs {
@@ -273,8 +314,10 @@ impl Loader {
             self.host.disk_path(&self.host.resolve(path)?.path)
         };
         self.host.note_before_reading(&target);
-        let file =
-            read_elf_with_metadata(&target)?.map(|(info, metadata)| (Arc::new(info), (metadata.dev(), metadata.ino())));
+        if let Some(remembered) = self.remembered_elf(&target) {
+            return Ok(self.keep_elf_file(path, Some(remembered)));
+        }
+        let file = read_elf_with_metadata(&target)?.map(|(info, metadata)| self.learned_elf(info, &metadata));
         Ok(self.keep_elf_file(path, file))
     }
 
@@ -293,11 +336,15 @@ impl Loader {
             return Ok((known.as_ref().map(|(info, _)| info.clone()), None));
         }
         let target = self.disk_target(path)?;
+        if let Some(remembered) = self.remembered_elf(&target) {
+            // Its symbols are read only if its verdict is not remembered either.
+            return Ok((self.keep_elf_file(path, Some(remembered)).map(|(info, _)| info), None));
+        }
         let Some((info, metadata, symbols)) = read_program(&target)? else {
             let kept = self.keep_elf_file(path, None);
             return Ok((kept.map(|(info, _)| info), None));
         };
-        let kept = self.keep_elf_file(path, Some((Arc::new(info), (metadata.dev(), metadata.ino()))));
+        let kept = self.keep_elf_file(path, Some(self.learned_elf(info, &metadata)));
         Ok((kept.map(|(info, _)| info), symbols.map(Arc::new)))
     }
 
@@ -400,7 +447,7 @@ impl Loader {
 
     /// The file identity (device, inode) of an ELF host path, following links inside the sysroot.
     fn file_identity(&self, path: &Path) -> Option<(u64, u64)> {
-        self.elf_file(path).ok().flatten().map(|(_, identity)| identity)
+        self.identity_of(path).map(|identity| identity.file())
     }
 
     fn context_for(&self, ident: &ElfIdent, path: &Path) -> Result<Arc<SearchContext>> {

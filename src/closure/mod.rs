@@ -5,6 +5,7 @@
 //! Nothing is executed: ELF files are read with goblin, scripts by their `#!` line, NSS modules
 //! from nsswitch.conf; `[[files]]` trees are walked in `walk`.
 
+pub mod cache;
 mod chains;
 pub mod dynsym;
 pub mod elf;
@@ -208,8 +209,14 @@ struct ProgramFacts {
 /// The closure of a validated Jailfile on this host (its loader rules and ld.so.cache); the
 /// warnings, which do not stop the jail from being built, go to stderr.
 pub fn compute(spec: &Spec, host: &HostFs) -> Result<Closure> {
-    let loader = Loader::with_host(host.clone(), loader::LoaderOptions::host())?;
+    compute_remembering(spec, host, cache::ClosureCache::default())
+}
+
+/// [`compute`], trusting what `cache` remembers of unchanged files, and saving what it learns.
+pub fn compute_remembering(spec: &Spec, host: &HostFs, cache: cache::ClosureCache) -> Result<Closure> {
+    let loader = Loader::with_host(host.clone(), loader::LoaderOptions::host())?.remembering(cache);
     let closure = build(spec, &loader)?;
+    loader.closure_cache().save();
     for warning in &closure.warnings {
         eprintln!("warning: {warning}");
     }

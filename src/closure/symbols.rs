@@ -8,13 +8,14 @@
 //! `[[files]]` (plugins, Python extension modules) get their undefined symbols from whoever
 //! loads them, which the Jailfile does not say: nothing is reported about them.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, VecDeque};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::dynsym::{gnu_hash, SymbolFacts};
 use super::loader::{scope_key, LoadResult, Loader, MappedFacts, SearchStep};
@@ -22,13 +23,13 @@ use super::{Closure, ProgramFacts};
 use crate::spec::Spec;
 
 /// What the loader would say about one program.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Verdict {
     /// The program's host path (canonical).
     pub program: PathBuf,
     /// "ok", "warning" (it starts, but a lazily bound function is missing, or an error was
     /// lowered by `allow_unresolved`), or "error" (the loader refuses to start it).
-    pub verdict: &'static str,
+    pub verdict: Cow<'static, str>,
     /// Its Jailfile entry lowers errors to warnings.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_unresolved: bool,
@@ -39,7 +40,7 @@ pub struct Verdict {
 }
 
 /// A needed version the picked copy does not define: "version `X' not found".
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct MissingVersion {
     pub version: String,
     /// The object whose DT_VERNEED asks for it.
@@ -54,7 +55,7 @@ pub struct MissingVersion {
 }
 
 /// An undefined symbol no object of the load scope defines.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct UnresolvedSymbol {
     pub symbol: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -63,9 +64,9 @@ pub struct UnresolvedSymbol {
     pub object: PathBuf,
     /// "error": resolved before the program starts (`-z now`, or a non-PLT relocation);
     /// "warning": a lazily bound function, missing at its first call.
-    pub severity: &'static str,
+    pub severity: Cow<'static, str>,
     /// Why it has that severity.
-    pub binding: &'static str,
+    pub binding: Cow<'static, str>,
 }
 
 impl Verdict {
@@ -160,7 +161,26 @@ fn describe_unresolved(program: &Path, symbol: &UnresolvedSymbol) -> String {
 /// The verdict, and the run-time needs the program's own imports trigger (read here, with its
 /// symbols, rather than a second time). `program_symbols`: the program's own symbols when its
 /// load read them already.
+/// Remembered between runs (src/closure/cache.rs) under a key naming every file it reads.
 fn judge_load(
+    loader: &Loader,
+    program: &Path,
+    load: &LoadResult,
+    program_symbols: Option<Arc<SymbolFacts>>,
+    allow_unresolved: bool,
+) -> Result<(Verdict, Vec<super::runtime::Import>)> {
+    let key = loader.verdict_key(program, allow_unresolved, load);
+    if let Some(remembered) = key.as_ref().and_then(|key| loader.closure_cache().verdict(key)) {
+        return Ok(remembered);
+    }
+    let (verdict, imports) = judge_load_afresh(loader, program, load, program_symbols, allow_unresolved)?;
+    if let Some(key) = key {
+        loader.closure_cache().learn_verdict(key, &verdict, &imports);
+    }
+    Ok((verdict, imports))
+}
+
+fn judge_load_afresh(
     loader: &Loader,
     program: &Path,
     load: &LoadResult,
@@ -184,7 +204,7 @@ fn judge_load(
         in_scope(0).map(|own| super::runtime::program_imports(own, &mapped[0].info.needed, load)).unwrap_or_default();
     let mut verdict = Verdict {
         program: program.to_path_buf(),
-        verdict: "ok",
+        verdict: "ok".into(),
         allow_unresolved,
         missing_versions: Vec::new(),
         unresolved_symbols: Vec::new(),
@@ -204,7 +224,8 @@ fn judge_load(
         "ok"
     } else {
         "warning"
-    };
+    }
+    .into();
     Ok((verdict, imports))
 }
 
@@ -332,8 +353,8 @@ fn check_undefined<'a>(
             symbol: String::from_utf8_lossy(object_facts.name_of(reference)).into_owned(),
             version: object_facts.version_of(reference).map(str::to_owned),
             object: object.path.clone(),
-            severity,
-            binding,
+            severity: severity.into(),
+            binding: binding.into(),
         });
     }
     Ok(())

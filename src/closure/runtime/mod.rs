@@ -22,7 +22,7 @@ use crate::spec::{LocaleSource, Spec, Timezones, ZONEINFO_DIR};
 use crate::tree::JailPath;
 
 /// One thing a program opens while it runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Need {
     /// gconv modules, for `iconv_open`.
     Iconv,
@@ -257,14 +257,26 @@ fn library_importers(loader: &Loader, builder: &Builder) -> Result<Vec<Importer>
         .map(|(jail_path, spelled)| {
             let host_path = Path::new(spelled.as_os_str());
             let Some(info) = loader.elf(host_path)? else { return Ok(Vec::new()) };
-            let facts = loader.symbols(host_path)?;
-            Ok(imports_of(&facts, &info.needed)
+            Ok(library_imports(loader, host_path, &info.needed)?
                 .into_iter()
                 .map(|import| Importer { import, jail_path: (*jail_path).clone(), host_path: host_path.to_path_buf() })
                 .collect())
         })
         .collect::<Result<_>>()?;
     Ok(found.into_iter().flatten().collect())
+}
+
+/// The needs a library's imports trigger: remembered by its file identity, or read now.
+fn library_imports(loader: &Loader, host_path: &Path, needed: &[String]) -> Result<Vec<Import>> {
+    let identity = loader.identity_of(host_path);
+    if let Some(remembered) = identity.as_ref().and_then(|identity| loader.closure_cache().imports(identity)) {
+        return Ok(remembered);
+    }
+    let imports = imports_of(&*loader.symbols(host_path)?, needed);
+    if let Some(identity) = identity {
+        loader.closure_cache().learn_imports(identity, &imports);
+    }
+    Ok(imports)
 }
 
 /// Importers grouped by ELF architecture (a module must match the program that loads it).
