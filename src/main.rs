@@ -51,6 +51,7 @@ fn wants_json(command: &Command) -> bool {
         Command::Plan(args) => args.format == PlanFormat::Json,
         Command::Apply(args) => args.format == PlanFormat::Json,
         Command::Closure(args) => args.format == ClosureFormat::Json,
+        Command::Status(args) => args.format == jailprov::cli::StatusFormat::Json,
         _ => false,
     }
 }
@@ -90,6 +91,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Lock(args) => commands::lock(&args),
         Command::Check(args) => commands::check(&args),
         Command::Export(args) => commands::export(&args),
+        Command::Status(args) => commands::status(&args),
+        Command::Forget(args) => commands::forget(&args),
+        Command::Hook(args) => commands::hook(&args),
     }
 }
 

@@ -27,6 +27,7 @@ use toml::Spanned;
 
 use crate::diagnostics::{problem_from_toml_error, JailfileErrors, Problem};
 use crate::host::{HostFs, BINARY_SEARCH_PATH};
+pub use crate::jailfile::OnHostChange;
 use crate::jailfile::{BinaryEntry, Jailfile, MountKind, Namespace, NetworkMode};
 use crate::tree::JailPath;
 use users::Owners;
@@ -62,6 +63,8 @@ pub struct Spec {
     pub enter: EnterSpec,
     /// What the closure brings for what the programs open while they run.
     pub runtime: RuntimeSpec,
+    /// What `jailprov hook run` does when the host files the jail copied have changed.
+    pub on_host_change: OnHostChange,
 }
 
 /// A program to bring, found on the host.
@@ -357,6 +360,7 @@ impl Validator<'_> {
             mounts,
             enter: enter?,
             runtime,
+            on_host_change: parsed.update.map(|update| update.on_host_change).unwrap_or_default(),
         })
     }
 
