@@ -216,3 +216,17 @@ fn processes_mapping_replaced_files_are_listed() {
         run.describe()
     );
 }
+
+/// A record that cannot be read is an error naming its file, and hides no other jail.
+#[test]
+fn an_unreadable_record_is_an_error_beside_the_other_jails() {
+    need_root!("an_unreadable_record_is_an_error_beside_the_other_jails");
+    use std::os::unix::fs::OpenOptionsExt;
+    let jails = Jails::new(&["fine"]);
+    let bad = jails.ws.state.join("srv-jails-bad-0000000000000000.state");
+    let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&bad).expect("create");
+    std::io::Write::write_all(&mut file, b"jailprov state\n\xff\xff").expect("write");
+    let run = jails.status(&["--detailed-exitcode"]).code(1, "a record that cannot be read is an error");
+    assert!(run.stdout.contains(&format!("the state file {} is corrupt", bad.display())), "{}", run.describe());
+    assert!(run.stdout.contains(&format!("{}: current", jails.root("fine").display())), "{}", run.describe());
+}

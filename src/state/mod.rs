@@ -434,8 +434,9 @@ impl StateStore {
 
 /// The roots of every jail recorded in `state_dir`, sorted: each `*.state` file's root, read from
 /// its first bytes (the whole record is loaded by [`StateStore::load`] when wanted). A file whose
-/// name is not the one its root would get is not a record of this jailprov and is left out.
-pub fn recorded_roots(state_dir: &Path) -> Result<Vec<PathBuf>> {
+/// name is not the one its root would get is not a record of this jailprov and is left out; one
+/// that cannot be read is returned as its error (one bad record hides no other).
+pub fn recorded_roots(state_dir: &Path) -> Result<Vec<Result<PathBuf>>> {
     let entries = match fs::read_dir(state_dir) {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         result => result.with_context(|| format!("cannot list the state directory {}", state_dir.display()))?,
@@ -447,12 +448,15 @@ pub fn recorded_roots(state_dir: &Path) -> Result<Vec<PathBuf>> {
         if path.extension().is_none_or(|extension| extension != "state") {
             continue;
         }
-        let root = recorded_root(&path)?;
-        if StateStore::for_root(state_dir, &root).state_file == path {
-            roots.push(root);
+        match recorded_root(&path) {
+            Ok(root) if StateStore::for_root(state_dir, &root).state_file != path => {}
+            found => roots.push(found),
         }
     }
-    roots.sort();
+    roots.sort_by(|left, right| match (left, right) {
+        (Ok(left), Ok(right)) => left.cmp(right),
+        (left, right) => left.is_ok().cmp(&right.is_ok()),
+    });
     Ok(roots)
 }
 
@@ -764,7 +768,8 @@ mod tests {
         record.format_version = 4;
         write_raw(&old.state_file, &postcard::to_extend(&record, MAGIC.to_vec()).expect("serializes"));
         write_raw(&dir.path().join("stray.state"), &postcard::to_extend(&record, MAGIC.to_vec()).expect("serializes"));
-        let roots = recorded_roots(dir.path()).expect("lists");
+        let roots: Vec<PathBuf> =
+            recorded_roots(dir.path()).expect("lists").into_iter().map(|root| root.expect("readable")).collect();
         assert_eq!(
             roots,
             [PathBuf::from("/srv/jails/new"), PathBuf::from("/srv/jails/old")],

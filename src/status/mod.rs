@@ -109,6 +109,17 @@ pub fn collect(state_dir: &Path, host: &HostFs, processes: bool) -> Result<Repor
     let mut jails: Vec<JailStatus> = roots
         .into_iter()
         .map(|root| {
+            let root = match root {
+                Ok(root) => root,
+                Err(error) => {
+                    let reason = format!("{error:#}");
+                    return JailStatus {
+                        condition: Condition::Error,
+                        reason,
+                        ..JailStatus::new(state_dir.to_path_buf())
+                    };
+                }
+            };
             let store = StateStore::for_root(state_dir, &root);
             jail_status(&store, &root, host, &mut versions).unwrap_or_else(|error| JailStatus {
                 condition: Condition::Error,
