@@ -367,50 +367,26 @@ pub struct ForgetArgs {
 
 #[derive(Debug, Args)]
 pub struct HookArgs {
-    #[command(subcommand)]
+    /// install: write /etc/apt/apt.conf.d/80-jailprov (DPkg::Post-Invoke runs `jailprov hook
+    /// run`), or with --systemd a jailprov-hook .service and hourly .timer; remove: delete what
+    /// install wrote; run: report the jails behind the host and apply those whose Jailfile says
+    /// `[update] on_host_change = "apply"` (always exits 0: apt must never fail because of it).
+    #[arg(value_enum, value_name = "ACTION")]
     pub action: HookAction,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum HookAction {
-    /// Write /etc/apt/apt.conf.d/80-jailprov (DPkg::Post-Invoke runs `jailprov hook run`), or
-    /// with --systemd a jailprov-hook .service and hourly .timer.
-    Install(HookInstallArgs),
-    /// Remove what `hook install` wrote (with --systemd, the units).
-    Remove(HookRemoveArgs),
-    /// Report the jails behind the host and apply those whose Jailfile says
-    /// `[update] on_host_change = "apply"`. Always exits 0: apt must never fail because of it.
-    Run(HookRunArgs),
-}
-
-/// Where `hook install` and `hook remove` put the hook.
-#[derive(Debug, Args)]
-pub struct HookPlaceArgs {
-    /// The systemd units instead of the apt hook.
+    /// install/remove: the systemd units instead of the apt hook.
     #[arg(long)]
     pub systemd: bool,
-    /// The directory to write into (default /etc/apt/apt.conf.d, or /etc/systemd/system with
-    /// --systemd).
+    /// install/remove: the directory to write into (default /etc/apt/apt.conf.d, or
+    /// /etc/systemd/system with --systemd).
     #[arg(long)]
     pub dir: Option<PathBuf>,
-}
-
-#[derive(Debug, Args)]
-pub struct HookInstallArgs {
-    #[command(flatten)]
-    pub place: HookPlaceArgs,
     #[command(flatten)]
     pub state: StateArgs,
 }
 
-#[derive(Debug, Args)]
-pub struct HookRemoveArgs {
-    #[command(flatten)]
-    pub place: HookPlaceArgs,
-}
-
-#[derive(Debug, Args)]
-pub struct HookRunArgs {
-    #[command(flatten)]
-    pub state: StateArgs,
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HookAction {
+    Install,
+    Remove,
+    Run,
 }

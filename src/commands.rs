@@ -634,20 +634,18 @@ pub fn forget(args: &jailprov::cli::ForgetArgs) -> Result<ExitCode> {
 
 /// `jailprov hook install|remove|run`.
 pub fn hook(args: &jailprov::cli::HookArgs) -> Result<ExitCode> {
-    use jailprov::cli::{HookAction, HookPlaceArgs};
+    use jailprov::cli::HookAction;
     use jailprov::hook;
-    let dir = |place: &HookPlaceArgs| {
-        place
-            .dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(if place.systemd { "/etc/systemd/system" } else { "/etc/apt/apt.conf.d" }))
-    };
-    match &args.action {
-        HookAction::Install(install) => {
+    let dir = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(if args.systemd { "/etc/systemd/system" } else { "/etc/apt/apt.conf.d" }));
+    match args.action {
+        HookAction::Install => {
             let exe = std::env::current_exe().context("cannot find the jailprov executable")?;
-            let written = hook::install(&dir(&install.place), &exe, &install.state.state_dir, install.place.systemd)?;
+            let written = hook::install(&dir, &exe, &args.state.state_dir, args.systemd)?;
             let mut text: String = written.iter().map(|path| format!("Wrote {}\n", path.display())).collect();
-            if install.place.systemd {
+            if args.systemd {
                 text.push_str(&format!(
                     "Start the timer with `systemctl daemon-reload && systemctl enable --now {}`.\n",
                     hook::TIMER_NAME
@@ -655,17 +653,17 @@ pub fn hook(args: &jailprov::cli::HookArgs) -> Result<ExitCode> {
             }
             print(&text)
         }
-        HookAction::Remove(remove) => {
-            let removed = hook::remove(&dir(&remove.place), remove.place.systemd)?;
+        HookAction::Remove => {
+            let removed = hook::remove(&dir, args.systemd)?;
             print(&match removed.is_empty() {
                 true => "No hook was installed.\n".to_owned(),
                 false => removed.iter().map(|path| format!("Removed {}\n", path.display())).collect(),
             })
         }
-        HookAction::Run(run) => {
+        HookAction::Run => {
             // Never fails apt: every error is logged and the exit status is 0.
             let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("jailprov"));
-            if let Err(error) = hook::run(&run.state.state_dir, &exe, &mut |outcome| hook::syslog(&outcome.line())) {
+            if let Err(error) = hook::run(&args.state.state_dir, &exe, &mut |outcome| hook::syslog(&outcome.line())) {
                 hook::syslog(&format!("error: {error:#}"));
             }
             Ok(ExitCode::SUCCESS)
