@@ -74,6 +74,16 @@ pub enum Command {
     /// up to date, as with --locked); they need neither an applied jail nor root. Device nodes
     /// and mounts are the runtime's: nodes are left out, mount targets listed as volumes.
     Export(ExportArgs),
+    /// Every jail applied on this host: current, behind the host's files (by Debian package, old
+    /// -> new version), or orphaned (Jailfile or root gone).
+    ///
+    /// Exit code: 0, or with --detailed-exitcode 0 when every jail is current, 2 when some are
+    /// behind, 1 on an error or a jail whose state cannot be told.
+    Status(StatusArgs),
+    /// Forget a jail's record (one `status` shows as orphaned): files in the jail stay.
+    Forget(ForgetArgs),
+    /// The apt hook (and systemd timer) that keeps jails following host package updates.
+    Hook(HookArgs),
     /// Print a shell completion script, e.g. `jailprov completions bash >
     /// /etc/bash_completion.d/jailprov`.
     Completions(CompletionsArgs),
@@ -115,10 +125,11 @@ pub enum SchemaKind {
     Apply,
     Check,
     Lock,
+    Status,
 }
 
 impl SchemaKind {
-    pub const ALL: [SchemaKind; 7] = [
+    pub const ALL: [SchemaKind; 8] = [
         SchemaKind::Jailfile,
         SchemaKind::Closure,
         SchemaKind::Why,
@@ -126,6 +137,7 @@ impl SchemaKind {
         SchemaKind::Apply,
         SchemaKind::Check,
         SchemaKind::Lock,
+        SchemaKind::Status,
     ];
 
     /// As typed on the command line and in schemas/KIND.schema.json.
@@ -138,6 +150,7 @@ impl SchemaKind {
             SchemaKind::Apply => "apply",
             SchemaKind::Check => "check",
             SchemaKind::Lock => "lock",
+            SchemaKind::Status => "status",
         }
     }
 }
@@ -412,4 +425,64 @@ pub struct WhyArgs {
     pub format: PlanFormat,
     #[command(flatten)]
     pub state: StateArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusFormat {
+    Text,
+    /// One JSON object (schemas/status.schema.json).
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
+    pub format: StatusFormat,
+    /// Exit 0 when every jail is current, 2 when some are behind, 1 on errors (for monitoring).
+    #[arg(long = "detailed-exitcode")]
+    pub detailed_exitcode: bool,
+    /// Also list the processes in each jail that still map a replaced file (to restart).
+    #[arg(long)]
+    pub processes: bool,
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    /// The jail root whose record to forget.
+    #[arg(value_name = "ROOT")]
+    pub root: PathBuf,
+    /// Forget it even though its root and Jailfile are still there (jailprov then no longer
+    /// knows which files in it are its own).
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct HookArgs {
+    /// install: write /etc/apt/apt.conf.d/80-jailprov (DPkg::Post-Invoke runs `jailprov hook
+    /// run`), or with --systemd a jailprov-hook .service and hourly .timer; remove: delete what
+    /// install wrote; run: report the jails behind the host and apply those whose Jailfile says
+    /// `[update] on_host_change = "apply"` (always exits 0: apt must never fail because of it).
+    #[arg(value_enum, value_name = "ACTION")]
+    pub action: HookAction,
+    /// install/remove: the systemd units instead of the apt hook.
+    #[arg(long)]
+    pub systemd: bool,
+    /// install/remove: the directory to write into (default /etc/apt/apt.conf.d, or
+    /// /etc/systemd/system with --systemd).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HookAction {
+    Install,
+    Remove,
+    Run,
 }

@@ -196,10 +196,11 @@ pub(crate) fn warn_if_applied_elsewhere(jailfile: &JailfileArgs, state_dir: &Pat
     );
 }
 
-/// Notes which root the Jailfile was just applied to, for [`warn_if_applied_elsewhere`]. Only a
-/// hint: the jail is applied whether or not the note could be written.
-fn note_applied(state_dir: &Path, jailfile: &Path, root: &Path) {
-    if let Err(error) = applied::record(state_dir, jailfile, root) {
+/// Notes both ways which Jailfile was just applied to which root: by Jailfile for
+/// [`warn_if_applied_elsewhere`], by root (the origin beside the record) for `jailprov status`.
+/// Only notes: the jail is applied whether or not they could be written.
+fn note_applied(state_dir: &Path, store: &StateStore, jailfile: &Path, root: &Path) {
+    if let Err(error) = applied::record(state_dir, jailfile, root).and_then(|()| store.write_origin(jailfile)) {
         eprintln!("warning: cannot note in {} which root was applied: {error:#}", state_dir.display());
     }
 }
@@ -359,7 +360,8 @@ pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
     // files are swept and the record marked complete.
     let json = args.format == PlanFormat::Json;
     if is_empty(&plan) && !prepared.state.interrupted {
-        note_applied(&args.state.state_dir, &jailfile.file, &root);
+        // Applied all the same: `jailprov status` counts from here.
+        note_applied(&args.state.state_dir, &prepared.store, &jailfile.file, &root);
         print(&if json { render::apply_json(&Plan::default()) } else { render::no_changes(&jailfile.file) })?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -395,7 +397,7 @@ pub fn apply(args: &ApplyArgs) -> Result<ExitCode> {
         let _t = jailprov::timings::phase("apply");
         apply::apply(&plan, &prepared.desired, jail, &prepared.host, state, &prepared.store, &mut report)?;
     }
-    note_applied(&args.state.state_dir, &jailfile.file, &root);
+    note_applied(&args.state.state_dir, &prepared.store, &jailfile.file, &root);
     if let Some(count) = jailprov::kill_point::count() {
         // For tests/interrupt.rs: how many crash points a whole apply passes.
         eprintln!("kill points passed: {count}");
@@ -793,3 +795,81 @@ pub fn export(args: &jailprov::cli::ExportArgs) -> Result<ExitCode> {
 
 /// The largest lock export reads (a 50,000-path lock is some 15 MB).
 const MAX_LOCK_SIZE: u64 = 512 * 1024 * 1024;
+
+/// Exit code of `status --detailed-exitcode` when some jail is behind.
+const JAILS_BEHIND: u8 = 2;
+
+/// `jailprov status`: every recorded jail, current or behind the host, or orphaned.
+pub fn status(args: &jailprov::cli::StatusArgs) -> Result<ExitCode> {
+    let report = jailprov::status::collect(&args.state.state_dir, &HostFs::real(), args.processes)?;
+    print(&match args.format {
+        jailprov::cli::StatusFormat::Text => jailprov::status::text(&report),
+        jailprov::cli::StatusFormat::Json => report.json()?,
+    })?;
+    Ok(match args.detailed_exitcode {
+        false => ExitCode::SUCCESS,
+        true if report.unknown() > 0 => ExitCode::from(1),
+        true if report.behind() > 0 => ExitCode::from(JAILS_BEHIND),
+        true => ExitCode::SUCCESS,
+    })
+}
+
+/// `jailprov forget ROOT`: drops the record of a jail whose root or Jailfile is gone.
+pub fn forget(args: &jailprov::cli::ForgetArgs) -> Result<ExitCode> {
+    let root = &args.root;
+    let store = StateStore::for_root(&args.state.state_dir, root);
+    if !store.state_file.exists() {
+        bail!("{} has no record in {}: nothing to forget", root.display(), args.state.state_dir.display());
+    }
+    let _lock = store.lock(Duration::ZERO)?;
+    let jailfile = store.load_origin()?.map(|origin| origin.jailfile);
+    let still_there = root.exists() && jailfile.as_ref().is_none_or(|jailfile| jailfile.exists());
+    if still_there && !args.force {
+        bail!(
+            "{} and its Jailfile are still there: `jailprov destroy` removes the jail and its record \
+             (forget --force drops the record alone, and jailprov no longer knows its files)",
+            root.display()
+        );
+    }
+    forget_jail(&store)?;
+    print(&format!("Forgot the record of {}.\n", root.display()))
+}
+
+/// `jailprov hook install|remove|run`.
+pub fn hook(args: &jailprov::cli::HookArgs) -> Result<ExitCode> {
+    use jailprov::cli::HookAction;
+    use jailprov::hook;
+    let dir = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(if args.systemd { "/etc/systemd/system" } else { "/etc/apt/apt.conf.d" }));
+    match args.action {
+        HookAction::Install => {
+            let exe = std::env::current_exe().context("cannot find the jailprov executable")?;
+            let written = hook::install(&dir, &exe, &args.state.state_dir, args.systemd)?;
+            let mut text: String = written.iter().map(|path| format!("Wrote {}\n", path.display())).collect();
+            if args.systemd {
+                text.push_str(&format!(
+                    "Start the timer with `systemctl daemon-reload && systemctl enable --now {}`.\n",
+                    hook::TIMER_NAME
+                ));
+            }
+            print(&text)
+        }
+        HookAction::Remove => {
+            let removed = hook::remove(&dir, args.systemd)?;
+            print(&match removed.is_empty() {
+                true => "No hook was installed.\n".to_owned(),
+                false => removed.iter().map(|path| format!("Removed {}\n", path.display())).collect(),
+            })
+        }
+        HookAction::Run => {
+            // Never fails apt: every error is logged and the exit status is 0.
+            let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("jailprov"));
+            if let Err(error) = hook::run(&args.state.state_dir, &exe, &mut |outcome| hook::syslog(&outcome.line())) {
+                hook::syslog(&format!("error: {error:#}"));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

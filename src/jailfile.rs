@@ -85,6 +85,30 @@ pub struct Jailfile {
     /// `getaddrinfo`, terminfo for libtinfo users. All on by default.
     #[schemars(with = "Option<RuntimeSection>")]
     pub runtime: Option<Spanned<RuntimeSection>>,
+    /// What `jailprov hook run` (after every dpkg run, or from its timer) does with this jail
+    /// when host files it copied have changed.
+    pub update: Option<UpdateSection>,
+}
+
+/// The `[update]` table: how the jail follows the host's package updates.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSection {
+    /// "report" (the default): the hook names the jail as behind; "apply": the hook applies it
+    /// again, so it gets the host's new files.
+    #[serde(default)]
+    pub on_host_change: OnHostChange,
+}
+
+/// What the hook does with a jail that is behind the host.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OnHostChange {
+    /// Name the jail and the packages that changed; leave it as it is.
+    #[default]
+    Report,
+    /// Apply the Jailfile again (its lock refreshed), as `jailprov apply` does.
+    Apply,
 }
 
 /// The `[runtime]` table: which run-time needs the closure brings, and which of each.

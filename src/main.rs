@@ -59,6 +59,7 @@ fn wants_json(command: &Command) -> bool {
         Command::Why(args) => args.format == PlanFormat::Json,
         Command::Lock(args) => args.format == PlanFormat::Json,
         Command::Check(args) => args.format == jailprov::cli::CheckFormat::Json,
+        Command::Status(args) => args.format == jailprov::cli::StatusFormat::Json,
         _ => false,
     }
 }
@@ -129,6 +130,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Lock(args) => commands::lock(&args),
         Command::Check(args) => commands::check(&args),
         Command::Export(args) => commands::export(&args),
+        Command::Status(args) => commands::status(&args),
+        Command::Forget(args) => commands::forget(&args),
+        Command::Hook(args) => commands::hook(&args),
     }
 }
 

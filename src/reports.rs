@@ -192,6 +192,7 @@ pub fn json_schema(kind: SchemaKind) -> String {
         SchemaKind::Apply => crate::render::apply_json_schema(),
         SchemaKind::Check => schema_of::<crate::check::CheckReport>(),
         SchemaKind::Lock => schema_of::<LockReport>(),
+        SchemaKind::Status => crate::status::json_schema(),
     }
 }
 

@@ -34,8 +34,9 @@ const LAYERS: &[&[&str]] = &[
     &["plan"],
     // apply may use enter's mounts for persistent mounts until they move; trace runs through enter.
     &["apply", "enter", "export", "trace"],
-    // init writes a first Jailfile from host look-ups (host, beside, jailfile's schema only).
-    &["check", "init"],
+    // init writes a first Jailfile from host look-ups (host, beside, jailfile's schema only);
+    // status reads the records, locks and dpkg; the hook acts on it (its applies are jailprov runs).
+    &["check", "init", "status", "hook"],
     // The face: nothing below imports it.
     &["render", "reports", "why", "commands", "cli", "main"],
 ];

@@ -185,8 +185,9 @@ fn image_facts(image: &Image, mtime: u64) -> oci::ImageFacts {
     }
 }
 
-/// Seconds since 1970 as an RFC 3339 UTC time (days to a civil date: Howard Hinnant's algorithm).
-fn rfc3339(seconds: u64) -> String {
+/// Seconds since 1970 as an RFC 3339 UTC time (days to a civil date: Howard Hinnant's algorithm);
+/// also how `jailprov status` shows the last apply.
+pub fn rfc3339(seconds: u64) -> String {
     let days = (seconds / 86_400) as i64;
     let second_of_day = seconds % 86_400;
     let shifted = days + 719_468;

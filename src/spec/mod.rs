@@ -29,6 +29,7 @@ use toml::Spanned;
 
 use crate::diagnostics::Problem;
 use crate::host::{HostFs, BINARY_SEARCH_PATH};
+pub use crate::jailfile::OnHostChange;
 use crate::jailfile::{BinaryEntry, Jailfile, MountKind, Namespace, NetworkMode};
 use crate::tree::JailPath;
 use users::Owners;
@@ -67,6 +68,8 @@ pub struct Spec {
     /// Where each entry of a top-level list was written, `binaries[3]` ->
     /// `base/Jailfile.toml:4:13`: with `include`, not always in `jailfile`.
     pub places: BTreeMap<String, String>,
+    /// What `jailprov hook run` does when the host files the jail copied have changed.
+    pub on_host_change: OnHostChange,
 }
 
 /// A program to bring, found on the host.
@@ -394,6 +397,7 @@ impl Validator<'_> {
             enter: enter?,
             runtime,
             places: BTreeMap::new(),
+            on_host_change: parsed.update.map(|update| update.on_host_change).unwrap_or_default(),
         })
     }
 

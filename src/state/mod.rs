@@ -153,7 +153,23 @@ pub struct StateStore {
     pub intent_file: PathBuf,
     /// What applies did since the snapshot in `state_file` (journal.rs).
     pub journal_file: PathBuf,
+    /// Which Jailfile was last applied to the root, and when ([`Origin`]).
+    pub origin_file: PathBuf,
 }
+
+/// Where a jail's record came from: the Jailfile last applied to its root and when. A small JSON
+/// file beside the record (not a field of it), so records of every format stay readable as they
+/// are; a jail last applied before jailprov wrote it has none (`jailprov status` says so).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// The Jailfile's absolute path.
+    pub jailfile: PathBuf,
+    /// When the apply finished, in seconds since the Unix epoch.
+    pub applied_at: u64,
+}
+
+/// The largest origin file read (a path and a number).
+const MAX_ORIGIN_SIZE: u64 = 64 * 1024;
 
 impl StateStore {
     /// The store of `root` under `state_dir`: the file name spells the root path (so an operator
@@ -173,7 +189,35 @@ impl StateStore {
             plan_cache_file: state_dir.join(format!("{name}.plan-cache")),
             intent_file: state_dir.join(format!("{name}.intent")),
             journal_file: state_dir.join(format!("{name}.journal")),
+            origin_file: state_dir.join(format!("{name}.origin")),
         }
+    }
+
+    /// Records that `jailfile` was applied to this root just now.
+    pub fn write_origin(&self, jailfile: &Path) -> Result<()> {
+        let jailfile = std::path::absolute(jailfile)
+            .with_context(|| format!("cannot make {} an absolute path", jailfile.display()))?;
+        let applied_at =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_secs());
+        let text = serde_json::to_vec(&Origin { jailfile, applied_at }).context("serializing the origin")?;
+        self.write_private(&self.origin_file, &text)
+    }
+
+    /// The recorded origin, or None when no apply of this jailprov has written one.
+    pub fn load_origin(&self) -> Result<Option<Origin>> {
+        let Some((file, _)) =
+            crate::beside::open_regular_nofollow(&self.origin_file, "the origin file", MAX_ORIGIN_SIZE)?
+        else {
+            return Ok(None);
+        };
+        check_private(
+            &self.origin_file,
+            &file.metadata().with_context(|| format!("cannot inspect {}", self.origin_file.display()))?,
+        )?;
+        let bytes = crate::beside::read_bounded(&file, &self.origin_file, "the origin file", MAX_ORIGIN_SIZE)?;
+        serde_json::from_slice(&bytes).map(Some).with_context(|| {
+            format!("{} is not a jailprov origin file; apply the jail again to rewrite it", self.origin_file.display())
+        })
     }
 
     /// The recorded state (the snapshot and its journal), or an empty one when this root was
@@ -346,7 +390,7 @@ impl StateStore {
     /// leaves a record (perhaps without its journal: the paths are gone by then).
     pub fn remove(&self) -> Result<()> {
         self.remove_legacy_intent()?;
-        for file in [&self.journal_file, &self.state_file] {
+        for file in [&self.origin_file, &self.journal_file, &self.state_file] {
             match fs::remove_file(file) {
                 Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
                     return Err(error).with_context(|| format!("cannot remove {}", file.display()))
@@ -391,6 +435,52 @@ impl StateStore {
             }
         }
     }
+}
+
+/// The roots of every jail recorded in `state_dir`, sorted: each `*.state` file's root, read from
+/// its first bytes (the whole record is loaded by [`StateStore::load`] when wanted). A file whose
+/// name is not the one its root would get is not a record of this jailprov and is left out; one
+/// that cannot be read is returned as its error (one bad record hides no other).
+pub fn recorded_roots(state_dir: &Path) -> Result<Vec<Result<PathBuf>>> {
+    let entries = match fs::read_dir(state_dir) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        result => result.with_context(|| format!("cannot list the state directory {}", state_dir.display()))?,
+    };
+    crate::beside::check_state_dir(state_dir)?;
+    let mut roots = Vec::new();
+    for entry in entries {
+        let path = entry.with_context(|| format!("cannot list the state directory {}", state_dir.display()))?.path();
+        if path.extension().is_none_or(|extension| extension != "state") {
+            continue;
+        }
+        match recorded_root(&path) {
+            Ok(root) if StateStore::for_root(state_dir, &root).state_file != path => {}
+            found => roots.push(found),
+        }
+    }
+    roots.sort_by(|left, right| match (left, right) {
+        (Ok(left), Ok(right)) => left.cmp(right),
+        (left, right) => left.is_ok().cmp(&right.is_ok()),
+    });
+    Ok(roots)
+}
+
+/// The root a state file records, from its first bytes (every format starts the record with its
+/// format version and root; format 5 puts the generation before them).
+fn recorded_root(state_file: &Path) -> Result<PathBuf> {
+    let Some(bytes) = read_private(state_file, "the state file")? else {
+        bail!("{} disappeared while it was read", state_file.display());
+    };
+    let corrupt = || format!("the state file {} is corrupt", state_file.display());
+    let body =
+        bytes.strip_prefix(MAGIC).with_context(|| format!("{} is not a jailprov state file", state_file.display()))?;
+    let (format_version, rest) = postcard::take_from_bytes::<u32>(body).with_context(corrupt)?;
+    let record = match format_version {
+        FORMAT_VERSION => rest.get(8..).with_context(corrupt)?,
+        _ => body,
+    };
+    let ((_, root), _) = postcard::take_from_bytes::<(u32, PathBuf)>(record).with_context(corrupt)?;
+    Ok(root)
 }
 
 /// The record as format 2 wrote it (no content hashes): read and upgraded, so a jail applied by
@@ -669,6 +759,34 @@ mod tests {
         fs::set_permissions(&store.journal_file, fs::Permissions::from_mode(0o622)).expect("chmod");
         let error = store.load(root).expect_err("refused");
         assert!(format!("{error:#}").contains("writable by no one else"), "{error:#}");
+    }
+
+    /// `jailprov status` finds every jail from the state directory alone, whatever format its
+    /// record has, and the origin an apply wrote.
+    #[test]
+    fn recorded_roots_are_read_from_records_of_every_format_with_their_origin() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let current = StateStore::for_root(dir.path(), Path::new("/srv/jails/new"));
+        current.write_snapshot(&State::empty(Path::new("/srv/jails/new"))).expect("saves");
+        let old = StateStore::for_root(dir.path(), Path::new("/srv/jails/old"));
+        let mut record = State::empty(Path::new("/srv/jails/old"));
+        record.format_version = 4;
+        write_raw(&old.state_file, &postcard::to_extend(&record, MAGIC.to_vec()).expect("serializes"));
+        write_raw(&dir.path().join("stray.state"), &postcard::to_extend(&record, MAGIC.to_vec()).expect("serializes"));
+        let roots: Vec<PathBuf> =
+            recorded_roots(dir.path()).expect("lists").into_iter().map(|root| root.expect("readable")).collect();
+        assert_eq!(
+            roots,
+            [PathBuf::from("/srv/jails/new"), PathBuf::from("/srv/jails/old")],
+            "a stray file is no record"
+        );
+        assert_eq!(current.load_origin().expect("reads"), None, "no apply wrote one yet");
+        current.write_origin(Path::new("/etc/jails/Jailfile.toml")).expect("writes");
+        let origin = current.load_origin().expect("reads").expect("written");
+        assert_eq!(origin.jailfile, Path::new("/etc/jails/Jailfile.toml"));
+        assert!(origin.applied_at > 1_700_000_000, "{origin:?}");
+        current.remove().expect("removes");
+        assert!(!current.origin_file.exists(), "forgetting a jail forgets its origin");
     }
 
     #[test]

@@ -39,6 +39,7 @@ mod reviewing;
 pub use drift::{diff_closures_text, Comparison, Difference, Drift};
 pub use entries::hash_text;
 pub use format::{host_fingerprint, jailfile_digest, lock_path, HostFingerprint, Lock, LockEntry};
+pub use packages::installed_versions;
 pub use review::{drift_text, review, written_text};
 pub use reviewing::{Inputs, Mode, Review};
 

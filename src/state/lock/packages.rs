@@ -31,11 +31,9 @@ pub(super) fn packages_by_content<'a>(
     entries.filter_map(|entry| Some((content_key(entry)?, entry.package.as_ref()))).collect()
 }
 
-/// Package versions from the dpkg database (`/var/lib/dpkg/status` and `info/*.list`), read,
-/// never run. Empty where there is no dpkg. A path's answer does not depend on which other
-/// paths are asked with it (the caches keep answers one by one).
-pub(super) fn dpkg_packages(host: &HostFs, paths: &[&str]) -> HashMap<String, String> {
-    let info = host.disk_path(Path::new("/var/lib/dpkg/info"));
+/// The installed packages and their versions, from dpkg's `status` file (read, never run);
+/// empty where there is no dpkg.
+pub fn installed_versions(host: &HostFs) -> HashMap<String, String> {
     let Ok(status) = fs::read_to_string(host.disk_path(Path::new("/var/lib/dpkg/status"))) else {
         return HashMap::default();
     };
@@ -48,6 +46,30 @@ pub(super) fn dpkg_packages(host: &HostFs, paths: &[&str]) -> HashMap<String, St
             }
         }
     }
+    versions
+}
+
+/// One package's line for an asked path: its name and version, and whether the same package
+/// also lists something inside that path (then it ships the path as a directory).
+struct Listing {
+    package: String,
+    version: String,
+    lists_children: bool,
+}
+
+/// Package versions from the dpkg database (`/var/lib/dpkg/status` and `info/*.list`), read,
+/// never run. Empty where there is no dpkg. A path's answer does not depend on which other
+/// paths are asked with it (the caches keep answers one by one).
+///
+/// A path belongs to the package that ships it as the kind of object it is on the host
+/// ([`owner`]): dpkg lists a directory under every package that puts files in it, so without
+/// that rule the usr-merge link /lib was credited to whichever package came first by name.
+pub(super) fn dpkg_packages(host: &HostFs, paths: &[&str]) -> HashMap<String, String> {
+    let info = host.disk_path(Path::new("/var/lib/dpkg/info"));
+    let versions = installed_versions(host);
+    if versions.is_empty() {
+        return HashMap::default();
+    }
     // Debian 12 packages still name /lib/... where the file is reached as /usr/lib/...; both
     // /lib/x and /usr/lib/x may be asked for, so one listed name can answer several paths.
     let mut wanted: HashMap<String, Vec<&str>> = HashMap::default();
@@ -59,35 +81,87 @@ pub(super) fn dpkg_packages(host: &HostFs, paths: &[&str]) -> HashMap<String, St
             }
         }
     }
-    let mut found = HashMap::default();
-    let Ok(lists) = fs::read_dir(&info) else { return found };
+    let Ok(lists) = fs::read_dir(&info) else { return HashMap::default() };
     let mut lists: Vec<PathBuf> = lists
         .filter_map(|entry| entry.ok().map(|entry| entry.path()))
         .filter(|path| path.extension().is_some_and(|extension| extension == "list"))
         .collect();
     lists.sort();
-    // Hundreds of list files: read in parallel, merged in name order (the first package that
-    // lists a path names it, as before).
-    let per_list: Vec<Vec<(String, String)>> = lists
-        .par_iter()
-        .map(|list| {
-            let Some(stem) = list.file_stem().map(|stem| stem.to_string_lossy().into_owned()) else {
-                return Vec::new();
-            };
-            let package = stem.split(':').next().unwrap_or(&stem).to_owned();
-            let Some(version) = versions.get(&package) else { return Vec::new() };
-            let Ok(text) = fs::read_to_string(list) else { return Vec::new() };
-            text.lines()
-                .filter_map(|line| wanted.get(line))
-                .flatten()
-                .map(|path| ((*path).to_owned(), format!("{package} {version}")))
-                .collect()
-        })
-        .collect();
-    for (path, package) in per_list.into_iter().flatten() {
-        found.entry(path).or_insert(package);
+    // Hundreds of list files: read in parallel, merged in name order.
+    let per_list: Vec<Vec<(&str, Listing)>> =
+        lists.par_iter().map(|list| listings_of(list, &versions, &wanted)).collect();
+    let mut listings: HashMap<&str, Vec<Listing>> = HashMap::default();
+    for (path, listing) in per_list.into_iter().flatten() {
+        listings.entry(path).or_default().push(listing);
     }
-    found
+    listings
+        .into_iter()
+        .filter_map(|(path, listings)| {
+            // A path the host lacks is judged as a file (dpkg gives a file one owner).
+            let kind = host.symlink_metadata(Path::new(path)).ok().map(|metadata| metadata.file_type());
+            let (is_dir, is_symlink) = kind.map_or((false, false), |kind| (kind.is_dir(), kind.is_symlink()));
+            let owner = owner(is_dir, is_symlink, &listings)?;
+            Some((path.to_owned(), format!("{} {}", owner.package, owner.version)))
+        })
+        .collect()
+}
+
+/// The asked paths one `info/PACKAGE.list` names (for each, whether it also names something
+/// inside it).
+fn listings_of<'a>(
+    list: &Path,
+    versions: &HashMap<String, String>,
+    wanted: &HashMap<String, Vec<&'a str>>,
+) -> Vec<(&'a str, Listing)> {
+    let Some(stem) = list.file_stem().map(|stem| stem.to_string_lossy().into_owned()) else {
+        return Vec::new();
+    };
+    let package = stem.split(':').next().unwrap_or(&stem).to_owned();
+    let Some(version) = versions.get(&package) else { return Vec::new() };
+    let Ok(text) = fs::read_to_string(list) else { return Vec::new() };
+    let mut named: HashMap<&str, bool> = HashMap::default();
+    for line in text.lines() {
+        if let Some(paths) = wanted.get(line) {
+            for path in paths {
+                named.entry(path).or_insert(false);
+            }
+        }
+        // A package that lists /lib/x ships /lib as a directory (dpkg lists every parent).
+        if let Some(paths) = line.rsplit_once('/').and_then(|(parent, _)| wanted.get(parent)) {
+            for path in paths {
+                named.insert(path, true);
+            }
+        }
+    }
+    named
+        .into_iter()
+        .map(|(path, lists_children)| {
+            (path, Listing { package: package.clone(), version: version.clone(), lists_children })
+        })
+        .collect()
+}
+
+/// Which of the packages listing a path ships it as what the host has there: a symlink belongs to
+/// the one package that lists it without listing anything inside it (a usr-merge link such as /lib
+/// is listed as a directory by every package with files under it: none of those); a directory
+/// shared by several packages belongs to base-files when it lists it (it creates the top-level
+/// tree), else to none; anything else to the first package by name, as dpkg has one owner per file.
+fn owner(is_dir: bool, is_symlink: bool, listings: &[Listing]) -> Option<&Listing> {
+    let base_files = || listings.iter().find(|listing| listing.package == "base-files");
+    if is_symlink {
+        let mut as_symlink = listings.iter().filter(|listing| !listing.lists_children);
+        return match (as_symlink.next(), as_symlink.next()) {
+            (Some(only), None) => Some(only),
+            _ => None,
+        };
+    }
+    if is_dir {
+        return match listings {
+            [only] => Some(only),
+            _ => base_files(),
+        };
+    }
+    listings.first()
 }
 
 /// The stat prints that change whenever dpkg installs, upgrades or removes a package.
@@ -172,4 +246,49 @@ pub(super) fn assign_packages<'a>(
         };
     }
     answers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bug of issue #19: the lock credited the usr-merge link /lib to alsa-topology-conf, the
+    /// first package by name that lists /lib (as the directory its files are in).
+    #[test]
+    fn usr_merge_links_and_shared_directories_belong_to_no_package_on_the_real_host() {
+        let host = HostFs::real();
+        if !installed_versions(&host).contains_key("libc6") {
+            eprintln!("SKIPPED: no dpkg database with libc6 on this host");
+            return;
+        }
+        let asked = ["/lib", "/lib64", "/bin", "/usr/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu/libc.so.6"];
+        let found = dpkg_packages(&host, &asked);
+        let package = |path: &str| found.get(path).map(|answer| answer.split(' ').next().unwrap_or_default());
+        for link in ["/lib", "/lib64", "/bin"] {
+            assert!(
+                matches!(package(link), None | Some("base-files")),
+                "{link} is a usr-merge link: no package ships it as a symlink, got {found:?}"
+            );
+        }
+        assert!(
+            matches!(package("/usr/lib/x86_64-linux-gnu"), None | Some("base-files")),
+            "a directory every library package lists is none of theirs: {found:?}"
+        );
+        assert_eq!(package("/usr/lib/x86_64-linux-gnu/libc.so.6"), Some("libc6"), "{found:?}");
+    }
+
+    fn listing(package: &str, lists_children: bool) -> Listing {
+        Listing { package: package.into(), version: "1".into(), lists_children }
+    }
+
+    #[test]
+    fn a_symlink_belongs_to_the_one_package_that_ships_it_as_a_link() {
+        let listings = [listing("alsa-topology-conf", true), listing("libfoo", false), listing("zlib1g", true)];
+        assert_eq!(owner(false, true, &listings).map(|owner| owner.package.as_str()), Some("libfoo"));
+        assert!(owner(false, true, &[listing("a", true), listing("b", true)]).is_none());
+        assert_eq!(owner(true, false, &[listing("a", true)]).map(|owner| owner.package.as_str()), Some("a"));
+        let shared = [listing("a", true), listing("base-files", true)];
+        assert_eq!(owner(true, false, &shared).map(|owner| owner.package.as_str()), Some("base-files"));
+        assert_eq!(owner(false, false, &shared).map(|owner| owner.package.as_str()), Some("a"));
+    }
 }
