@@ -21,6 +21,7 @@ use jailprov::diagnostics::JailfileErrors;
 use jailprov::host::HostFs;
 use jailprov::init::SchemaFile;
 use jailprov::jail_root::JailRoot;
+use jailprov::plan::closure_memo::{Answer, ClosureMemo};
 use jailprov::render;
 use jailprov::spec::{self, Spec};
 use jailprov::state::StateStore;
@@ -237,17 +238,40 @@ fn validate(args: &JailfileArgs) -> Result<ExitCode> {
     ))
 }
 
+/// `jailprov closure`: from the memo when nothing it looked at moved, else computed (and the
+/// memo written).
 fn closure_command(args: &ClosureArgs) -> Result<ExitCode> {
-    let host = HostFs::real();
+    let format = match args.format {
+        ClosureFormat::Text => "text",
+        ClosureFormat::Json => "json",
+        ClosureFormat::Tree => "tree",
+    };
+    let memo = ClosureMemo::in_state_dir(
+        &args.state.state_dir,
+        &args.jailfile.file,
+        args.jailfile.root.as_deref(),
+        &format!("closure {format}"),
+    );
+    if let Some(answer) = memo.as_ref().and_then(ClosureMemo::answer) {
+        for warning in &answer.warnings {
+            eprintln!("warning: {warning}");
+        }
+        return print(&answer.output);
+    }
+    let host = if memo.is_some() { HostFs::real().observing() } else { HostFs::real() };
     let spec = load_spec(&args.jailfile, &host)?;
     let cache = closure::cache::ClosureCache::in_state_dir(&args.state.state_dir);
     let closure = closure::compute_remembering(&spec, &host, cache)?;
-    let text = match args.format {
+    let output = match args.format {
         ClosureFormat::Text => render::closure_text(&closure) + &included_entries(&spec),
         ClosureFormat::Json => render::closure_json(&closure),
         ClosureFormat::Tree => render::closure_tree(&closure),
     };
-    print(&text)
+    let answer = Answer { warnings: closure.warnings.clone(), output };
+    if let Some(memo) = &memo {
+        memo.record(host.observations(), &answer);
+    }
+    print(&answer.output)
 }
 
 /// Where the entries written in included Jailfiles are: the closure names entries by key

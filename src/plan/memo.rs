@@ -91,7 +91,7 @@ impl Key {
     }
 }
 
-fn cpu_as_the_loader_sees_it() -> String {
+pub(super) fn cpu_as_the_loader_sees_it() -> String {
     use crate::closure::platform::{
         host_hwcaps_subdirs, host_legacy_hwcap_subdirs, platform_token, AARCH64, I386, X86_64,
     };
