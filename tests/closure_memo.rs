@@ -15,6 +15,8 @@ mod prerequisites;
 struct Work {
     _dir: tempfile::TempDir,
     root: PathBuf,
+    /// The command each run asks (`closure --format json` unless a test asks `why`).
+    question: Vec<&'static str>,
 }
 
 /// One closure run: stdout, and whether the memo answered (no closure was computed).
@@ -28,7 +30,7 @@ impl Work {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = fs::canonicalize(dir.path()).expect("canonical tempdir");
         fs::create_dir(root.join("state")).expect("state dir");
-        Work { _dir: dir, root }
+        Work { _dir: dir, root, question: vec!["closure", "--format", "json"] }
     }
 
     fn path(&self, relative: &str) -> String {
@@ -75,8 +77,12 @@ impl Work {
     }
 
     fn run(&self, cold: bool) -> Run {
+        self.run_args(&self.question, cold)
+    }
+
+    fn run_args(&self, args: &[&str], cold: bool) -> Run {
         let mut command = Command::new(env!("CARGO_BIN_EXE_jailprov"));
-        command.args(["closure", "-f", "Jailfile.toml", "--format", "json", "--state-dir", "state"]);
+        command.args(args).args(["-f", "Jailfile.toml", "--state-dir", "state"]);
         command.current_dir(&self.root).env("JAILPROV_TIMINGS", "1").env_remove("JAILPROV_NO_CACHE");
         if cold {
             command.env("JAILPROV_NO_CACHE", "1");
@@ -188,4 +194,20 @@ fn a_damaged_memo_is_ignored() {
     let after = work.run(false);
     assert!(!after.from_memo, "a truncated memo does not answer");
     assert_eq!(after.stdout, before);
+}
+
+#[test]
+fn why_answers_from_its_memo_and_sees_a_library_appearing_earlier_in_the_rpath() {
+    let mut work = Work::new();
+    work.question = vec!["why", "libjpm.so.1", "--format", "json"];
+    let lib = work.library("second/libjpm.so.1", false);
+    let exe = work.app(&lib, &format!("{}:{}", work.path("first"), work.path("second")));
+    fs::create_dir(work.path("first")).expect("mkdir first");
+    work.write("Jailfile.toml", &jailfile_for(&exe));
+    let before = work.memo_answers();
+    assert!(before.contains(&work.path("second/libjpm.so.1")), "found in the second directory: {before}");
+    let other_question = work.run_args(&["why", "libc.so.6", "--format", "json"], false);
+    assert!(!other_question.from_memo, "another path is another question");
+    work.library("first/libjpm.so.1", true);
+    work.assert_follows_the_change(&before, "why, a library in the first RPATH directory");
 }

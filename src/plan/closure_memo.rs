@@ -1,4 +1,4 @@
-//! The memo of a `jailprov closure` answer: what it looked at and what it printed, so the next run can print it again after re-stating those paths.
+//! The memo of a `jailprov closure` or `why` answer: what it looked at and what it printed, so the next run can print it again after re-stating those paths.
 //!
 //! A closure is a function of the Jailfile (and the files it includes), of what it looked at on
 //! the host (every stat, open and listing, misses included:
@@ -36,7 +36,7 @@ pub struct Key {
     pub root_override: Option<PathBuf>,
     /// What the Jailfile and its included files say ([`crate::state::lock::jailfile_digest`]).
     pub jailfile_digest: String,
-    /// The command and its format, e.g. `closure json`.
+    /// The command and its arguments, e.g. `closure json`.
     pub question: String,
     /// The cache directory (device, inode): a state directory made again starts afresh.
     pub cache_dir: (u64, u64),
@@ -67,13 +67,15 @@ pub struct Answer {
 }
 
 impl ClosureMemo {
-    /// The memo of `question` about `jailfile` in `state_dir`'s closure cache directory; None
-    /// when there is none to use (no private state directory, `JAILPROV_NO_CACHE`, or a
+    /// The memo of `question` about `jailfile`, kept in `<stem>.memo` of `state_dir`'s closure
+    /// cache directory (one file per stem: another question of the same stem replaces it);
+    /// None when there is none to use (no private state directory, `JAILPROV_NO_CACHE`, or a
     /// Jailfile that does not read: the full run then says why).
     pub fn in_state_dir(
         state_dir: &Path,
         jailfile: &Path,
         root_override: Option<&Path>,
+        stem: &str,
         question: &str,
     ) -> Option<ClosureMemo> {
         let dir = crate::closure::cache::cache_dir(state_dir)?;
@@ -81,7 +83,7 @@ impl ClosureMemo {
         let jailfile_digest = crate::state::lock::jailfile_digest(jailfile, &source).ok()?;
         // Absent until the first run saves into it; the key is taken again when the memo is written.
         let cache_dir = fs::symlink_metadata(&dir).map_or((0, 0), |metadata| (metadata.dev(), metadata.ino()));
-        let file = dir.join(format!("{}.memo", question.replace(' ', "-")));
+        let file = dir.join(format!("{stem}.memo"));
         let key = Key {
             program: Seen::of(&fs::metadata("/proc/self/exe")),
             cpu: cpu_as_the_loader_sees_it(),
