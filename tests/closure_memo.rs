@@ -139,15 +139,22 @@ fn a_library_replaced_in_place_with_the_same_size_and_mtime_is_seen() {
     work.assert_follows_the_change(&before, "a library replaced in place");
 }
 
-#[test]
-fn a_library_appearing_earlier_in_the_rpath_is_seen() {
-    let work = Work::new();
+/// `bin/app` with an RPATH of `first:second` and its library in `second` (`first` empty), the
+/// memo's answer about it (which must name the library in `second`).
+fn library_in_the_second_rpath_dir(work: &Work) -> String {
     let lib = work.library("second/libjpm.so.1", false);
     let exe = work.app(&lib, &format!("{}:{}", work.path("first"), work.path("second")));
     fs::create_dir(work.path("first")).expect("mkdir first");
     work.write("Jailfile.toml", &jailfile_for(&exe));
     let before = work.memo_answers();
-    assert!(before.contains(&work.path("second/libjpm.so.1")), "found in the second directory");
+    assert!(before.contains(&work.path("second/libjpm.so.1")), "found in the second directory: {before}");
+    before
+}
+
+#[test]
+fn a_library_appearing_earlier_in_the_rpath_is_seen() {
+    let work = Work::new();
+    let before = library_in_the_second_rpath_dir(&work);
     work.library("first/libjpm.so.1", true);
     work.assert_follows_the_change(&before, "a library in the first RPATH directory");
 }
@@ -200,12 +207,7 @@ fn a_damaged_memo_is_ignored() {
 fn why_answers_from_its_memo_and_sees_a_library_appearing_earlier_in_the_rpath() {
     let mut work = Work::new();
     work.question = vec!["why", "libjpm.so.1", "--format", "json"];
-    let lib = work.library("second/libjpm.so.1", false);
-    let exe = work.app(&lib, &format!("{}:{}", work.path("first"), work.path("second")));
-    fs::create_dir(work.path("first")).expect("mkdir first");
-    work.write("Jailfile.toml", &jailfile_for(&exe));
-    let before = work.memo_answers();
-    assert!(before.contains(&work.path("second/libjpm.so.1")), "found in the second directory: {before}");
+    let before = library_in_the_second_rpath_dir(&work);
     let other_question = work.run_args(&["why", "libc.so.6", "--format", "json"], false);
     assert!(!other_question.from_memo, "another path is another question");
     work.library("first/libjpm.so.1", true);

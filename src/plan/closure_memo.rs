@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::memo::{cpu_as_the_loader_sees_it, read_keyed, write_keyed, HostPrint};
+use super::memo::{cpu_as_the_loader_sees_it, read_keyed, write_keyed, HostPrint, Memo};
 use crate::host::{Observation, Seen};
 
 const MAGIC: &[u8] = b"jailprov closure memo\n";
@@ -40,16 +40,6 @@ pub struct Key {
     pub question: String,
     /// The cache directory (device, inode): a state directory made again starts afresh.
     pub cache_dir: (u64, u64),
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct Memo {
-    format_version: u32,
-    key: Key,
-    /// The closure's warnings, said again when the memo answers.
-    warnings: Vec<String>,
-    host: HostPrint,
-    output: String,
 }
 
 /// Where one question's memo is kept and the key it must have.
@@ -101,8 +91,9 @@ impl ClosureMemo {
     /// did; None otherwise (missing, damaged, another key, or anything moved).
     pub fn answer(&self) -> Option<Answer> {
         let _timing = crate::timings::phase("closure memo: check");
-        let memo: Memo = read_keyed(&self.file, MAGIC, FORMAT_VERSION, &self.key)?;
-        memo.host.holds_now().then_some(Answer { warnings: memo.warnings, output: memo.output })
+        // `rest`: the output printed.
+        let memo: Memo<Key, String> = read_keyed(&self.file, MAGIC, FORMAT_VERSION, &self.key)?;
+        memo.host.holds_now().then_some(Answer { warnings: memo.warnings, output: memo.rest })
     }
 
     /// Writes down an answer computed from `observations` (None: something looked at changed
@@ -126,7 +117,7 @@ impl ClosureMemo {
             key,
             warnings: answer.warnings.clone(),
             host: HostPrint::of(&observations),
-            output: answer.output.clone(),
+            rest: answer.output.clone(),
         };
         if let Err(error) = write_keyed(&self.file, MAGIC, &memo) {
             eprintln!("warning: cannot save the closure memo ({error:#}); the next closure is computed again");
