@@ -14,13 +14,14 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use jailprov::cli::{
     Cli, ClosureArgs, ClosureFormat, ColorWhen, Command, EnterArgs, InitArgs, JailfileArgs, ManpageArgs, PlanFormat,
-    SchemaArgs, TraceArgs, WhyArgs,
+    SchemaArgs, StateArgs, TraceArgs, WhyArgs,
 };
 use jailprov::closure;
 use jailprov::diagnostics::JailfileErrors;
 use jailprov::host::HostFs;
 use jailprov::init::SchemaFile;
 use jailprov::jail_root::JailRoot;
+use jailprov::plan::closure_memo::{Answer, ClosureMemo};
 use jailprov::render;
 use jailprov::spec::{self, Spec};
 use jailprov::state::StateStore;
@@ -237,17 +238,49 @@ fn validate(args: &JailfileArgs) -> Result<ExitCode> {
     ))
 }
 
+/// `jailprov closure`: from the memo when nothing it looked at moved, else computed (and the
+/// memo written).
 fn closure_command(args: &ClosureArgs) -> Result<ExitCode> {
-    let host = HostFs::real();
-    let spec = load_spec(&args.jailfile, &host)?;
-    let cache = closure::cache::ClosureCache::in_state_dir(&args.state.state_dir);
-    let closure = closure::compute_remembering(&spec, &host, cache)?;
-    let text = match args.format {
-        ClosureFormat::Text => render::closure_text(&closure) + &included_entries(&spec),
-        ClosureFormat::Json => render::closure_json(&closure),
-        ClosureFormat::Tree => render::closure_tree(&closure),
+    let format = match args.format {
+        ClosureFormat::Text => "text",
+        ClosureFormat::Json => "json",
+        ClosureFormat::Tree => "tree",
     };
-    print(&text)
+    let question = format!("closure {format}");
+    answer_remembered(&args.jailfile, &args.state, &format!("closure-{format}"), &question, |spec, closure| {
+        Ok(match args.format {
+            ClosureFormat::Text => render::closure_text(closure) + &included_entries(spec),
+            ClosureFormat::Json => render::closure_json(closure),
+            ClosureFormat::Tree => render::closure_tree(closure),
+        })
+    })
+}
+
+/// Prints what `render` makes of the closure of the Jailfile: from the memo of `question` when
+/// nothing it looked at moved, else computed (and the memo written).
+fn answer_remembered(
+    jailfile: &JailfileArgs,
+    state: &StateArgs,
+    stem: &str,
+    question: &str,
+    render: impl FnOnce(&Spec, &closure::Closure) -> Result<String>,
+) -> Result<ExitCode> {
+    let memo = ClosureMemo::in_state_dir(&state.state_dir, &jailfile.file, jailfile.root.as_deref(), stem, question);
+    if let Some(answer) = memo.as_ref().and_then(ClosureMemo::answer) {
+        for warning in &answer.warnings {
+            eprintln!("warning: {warning}");
+        }
+        return print(&answer.output);
+    }
+    let host = if memo.is_some() { HostFs::real().observing() } else { HostFs::real() };
+    let spec = load_spec(jailfile, &host)?;
+    let cache = closure::cache::ClosureCache::in_state_dir(&state.state_dir);
+    let closure = closure::compute_remembering(&spec, &host, cache)?;
+    let answer = Answer { output: render(&spec, &closure)?, warnings: closure.warnings };
+    if let Some(memo) = &memo {
+        memo.record(host.observations(), &answer);
+    }
+    print(&answer.output)
 }
 
 /// Where the entries written in included Jailfiles are: the closure names entries by key
@@ -268,23 +301,27 @@ fn included_entries(spec: &Spec) -> String {
 
 /// `jailprov why PATH|NAME [--all]`: the chains that bring it, or what a directory is for.
 fn why(args: &WhyArgs) -> Result<ExitCode> {
-    let host = HostFs::real();
-    let spec = load_spec(&args.jailfile, &host)?;
-    let cache = closure::cache::ClosureCache::in_state_dir(&args.state.state_dir);
-    let closure = closure::compute_remembering(&spec, &host, cache)?;
-    let jailfile_name = args.jailfile.file.display().to_string();
-    let answers = jailprov::why::answer(&closure, &args.path, args.all, &jailfile_name)?;
-    // The entry's own file and line: with `include` it may be written in another Jailfile.
-    let place_of = |why: &closure::Why<'_>| {
-        why.origin
-            .declaration()
-            .and_then(|declaration| spec.place_of(&declaration.key))
-            .map_or_else(|| jailfile_name.clone(), str::to_owned)
+    let format = match args.format {
+        PlanFormat::Text => "text",
+        PlanFormat::Json => "json",
     };
-    match args.format {
-        PlanFormat::Text => print(&jailprov::why::text(&answers, args.all, &place_of)),
-        PlanFormat::Json => print(&jailprov::reports::to_json(&jailprov::why::report(&answers, &args.path))),
-    }
+    // One memo per format: asking about another path replaces it.
+    let question = format!("why {format} all={} {}", args.all, args.path);
+    answer_remembered(&args.jailfile, &args.state, &format!("why-{format}"), &question, |spec, closure| {
+        let jailfile_name = args.jailfile.file.display().to_string();
+        let answers = jailprov::why::answer(closure, &args.path, args.all, &jailfile_name)?;
+        // The entry's own file and line: with `include` it may be written in another Jailfile.
+        let place_of = |why: &closure::Why<'_>| {
+            why.origin
+                .declaration()
+                .and_then(|declaration| spec.place_of(&declaration.key))
+                .map_or_else(|| jailfile_name.clone(), str::to_owned)
+        };
+        Ok(match args.format {
+            PlanFormat::Text => jailprov::why::text(&answers, args.all, &place_of),
+            PlanFormat::Json => jailprov::reports::to_json(&jailprov::why::report(&answers, &args.path)),
+        })
+    })
 }
 
 /// `jailprov enter`: checks the jail is applied (the record is read here, so that `enter` itself

@@ -48,7 +48,7 @@ thread_local! {
 }
 
 const READERS: &[&str] =
-    &["elf", "elf_file", "ld_cache", "jailfile", "lock", "lock_review", "saved_plan", "closure_cache"];
+    &["elf", "elf_file", "ld_cache", "jailfile", "lock", "lock_review", "saved_plan", "closure_cache", "closure_memo"];
 
 unsafe impl GlobalAlloc for BoundedAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
@@ -496,6 +496,59 @@ fn elf_file_reader_survives_mutated_host_objects() {
     survive("elf_file", elf_seeds(), 300, read_elf_file);
 }
 
+/// The key of the closure memo seed: a mutant must get past the key to reach what follows it.
+fn closure_memo_key() -> jailprov::plan::closure_memo::Key {
+    jailprov::plan::closure_memo::Key {
+        program: jailprov::host::Seen::Absent(2),
+        cpu: "x86_64".to_owned(),
+        cwd: "/".into(),
+        jailfile: "Jailfile.toml".into(),
+        root_override: None,
+        jailfile_digest: "blake3:0".to_owned(),
+        question: "closure json".to_owned(),
+        cache_dir: SEED_CACHE_DIR.get().copied().unwrap_or_default(),
+    }
+}
+
+/// The identity of the directory the seed was written in (the memo keeps it in its key).
+static SEED_CACHE_DIR: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
+
+/// The closure memo as read from a file holding `bytes`, under the seed's key.
+fn read_closure_memo(bytes: &[u8]) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("closure-json.memo");
+    std::fs::write(&file, bytes).expect("write the memo");
+    let memo = jailprov::plan::closure_memo::ClosureMemo { file, key: closure_memo_key() };
+    let _ = memo.answer();
+}
+
+/// A closure memo of a few looks (a miss among them), written as `jailprov closure` writes one.
+fn closure_memo_seed() -> Vec<u8> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache_dir = dir.path().join("closure-cache");
+    std::fs::create_dir(&cache_dir).expect("mkdir");
+    let file = cache_dir.join("closure-json.memo");
+    let key = closure_memo_key();
+    let host = jailprov::host::HostFs::real().observing();
+    for path in ["/usr/bin/env", "/usr/bin/cat", "/usr/lib/jailprov-none.so.1"] {
+        let _ = host.metadata(Path::new(path));
+    }
+    let memo = jailprov::plan::closure_memo::ClosureMemo { file: file.clone(), key: key.clone() };
+    let answer = jailprov::plan::closure_memo::Answer {
+        warnings: vec!["a warning".to_owned()],
+        output: "{\"entries\": []}\n".to_owned(),
+    };
+    memo.record(host.observations(), &answer);
+    let written = read(&file);
+    // The memo takes the directory's identity as its key: the seed carries the fixed one.
+    let metadata = std::fs::metadata(&cache_dir).expect("cache dir");
+    let identity = (std::os::unix::fs::MetadataExt::dev(&metadata), std::os::unix::fs::MetadataExt::ino(&metadata));
+    let _ = SEED_CACHE_DIR.set(identity);
+    let memo = jailprov::plan::closure_memo::ClosureMemo { file, key: closure_memo_key() };
+    assert_eq!(memo.answer(), Some(answer), "the seed answers under its key");
+    written
+}
+
 #[test]
 fn ld_cache_reader_survives_a_mutated_host_cache() {
     let cache = Path::new("/etc/ld.so.cache");
@@ -506,6 +559,11 @@ fn ld_cache_reader_survives_a_mutated_host_cache() {
 #[test]
 fn closure_cache_reader_survives_a_mutated_cache() {
     survive("closure_cache", vec![closure_cache_seed()], 800, read_closure_cache);
+}
+
+#[test]
+fn closure_memo_reader_survives_a_mutated_memo() {
+    survive("closure_memo", vec![closure_memo_seed()], 800, read_closure_memo);
 }
 
 #[test]

@@ -148,18 +148,23 @@ pub fn switched_off() -> bool {
     std::env::var_os(NO_CACHE_ENV).is_some_and(|value| !value.is_empty() && value != "0")
 }
 
+/// `<state_dir>/closure-cache` when the closure caches may live there (it may not exist yet):
+/// the state directory exists and is private, the cache directory is private if present, and
+/// `JAILPROV_NO_CACHE` is not set. The object cache and the closure memo share it.
+pub fn cache_dir(state_dir: &Path) -> Option<PathBuf> {
+    if switched_off() || !state_dir.is_dir() || crate::beside::check_state_dir(state_dir).is_err() {
+        return None;
+    }
+    let dir = state_dir.join(CACHE_DIR);
+    crate::beside::check_state_dir(&dir).is_ok().then_some(dir)
+}
+
 impl ClosureCache {
     /// The cache of the state directory `state_dir`: empty (and never saved) when the directory
     /// does not exist, is not private ([`crate::beside::check_state_dir`]) or `JAILPROV_NO_CACHE`
     /// is set; read-only when jailprov may not write there.
     pub fn in_state_dir(state_dir: &Path) -> ClosureCache {
-        if switched_off() || !state_dir.is_dir() || crate::beside::check_state_dir(state_dir).is_err() {
-            return ClosureCache::default();
-        }
-        let dir = state_dir.join(CACHE_DIR);
-        if crate::beside::check_state_dir(&dir).is_err() {
-            return ClosureCache::default();
-        }
+        let Some(dir) = cache_dir(state_dir) else { return ClosureCache::default() };
         let file = dir.join(CACHE_FILE);
         let mut cache = ClosureCache::read(&file).unwrap_or_default();
         let writable = nix::unistd::access(state_dir, nix::unistd::AccessFlags::W_OK).is_ok();

@@ -91,7 +91,7 @@ impl Key {
     }
 }
 
-fn cpu_as_the_loader_sees_it() -> String {
+pub(super) fn cpu_as_the_loader_sees_it() -> String {
     use crate::closure::platform::{
         host_hwcaps_subdirs, host_legacy_hwcap_subdirs, platform_token, AARCH64, I386, X86_64,
     };
@@ -110,17 +110,26 @@ fn cpu_as_the_loader_sees_it() -> String {
         .join("; ")
 }
 
+/// A memo as written: its format and key lead (read alone first, see [`read_keyed`]), then what
+/// the computation warned about and looked at on the host, then what else it vouches for. The
+/// plan memo and the closure memo ([`super::closure_memo`]) differ only in `rest`.
 #[derive(Debug, Serialize, Deserialize)]
-struct Memo {
-    format_version: u32,
-    key: Key,
+pub(super) struct Memo<K, R> {
+    pub format_version: u32,
+    pub key: K,
     /// The closure's warnings, said again when the memo answers.
-    warnings: Vec<String>,
-    host: HostPrint,
+    pub warnings: Vec<String>,
+    pub host: HostPrint,
+    pub rest: R,
+}
+
+/// What the plan memo vouches for in the jail.
+#[derive(Debug, Serialize, Deserialize)]
+struct JailPrint {
     /// Jail paths stat'ed, NUL-separated, sorted.
-    jail_paths: Vec<u8>,
+    paths: Vec<u8>,
     /// One digest per [`CHUNK`] jail paths, in order.
-    jail_chunks: Vec<[u8; 32]>,
+    chunks: Vec<[u8; 32]>,
 }
 
 /// Writes the memo of a full plan that found nothing to do, from what it looked at on the host
@@ -129,8 +138,13 @@ struct Memo {
 pub fn record(file: &Path, key: Key, warnings: Vec<String>, host: &[Observation], jail: JailScanPrint) {
     let _timing = crate::timings::phase("plan memo: write");
     let Some((jail_paths, jail_chunks)) = jail.finish() else { return };
-    let memo =
-        Memo { format_version: FORMAT_VERSION, key, warnings, host: HostPrint::of(host), jail_paths, jail_chunks };
+    let memo = Memo {
+        format_version: FORMAT_VERSION,
+        key,
+        warnings,
+        host: HostPrint::of(host),
+        rest: JailPrint { paths: jail_paths, chunks: jail_chunks },
+    };
     if let Err(error) = write_keyed(file, MAGIC, &memo) {
         eprintln!("warning: cannot save the plan memo ({error:#}); the next plan computes the closure again");
     }
@@ -160,15 +174,15 @@ pub(super) fn write_keyed(file: &Path, magic: &[u8], value: &impl Serialize) -> 
 /// or None (no memo, another key, or any path that moved).
 pub fn answers(file: &Path, key: &Key, jail: &JailRoot) -> Option<Vec<String>> {
     let _timing = crate::timings::phase("plan memo: check");
-    let memo: Memo = read_keyed(file, MAGIC, FORMAT_VERSION, key)?;
+    let memo: Memo<Key, JailPrint> = read_keyed(file, MAGIC, FORMAT_VERSION, key)?;
     let host_paths = split_paths(&memo.host.paths);
-    let jail_paths = split_paths(&memo.jail_paths);
-    if jail_paths.len().div_ceil(CHUNK) != memo.jail_chunks.len() {
+    let jail_paths = split_paths(&memo.rest.paths);
+    if jail_paths.len().div_ceil(CHUNK) != memo.rest.chunks.len() {
         return None;
     }
     let mut checks = memo.host.checks(&host_paths)?;
     checks.extend(
-        jail_paths.chunks(CHUNK).zip(&memo.jail_chunks).map(|(paths, digest)| ChunkCheck::Jail { paths, digest }),
+        jail_paths.chunks(CHUNK).zip(&memo.rest.chunks).map(|(paths, digest)| ChunkCheck::Jail { paths, digest }),
     );
     all_hold(&checks, Some(jail)).then_some(memo.warnings)
 }

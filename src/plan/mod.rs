@@ -22,6 +22,7 @@ use crate::spec::MountSpec;
 use crate::state::{Managed, State};
 use crate::tree::JailPath;
 
+pub mod closure_memo;
 pub mod memo;
 pub mod reuse;
 pub mod saved;
