@@ -770,12 +770,7 @@ impl CheckReport {
 }
 
 pub fn json(audit: &Audit, repair: Option<&Repair>, root: &Path) -> String {
-    // Through a Value: keys sorted, as every jailprov JSON output.
-    let report = CheckReport::of(audit, repair, root);
-    let value = serde_json::to_value(&report).unwrap_or_else(|error| serde_json::json!({ "error": error.to_string() }));
-    let mut text = serde_json::to_string_pretty(&value).unwrap_or_else(|error| format!("{{\"error\":\"{error}\"}}"));
-    text.push('\n');
-    text
+    crate::json::to_json(&CheckReport::of(audit, repair, root))
 }
 
 /// `jailprov check [--fix] [--format json]`: exit 1 when any finding is an error.

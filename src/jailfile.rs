@@ -578,8 +578,5 @@ pub struct EnterSection {
 
 /// The JSON schema of Jailfile.toml, as committed in schemas/jailfile.schema.json.
 pub fn json_schema() -> String {
-    let schema = schemars::schema_for!(Jailfile);
-    let mut text = serde_json::to_string_pretty(&schema).expect("a JSON schema serializes");
-    text.push('\n');
-    text
+    crate::json::schema_of::<Jailfile>()
 }

@@ -14,6 +14,7 @@ pub mod host;
 pub mod init;
 pub mod jail_root;
 pub mod jailfile;
+pub mod json;
 pub mod kill_point;
 pub mod mountinfo;
 pub mod plan;

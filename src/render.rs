@@ -511,10 +511,7 @@ pub fn apply_json(plan: &crate::plan::Plan) -> String {
 
 /// The JSON Schema of `apply --format json` (committed as schemas/apply.schema.json).
 pub fn apply_json_schema() -> String {
-    let schema = schemars::schema_for!(ApplyReport);
-    let mut text = serde_json::to_string_pretty(&schema).expect("a JSON schema serializes");
-    text.push('\n');
-    text
+    crate::json::schema_of::<ApplyReport>()
 }
 
 /// An error as one JSON object for machines: `{"error", "file", "line", "column", "key",

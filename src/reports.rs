@@ -161,26 +161,14 @@ impl LockReport {
     }
 }
 
-/// A report as pretty JSON, its keys sorted (as every jailprov JSON output), one newline after.
-pub fn to_json<T: Serialize>(report: &T) -> String {
-    let value = serde_json::to_value(report).unwrap_or_else(|error| serde_json::json!({ "error": error.to_string() }));
-    let mut text = serde_json::to_string_pretty(&value).unwrap_or_else(|error| format!("{{\"error\":\"{error}\"}}"));
-    text.push('\n');
-    text
-}
+pub use crate::json::to_json;
 
 /// The plan with the lock's host drift, as `plan --format json` prints it.
 pub fn plan_json(plan: &Plan, review: &Review) -> String {
     to_json(&PlanReport::of(plan, review))
 }
 
-/// The JSON Schema of `T`, pretty, as committed under schemas/.
-fn schema_of<T: schemars::JsonSchema>() -> String {
-    let schema = schemars::schema_for!(T);
-    let mut text = serde_json::to_string_pretty(&schema).expect("a JSON schema serializes");
-    text.push('\n');
-    text
-}
+use crate::json::schema_of;
 
 /// The JSON Schema of one kind of file or output (`jailprov schema KIND`).
 pub fn json_schema(kind: SchemaKind) -> String {

@@ -20,7 +20,7 @@ const MAX_LINES: usize = 1000;
 /// a later one (`jailfile` and `spec` are two lines: the serde model knows nothing of the Spec).
 /// A new top-level module must be placed here before the test passes.
 const LAYERS: &[&[&str]] = &[
-    &["tree", "host", "diagnostics", "timings", "kill_point", "mountinfo", "beside", "progress", "words"],
+    &["tree", "host", "diagnostics", "timings", "kill_point", "mountinfo", "beside", "progress", "words", "json"],
     &["jailfile"],
     &["spec"],
     // root_safety makes and vets the jail root it hands over as a JailRoot, so it sits beside the

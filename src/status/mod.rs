@@ -97,8 +97,7 @@ impl Report {
 
 /// The JSON schema of `jailprov status --format json` (schemas/status.schema.json).
 pub fn json_schema() -> String {
-    let schema = schemars::schema_for!(Report);
-    serde_json::to_string_pretty(&schema).expect("a derived schema serializes") + "\n"
+    crate::json::schema_of::<Report>()
 }
 
 /// The status of every jail recorded in `state_dir`; with `processes`, the processes in each that
