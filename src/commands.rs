@@ -196,11 +196,11 @@ pub(crate) fn warn_if_applied_elsewhere(jailfile: &JailfileArgs, state_dir: &Pat
     );
 }
 
-/// Notes both ways which Jailfile was just applied to which root: by Jailfile for
-/// [`warn_if_applied_elsewhere`], by root (the origin beside the record) for `jailprov status`.
-/// Only notes: the jail is applied whether or not they could be written.
+/// Notes which Jailfile was just applied to which root (the origin beside the record), for
+/// `jailprov status` and [`warn_if_applied_elsewhere`]. Only a note: the jail is applied whether
+/// or not it could be written.
 fn note_applied(state_dir: &Path, store: &StateStore, jailfile: &Path, root: &Path) {
-    if let Err(error) = applied::record(state_dir, jailfile, root).and_then(|()| store.write_origin(jailfile)) {
+    if let Err(error) = store.write_origin(jailfile, root) {
         eprintln!("warning: cannot note in {} which root was applied: {error:#}", state_dir.display());
     }
 }

@@ -159,13 +159,35 @@ pub struct StateStore {
 
 /// Where a jail's record came from: the Jailfile last applied to its root and when. A small JSON
 /// file beside the record (not a field of it), so records of every format stay readable as they
-/// are; a jail last applied before jailprov wrote it has none (`jailprov status` says so).
+/// are; a jail last applied before jailprov wrote it has none (`jailprov status` says so). Read
+/// by root (`status`), and all of them by Jailfile (the other-root warning, applied.rs).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Origin {
-    /// The Jailfile's absolute path.
+    /// The Jailfile's absolute path (symlinks resolved where it exists: one name however spelled).
     pub jailfile: PathBuf,
+    /// The jail root it was applied to (the record's file name carries only a hash of it).
+    #[serde(default)]
+    pub root: Option<PathBuf>,
     /// When the apply finished, in seconds since the Unix epoch.
     pub applied_at: u64,
+}
+
+/// The Jailfile as one name whichever way it was spelled (`-f ./x`, `-f /abs/x`, a symlink).
+pub fn jailfile_name(jailfile: &Path) -> PathBuf {
+    fs::canonicalize(jailfile).or_else(|_| std::path::absolute(jailfile)).unwrap_or_else(|_| jailfile.to_owned())
+}
+
+/// The origin in `path`, or None when there is none; bounded, and only if this user alone could
+/// have written it.
+pub fn read_origin(path: &Path) -> Result<Option<Origin>> {
+    let Some((file, _)) = crate::beside::open_regular_nofollow(path, "the origin file", MAX_ORIGIN_SIZE)? else {
+        return Ok(None);
+    };
+    check_private(path, &file.metadata().with_context(|| format!("cannot inspect {}", path.display()))?)?;
+    let bytes = crate::beside::read_bounded(&file, path, "the origin file", MAX_ORIGIN_SIZE)?;
+    serde_json::from_slice(&bytes).map(Some).with_context(|| {
+        format!("{} is not a jailprov origin file; apply the jail again to rewrite it", path.display())
+    })
 }
 
 /// The largest origin file read (a path and a number).
@@ -193,31 +215,18 @@ impl StateStore {
         }
     }
 
-    /// Records that `jailfile` was applied to this root just now.
-    pub fn write_origin(&self, jailfile: &Path) -> Result<()> {
-        let jailfile = std::path::absolute(jailfile)
-            .with_context(|| format!("cannot make {} an absolute path", jailfile.display()))?;
+    /// Records that `jailfile` was applied to `root` (this store's root) just now.
+    pub fn write_origin(&self, jailfile: &Path, root: &Path) -> Result<()> {
         let applied_at =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_secs());
-        let text = serde_json::to_vec(&Origin { jailfile, applied_at }).context("serializing the origin")?;
+        let origin = Origin { jailfile: jailfile_name(jailfile), root: Some(root.to_owned()), applied_at };
+        let text = serde_json::to_vec(&origin).context("serializing the origin")?;
         self.write_private(&self.origin_file, &text)
     }
 
     /// The recorded origin, or None when no apply of this jailprov has written one.
     pub fn load_origin(&self) -> Result<Option<Origin>> {
-        let Some((file, _)) =
-            crate::beside::open_regular_nofollow(&self.origin_file, "the origin file", MAX_ORIGIN_SIZE)?
-        else {
-            return Ok(None);
-        };
-        check_private(
-            &self.origin_file,
-            &file.metadata().with_context(|| format!("cannot inspect {}", self.origin_file.display()))?,
-        )?;
-        let bytes = crate::beside::read_bounded(&file, &self.origin_file, "the origin file", MAX_ORIGIN_SIZE)?;
-        serde_json::from_slice(&bytes).map(Some).with_context(|| {
-            format!("{} is not a jailprov origin file; apply the jail again to rewrite it", self.origin_file.display())
-        })
+        read_origin(&self.origin_file)
     }
 
     /// The recorded state (the snapshot and its journal), or an empty one when this root was
@@ -781,7 +790,7 @@ mod tests {
             "a stray file is no record"
         );
         assert_eq!(current.load_origin().expect("reads"), None, "no apply wrote one yet");
-        current.write_origin(Path::new("/etc/jails/Jailfile.toml")).expect("writes");
+        current.write_origin(Path::new("/etc/jails/Jailfile.toml"), Path::new("/srv/jails/new")).expect("writes");
         let origin = current.load_origin().expect("reads").expect("written");
         assert_eq!(origin.jailfile, Path::new("/etc/jails/Jailfile.toml"));
         assert!(origin.applied_at > 1_700_000_000, "{origin:?}");
