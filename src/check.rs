@@ -68,21 +68,9 @@ pub const CODES: &[(&str, &str)] = &[
     ("JP019", "a subtree or managed file check could not inspect (unreadable, too deep, another file system)"),
 ];
 
-/// Paths that lead to host secrets or the host's root once the jail mounts /proc or binds /etc.
-const SENSITIVE: &[&str] = &[
-    "/etc/shadow",
-    "/etc/shadow-",
-    "/etc/gshadow",
-    "/etc/gshadow-",
-    "/etc/sudoers",
-    "/etc/sudoers.d",
-    "/root",
-    "/dev/mem",
-    "/dev/kmem",
-    "/dev/port",
-    "/proc/kcore",
-    "/proc/sysrq-trigger",
-];
+/// Paths that lead into the host's kernel or its root once the jail mounts /proc or /dev; with
+/// [`crate::host::SECRETS`], what a jail must not reach.
+const KERNEL_DOORS: &[&str] = &["/dev/mem", "/dev/kmem", "/dev/port", "/proc/kcore", "/proc/sysrq-trigger"];
 
 /// Under /proc/PID/: the process's root, cwd and open files, which lead to the host's tree.
 const SENSITIVE_PROC_ENTRIES: &[&str] = &["root", "cwd", "fd", "map_files"];
@@ -568,7 +556,7 @@ pub fn symlink_destination(link: &JailPath, target: &str) -> Option<String> {
 /// /etc/shadow, /proc/*/root and the like (the path itself or below it).
 pub fn is_sensitive(path: &str) -> bool {
     let under = |base: &str| path == base || path.strip_prefix(base).is_some_and(|rest| rest.starts_with('/'));
-    if SENSITIVE.iter().any(|base| under(base)) {
+    if crate::host::SECRETS.iter().chain(KERNEL_DOORS).any(|base| under(base)) {
         return true;
     }
     let mut parts = path.split('/').filter(|part| !part.is_empty());

@@ -17,6 +17,24 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use anyhow::{bail, Context, Result};
 
+/// The host's secrets (the path itself and everything under it): password and group shadows,
+/// sudo rules and their timestamps, private keys, root's home, backups of those. `trace` never
+/// suggests them; `check` flags a jail that reaches them.
+pub const SECRETS: &[&str] = &[
+    "/etc/shadow",
+    "/etc/shadow-",
+    "/etc/gshadow",
+    "/etc/gshadow-",
+    "/etc/sudoers",
+    "/etc/sudoers.d",
+    "/etc/security/opasswd",
+    "/etc/ssl/private",
+    "/etc/krb5.keytab",
+    "/root",
+    "/var/backups",
+    "/var/lib/sudo",
+];
+
 /// The PATH used to find bare binary names, fixed so a Jailfile resolves the same on every host
 /// whatever the operator's environment.
 pub const BINARY_SEARCH_PATH: &[&str] =

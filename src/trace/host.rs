@@ -32,20 +32,7 @@ pub const NEVER_UNDER: &[(&str, &str)] = &[
 ];
 
 /// Never suggested, nor anything under them: the host's secrets.
-pub const DENIED: &[&str] = &[
-    "/etc/shadow",
-    "/etc/shadow-",
-    "/etc/gshadow",
-    "/etc/gshadow-",
-    "/etc/sudoers",
-    "/etc/sudoers.d",
-    "/etc/security/opasswd",
-    "/etc/ssl/private",
-    "/etc/krb5.keytab",
-    "/root",
-    "/var/backups",
-    "/var/lib/sudo",
-];
+pub const DENIED: &[&str] = crate::host::SECRETS;
 
 /// Never suggested: paths starting with these (the ssh host keys, private and public).
 pub const DENIED_PREFIXES: &[&str] = &["/etc/ssh/ssh_host_"];
