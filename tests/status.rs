@@ -184,21 +184,74 @@ fn orphaned_records_are_shown_with_the_command_that_forgets_them() {
 #[test]
 fn processes_mapping_replaced_files_are_listed() {
     need_root!("processes_mapping_replaced_files_are_listed");
+    let (pid, run) = status_of_a_sleeper_whose_program_is_replaced("sleeper", |ws| {
+        let sleeper = Command::new("chroot")
+            .arg(&ws.root)
+            .args(["/usr/local/bin/sleeper", "60"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("chroot sleeper");
+        let pid = sleeper.id();
+        (sleeper, pid)
+    });
+    assert!(
+        run.stdout.contains(&format!("process {pid} (sleeper) maps replaced files: /usr/local/bin/sleeper")),
+        "{}",
+        run.describe()
+    );
+}
+
+/// The same for a jail started as users start it: `jailprov enter` (new namespaces, pivot_root,
+/// the jail's root a bind mount of the applied one), seen from the host's pid namespace.
+#[test]
+fn processes_of_an_entered_jail_mapping_replaced_files_are_listed() {
+    need_root!("processes_of_an_entered_jail_mapping_replaced_files_are_listed");
+    // Its own name: the chroot test's sleeper may run at the same time.
+    let (pid, run) = status_of_a_sleeper_whose_program_is_replaced("entered-sleeper", |ws| {
+        let mut enter = ws.enter_command(&["/usr/local/bin/entered-sleeper", "60"]);
+        let enter = enter.stdin(Stdio::null()).stdout(Stdio::null()).spawn().expect("jailprov enter");
+        (enter, host_pid_of("entered-sleeper"))
+    });
+    assert!(
+        run.stdout
+            .contains(&format!("process {pid} (entered-sleeper) maps replaced files: /usr/local/bin/entered-sleeper")),
+        "{}",
+        run.describe()
+    );
+}
+
+/// The host pid of the one process named `name`, waited for (up to 10 s).
+fn host_pid_of(name: &str) -> u32 {
+    for _ in 0..200 {
+        let found = fs::read_dir("/proc").expect("list /proc").flatten().find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let comm = fs::read_to_string(entry.path().join("comm")).ok()?;
+            (comm.trim_end() == name).then_some(pid)
+        });
+        if let Some(pid) = found {
+            return pid;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("no process named {name} appeared");
+}
+
+/// Applies a jail of a copy of sleep named `name`, starts it with `start` (the child to stop afterwards and the
+/// sleeper's host pid), updates the host program and applies again (the jail's copy is replaced
+/// by rename), and runs `status --processes`.
+fn status_of_a_sleeper_whose_program_is_replaced(
+    name: &str,
+    start: impl FnOnce(&Workspace) -> (std::process::Child, u32),
+) -> (u32, Run) {
     let ws = Workspace::new("jailprov-status-processes-");
-    let program = ws.dir.join("sleeper");
+    let program = ws.dir.join(name);
     fs::copy("/usr/bin/sleep", &program).expect("copy sleep");
     ws.write_jailfile(&format!(
-        "root = \"/unused\"\nbinaries = [\"sleep\"]\n[[files]]\nsrc = \"{}\"\ndest = \"/usr/local/bin/sleeper\"\nmode = \"0755\"\n",
+        "root = \"/unused\"\nbinaries = [\"sleep\"]\n[[files]]\nsrc = \"{}\"\ndest = \"/usr/local/bin/{name}\"\nmode = \"0755\"\n",
         program.display()
     ));
     ws.apply();
-    let mut sleeper = Command::new("chroot")
-        .arg(&ws.root)
-        .args(["/usr/local/bin/sleeper", "60"])
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("chroot sleeper");
-    let pid = sleeper.id();
+    let (mut child, pid) = start(&ws);
     // An update: the host program gets one byte more; apply replaces the jail's copy by rename.
     let mut bytes = fs::read(&program).expect("read");
     bytes.push(0);
@@ -207,14 +260,10 @@ fn processes_mapping_replaced_files_are_listed() {
     let mut status = Command::new(BIN);
     status.args(["status", "--processes", "--state-dir"]).arg(&ws.state);
     let run = output(status);
-    let _ = sleeper.kill();
-    let _ = sleeper.wait();
-    let run = run.ok("status --processes");
-    assert!(
-        run.stdout.contains(&format!("process {pid} (sleeper) maps replaced files: /usr/local/bin/sleeper")),
-        "{}",
-        run.describe()
-    );
+    // SIGTERM: `enter` forwards it to the jail, which ends; chroot's sleeper simply ends.
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+    let _ = child.wait();
+    (pid, run.ok("status --processes"))
 }
 
 /// A record that cannot be read is an error naming its file, and hides no other jail.
